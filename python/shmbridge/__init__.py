@@ -1,0 +1,76 @@
+"""shmbridge: a C++ <-> Python channel moving n-d arrays through shared memory, protocol v1.
+
+This is the Python implementation of spec/PROTOCOL.md, independent of the C++ library; only the
+atomics and the cross-process wait/wake are native (``shmbridge._native``).
+"""
+
+from __future__ import annotations
+
+from .channel import Options, Reply, Request, Requester, Responder, ViewEscapedWarning
+from .dtype import DType, dtype_code
+from .errors import (
+    AlreadyExists,
+    CapacityExceeded,
+    CorruptHeader,
+    DtypeMismatch,
+    Error,
+    ErrorCode,
+    InvalidArgument,
+    InvalidName,
+    OsError,
+    OutOfTurn,
+    PeerGone,
+    PermissionDenied,
+    ProtocolViolation,
+    RoleTaken,
+    SegmentNotFound,
+    ShapeMismatch,
+    StaleSegment,
+    Timeout,
+    VersionMismatch,
+    error_for,
+    error_name,
+    exit_code,
+)
+from .protocol import Phase
+from .segment import SegmentBusyWarning
+
+__version__ = "0.1.0"
+PROTOCOL_VERSION = (1, 0)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AlreadyExists",
+    "CapacityExceeded",
+    "CorruptHeader",
+    "DType",
+    "DtypeMismatch",
+    "Error",
+    "ErrorCode",
+    "InvalidArgument",
+    "InvalidName",
+    "Options",
+    "OsError",
+    "OutOfTurn",
+    "PeerGone",
+    "PermissionDenied",
+    "Phase",
+    "ProtocolViolation",
+    "Reply",
+    "Request",
+    "Requester",
+    "Responder",
+    "RoleTaken",
+    "SegmentBusyWarning",
+    "SegmentNotFound",
+    "ShapeMismatch",
+    "StaleSegment",
+    "Timeout",
+    "VersionMismatch",
+    "ViewEscapedWarning",
+    "__version__",
+    "dtype_code",
+    "error_for",
+    "error_name",
+    "exit_code",
+]

@@ -1,0 +1,307 @@
+// shmbridge._native: the few operations Python cannot do correctly by itself (PROTOCOL.md R-STATE-4,
+// R-WAIT-1, R-WAIT-3, R-WAIT-4): 32-bit atomics with explicit memory order on a word inside a
+// writable buffer (the shared mapping), and a cross-process wait/wake on such a word.
+//
+// Everything else (layout, protocol, liveness, naming) is pure Python. This file is deliberately
+// small and has no knowledge of the protocol.
+//
+// Linux: futex(FUTEX_WAIT / FUTEX_WAKE) WITHOUT FUTEX_PRIVATE_FLAG (the key is file + offset, so it
+// works across processes). macOS 14.4+: os_sync_wait_on_address with OS_SYNC_WAIT_ON_ADDRESS_SHARED;
+// older macOS: sleeps of <= 1 ms (documented fallback). Windows: named auto-reset events (the caller
+// passes the event name, e.g. "Local\\N.req"). Only Linux is exercised by the tests.
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <string>
+#include <thread>
+
+#if defined(_WIN32)
+#  define WIN32_LEAN_AND_MEAN
+#  include <windows.h>
+#  include <intrin.h>
+#elif defined(__linux__)
+#  include <cerrno>
+#  include <ctime>
+#  include <linux/futex.h>
+#  include <sys/syscall.h>
+#  include <unistd.h>
+#elif defined(__APPLE__)
+#  include <cerrno>
+#  include <AvailabilityMacros.h>
+#  if defined(__has_include)
+#    if __has_include(<os/os_sync_wait_on_address.h>)
+#      include <os/os_sync_wait_on_address.h>
+#      define SHMBRIDGE_HAVE_OS_SYNC 1
+#    endif
+#  endif
+#endif
+
+namespace nb = nanobind;
+
+namespace {
+
+// Longest single OS wait: blocking is sliced so that Ctrl-C is noticed (R-WAIT-4).
+constexpr double kMaxSliceSeconds = 0.050;
+
+// RAII wrapper around a writable buffer export of a Python object (mmap, memoryview, bytearray,
+// numpy array). Holding the export also keeps the mapping alive while we block on it.
+class WritableBuffer {
+public:
+    explicit WritableBuffer(nb::handle obj) {
+        if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_WRITABLE | PyBUF_SIMPLE) != 0) {
+            throw nb::python_error();
+        }
+    }
+    ~WritableBuffer() { PyBuffer_Release(&view_); }
+    WritableBuffer(const WritableBuffer&) = delete;
+    WritableBuffer& operator=(const WritableBuffer&) = delete;
+
+    // Bounds- and alignment-checked pointer to the 32-bit word at `offset`.
+    template <typename T = uint32_t>
+    T* word(long long offset) const {
+        if (offset < 0 || static_cast<unsigned long long>(offset) + sizeof(T) >
+                              static_cast<unsigned long long>(view_.len)) {
+            throw nb::value_error("shmbridge._native: offset out of bounds for the word size");
+        }
+        char* p = static_cast<char*>(view_.buf) + offset;
+        if ((reinterpret_cast<uintptr_t>(p) & (sizeof(T) - 1)) != 0) {
+            throw nb::value_error("shmbridge._native: word address is not naturally aligned");
+        }
+        return reinterpret_cast<T*>(p);
+    }
+
+private:
+    Py_buffer view_{};
+};
+
+uint32_t checked_u32(long long v, const char* what) {
+    if (v < 0 || v > 0xFFFFFFFFLL) {
+        throw nb::value_error((std::string("shmbridge._native: ") + what +
+                               " must be in 0..2**32-1").c_str());
+    }
+    return static_cast<uint32_t>(v);
+}
+
+#if defined(_WIN32)
+uint32_t atomic_load_acquire(uint32_t* p) {
+    return static_cast<uint32_t>(InterlockedCompareExchange(reinterpret_cast<volatile LONG*>(p), 0, 0));
+}
+void atomic_store_release(uint32_t* p, uint32_t v) {
+    InterlockedExchange(reinterpret_cast<volatile LONG*>(p), static_cast<LONG>(v));
+}
+uint32_t atomic_cas(uint32_t* p, uint32_t expected, uint32_t desired) {
+    return static_cast<uint32_t>(InterlockedCompareExchange(
+        reinterpret_cast<volatile LONG*>(p), static_cast<LONG>(desired), static_cast<LONG>(expected)));
+}
+uint32_t atomic_fetch_add(uint32_t* p, uint32_t delta) {
+    return static_cast<uint32_t>(
+        InterlockedExchangeAdd(reinterpret_cast<volatile LONG*>(p), static_cast<LONG>(delta)));
+}
+#else
+uint32_t atomic_load_acquire(uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+void atomic_store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+uint32_t atomic_cas(uint32_t* p, uint32_t expected, uint32_t desired) {
+    // Sequentially consistent on success and failure: covers the acquire, release and acq_rel
+    // transitions of the spec and the seq_cst pairing with the waiters counter (R-WAIT-3).
+    __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return expected;  // the value found (== the old expected on success)
+}
+uint32_t atomic_fetch_add(uint32_t* p, uint32_t delta) {
+    return __atomic_fetch_add(p, delta, __ATOMIC_SEQ_CST);
+}
+#endif
+
+// One OS-level wait of at most `seconds` while *p == expected. Called without the GIL.
+void os_wait_slice(uint32_t* p, uint32_t expected, double seconds, const std::string& event) {
+#if defined(__linux__)
+    (void)event;
+    struct timespec ts;
+    ts.tv_sec = static_cast<time_t>(seconds);
+    ts.tv_nsec = static_cast<long>((seconds - static_cast<double>(ts.tv_sec)) * 1e9);
+    // FUTEX_WAIT, not FUTEX_WAIT_PRIVATE: the word lives in a MAP_SHARED mapping.
+    syscall(SYS_futex, p, FUTEX_WAIT, expected, &ts, nullptr, 0);
+#elif defined(__APPLE__)
+    (void)event;
+#  if defined(SHMBRIDGE_HAVE_OS_SYNC)
+    if (__builtin_available(macOS 14.4, *)) {
+        os_sync_wait_on_address_with_timeout(p, expected, sizeof(uint32_t),
+                                             OS_SYNC_WAIT_ON_ADDRESS_SHARED, OS_CLOCK_MACH_ABSOLUTE_TIME,
+                                             static_cast<uint64_t>(seconds * 1e9));
+        return;
+    }
+#  endif
+    // Fallback for macOS < 14.4: short sleeps (<= 1 ms), documented in R-WAIT-1.
+    const double step = seconds < 0.001 ? seconds : 0.001;
+    std::this_thread::sleep_for(std::chrono::duration<double>(step));
+#elif defined(_WIN32)
+    (void)p;
+    (void)expected;
+    if (event.empty()) {
+        Sleep(1);
+        return;
+    }
+    std::wstring wname(event.begin(), event.end());
+    HANDLE h = CreateEventW(nullptr, FALSE, FALSE, wname.c_str());
+    if (h == nullptr) {
+        Sleep(1);
+        return;
+    }
+    WaitForSingleObject(h, static_cast<DWORD>(seconds * 1000.0) + 1);
+    CloseHandle(h);
+#else
+    (void)p;
+    (void)expected;
+    (void)event;
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds < 0.001 ? seconds : 0.001));
+#endif
+}
+
+int os_wake_all(uint32_t* p, const std::string& event) {
+#if defined(__linux__)
+    (void)event;
+    long n = syscall(SYS_futex, p, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+    return n < 0 ? 0 : static_cast<int>(n);
+#elif defined(__APPLE__)
+    (void)event;
+#  if defined(SHMBRIDGE_HAVE_OS_SYNC)
+    if (__builtin_available(macOS 14.4, *)) {
+        os_sync_wake_by_address_all(p, sizeof(uint32_t), OS_SYNC_WAKE_BY_ADDRESS_SHARED);
+    }
+#  endif
+    return 0;
+#elif defined(_WIN32)
+    (void)p;
+    if (event.empty()) return 0;
+    std::wstring wname(event.begin(), event.end());
+    HANDLE h = CreateEventW(nullptr, FALSE, FALSE, wname.c_str());
+    if (h == nullptr) return 0;
+    SetEvent(h);
+    CloseHandle(h);
+    return 1;
+#else
+    (void)p;
+    (void)event;
+    return 0;
+#endif
+}
+
+// Block while the word equals `expected`, at most `timeout_s` seconds, in slices of <= 50 ms with the
+// GIL released; between slices pending signals are handled (KeyboardInterrupt propagates).
+// Returns True if the word was seen different from `expected`, False on timeout.
+bool wait(nb::handle buffer, long long offset, long long expected_ll, double timeout_s,
+          const std::string& event) {
+    const uint32_t expected = checked_u32(expected_ll, "expected");
+    if (!(timeout_s >= 0.0)) {
+        throw nb::value_error("shmbridge._native.wait: timeout_s must be >= 0");
+    }
+    WritableBuffer buf(buffer);
+    uint32_t* p = buf.word(offset);
+    using clock = std::chrono::steady_clock;
+    const auto start = clock::now();
+    for (;;) {
+        if (atomic_load_acquire(p) != expected) return true;
+        const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
+        const double remaining = timeout_s - elapsed;
+        if (remaining <= 0.0) return false;
+        const double slice = remaining < kMaxSliceSeconds ? remaining : kMaxSliceSeconds;
+        {
+            nb::gil_scoped_release release;
+            os_wait_slice(p, expected, slice, event);
+        }
+        if (PyErr_CheckSignals() != 0) throw nb::python_error();
+    }
+}
+
+}  // namespace
+
+NB_MODULE(_native, m) {
+    m.doc() = "shmbridge native helper: 32-bit atomics and cross-process wait/wake on a shared word";
+
+    m.def(
+        "load_acquire",
+        [](nb::handle buffer, long long offset) -> uint32_t {
+            WritableBuffer buf(buffer);
+            return atomic_load_acquire(buf.word(offset));
+        },
+        nb::arg("buffer"), nb::arg("offset"), "Acquire load of the u32 at `offset`.");
+
+    m.def(
+        "store_release",
+        [](nb::handle buffer, long long offset, long long value) {
+            const uint32_t v = checked_u32(value, "value");
+            WritableBuffer buf(buffer);
+            atomic_store_release(buf.word(offset), v);
+        },
+        nb::arg("buffer"), nb::arg("offset"), nb::arg("value"), "Release store of a u32 at `offset`.");
+
+    m.def(
+        "compare_exchange",
+        [](nb::handle buffer, long long offset, long long expected, long long desired) -> uint32_t {
+            const uint32_t e = checked_u32(expected, "expected");
+            const uint32_t d = checked_u32(desired, "desired");
+            WritableBuffer buf(buffer);
+            return atomic_cas(buf.word(offset), e, d);
+        },
+        nb::arg("buffer"), nb::arg("offset"), nb::arg("expected"), nb::arg("desired"),
+        "Sequentially consistent compare-and-swap; returns the value found (== expected on "
+        "success).");
+
+    m.def(
+        "fetch_add",
+        [](nb::handle buffer, long long offset, long long delta) -> uint32_t {
+            if (delta < -0x80000000LL || delta > 0xFFFFFFFFLL) {
+                throw nb::value_error("shmbridge._native.fetch_add: delta out of range");
+            }
+            WritableBuffer buf(buffer);
+            return atomic_fetch_add(buf.word(offset), static_cast<uint32_t>(delta));
+        },
+        nb::arg("buffer"), nb::arg("offset"), nb::arg("delta"),
+        "Sequentially consistent fetch_add (wrapping); returns the previous value.");
+
+    // 64-bit variants, used only for the 8-byte `magic` that the creator publishes last with
+    // release semantics and an attacher reads with acquire semantics (R-SEG-6): a peer may read it
+    // with one 8-byte load, so it must be written by one 8-byte store.
+    m.def(
+        "load_acquire64",
+        [](nb::handle buffer, long long offset) -> uint64_t {
+            WritableBuffer buf(buffer);
+#if defined(_WIN32)
+            return static_cast<uint64_t>(InterlockedCompareExchange64(
+                reinterpret_cast<volatile LONG64*>(buf.word<uint64_t>(offset)), 0, 0));
+#else
+            return __atomic_load_n(buf.word<uint64_t>(offset), __ATOMIC_ACQUIRE);
+#endif
+        },
+        nb::arg("buffer"), nb::arg("offset"), "Acquire load of the u64 at `offset`.");
+
+    m.def(
+        "store_release64",
+        [](nb::handle buffer, long long offset, uint64_t value) {
+            WritableBuffer buf(buffer);
+#if defined(_WIN32)
+            InterlockedExchange64(reinterpret_cast<volatile LONG64*>(buf.word<uint64_t>(offset)),
+                                  static_cast<LONG64>(value));
+#else
+            __atomic_store_n(buf.word<uint64_t>(offset), value, __ATOMIC_RELEASE);
+#endif
+        },
+        nb::arg("buffer"), nb::arg("offset"), nb::arg("value"), "Release store of a u64.");
+
+    m.def("wait", &wait, nb::arg("buffer"), nb::arg("offset"), nb::arg("expected"),
+          nb::arg("timeout_s"), nb::arg("event") = std::string(),
+          "Block while the u32 at `offset` equals `expected`, at most timeout_s seconds (GIL "
+          "released, sliced <= 50 ms, Ctrl-C aware). True if it changed, False on timeout.");
+
+    m.def(
+        "wake_all",
+        [](nb::handle buffer, long long offset, const std::string& event) -> int {
+            WritableBuffer buf(buffer);
+            return os_wake_all(buf.word(offset), event);
+        },
+        nb::arg("buffer"), nb::arg("offset"), nb::arg("event") = std::string(),
+        "Wake every process blocked on the u32 at `offset`; returns how many were woken (Linux).");
+}

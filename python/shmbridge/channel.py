@@ -1,0 +1,911 @@
+"""Requester and Responder handles (PROTOCOL.md §4-§8), the second, independent implementation of
+the protocol next to the C++ library.
+
+Every change of the control word is a compare-and-swap from the exact expected value through the
+native helper (R-STATE-2, R-STATE-4); the payload, ``message`` and ``reply_code`` are touched only
+while the phase gives this side ownership (R-STATE-3).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import time
+import warnings
+import weakref
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Callable, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _native
+from .dtype import DType, dtype_code
+from .errors import (
+    CapacityExceeded,
+    DtypeMismatch,
+    Error,
+    ErrorCode,
+    InvalidArgument,
+    OutOfTurn,
+    PeerGone,
+    ProtocolViolation,
+    ShapeMismatch,
+    Timeout,
+    error_for,
+)
+from .layout import (
+    DESCRIPTOR_SIZE,
+    HEADER_SIZE,
+    OFF_CREATOR,
+    OFF_DECLARED,
+    OFF_MESSAGE,
+    OFF_REPLY_CODE,
+    OFF_REQUESTER,
+    OFF_RESPONDER,
+    OFF_WORD,
+    PAYLOAD_OFFSET,
+    SLOT_ATTACHED,
+    Descriptor,
+    Header,
+    Slot,
+    decode_descriptor,
+    decode_header,
+    encode_descriptor,
+    encode_header,
+)
+from .liveness import claim_slot, own_start_time, peer_status, release_slot
+from .naming import validate_name, windows_names
+from .protocol import Peer, Phase, encode_word, next_seq, phase_of, seq_of
+from .segment import Segment
+from .wait import block, spin, wake
+
+__all__ = ["Options", "Reply", "Request", "Requester", "Responder", "ViewEscapedWarning"]
+
+_U32 = struct.Struct("<I")
+_IDLE, _REQUESTED, _TAKEN, _REPLIED = (int(p) for p in
+                                       (Phase.IDLE, Phase.REQUESTED, Phase.TAKEN, Phase.REPLIED))
+
+
+class ViewEscapedWarning(ResourceWarning):
+    """A zero-copy view was still referenced after its lease ended (R-CLOSE-3): it has been made
+    read-only and its contents may change under it."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Channel options (names as in the C++ ``shmbridge::Options``)."""
+
+    timeout: float = 5.0  #: default deadline of blocking operations and of attach, seconds
+    spin: float = 20e-6  #: spin budget before blocking in the OS (R-WAIT-1)
+    liveness_interval: float = 0.05  #: longest OS wait between peer checks (R-WAIT-4)
+    peer_timeout: float = 1.0  #: bound on noticing a dead peer (R-LIVE-3)
+    reclaim_stale: bool = True  #: reclaim a segment left by a dead creator (R-STALE-2)
+    keep_segment: bool = False  #: creator: do not unlink on close (R-SEG-3)
+
+    def __post_init__(self) -> None:
+        for field in ("timeout", "spin", "liveness_interval", "peer_timeout"):
+            v = getattr(self, field)
+            if not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
+                raise InvalidArgument(f"option {field} must be a number >= 0, found {v!r}")
+        if self.liveness_interval <= 0:
+            raise InvalidArgument("option liveness_interval must be > 0")
+
+
+def _options(opts: Optional[Options], kw: dict[str, Any]) -> Options:
+    base = opts if opts is not None else Options()
+    if not kw:
+        return base
+    fields = {k: getattr(base, k) for k in Options.__dataclass_fields__}
+    for k, v in kw.items():
+        if k not in fields:
+            raise InvalidArgument(f"unknown option {k!r}; expected one of {sorted(fields)}")
+        fields[k] = v
+    return Options(**fields)
+
+
+def _timeout(value: Optional[float], default: float) -> float:
+    t = default if value is None else value
+    if not isinstance(t, (int, float)) or math.isnan(t) or t < 0:
+        raise InvalidArgument(f"timeout must be a number >= 0 (seconds), found {value!r}")
+    return float(t)
+
+
+def _shape_tuple(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        out = tuple(int(s) for s in shape)
+    except TypeError:
+        raise InvalidArgument(f"shape must be a sequence of ints, found {shape!r}") from None
+    if any(s < 0 for s in out):
+        raise InvalidArgument(f"shape extents must be >= 0, found {out}")
+    if len(out) > 8:
+        raise ShapeMismatch(f"shape {out} has {len(out)} dims; protocol v1 allows at most 8")
+    return out
+
+
+class _Lease:
+    """Tracks the zero-copy views handed out for one ownership period (R-CLOSE-3)."""
+
+    __slots__ = ("views",)
+
+    def __init__(self) -> None:
+        self.views: list[weakref.ReferenceType[np.ndarray[Any, Any]]] = []
+
+    def add(self, view: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        self.views.append(weakref.ref(view))
+        return view
+
+    def end(self) -> None:
+        for ref in self.views:
+            v = ref()
+            if v is not None:
+                v.flags.writeable = False
+        self.views.clear()
+
+
+class _Handle:
+    """State shared by both roles: the mapping, the declared array, the word accessors."""
+
+    _role: str = ""
+    _slot: int = 0
+    _peer_slot: int = 0
+
+    def __init__(self, seg: Segment, header: Header, opts: Options) -> None:
+        self._seg: Optional[Segment] = seg
+        mm = seg.mm
+        assert mm is not None
+        self._mm = mm
+        self._opts = opts
+        self._capacity = header.capacity
+        self._declared = header.declared
+        self._declared_bytes = encode_descriptor(header.declared)
+        self._dtype: np.dtype[Any] = DType(header.declared.dtype).numpy
+        self._shape = header.declared.shape
+        self._nbytes = header.declared.nbytes
+        if self._capacity > 0:
+            self._payload: np.ndarray[Any, np.dtype[np.uint8]] = np.frombuffer(
+                mm, dtype=np.uint8, count=self._capacity, offset=PAYLOAD_OFFSET)
+        else:
+            self._payload = np.zeros(0, dtype=np.uint8)
+        self._closed = False
+        self._all_views: list[weakref.ReferenceType[np.ndarray[Any, Any]]] = []
+        if os.name == "nt":  # pragma: no cover - Windows wait events (R-WAIT-1)
+            _m, req_ev, rsp_ev = windows_names(seg.name)
+            self._my_event, self._peer_event = (
+                (req_ev, rsp_ev) if self._role == "requester" else (rsp_ev, req_ev))
+        else:
+            self._my_event = self._peer_event = ""
+
+    # -- introspection ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._seg.name if self._seg is not None else ""
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def created(self) -> bool:
+        return self._seg is not None and self._seg.created
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def word(self) -> int:
+        """The control word (acquire load)."""
+        self._check_open()
+        return _native.load_acquire(self._mm, OFF_WORD)
+
+    def phase(self) -> Optional[Phase]:
+        """The phase of the word, None if it holds a value outside the table."""
+        return phase_of(self.word())
+
+    def seq(self) -> int:
+        return seq_of(self.word())
+
+    def status(self) -> int:
+        return self.word() & 3
+
+    def header(self) -> Header:
+        """A decoded snapshot of the header (for diagnostics)."""
+        self._check_open()
+        return decode_header(self._mm[:HEADER_SIZE], self._seg.size if self._seg else 0,
+                             check_message=False)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgument(f"the {self._role} handle is closed")
+
+    def _cas(self, expected: int, desired: int) -> bool:
+        ok = _native.compare_exchange(self._mm, OFF_WORD, expected, desired) == expected
+        if ok:
+            wake(self._mm, self._peer_event)
+        return ok
+
+    def _view(self, lease: _Lease, writable: bool) -> np.ndarray[Any, Any]:
+        v = self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
+        v.flags.writeable = writable
+        if len(self._all_views) > 64:
+            self._all_views = [r for r in self._all_views if r() is not None]
+        self._all_views.append(weakref.ref(v))
+        return lease.add(v)
+
+    def _check_array(self, array: Any) -> np.ndarray[Any, Any]:
+        arr = np.asarray(array)
+        if arr.dtype != self._dtype:
+            try:
+                code = dtype_code(arr.dtype).name
+            except DtypeMismatch:
+                code = str(arr.dtype)
+            raise DtypeMismatch(
+                f"array dtype {code} differs from the declared dtype {self._dtype.name}; "
+                f"convert it with .astype(np.{self._dtype.name})"
+            )
+        if arr.shape != self._shape:
+            raise ShapeMismatch(
+                f"array shape {arr.shape} differs from the declared shape {self._shape}; "
+                "reshape it or create the segment with that shape"
+            )
+        if arr.nbytes > self._capacity:
+            raise CapacityExceeded(
+                f"array needs {arr.nbytes} bytes, the payload capacity is {self._capacity}")
+        return arr
+
+    def _check_message(self, who: str) -> Optional[Error]:
+        """R-MSG-1: the published message descriptor must equal ``declared``."""
+        raw = self._mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE]
+        if raw == self._declared_bytes:
+            return None
+        try:
+            msg = decode_descriptor(raw, self._capacity, "message descriptor")
+        except Error as e:
+            return e
+        exp = self._declared.describe()
+        if msg.dtype != self._declared.dtype:
+            return DtypeMismatch(f"{who}: message dtype is {msg.describe()}, expected {exp}")
+        return ShapeMismatch(f"{who}: message shape is {msg.describe()}, expected {exp}")
+
+    def _write_message(self, reply_code: int) -> None:
+        mm = self._mm
+        mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] = self._declared_bytes
+        _U32.pack_into(mm, OFF_REPLY_CODE, reply_code)
+
+    def _peer(self) -> Peer:
+        return peer_status(self._mm, self._peer_slot)
+
+    def _wait_change(self, word: int, deadline: float, check_at: float, spun: bool) -> None:
+        """Wait for the word to differ from ``word``: spin once, then block in the OS until the
+        next liveness check or the deadline, whichever comes first (R-WAIT-1, R-WAIT-4)."""
+        if not spun and self._opts.spin > 0:
+            spin(self._mm, word, self._opts.spin)
+            return
+        limit = min(deadline, check_at) - time.monotonic()
+        if limit > 0:
+            block(self._mm, word, limit, self._my_event)
+
+    def _violation(self, word: int, what: str) -> ProtocolViolation:
+        return ProtocolViolation(
+            f"{what}: the control word holds {word:#010x} (phase bits {word & 0xF:#x}, seq "
+            f"{seq_of(word)}), which no legal transition produces; a rogue or naive writer is "
+            "using the segment: stop it and recreate the segment"
+        )
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def _release(self) -> None:
+        """Common close steps (R-CLOSE-1): slot CLOSED and pid 0, wake, unmap, creator unlinks."""
+        seg = self._seg
+        if seg is None:
+            return
+        mm = self._mm
+        release_slot(mm, self._slot)
+        if seg.created:
+            release_slot(mm, OFF_CREATOR)
+        _native.fetch_add(mm, 0x104, 0)  # seq_cst fence before reading waiters
+        _native.wake_all(mm, OFF_WORD, self._peer_event)
+        escaped = [v for v in (r() for r in self._all_views) if v is not None]
+        for v in escaped:
+            v.flags.writeable = False
+        if escaped:
+            warnings.warn(
+                f"{self._role} on {seg.name!r} closed while {len(escaped)} zero-copy view(s) are "
+                "still referenced; they stay readable (the mapping is kept until they are gone) "
+                "but no longer reflect the channel",
+                ViewEscapedWarning,
+                stacklevel=3,
+            )
+        self._seg = None
+        del self._payload
+        del self._mm
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            seg.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, et: Optional[type[BaseException]], ev: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if not getattr(self, "_closed", True):
+                self.close()
+        except Exception:
+            pass
+
+    # -- construction helpers -----------------------------------------------------------------
+
+    @classmethod
+    def _new_header(cls, dtype: Any, shape: Any, capacity: Optional[int]) -> Header:
+        code = dtype_code(dtype)
+        shp = _shape_tuple(shape)
+        desc = Descriptor(int(code), shp)
+        cap = desc.nbytes if capacity is None else int(capacity)
+        if cap < desc.nbytes:
+            raise CapacityExceeded(
+                f"capacity {cap} is smaller than the declared array {desc.describe()} "
+                f"({desc.nbytes} bytes)")
+        me = Slot(os.getpid(), SLOT_ATTACHED, own_start_time(), 1)
+        return Header(
+            capacity=cap,
+            declared=desc,
+            message=desc,
+            creator=me,
+            requester=me if cls._role == "requester" else Slot(),
+            responder=me if cls._role == "responder" else Slot(),
+        )
+
+    @classmethod
+    def _attach_segment(cls, name: str, dtype: Any, shape: Any,
+                        opts: Options) -> tuple[Segment, Header]:
+        want_dtype = None if dtype is None else dtype_code(dtype)
+        want_shape = None if shape is None else _shape_tuple(shape)
+        deadline = time.monotonic() + opts.timeout
+        seg = Segment.attach(name, deadline=deadline)
+        try:
+            mm = seg.mm
+            assert mm is not None
+            header = decode_header(mm[:HEADER_SIZE], seg.size, check_message=False)
+            d = header.declared
+            if want_dtype is not None and int(want_dtype) != d.dtype:
+                raise DtypeMismatch(
+                    f"segment {seg.name!r} declares {d.describe()}, expected dtype "
+                    f"{want_dtype.name}; attach with the creator's dtype")
+            if want_shape is not None and want_shape != d.shape:
+                raise ShapeMismatch(
+                    f"segment {seg.name!r} declares {d.describe()}, expected shape "
+                    f"{want_shape}; attach with the creator's shape")
+            claim_slot(mm, OFF_REQUESTER if cls._role == "requester" else OFF_RESPONDER,
+                       cls._role)
+        except BaseException:
+            seg.close()
+            raise
+        return seg, header
+
+    @classmethod
+    def _create_segment(cls, name: str, dtype: Any, shape: Any, capacity: Optional[int],
+                        opts: Options) -> tuple[Segment, Header]:
+        validate_name(name)
+        header = cls._new_header(dtype, shape, capacity)
+        seg = Segment.create(name, HEADER_SIZE + header.capacity, encode_header(header),
+                             reclaim_stale=opts.reclaim_stale, keep=opts.keep_segment,
+                             deadline=time.monotonic() + min(opts.timeout, 1.0))
+        return seg, header
+
+
+# ---------------------------------------------------------------------------------------------
+# Requester
+# ---------------------------------------------------------------------------------------------
+
+
+class Reply:
+    """A received reply: ``array`` is a zero-copy read-only view, valid until the next send
+    (R-CLOSE-3). Use it as a context manager: ``with req.receive() as a: ...``."""
+
+    def __init__(self, array: np.ndarray[Any, Any], seq: int, lease: _Lease) -> None:
+        self.array = array
+        self.seq = seq
+        self._lease = lease
+
+    def __enter__(self) -> np.ndarray[Any, Any]:
+        return self.array
+
+    def __exit__(self, et: Optional[type[BaseException]], ev: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self._lease.end()
+
+    def copy(self) -> np.ndarray[Any, Any]:
+        return self.array.copy()
+
+
+class _RequestBuffer:
+    """``with req.request_buffer() as buf:`` fill ``buf`` in place; it is sent on a clean exit."""
+
+    def __init__(self, owner: Requester) -> None:
+        self._owner = owner
+        self._lease = _Lease()
+        self.array: Optional[np.ndarray[Any, Any]] = None
+
+    def __enter__(self) -> np.ndarray[Any, Any]:
+        self._owner._prepare_send()
+        self.array = self._owner._view(self._lease, writable=True)
+        return self.array
+
+    def __exit__(self, et: Optional[type[BaseException]], ev: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self._lease.end()
+        if et is None:
+            self._owner._publish_request()
+
+
+class Requester(_Handle):
+    """The requester role: ``send`` / ``receive`` / ``call``."""
+
+    _role = "requester"
+    _slot = OFF_REQUESTER
+    _peer_slot = OFF_RESPONDER
+
+    def __init__(self, seg: Segment, header: Header, opts: Options) -> None:
+        super().__init__(seg, header, opts)
+        self._pending: Optional[int] = None
+        self._reply_lease = _Lease()
+
+    @classmethod
+    def create(cls, name: str, dtype: Any, shape: Any, *, capacity: Optional[int] = None,
+               options: Optional[Options] = None, **kw: Any) -> Requester:
+        """Create the segment as the requester (the creator unlinks it on close)."""
+        opts = _options(options, kw)
+        seg, header = cls._create_segment(name, dtype, shape, capacity, opts)
+        return cls(seg, header, opts)
+
+    @classmethod
+    def attach(cls, name: str, dtype: Any = None, shape: Any = None, *,
+               options: Optional[Options] = None, **kw: Any) -> Requester:
+        """Attach as the requester; recover an orphan round left by a previous requester
+        (R-REC-1)."""
+        opts = _options(options, kw)
+        seg, header = cls._attach_segment(name, dtype, shape, opts)
+        self = cls(seg, header, opts)
+        try:
+            self._recover(time.monotonic() + opts.timeout)
+        except BaseException:
+            self._closed = True
+            self._release()
+            raise
+        return self
+
+    def _recover(self, deadline: float) -> None:
+        """R-REC-1: bring the channel back to IDLE before the first send."""
+        check_at = 0.0
+        spun = False
+        while True:
+            w = _native.load_acquire(self._mm, OFF_WORD)
+            ph = w & 0xF
+            if ph == _IDLE:
+                return
+            if ph in (_REQUESTED, _REPLIED):  # T5 (orphan counts as own) / T6
+                self._cas(w, w & ~0xF)
+                continue
+            if ph != _TAKEN:
+                raise self._violation(w, "attach")
+            now = time.monotonic()
+            if now >= check_at or now >= deadline:
+                if self._peer() is Peer.GONE:
+                    self._cas(w, w & ~0xF)  # T7
+                    continue
+                check_at = now + self._opts.liveness_interval
+            if now >= deadline:
+                raise Timeout(
+                    f"attach to {self.name!r}: the responder still holds request #{seq_of(w)} "
+                    "of a previous requester; expected it to reply within the attach timeout; "
+                    "retry later or raise the timeout")
+            self._wait_change(w, deadline, check_at, spun)
+            spun = True
+
+    def pending(self) -> Optional[int]:
+        """The seq of the outstanding request, or None."""
+        return self._pending
+
+    # -- send -----------------------------------------------------------------------------------
+
+    def _prepare_send(self) -> int:
+        """Preconditions and phase check of send (R-STATE-10, T1's from). Returns the word."""
+        self._check_open()
+        mm = self._mm
+        if self._pending is not None:
+            w = _native.load_acquire(mm, OFF_WORD)
+            if w == encode_word(Phase.REPLIED, self._pending) and self._cas(w, w & ~0xF):
+                self._pending = None  # R-STATE-10: late reply consumed (T4), result dropped
+            else:
+                raise OutOfTurn(
+                    f"send: request #{self._pending} is still outstanding (the responder holds "
+                    "it or has not taken it); expected no request pending: receive() its reply "
+                    "first")
+        w = _native.load_acquire(mm, OFF_WORD)
+        ph = w & 0xF
+        if ph != _IDLE:
+            if phase_of(w) is None:
+                raise self._violation(w, "send")
+            raise OutOfTurn(
+                f"send: the channel is {Phase(ph).name} (seq {seq_of(w)}), expected IDLE; "
+                "another requester's round is in progress")
+        self._reply_lease.end()
+        return w
+
+    def _publish_request(self) -> int:
+        """Write message + reply_code and CAS IDLE -> REQUESTED (T1, release)."""
+        w = _native.load_acquire(self._mm, OFF_WORD)
+        if w & 0xF != _IDLE:
+            raise self._error_for_word(w, "send")
+        self._write_message(0)
+        new = encode_word(Phase.REQUESTED, next_seq(seq_of(w)))
+        if not self._cas(w, new):
+            raise self._error_for_word(_native.load_acquire(self._mm, OFF_WORD), "send")
+        self._pending = seq_of(new)
+        return self._pending
+
+    def _error_for_word(self, w: int, what: str) -> Error:
+        if phase_of(w) is None:
+            return self._violation(w, what)
+        return OutOfTurn(f"{what}: the channel is {Phase(w & 0xF).name}, expected IDLE")
+
+    def send(self, array: Any) -> int:
+        """Copy ``array`` into the segment and publish the request (T1). Returns its seq.
+        Does not wait: OUT_OF_TURN unless the channel is IDLE (R-STATE-7)."""
+        arr = self._check_array(array)
+        self._prepare_send()
+        if self._nbytes:
+            dst = self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
+            np.copyto(dst, arr, casting="no")
+        return self._publish_request()
+
+    def request_buffer(self) -> _RequestBuffer:
+        """Zero-copy send: ``with req.request_buffer() as buf: buf[...] = ...`` (sent on exit)."""
+        return _RequestBuffer(self)
+
+    def send_in_place(self) -> int:
+        """Publish the payload as it is (written through an earlier request_buffer view)."""
+        self._prepare_send()
+        return self._publish_request()
+
+    # -- receive --------------------------------------------------------------------------------
+
+    def receive(self, timeout: Optional[float] = None) -> Reply:
+        """Wait for the reply to the own request (T4). Returns a :class:`Reply` whose ``array`` is
+        a read-only zero-copy view valid until the next send."""
+        self._check_open()
+        t = _timeout(timeout, self._opts.timeout)
+        seq = self._receive(t)
+        return Reply(self._view(self._reply_lease, writable=False), seq, self._reply_lease)
+
+    def try_receive(self) -> Reply:
+        return self.receive(timeout=0)
+
+    def receive_copy(self, timeout: Optional[float] = None,
+                     out: Optional[np.ndarray[Any, Any]] = None) -> np.ndarray[Any, Any]:
+        """Wait for the reply and copy it out (into ``out`` if given)."""
+        self._check_open()
+        self._receive(_timeout(timeout, self._opts.timeout))
+        src = self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
+        if out is None:
+            return src.copy()
+        np.copyto(out, src)
+        return out
+
+    def call(self, array: Any, timeout: Optional[float] = None,
+             out: Optional[np.ndarray[Any, Any]] = None) -> np.ndarray[Any, Any]:
+        """send + receive_copy."""
+        self.send(array)
+        return self.receive_copy(timeout, out)
+
+    def _receive(self, timeout: float) -> int:
+        pending = self._pending
+        if pending is None:
+            raise OutOfTurn("receive: no request is outstanding; expected a send() first")
+        mm = self._mm
+        start = time.monotonic()
+        deadline = start + timeout
+        check_at = start + min(self._opts.spin, timeout)
+        spun = False
+        while True:
+            w = _native.load_acquire(mm, OFF_WORD)
+            ph = w & 0xF
+            if ph == _IDLE:
+                raise OutOfTurn(
+                    f"receive: the channel is IDLE but request #{pending} is outstanding; "
+                    "another process withdrew it")
+            if phase_of(w) is None:
+                raise self._violation(w, "receive")
+            if seq_of(w) != pending:
+                raise ProtocolViolation(
+                    f"receive: the word carries seq {seq_of(w)}, expected the own request "
+                    f"#{pending} (R-STATE-6); a rogue writer or a second requester is active")
+            if ph == _REPLIED:
+                if not self._cas(w, w & ~0xF):  # T4, acquire
+                    continue
+                self._pending = None
+                return self._finish_receive(pending)
+            # REQUESTED or TAKEN: waits in (R-WAIT-5: liveness, then deadline).
+            now = time.monotonic()
+            if now >= check_at or now >= deadline:
+                check_at = now + self._opts.liveness_interval
+                if self._peer() is Peer.GONE:
+                    if self._cas(w, w & ~0xF):  # T5 (REQUESTED) or T7 (TAKEN)
+                        self._pending = None
+                        raise PeerGone(
+                            f"receive: the responder of {self.name!r} is gone (closed or died) "
+                            f"with request #{pending} {'taken' if ph == _TAKEN else 'pending'}; "
+                            "the request was withdrawn: start a responder and send again")
+                    continue
+            if now >= deadline:
+                if ph == _REQUESTED:
+                    if self._cas(w, w & ~0xF):  # T5, cancel
+                        self._pending = None
+                        raise Timeout(
+                            f"receive: no responder took request #{pending} within {timeout} s; "
+                            "the request was withdrawn (the channel is IDLE): send again")
+                    continue
+                raise Timeout(
+                    f"receive: the responder holds request #{pending} and did not reply within "
+                    f"{timeout} s; the request stays outstanding: receive() again for the late "
+                    "reply")
+            self._wait_change(w, deadline, check_at, spun)
+            spun = True
+
+    def _finish_receive(self, seq: int) -> int:
+        """After T4 (the requester owns the payload): reply_code and message checks (R-MSG-*)."""
+        code = _U32.unpack_from(self._mm, OFF_REPLY_CODE)[0]
+        if code != 0:
+            err = error_for(code, "")
+            raise error_for(
+                code, f"the responder rejected request #{seq}: {err.code.name if code <= 17 else code}")
+        bad = self._check_message("receive")
+        if bad is not None:
+            raise bad
+        return seq
+
+    def close(self) -> None:
+        """R-CLOSE-1/-2: idempotent; an outstanding request is left for the next requester."""
+        if self._closed:
+            return
+        self._closed = True
+        self._reply_lease.end()
+        self._release()
+
+
+# ---------------------------------------------------------------------------------------------
+# Responder
+# ---------------------------------------------------------------------------------------------
+
+
+class Request:
+    """A taken request. ``array`` is a writable zero-copy view of the payload, valid until
+    ``reply``/``fail`` (R-CLOSE-3). As a context manager, a block that ends without replying
+    replies in place, or, if it raised, fails the round with the error's code (R-MSG-2)."""
+
+    def __init__(self, owner: Responder, seq: int) -> None:
+        self._owner = owner
+        self.seq = seq
+        self._lease = _Lease()
+        self._array: Optional[np.ndarray[Any, Any]] = None
+        self.done = False
+
+    @property
+    def array(self) -> np.ndarray[Any, Any]:
+        if self._array is None:
+            self._array = self._owner._view(self._lease, writable=not self.done)
+        return self._array
+
+    @array.setter
+    def array(self, value: Any) -> None:
+        # ``request.array += 1`` rebinds the attribute to the same (in-place updated) view;
+        # any other value is copied into the payload.
+        view = self.array
+        if value is view:
+            return
+        if self.done:
+            raise OutOfTurn(f"request #{self.seq} was already answered; its view is read-only")
+        np.copyto(view, self._owner._check_array(value), casting="no")
+
+    def reply(self, array: Any = None) -> None:
+        """Publish the reply (T3): the payload as computed in place, or a copy of ``array``."""
+        if self.done:
+            raise OutOfTurn(f"reply: request #{self.seq} was already answered")
+        if array is not None:
+            arr = self._owner._check_array(array)
+            if self._owner._nbytes and arr is not self._array:
+                dst = self._owner._payload[: self._owner._nbytes].view(
+                    self._owner._dtype).reshape(self._owner._shape)
+                np.copyto(dst, arr, casting="no")
+        self._owner._reply(self.seq, 0)
+        self.done = True
+        self._lease.end()
+
+    def fail(self, code: int | ErrorCode, message: str = "") -> None:
+        """Complete the round with an error reply (R-MSG-2)."""
+        if self.done:
+            raise OutOfTurn(f"fail: request #{self.seq} was already answered")
+        c = int(code)
+        if c <= 0 or c > 0xFFFFFFFF:
+            raise InvalidArgument(f"fail: code must be a non-zero error code, found {code!r}")
+        self._owner._reply(self.seq, c)
+        self.done = True
+        self._lease.end()
+
+    def __enter__(self) -> Request:
+        return self
+
+    def __exit__(self, et: Optional[type[BaseException]], ev: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        if not self.done and not self._owner.closed:
+            if ev is None:
+                self.reply()
+            else:
+                self.fail(ev.code if isinstance(ev, Error) else ErrorCode.INVALID_ARGUMENT)
+        self._lease.end()
+
+
+Handler = Callable[[np.ndarray[Any, Any]], Optional[npt.ArrayLike]]
+
+
+class Responder(_Handle):
+    """The responder role: ``take`` / ``reply`` / ``serve``."""
+
+    _role = "responder"
+    _slot = OFF_RESPONDER
+    _peer_slot = OFF_REQUESTER
+
+    def __init__(self, seg: Segment, header: Header, opts: Options) -> None:
+        super().__init__(seg, header, opts)
+        self._held: Optional[int] = None
+        self._request: Optional[Request] = None
+
+    @classmethod
+    def create(cls, name: str, dtype: Any, shape: Any, *, capacity: Optional[int] = None,
+               options: Optional[Options] = None, **kw: Any) -> Responder:
+        opts = _options(options, kw)
+        seg, header = cls._create_segment(name, dtype, shape, capacity, opts)
+        return cls(seg, header, opts)
+
+    @classmethod
+    def attach(cls, name: str, dtype: Any = None, shape: Any = None, *,
+               options: Optional[Options] = None, **kw: Any) -> Responder:
+        """Attach as the responder; complete a round left TAKEN by a dead predecessor with
+        PEER_GONE (R-REC-2, T8)."""
+        opts = _options(options, kw)
+        seg, header = cls._attach_segment(name, dtype, shape, opts)
+        self = cls(seg, header, opts)
+        try:
+            w = _native.load_acquire(self._mm, OFF_WORD)
+            if w & 0xF == _TAKEN:
+                self._write_message(int(ErrorCode.PEER_GONE))
+                self._cas(w, encode_word(Phase.REPLIED, seq_of(w)))  # T8, release
+        except BaseException:
+            self._closed = True
+            self._release()
+            raise
+        return self
+
+    def held(self) -> Optional[int]:
+        """The seq of the request this responder took and has not answered, or None."""
+        return self._held
+
+    def take(self, timeout: Optional[float] = None) -> Request:
+        """Wait for a request and take it (T2). Raises PEER_GONE when the requester closed or died
+        (R-LIVE-4), TIMEOUT at the deadline (R-TIME-3)."""
+        self._check_open()
+        t = _timeout(timeout, self._opts.timeout)
+        if self._held is not None:
+            raise OutOfTurn(
+                f"take: request #{self._held} is held; expected reply() or fail() first")
+        mm = self._mm
+        start = time.monotonic()
+        deadline = start + t
+        check_at = start + min(self._opts.spin, t)
+        spun = False
+        while True:
+            w = _native.load_acquire(mm, OFF_WORD)
+            ph = w & 0xF
+            if ph == _REQUESTED:
+                if not self._cas(w, encode_word(Phase.TAKEN, seq_of(w))):  # T2, acquire
+                    continue
+                seq = seq_of(w)
+                self._held = seq
+                req = Request(self, seq)
+                self._request = req
+                bad = self._check_message("take")
+                if bad is not None:  # R-MSG-2: still complete the round
+                    req.fail(bad.code)
+                    raise bad
+                return req
+            if ph == _TAKEN:
+                raise OutOfTurn(
+                    f"take: request #{seq_of(w)} is TAKEN by another responder; expected "
+                    "REQUESTED")
+            if ph not in (_IDLE, _REPLIED):
+                raise self._violation(w, "take")
+            now = time.monotonic()
+            if now >= check_at or now >= deadline:
+                check_at = now + self._opts.liveness_interval
+                if self._peer() is Peer.GONE:
+                    raise PeerGone(
+                        f"take: the requester of {self.name!r} is gone (closed or died); "
+                        "end of service")
+            if now >= deadline:
+                raise Timeout(f"take: no request within {t} s; the channel is unchanged")
+            self._wait_change(w, deadline, check_at, spun)
+            spun = True
+
+    def try_take(self) -> Request:
+        return self.take(timeout=0)
+
+    def _reply(self, seq: int, code: int) -> None:
+        """T3 (release): write reply_code (and message = declared), CAS TAKEN -> REPLIED."""
+        self._check_open()
+        if self._held is None or self._held != seq:
+            raise OutOfTurn("reply: this responder holds no such request; expected take() first")
+        w = _native.load_acquire(self._mm, OFF_WORD)
+        expected = encode_word(Phase.TAKEN, seq)
+        if w != expected:
+            if phase_of(w) is None or seq_of(w) != seq:
+                raise self._violation(w, "reply")
+            raise OutOfTurn(
+                f"reply: the channel is {Phase(w & 0xF).name}, expected TAKEN #{seq}; the "
+                "requester reclaimed the request")
+        self._write_message(code)
+        if not self._cas(expected, encode_word(Phase.REPLIED, seq)):
+            raise self._violation(_native.load_acquire(self._mm, OFF_WORD), "reply")
+        self._held = None
+        self._request = None
+
+    def serve(self, handler: Handler, *, timeout: Optional[float] = math.inf) -> int:
+        """Loop: take a request, call ``handler(array)`` (array is a writable zero-copy view),
+        reply with its result (None: in place). Returns the number of rounds when the requester
+        closes (PEER_GONE, R-LIVE-4). A handler exception fails the round (R-MSG-2) and is
+        re-raised."""
+        n = 0
+        while True:
+            try:
+                req = self.take(timeout)
+            except PeerGone:
+                return n
+            with req:
+                result = handler(req.array)
+                if not req.done:
+                    req.reply(None if result is None or result is req.array else result)
+            n += 1
+
+    def close(self) -> None:
+        """R-CLOSE-1/-2: a held request is completed with PEER_GONE first. Idempotent."""
+        if self._closed:
+            return
+        if self._held is not None and self._request is not None and not self._request.done:
+            try:
+                self._request.fail(ErrorCode.PEER_GONE)
+            except Error:
+                pass
+        self._held = None
+        self._closed = True
+        self._release()

@@ -1,0 +1,216 @@
+"""Error taxonomy of PROTOCOL.md §8 (R-ERR-1, R-ERR-2): codes, names and exit codes equal
+``spec/errors.json``; one exception subclass per code, named as in ``spec/API.md``."""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+__all__ = [
+    "EXIT_CODES",
+    "AlreadyExists",
+    "CapacityExceeded",
+    "CorruptHeader",
+    "DtypeMismatch",
+    "Error",
+    "ErrorCode",
+    "InvalidArgument",
+    "InvalidName",
+    "OsError",
+    "OutOfTurn",
+    "PeerGone",
+    "PermissionDenied",
+    "ProtocolViolation",
+    "RoleTaken",
+    "SegmentNotFound",
+    "ShapeMismatch",
+    "StaleSegment",
+    "Timeout",
+    "VersionMismatch",
+    "error_for",
+    "error_name",
+    "exit_code",
+]
+
+
+class ErrorCode(enum.IntEnum):
+    """Numeric error codes (R-ERR-1). ``0`` (OK) is not an error and has no member."""
+
+    SEGMENT_NOT_FOUND = 1
+    ALREADY_EXISTS = 2
+    SHAPE_MISMATCH = 3
+    DTYPE_MISMATCH = 4
+    CAPACITY_EXCEEDED = 5
+    TIMEOUT = 6
+    PEER_GONE = 7
+    OUT_OF_TURN = 8
+    VERSION_MISMATCH = 9
+    CORRUPT_HEADER = 10
+    INVALID_NAME = 11
+    PERMISSION_DENIED = 12
+    ROLE_TAKEN = 13
+    PROTOCOL_VIOLATION = 14
+    STALE_SEGMENT = 15
+    INVALID_ARGUMENT = 16
+    OS_ERROR = 17
+
+
+#: Process exit code of a command-line peer for each error (R-ERR-1): ``code + 9``.
+EXIT_CODES: dict[ErrorCode, int] = {code: int(code) + 9 for code in ErrorCode}
+
+#: Exit code for an unexpected internal failure / a usage error (R-ERR-1).
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+
+
+def error_name(code: int) -> str:
+    """The spec name of ``code`` (``"TIMEOUT"``), or ``"UNKNOWN(n)"``."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"UNKNOWN({code})"
+
+
+def exit_code(code: int) -> int:
+    """The process exit code for ``code`` (1 for an unknown code)."""
+    try:
+        return EXIT_CODES[ErrorCode(code)]
+    except ValueError:
+        return EXIT_INTERNAL
+
+
+class Error(Exception):
+    """Base of every shmbridge error. Carries ``code``, ``name``, ``exit_code`` and a message that
+    states what was expected, what was found and what to do (R-ERR-2)."""
+
+    code: ClassVar[ErrorCode]
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.default_message())
+        self.message: str = message or self.default_message()
+
+    @classmethod
+    def default_message(cls) -> str:
+        return cls.code.name.lower().replace("_", " ")
+
+    @property
+    def name(self) -> str:
+        return self.code.name
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.code]
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    def __reduce__(self) -> tuple[type[Error], tuple[str]]:
+        return (type(self), (self.message,))
+
+
+class SegmentNotFound(Error, FileNotFoundError):
+    code = ErrorCode.SEGMENT_NOT_FOUND
+
+
+class AlreadyExists(Error, FileExistsError):
+    code = ErrorCode.ALREADY_EXISTS
+
+
+class ShapeMismatch(Error, ValueError):
+    code = ErrorCode.SHAPE_MISMATCH
+
+
+class DtypeMismatch(Error, TypeError):
+    code = ErrorCode.DTYPE_MISMATCH
+
+
+class CapacityExceeded(Error, ValueError):
+    code = ErrorCode.CAPACITY_EXCEEDED
+
+
+class Timeout(Error, TimeoutError):
+    code = ErrorCode.TIMEOUT
+
+
+class PeerGone(Error, ConnectionError):
+    code = ErrorCode.PEER_GONE
+
+
+class OutOfTurn(Error):
+    code = ErrorCode.OUT_OF_TURN
+
+
+class VersionMismatch(Error):
+    code = ErrorCode.VERSION_MISMATCH
+
+
+class CorruptHeader(Error):
+    code = ErrorCode.CORRUPT_HEADER
+
+
+class InvalidName(Error, ValueError):
+    code = ErrorCode.INVALID_NAME
+
+
+class PermissionDenied(Error, PermissionError):
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class RoleTaken(Error):
+    code = ErrorCode.ROLE_TAKEN
+
+
+class ProtocolViolation(Error):
+    code = ErrorCode.PROTOCOL_VIOLATION
+
+
+class StaleSegment(Error):
+    code = ErrorCode.STALE_SEGMENT
+
+
+class InvalidArgument(Error, ValueError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class OsError(Error, OSError):
+    code = ErrorCode.OS_ERROR
+
+
+_BY_CODE: dict[ErrorCode, type[Error]] = {
+    cls.code: cls
+    for cls in (
+        SegmentNotFound,
+        AlreadyExists,
+        ShapeMismatch,
+        DtypeMismatch,
+        CapacityExceeded,
+        Timeout,
+        PeerGone,
+        OutOfTurn,
+        VersionMismatch,
+        CorruptHeader,
+        InvalidName,
+        PermissionDenied,
+        RoleTaken,
+        ProtocolViolation,
+        StaleSegment,
+        InvalidArgument,
+        OsError,
+    )
+}
+
+
+def error_class(code: int | ErrorCode) -> type[Error]:
+    """The exception class for ``code``; unknown codes map to :class:`ProtocolViolation`."""
+    try:
+        return _BY_CODE[ErrorCode(code)]
+    except ValueError:
+        return ProtocolViolation
+
+
+def error_for(code: int | ErrorCode, message: str = "") -> Error:
+    """Build the :class:`Error` subclass for ``code`` (API.md ``error_for``)."""
+    try:
+        return _BY_CODE[ErrorCode(code)](message)
+    except ValueError:
+        return ProtocolViolation(f"unknown error code {int(code)}: {message}")

@@ -1,0 +1,291 @@
+"""The OS shared-memory object (PROTOCOL.md §2: R-SEG-*, R-STALE-*; §3 R-LAYOUT-6).
+
+POSIX: ``_posixshmem.shm_open("/" + name)`` + ``mmap``; never ``multiprocessing.shared_memory``
+and never the resource tracker (R-SEG-3, CPython gh-82300): an attaching process cannot unlink.
+Windows: a named file mapping ``Local\\name`` (written, untested here).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+import time
+import warnings
+from typing import Optional
+
+from . import _native
+from .errors import (
+    AlreadyExists,
+    CorruptHeader,
+    Error,
+    OsError,
+    PermissionDenied,
+    SegmentNotFound,
+    StaleSegment,
+)
+from .layout import HEADER_SIZE, MAGIC, OFF_CREATOR, OFF_MAGIC, check_host, validate_fixed
+from .liveness import slot_owner, process_alive
+from .naming import posix_name, validate_name, windows_names
+
+__all__ = ["MAGIC_U64", "Segment"]
+
+MAGIC_U64 = int.from_bytes(MAGIC, "little")
+_POSIX = os.name == "posix"
+
+if _POSIX:
+    import _posixshmem
+
+
+class SegmentBusyWarning(ResourceWarning):
+    """A segment was closed while zero-copy views into it were still alive (R-CLOSE-3); the
+    mapping stays valid until the last view is gone."""
+
+
+def _os_error(exc: OSError, what: str, name: str) -> Error:
+    if isinstance(exc, PermissionError):
+        return PermissionDenied(
+            f"{what} {name!r}: the OS refused access ({exc.strerror}); expected a segment owned by "
+            "this user (mode 0600); run both peers as the same user"
+        )
+    return OsError(f"{what} {name!r}: errno {exc.errno} ({exc.strerror})")
+
+
+def _map(fd: int, size: int) -> mmap.mmap:
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # pre-touch the pages
+    return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+class Segment:
+    """One mapping of a named segment. ``created`` is True only for the creator, which alone may
+    unlink (R-SEG-3)."""
+
+    def __init__(self, name: str, mm: mmap.mmap, size: int, created: bool,
+                 keep: bool = False) -> None:
+        self.name = name
+        self.mm: Optional[mmap.mmap] = mm
+        self.size = size
+        self.created = created
+        self.keep = keep
+        self._unlinked = False
+
+    # -- creation ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, name: str, size: int, header: bytes, *, reclaim_stale: bool = True,
+               keep: bool = False, deadline: float = 0.0) -> Segment:
+        """Create the object with O_CREAT|O_EXCL, mode 0600, size it (R-SEG-1), write ``header``
+        (magic excluded) and publish the magic last with release semantics (R-SEG-6)."""
+        check_host()
+        name = validate_name(name)
+        if size < HEADER_SIZE or len(header) != HEADER_SIZE:
+            raise ValueError("segment smaller than the header")
+        if not _POSIX:  # pragma: no cover - Windows, untested here
+            return cls._create_windows(name, size, header)
+        oname = posix_name(name)
+        for _attempt in range(8):
+            try:
+                fd = _posixshmem.shm_open(oname, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            except FileExistsError:
+                cls._check_existing(name, reclaim_stale, deadline)
+                continue  # reclaimed: try again
+            except OSError as exc:
+                raise _os_error(exc, "cannot create segment", name) from None
+            try:
+                os.ftruncate(fd, size)
+                mm = _map(fd, size)
+            except OSError as exc:
+                os.close(fd)
+                _posixshmem.shm_unlink(oname)
+                raise _os_error(exc, "cannot size/map segment", name) from None
+            os.close(fd)
+            seg = cls(name, mm, size, created=True, keep=keep)
+            seg._publish(header)
+            return seg
+        raise AlreadyExists(f"segment {name!r} keeps being re-created by another process")
+
+    def _publish(self, header: bytes) -> None:
+        mm = self.mm
+        assert mm is not None
+        mm[8:HEADER_SIZE] = header[8:]
+        _native.store_release64(mm, OFF_MAGIC, MAGIC_U64)
+
+    @classmethod
+    def _check_existing(cls, name: str, reclaim_stale: bool, deadline: float) -> None:
+        """An object exists under ``name``: raise AlreadyExists / StaleSegment / CorruptHeader /
+        VersionMismatch, or unlink it (stale and reclaiming, R-STALE-2) and return."""
+        oname = posix_name(name)
+        while True:
+            try:
+                fd = _posixshmem.shm_open(oname, os.O_RDWR, 0)
+            except FileNotFoundError:
+                return  # vanished meanwhile: retry the create
+            except OSError as exc:
+                raise _os_error(exc, "cannot open existing segment", name) from None
+            try:
+                size = os.fstat(fd).st_size
+                if size >= HEADER_SIZE:
+                    mm = mmap.mmap(fd, HEADER_SIZE, flags=mmap.MAP_SHARED,
+                                   prot=mmap.PROT_READ | mmap.PROT_WRITE)
+                else:
+                    mm = None
+            finally:
+                os.close(fd)
+            try:
+                if mm is not None and _native.load_acquire64(mm, OFF_MAGIC) != 0:
+                    validate_fixed(mm[:HEADER_SIZE], size)  # Corrupt / Version (a copy)
+                    pid, _state, start = slot_owner(mm, OFF_CREATOR)
+                    if process_alive(pid, start):
+                        raise AlreadyExists(
+                            f"segment {name!r} exists and its creator (pid {pid}) is alive; "
+                            "expected a free name: choose another name or stop that process"
+                        )
+                    break  # stale (R-STALE-1)
+                # Magic still zero: a creator is initialising it, or died doing so.
+                if mm is not None:
+                    pid, _state, start = slot_owner(mm, OFF_CREATOR)
+                    if pid != 0 and not process_alive(pid, start):
+                        break
+                if time.monotonic() >= deadline:
+                    raise AlreadyExists(
+                        f"segment {name!r} exists and is still being initialised by another "
+                        "process; choose another name or remove it"
+                    )
+            finally:
+                if mm is not None:
+                    mm.close()
+            time.sleep(0.001)
+        if not reclaim_stale:
+            raise StaleSegment(
+                f"segment {name!r} was left by a dead creator; reclaiming is off. Remove it with: "
+                f"rm /dev/shm/{name}"
+            )
+        try:
+            _posixshmem.shm_unlink(oname)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _os_error(exc, "cannot remove stale segment", name) from None
+
+    @classmethod
+    def _create_windows(cls, name: str, size: int, header: bytes) -> Segment:  # pragma: no cover
+        mapping, _req, _rsp = windows_names(name)
+        mm = mmap.mmap(-1, size, tagname=mapping)
+        if _native.load_acquire64(mm, OFF_MAGIC) != 0:
+            mm.close()
+            raise AlreadyExists(f"segment {name!r} exists (Windows mapping {mapping})")
+        seg = cls(name, mm, size, created=True)
+        seg._publish(header)
+        return seg
+
+    # -- attach -----------------------------------------------------------------------------
+
+    @classmethod
+    def attach(cls, name: str, *, deadline: float) -> Segment:
+        """Open and map an existing segment; retry while it is still being initialised (size 0 or
+        magic 0, R-SEG-6) until ``deadline`` (time.monotonic), then SEGMENT_NOT_FOUND. The header
+        is validated (R-LAYOUT-*). Never registers anything that unlinks (R-SEG-3)."""
+        check_host()
+        name = validate_name(name)
+        if not _POSIX:  # pragma: no cover
+            return cls._attach_windows(name)
+        oname = posix_name(name)
+        while True:
+            try:
+                fd = _posixshmem.shm_open(oname, os.O_RDWR, 0)
+            except FileNotFoundError:
+                raise SegmentNotFound(
+                    f"no segment named {name!r} (expected /dev/shm/{name}); start the creator first"
+                ) from None
+            except OSError as exc:
+                raise _os_error(exc, "cannot open segment", name) from None
+            try:
+                size = os.fstat(fd).st_size
+                mm = _map(fd, size) if size >= HEADER_SIZE else None
+            except OSError as exc:
+                raise _os_error(exc, "cannot map segment", name) from None
+            finally:
+                os.close(fd)
+            if size != 0 and size < HEADER_SIZE:
+                raise CorruptHeader(
+                    f"segment {name!r} is {size} bytes, smaller than the {HEADER_SIZE}-byte header"
+                )
+            if mm is not None and _native.load_acquire64(mm, OFF_MAGIC) != 0:
+                try:
+                    validate_fixed(mm[:HEADER_SIZE], size)  # a copy: no export outlives errors
+                except BaseException:
+                    mm.close()
+                    raise
+                return cls(name, mm, size, created=False)
+            if mm is not None:
+                mm.close()
+            if time.monotonic() >= deadline:
+                raise SegmentNotFound(
+                    f"segment {name!r} exists but its creator has not finished initialising it "
+                    "(magic still zero); start the creator or wait longer"
+                )
+            time.sleep(0.001)
+
+    @classmethod
+    def _attach_windows(cls, name: str) -> Segment:  # pragma: no cover
+        mapping, _req, _rsp = windows_names(name)
+        mm = mmap.mmap(-1, HEADER_SIZE, tagname=mapping)
+        capacity, size = validate_fixed(mm[:HEADER_SIZE], 1 << 62)
+        mm.close()
+        mm = mmap.mmap(-1, size, tagname=mapping)
+        return cls(name, mm, size, created=False)
+
+    # -- close ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Unmap (deferred while zero-copy views are alive, R-CLOSE-3) and, creator only, unlink
+        (R-SEG-3). Idempotent."""
+        mm, self.mm = self.mm, None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                # Views still export the mapping: leave it mapped; it is unmapped when the last
+                # view (which keeps the mmap object alive) is garbage collected.
+                warnings.warn(
+                    f"segment {self.name!r} closed while zero-copy views into it are alive; the "
+                    "mapping stays valid until they are gone",
+                    SegmentBusyWarning,
+                    stacklevel=3,
+                )
+        self.unlink()
+
+    def unlink(self) -> None:
+        if self.created and not self.keep and not self._unlinked and _POSIX:
+            self._unlinked = True
+            try:
+                _posixshmem.shm_unlink(posix_name(self.name))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise _os_error(exc, "cannot unlink segment", self.name) from None
+
+
+def unlink(name: str) -> bool:
+    """Remove the OS object ``name`` (an administrative tool, e.g. for a stale segment). Returns
+    False if it did not exist."""
+    if not _POSIX:  # pragma: no cover
+        return False
+    try:
+        _posixshmem.shm_unlink(posix_name(name))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def exists(name: str) -> bool:
+    if sys.platform.startswith("linux"):
+        return os.path.exists(f"/dev/shm/{validate_name(name)}")
+    if not _POSIX:  # pragma: no cover
+        return False
+    try:
+        fd = _posixshmem.shm_open(posix_name(name), os.O_RDONLY, 0)
+    except FileNotFoundError:
+        return False
+    os.close(fd)
+    return True

@@ -1,0 +1,55 @@
+"""Waiting on the control word (PROTOCOL.md §6: R-WAIT-1..4).
+
+Spin briefly with acquire loads, then block in the OS through the native helper, with the waiters
+counter protocol of R-WAIT-3. Slicing by the liveness interval and the deadline is done by the
+caller (channel.py), which checks peer liveness between slices (R-LIVE-3).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import _native
+from .layout import OFF_WAITERS, OFF_WORD
+
+__all__ = ["block", "spin", "wake"]
+
+
+def spin(buf: Any, expected: int, budget_s: float) -> int:
+    """Re-read the word with acquire loads for up to ``budget_s`` seconds; return the first value
+    different from ``expected`` (or ``expected`` when the budget ran out)."""
+    load = _native.load_acquire
+    word = load(buf, OFF_WORD)
+    if word != expected or budget_s <= 0:
+        return word
+    end = time.perf_counter() + budget_s
+    while True:
+        for _ in range(16):
+            word = load(buf, OFF_WORD)
+            if word != expected:
+                return word
+        if time.perf_counter() >= end:
+            return word
+
+
+def block(buf: Any, expected: int, timeout_s: float, event: str = "") -> int:
+    """Block in the OS while the word equals ``expected``, at most ``timeout_s`` (R-WAIT-3: count
+    ourselves in ``waiters`` before re-checking the word, and out after waking). Returns the word
+    value seen afterwards. The GIL is released while blocked; Ctrl-C raises KeyboardInterrupt."""
+    _native.fetch_add(buf, OFF_WAITERS, 1)
+    try:
+        word = _native.load_acquire(buf, OFF_WORD)
+        if word != expected:
+            return word
+        _native.wait(buf, OFF_WORD, expected, max(0.0, timeout_s), event)
+        return _native.load_acquire(buf, OFF_WORD)
+    finally:
+        _native.fetch_add(buf, OFF_WAITERS, -1)
+
+
+def wake(buf: Any, event: str = "") -> None:
+    """After changing the word: read ``waiters`` (sequentially consistent, as a fetch_add of 0) and
+    wake everybody blocked on the word if it is non-zero (R-WAIT-3)."""
+    if _native.fetch_add(buf, OFF_WAITERS, 0) != 0:
+        _native.wake_all(buf, OFF_WORD, event)
