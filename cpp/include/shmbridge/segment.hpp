@@ -1,0 +1,85 @@
+// The OS shared-memory segment (spec/PROTOCOL.md §2, R-SEG-*, R-STALE-*).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "shmbridge/layout.hpp"
+
+namespace shmbridge {
+
+// One mapping of a segment. Unmapped when the last owner (channel handle or view) drops it, so
+// that a view outliving its channel never points into unmapped memory (R-CLOSE-3).
+class Mapping {
+ public:
+  Mapping(std::uint8_t* base, std::uint64_t size, void* os_handle) noexcept
+      : base_(base), size_(size), os_handle_(os_handle) {}
+  ~Mapping();
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  std::uint8_t* base() const noexcept { return base_; }
+  std::uint64_t size() const noexcept { return size_; }
+
+ private:
+  std::uint8_t* base_;
+  std::uint64_t size_;
+  void* os_handle_;  // Windows: the file-mapping handle; POSIX: unused
+};
+
+struct CreateOptions {
+  bool reclaim_stale = true;  // R-STALE-2
+  // How long to wait for a concurrently initialising segment under the same name (R-SEG-6).
+  std::chrono::nanoseconds init_timeout = std::chrono::seconds(1);
+};
+
+class Segment {
+ public:
+  // R-SEG-1/2/6, R-STALE-2: creates the OS object exclusively (mode 0600), sizes it, writes
+  // `header` (magic last, release) after `before_publish(base)` ran on the mapping (the caller
+  // claims its slots there). Reclaims a stale segment or fails with ALREADY_EXISTS,
+  // STALE_SEGMENT, CORRUPT_HEADER, VERSION_MISMATCH, PERMISSION_DENIED.
+  template <class F>
+  static Segment create(const std::string& name, const Header& header, const CreateOptions& opt,
+                        F&& before_publish) {
+    Segment s = create_unpublished(name, header, opt);
+    try {
+      before_publish(s.base());
+    } catch (...) {
+      s.unlink();
+      throw;
+    }
+    s.publish();
+    return s;
+  }
+  // R-SEG-4/6: SEGMENT_NOT_FOUND, PERMISSION_DENIED, CORRUPT_HEADER, VERSION_MISMATCH. Retries
+  // while magic is 0 until `timeout` has passed.
+  static Segment attach(const std::string& name, std::chrono::nanoseconds timeout);
+
+  // Removes the OS object of `name` (POSIX shm_unlink; Windows: nothing). True if removed.
+  static bool remove(const std::string& name) noexcept;
+
+  Segment() = default;
+  std::uint8_t* base() const noexcept { return mapping_ ? mapping_->base() : nullptr; }
+  std::uint64_t size() const noexcept { return mapping_ ? mapping_->size() : 0; }
+  const std::shared_ptr<Mapping>& mapping() const noexcept { return mapping_; }
+  const std::string& name() const noexcept { return name_; }
+  bool is_creator() const noexcept { return creator_; }
+  // R-SEG-3: creator only; no-op for an attacher. Idempotent.
+  void unlink() noexcept;
+  // Drops this handle's reference to the mapping (views may keep it alive).
+  void reset() noexcept { mapping_.reset(); }
+
+ private:
+  static Segment create_unpublished(const std::string& name, const Header& header,
+                                    const CreateOptions& opt);
+  void publish() noexcept;
+
+  std::shared_ptr<Mapping> mapping_;
+  std::string name_;
+  bool creator_ = false;
+  bool unlinked_ = false;
+};
+
+}  // namespace shmbridge

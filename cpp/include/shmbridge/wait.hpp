@@ -1,0 +1,79 @@
+// Waiting on the shared control word across processes (spec/PROTOCOL.md §6, R-WAIT-*).
+//
+// Linux: futex(FUTEX_WAIT/FUTEX_WAKE) on the word WITHOUT FUTEX_PRIVATE_FLAG. macOS 14.4+:
+// os_sync_wait_on_address with OS_SYNC_WAIT_ON_ADDRESS_SHARED (older: sleeps of <= 1 ms). Windows:
+// the named auto-reset event of the waiting role (Local\N.req / Local\N.rsp). std::atomic::wait is
+// never used: it is process-local.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "shmbridge/protocol.hpp"
+
+namespace shmbridge {
+
+// C++17 has no atomic_ref; the shared fields are accessed through std::atomic objects placed on
+// naturally aligned words of the mapping. This is valid only for lock-free atomics whose object
+// representation is the plain integer.
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "u32 atomics must be lock-free");
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t), "u32 atomic size");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "u64 atomics must be lock-free");
+static_assert(sizeof(std::atomic<std::uint64_t>) == sizeof(std::uint64_t), "u64 atomic size");
+
+inline std::atomic<std::uint32_t>& atomic_u32(std::uint8_t* p) noexcept {
+  return *reinterpret_cast<std::atomic<std::uint32_t>*>(p);
+}
+inline std::atomic<std::uint64_t>& atomic_u64(std::uint8_t* p) noexcept {
+  return *reinterpret_cast<std::atomic<std::uint64_t>*>(p);
+}
+
+// One pause/yield instruction for spin loops.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+  asm volatile("yield" ::: "memory");
+#else
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+#endif
+}
+
+// Blocks the calling thread on one shared word. One per channel handle.
+class Waiter {
+ public:
+  // `name` is the canonical segment name, `self` the role that will block (Windows events).
+  Waiter(const std::string& name, Actor self);
+  ~Waiter();
+  Waiter(const Waiter&) = delete;
+  Waiter& operator=(const Waiter&) = delete;
+
+  // R-WAIT-3: increments `waiters`, re-checks `word == expected` (seq_cst) and blocks in the OS
+  // for at most `max` (callers pass at most the liveness interval, R-WAIT-4); decrements `waiters`
+  // after waking. Returns on a wake-up, a timeout or a spurious wake: the caller re-evaluates.
+  void block(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiters,
+             std::uint32_t expected, std::chrono::nanoseconds max);
+  // R-WAIT-3: call after a successful CAS. Reads `waiters` (seq_cst) and, if non-zero, wakes every
+  // waiter on `word`.
+  void wake(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_t>& waiters);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+namespace detail {
+// Platform primitives (wait_linux.cpp / wait_darwin.cpp / wait_win32.cpp). os_wait returns after
+// a wake, a timeout, a spurious wake, or at once if *word != expected.
+struct WaitHandles;
+void os_wait(WaitHandles* h, std::atomic<std::uint32_t>& word, std::uint32_t expected,
+             std::chrono::nanoseconds max);
+void os_wake_all(WaitHandles* h, std::atomic<std::uint32_t>& word);
+WaitHandles* os_open_handles(const std::string& name, Actor self);
+void os_close_handles(WaitHandles* h) noexcept;
+}  // namespace detail
+
+}  // namespace shmbridge

@@ -1,0 +1,111 @@
+#include "shmbridge/liveness.hpp"
+
+#include <string>
+
+#include "shmbridge/errors.hpp"
+#include "shmbridge/layout.hpp"
+#include "shmbridge/wait.hpp"
+
+namespace shmbridge {
+
+using namespace layout;
+
+std::uint64_t self_start_stamp() noexcept {
+  static const std::uint64_t stamp = probe_process(current_pid()).start_stamp;
+  return stamp;
+}
+
+bool process_alive(std::uint32_t pid, std::uint64_t start_time) noexcept {
+  if (pid == 0) return false;
+  const ProcessInfo info = probe_process(pid);
+  if (!info.exists) return false;
+  if (start_time != 0 && info.start_stamp != 0 && info.start_stamp != start_time) return false;
+  return true;
+}
+
+bool parse_proc_stat(const char* text, char& state, std::uint64_t& start_stamp) noexcept {
+  const char* close = nullptr;
+  for (const char* c = text; *c; ++c) {
+    if (*c == ')') close = c;
+  }
+  if (!close) return false;
+  const char* p = close + 1;
+  // Fields after ")": 3 state, 4 ppid, ..., 22 starttime.
+  int field = 2;
+  std::uint64_t value = 0;
+  bool in_token = false;
+  for (; *p; ++p) {
+    if (*p == ' ' || *p == '\n') {
+      if (in_token && field == 22) {
+        start_stamp = value;
+        return true;
+      }
+      in_token = false;
+      continue;
+    }
+    if (!in_token) {
+      in_token = true;
+      ++field;
+      value = 0;
+      if (field == 3) state = *p;
+    }
+    if (field == 22) {
+      if (*p < '0' || *p > '9') return false;
+      value = value * 10 + static_cast<std::uint64_t>(*p - '0');
+    }
+  }
+  if (in_token && field == 22) {
+    start_stamp = value;
+    return true;
+  }
+  return false;
+}
+
+std::uint32_t SlotRef::pid() const noexcept {
+  return atomic_u32(p_ + kSlotPid).load(std::memory_order_acquire);
+}
+std::uint32_t SlotRef::state() const noexcept {
+  return atomic_u32(p_ + kSlotState).load(std::memory_order_acquire);
+}
+std::uint64_t SlotRef::start_time() const noexcept {
+  return atomic_u64(p_ + kSlotStartTime).load(std::memory_order_acquire);
+}
+std::uint64_t SlotRef::incarnation() const noexcept {
+  return atomic_u64(p_ + kSlotIncarnation).load(std::memory_order_acquire);
+}
+
+void SlotRef::claim(const char* role) {
+  const std::uint32_t me = current_pid();
+  auto& pid_word = atomic_u32(p_ + kSlotPid);
+  for (;;) {
+    std::uint32_t seen = pid_word.load(std::memory_order_acquire);
+    if (seen != 0 && process_alive(seen, start_time())) {
+      raise(ErrorCode::ROLE_TAKEN, std::string("no live ") + role + " on this segment",
+            "process " + std::to_string(seen) + " holding the " + role + " role",
+            "stop that process, or use another segment name");
+    }
+    if (pid_word.compare_exchange_strong(seen, me, std::memory_order_acq_rel)) break;
+  }
+  atomic_u64(p_ + kSlotStartTime).store(self_start_stamp(), std::memory_order_relaxed);
+  atomic_u64(p_ + kSlotIncarnation).fetch_add(1, std::memory_order_relaxed);
+  atomic_u32(p_ + kSlotState)
+      .store(static_cast<std::uint32_t>(SlotState::attached), std::memory_order_seq_cst);
+}
+
+void SlotRef::release() noexcept {
+  atomic_u32(p_ + kSlotState)
+      .store(static_cast<std::uint32_t>(SlotState::closed), std::memory_order_seq_cst);
+  atomic_u32(p_ + kSlotPid).store(0, std::memory_order_seq_cst);
+}
+
+PeerState SlotRef::peer_state() const noexcept {
+  switch (static_cast<SlotState>(state())) {
+    case SlotState::empty: return PeerState::empty;
+    case SlotState::closed: return PeerState::closed;
+    case SlotState::attached: break;
+    default: return PeerState::dead;  // not a state a live peer writes
+  }
+  return process_alive(pid(), start_time()) ? PeerState::alive : PeerState::dead;
+}
+
+}  // namespace shmbridge

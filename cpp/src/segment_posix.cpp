@@ -1,0 +1,228 @@
+// POSIX segments: shm_open("/N") + ftruncate + mmap(MAP_SHARED) (R-NAME-2, R-SEG-*, R-STALE-*).
+#if !defined(_WIN32)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "shmbridge/errors.hpp"
+#include "shmbridge/liveness.hpp"
+#include "shmbridge/naming.hpp"
+#include "shmbridge/segment.hpp"
+#include "shmbridge/wait.hpp"
+
+namespace shmbridge {
+
+using namespace layout;
+using Clock = std::chrono::steady_clock;
+
+Mapping::~Mapping() {
+  if (base_) ::munmap(base_, size_);
+}
+
+namespace {
+
+constexpr auto kInitPoll = std::chrono::microseconds(200);
+
+std::uint64_t magic_value() noexcept { return load_u64(kMagic.data()); }
+
+std::string errno_text(int e) { return std::to_string(e) + " (" + std::strerror(e) + ")"; }
+
+[[noreturn]] void os_error(const char* call, const std::string& os_name, int e) {
+  raise(ErrorCode::OS_ERROR, std::string(call) + "(" + os_name + ") to succeed",
+        "errno " + errno_text(e), "check the system's shared-memory limits and /dev/shm");
+}
+
+[[noreturn]] void permission_denied(const std::string& os_name) {
+  raise(ErrorCode::PERMISSION_DENIED, "read/write access to " + os_name,
+        "EACCES (the segment belongs to another user or has other permissions)",
+        "run both peers as the same user, or remove the segment: rm /dev/shm" + os_name);
+}
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+std::shared_ptr<Mapping> map_fd(int fd, std::uint64_t size, const std::string& os_name) {
+  void* p = ::mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) os_error("mmap", os_name, errno);
+  return std::make_shared<Mapping>(static_cast<std::uint8_t*>(p), size, nullptr);
+}
+
+std::uint64_t fd_size(int fd, const std::string& os_name) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) os_error("fstat", os_name, errno);
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+enum class Existing { retry };
+
+// R-STALE-2: decides what to do with an object that already exists under our name. Returns retry
+// (the object vanished or was reclaimed) or throws.
+Existing inspect_existing(const std::string& canonical, const std::string& os_name,
+                          const CreateOptions& opt, Clock::time_point deadline) {
+  Fd f;
+  f.fd = ::shm_open(os_name.c_str(), O_RDWR, 0);
+  if (f.fd < 0) {
+    if (errno == ENOENT) return Existing::retry;
+    if (errno == EACCES) permission_denied(os_name);
+    os_error("shm_open", os_name, errno);
+  }
+  const std::uint64_t size = fd_size(f.fd, os_name);
+  const std::string todo = "remove it (rm /dev/shm" + os_name + ") if no peer uses it";
+  if (size < kHeaderSize) {
+    if (Clock::now() < deadline) {
+      std::this_thread::sleep_for(kInitPoll);  // a creator may be sizing it right now (R-SEG-6)
+      return Existing::retry;
+    }
+    raise(ErrorCode::CORRUPT_HEADER, "an existing shmbridge segment of at least 512 bytes",
+          std::to_string(size) + " bytes under " + os_name, todo);
+  }
+  auto m = map_fd(f.fd, size, os_name);
+  if (atomic_u64(m->base() + kOffMagic).load(std::memory_order_acquire) == 0) {
+    if (Clock::now() < deadline) {
+      std::this_thread::sleep_for(kInitPoll);
+      return Existing::retry;
+    }
+    raise(ErrorCode::CORRUPT_HEADER, "an initialised segment (magic SHMBRIDG)",
+          "all-zero magic under " + os_name + " (its creator died while initialising it)", todo);
+  }
+  validate_header(m->base(), size);  // never reclaim what cannot be validated
+  SlotRef creator(m->base() + kOffCreatorSlot);
+  const std::uint32_t pid = creator.pid();
+  if (pid != 0 && process_alive(pid, creator.start_time())) {
+    raise(ErrorCode::ALREADY_EXISTS, "no live creator of \"" + canonical + "\"",
+          "process " + std::to_string(pid) + " created it and is alive",
+          "attach to it instead of creating it, or choose another name");
+  }
+  if (!opt.reclaim_stale) {
+    raise(ErrorCode::STALE_SEGMENT, "no segment named \"" + canonical + "\"",
+          "a stale segment left by dead process " + std::to_string(pid),
+          "remove it with: rm /dev/shm" + os_name + " (or enable reclaim_stale)");
+  }
+  // Claim the reclaim by CAS on the dead creator's pid, so that two reclaimers never unlink each
+  // other's fresh segment.
+  std::uint32_t expected = pid;
+  if (atomic_u32(m->base() + kOffCreatorSlot + kSlotPid)
+          .compare_exchange_strong(expected, current_pid(), std::memory_order_acq_rel)) {
+    ::shm_unlink(os_name.c_str());
+  }
+  return Existing::retry;
+}
+
+}  // namespace
+
+Segment Segment::create_unpublished(const std::string& name, const Header& header,
+                                    const CreateOptions& opt) {
+  const std::string canonical = normalize_name(name);
+  const std::string os_name = posix_shm_name(canonical);
+  if (!host_is_little_endian()) {
+    raise(ErrorCode::VERSION_MISMATCH, "a little-endian host", "a big-endian host",
+          "shmbridge v1 runs on little-endian hosts only");
+  }
+  const auto deadline = Clock::now() + opt.init_timeout;
+  for (int attempt = 0;; ++attempt) {
+    Fd f;
+    f.fd = ::shm_open(os_name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);  // R-SEG-1, R-SEG-2
+    if (f.fd >= 0) {
+      if (::ftruncate(f.fd, static_cast<off_t>(header.segment_size)) != 0) {
+        const int e = errno;
+        ::shm_unlink(os_name.c_str());
+        os_error("ftruncate", os_name, e);
+      }
+      std::shared_ptr<Mapping> m;
+      try {
+        m = map_fd(f.fd, header.segment_size, os_name);
+      } catch (...) {
+        ::shm_unlink(os_name.c_str());
+        throw;
+      }
+      Header h = header;
+      h.magic = {};  // published last (R-SEG-6)
+      encode_header(h, m->base());
+      Segment s;
+      s.mapping_ = std::move(m);
+      s.name_ = canonical;
+      s.creator_ = true;
+      return s;
+    }
+    if (errno == EACCES) permission_denied(os_name);
+    if (errno != EEXIST) os_error("shm_open", os_name, errno);
+    if (attempt > 10000) {
+      raise(ErrorCode::ALREADY_EXISTS, "to create \"" + canonical + "\"",
+            "the name keeps being re-created by another process", "choose another name");
+    }
+    inspect_existing(canonical, os_name, opt, deadline);
+  }
+}
+
+void Segment::publish() noexcept {
+  atomic_u64(base() + kOffMagic).store(magic_value(), std::memory_order_release);
+}
+
+Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeout) {
+  const std::string canonical = normalize_name(name);
+  const std::string os_name = posix_shm_name(canonical);
+  if (!host_is_little_endian()) {
+    raise(ErrorCode::VERSION_MISMATCH, "a little-endian host", "a big-endian host",
+          "shmbridge v1 runs on little-endian hosts only");
+  }
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    Fd f;
+    f.fd = ::shm_open(os_name.c_str(), O_RDWR, 0);
+    if (f.fd < 0) {
+      if (errno == ENOENT) {
+        raise(ErrorCode::SEGMENT_NOT_FOUND, "a segment named \"" + canonical + "\"",
+              "no object " + os_name, "start the creator first, or check the name");
+      }
+      if (errno == EACCES) permission_denied(os_name);
+      os_error("shm_open", os_name, errno);
+    }
+    const std::uint64_t size = fd_size(f.fd, os_name);
+    std::shared_ptr<Mapping> m;
+    if (size >= kHeaderSize) {
+      m = map_fd(f.fd, size, os_name);
+      if (atomic_u64(m->base() + kOffMagic).load(std::memory_order_acquire) != 0) {
+        validate_header(m->base(), size);
+        Segment s;
+        s.mapping_ = std::move(m);
+        s.name_ = canonical;
+        s.creator_ = false;
+        return s;
+      }
+    }
+    // R-SEG-6: still being initialised; retry until the deadline.
+    if (Clock::now() >= deadline) {
+      raise(ErrorCode::SEGMENT_NOT_FOUND, "an initialised segment \"" + canonical + "\"",
+            "a segment still being initialised (size " + std::to_string(size) + ", magic 0)",
+            "start the creator first, or give attach a longer timeout");
+    }
+    std::this_thread::sleep_for(kInitPoll);
+  }
+}
+
+bool Segment::remove(const std::string& name) noexcept {
+  if (!is_valid_name(name)) return false;
+  try {
+    return ::shm_unlink(posix_shm_name(normalize_name(name)).c_str()) == 0;
+  } catch (...) {
+    return false;
+  }
+}
+
+void Segment::unlink() noexcept {
+  if (!creator_ || unlinked_) return;
+  unlinked_ = true;
+  ::shm_unlink(posix_shm_name(name_).c_str());
+}
+
+}  // namespace shmbridge
+#endif

@@ -1,0 +1,127 @@
+// Windows segments: named file mappings Local\N (R-NAME-2, R-SEG-5). A mapping lives while any
+// handle is open, so there is no unlink and no stale segment.
+#if defined(_WIN32)
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+#include <thread>
+
+#include "shmbridge/errors.hpp"
+#include "shmbridge/naming.hpp"
+#include "shmbridge/segment.hpp"
+#include "shmbridge/wait.hpp"
+
+namespace shmbridge {
+
+using namespace layout;
+using Clock = std::chrono::steady_clock;
+
+Mapping::~Mapping() {
+  if (base_) UnmapViewOfFile(base_);
+  if (os_handle_) CloseHandle(static_cast<HANDLE>(os_handle_));
+}
+
+namespace {
+
+std::wstring widen(const std::string& s) { return std::wstring(s.begin(), s.end()); }
+
+[[noreturn]] void os_error(const char* call, const std::string& os_name, DWORD e) {
+  raise(ErrorCode::OS_ERROR, std::string(call) + "(" + os_name + ") to succeed",
+        "error " + std::to_string(e), "check the name and the system's resources");
+}
+
+std::shared_ptr<Mapping> map_handle(HANDLE h, const std::string& os_name) {
+  void* p = MapViewOfFile(h, FILE_MAP_ALL_ACCESS, 0, 0, 0);
+  if (!p) {
+    DWORD e = GetLastError();
+    CloseHandle(h);
+    os_error("MapViewOfFile", os_name, e);
+  }
+  MEMORY_BASIC_INFORMATION info{};
+  VirtualQuery(p, &info, sizeof info);  // sizes are rounded up to pages (R-LAYOUT-6)
+  return std::make_shared<Mapping>(static_cast<std::uint8_t*>(p),
+                                   static_cast<std::uint64_t>(info.RegionSize), h);
+}
+
+}  // namespace
+
+Segment Segment::create_unpublished(const std::string& name, const Header& header,
+                                    const CreateOptions&) {
+  const std::string canonical = normalize_name(name);
+  const std::string os_name = win32_mapping_name(canonical);
+  const std::uint64_t size = header.segment_size;
+  HANDLE h = CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE,
+                                static_cast<DWORD>(size >> 32), static_cast<DWORD>(size),
+                                widen(os_name).c_str());
+  if (!h) {
+    DWORD e = GetLastError();
+    if (e == ERROR_ACCESS_DENIED) {
+      raise(ErrorCode::PERMISSION_DENIED, "access to " + os_name, "ERROR_ACCESS_DENIED",
+            "run both peers as the same user");
+    }
+    os_error("CreateFileMappingW", os_name, e);
+  }
+  if (GetLastError() == ERROR_ALREADY_EXISTS) {
+    CloseHandle(h);
+    raise(ErrorCode::ALREADY_EXISTS, "no mapping named " + os_name, "an existing mapping",
+          "attach to it instead of creating it, or choose another name");
+  }
+  auto m = map_handle(h, os_name);
+  Header hd = header;
+  hd.magic = {};
+  encode_header(hd, m->base());
+  Segment s;
+  s.mapping_ = std::move(m);
+  s.name_ = canonical;
+  s.creator_ = true;
+  return s;
+}
+
+void Segment::publish() noexcept {
+  atomic_u64(base() + kOffMagic).store(load_u64(kMagic.data()), std::memory_order_release);
+}
+
+Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeout) {
+  const std::string canonical = normalize_name(name);
+  const std::string os_name = win32_mapping_name(canonical);
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    HANDLE h = OpenFileMappingW(FILE_MAP_ALL_ACCESS, FALSE, widen(os_name).c_str());
+    if (!h) {
+      DWORD e = GetLastError();
+      if (e == ERROR_FILE_NOT_FOUND) {
+        raise(ErrorCode::SEGMENT_NOT_FOUND, "a segment named \"" + canonical + "\"",
+              "no mapping " + os_name, "start the creator first, or check the name");
+      }
+      if (e == ERROR_ACCESS_DENIED) {
+        raise(ErrorCode::PERMISSION_DENIED, "access to " + os_name, "ERROR_ACCESS_DENIED",
+              "run both peers as the same user");
+      }
+      os_error("OpenFileMappingW", os_name, e);
+    }
+    auto m = map_handle(h, os_name);
+    if (m->size() >= kHeaderSize &&
+        atomic_u64(m->base() + kOffMagic).load(std::memory_order_acquire) != 0) {
+      validate_header(m->base(), m->size());
+      Segment s;
+      s.mapping_ = std::move(m);
+      s.name_ = canonical;
+      return s;
+    }
+    if (Clock::now() >= deadline) {
+      raise(ErrorCode::SEGMENT_NOT_FOUND, "an initialised segment \"" + canonical + "\"",
+            "a segment still being initialised (magic 0)",
+            "start the creator first, or give attach a longer timeout");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+bool Segment::remove(const std::string&) noexcept { return false; }
+
+void Segment::unlink() noexcept { unlinked_ = true; }
+
+}  // namespace shmbridge
+#endif
