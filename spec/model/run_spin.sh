@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Model-check the shmbridge SPIN models.  Builds pan in a temporary directory (never in the tree).
+#
+#   run_spin.sh protocol   safety (crashes, timeouts, restarts) + liveness (weak fairness, no crash)
+#                          of shmbridge.pml with the proposed RACEFIX; exit 0 iff no errors
+#   run_spin.sh asis       shmbridge.pml exactly as PROTOCOL.md v1 is written (no RACEFIX);
+#                          exit 0 iff SPIN finds the known T7/R-REC-2 reply_code race (README.md)
+#   run_spin.sh naive      naive.pml (original 0/1/0/2 word + timeout/retry); exit 0 iff SPIN FINDS
+#                          the wrong-reply violation (trail printed), 1 if it unexpectedly passes
+#   run_spin.sh all        all three; exit 0 iff every one behaves as expected
+#
+# Exit 77 if spin (or a C compiler) is missing.  Extra pan/cc options: PAN_OPTS, CC (default cc).
+set -u
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CC="${CC:-cc}"
+MODE="${1:-all}"
+
+command -v spin >/dev/null 2>&1 || { echo "run_spin.sh: spin not found (apt-get install spin)" >&2; exit 77; }
+command -v "$CC" >/dev/null 2>&1 || { echo "run_spin.sh: C compiler '$CC' not found" >&2; exit 77; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/shmbridge-spin.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+# build <model> <spin -D flags> <cc -D flags>  -> $WORK/<tag>/pan
+build() {
+    local model="$1" sflags="$2" cflags="$3" dir
+    dir="$WORK/$(echo "$model $sflags $cflags" | tr -c 'A-Za-z0-9\n' '_')"
+    mkdir -p "$dir" && cp "$HERE/$model" "$dir/" || return 2
+    ( cd "$dir" && spin $sflags -a "$model" >spin.log 2>&1 && "$CC" -O2 $cflags -o pan pan.c >cc.log 2>&1 ) \
+        || { echo "build failed for $model ($sflags / $cflags):" >&2; cat "$dir"/spin.log "$dir"/cc.log 2>/dev/null >&2; return 2; }
+    echo "$dir"
+}
+
+summary() {  # one line from pan output
+    local out="$1" states depth t
+    states=$(grep -Eo '^ *[0-9.e+]+ states, stored' <<<"$out" | head -1 | awk '{print $1}')
+    depth=$(grep -Eo 'depth reached [0-9]+' <<<"$out" | awk '{print $3}')
+    t=$(grep -Eo 'elapsed time [0-9.e+-]+' <<<"$out" | awk '{print $3}')
+    echo "states=${states:-?} depth=${depth:-?} time=${t:-?}s"
+}
+
+errors_of() { grep -Eo 'errors: [0-9]+' <<<"$1" | awk '{print $2}' | tail -1; }
+
+# run_pass <label> <model> <spin flags> <cc flags> <pan flags>: expects errors: 0
+run_pass() {
+    local label="$1" dir out rc
+    dir=$(build "$2" "$3" "$4") || return 2
+    out=$(cd "$dir" && ./pan $5 ${PAN_OPTS:-} 2>&1); rc=$?
+    local e; e=$(errors_of "$out")
+    if [[ "$e" == "0" ]] && ! grep -q 'Search not completed' <<<"$out" ; then
+        echo "PASS  $label: no errors; $(summary "$out")"
+        return 0
+    fi
+    echo "FAIL  $label: errors=${e:-?} (pan rc $rc); $(summary "$out")"
+    grep -E 'pan:|assert|acceptance|invalid end' <<<"$out" | head -5
+    if ls "$dir"/*.trail >/dev/null 2>&1; then
+        echo "---- counterexample (spin -t -p, shortened) ----"
+        (cd "$dir" && spin $3 -t -p "$2" 2>&1 | grep -E 'proc|assert|Error|cycle' | tail -40)
+    fi
+    return 1
+}
+
+# run_expect_violation <label> <model> <spin flags> <cc flags> <pan flags>: expects a violation
+run_expect_violation() {
+    local label="$1" dir out
+    dir=$(build "$2" "$3" "$4") || return 2
+    out=$(cd "$dir" && ./pan $5 ${PAN_OPTS:-} 2>&1)
+    local e; e=$(errors_of "$out")
+    if [[ -n "$e" && "$e" != "0" ]] && ls "$dir"/*.trail >/dev/null 2>&1; then
+        local first; first=$(grep -m1 -E '^pan:1:' <<<"$out")
+        echo "PASS  $label: violation found as expected: ${first#pan:1: }; $(summary "$out")"
+        echo "---- counterexample (spin -t -p, shortened to process steps) ----"
+        (cd "$dir" && spin $3 -t -p "$2" 2>&1 | grep -E '^ *[0-9]+:.*proc|Error|text of failed' \
+            | sed -E 's/ *\(state [0-9]+\)//' | tail -40)
+        return 0
+    fi
+    echo "FAIL  $label: expected a violation, but SPIN found none; $(summary "$out")"
+    return 1
+}
+
+protocol() {
+    local rc=0
+    # R-STATE-1/2/3/6/8, R-TIME-2, R-STATE-10, R-LIVE-3, R-REC-1/2: assertions + no deadlock
+    run_pass "protocol safety (MAXR=3, MAXC=2, timeouts, crashes)" shmbridge.pml \
+        "-DRACEFIX" "-DSAFETY" "-m1000000" || rc=1
+    # liveness, weak fairness, no crash, no timeout: every request is answered
+    run_pass "protocol liveness answered_all (-a -f, no crash, no timeout)" shmbridge.pml \
+        "-DRACEFIX -DLIVE -DNOCRASH -DNOTIMEOUT" "" "-a -f -m1000000" || rc=1
+    # liveness, weak fairness, no crash, timeouts: no request stays outstanding forever
+    run_pass "protocol liveness no_stuck_request (-a -f, no crash, timeouts)" shmbridge.pml \
+        "-DRACEFIX -DLIVE -DNOCRASH" "" "-a -f -m1000000" || rc=1
+    return $rc
+}
+
+asis() {
+    run_expect_violation "protocol as written (no RACEFIX): T7 vs R-REC-2 reply_code race" \
+        shmbridge.pml "" "-DSAFETY" "-m1000000"
+}
+
+naive() {
+    # -E: report assertion violations only (the naive word also deadlocks; not the point here)
+    run_expect_violation "naive 0/1/0/2 word with timeout/retry (R-STATE-6 wrong reply)" \
+        naive.pml "" "-DSAFETY" "-E -m100000"
+}
+
+case "$MODE" in
+    protocol) protocol ;;
+    asis) asis ;;
+    naive) naive ;;
+    all) r=0; protocol || r=1; asis || r=1; naive || r=1; exit $r ;;
+    *) echo "usage: $0 protocol|asis|naive|all" >&2; exit 2 ;;
+esac
