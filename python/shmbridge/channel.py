@@ -470,7 +470,13 @@ class Requester(_Handle):
     def __init__(self, seg: Segment, header: Header, opts: Options) -> None:
         super().__init__(seg, header, opts)
         self._pending: Optional[int] = None
+        self._timed_out = False  # the outstanding request timed out while TAKEN (D6)
         self._reply_lease = _Lease()
+        self._last_seq = seq_of(_native.load_acquire(self._mm, OFF_WORD))
+
+    def _resync(self) -> None:
+        """Test hook (vectors README D11): re-read the word after a harness pre-set its seq."""
+        self._last_seq = seq_of(_native.load_acquire(self._mm, OFF_WORD))
 
     @classmethod
     def create(cls, name: str, dtype: Any, shape: Any, *, capacity: Optional[int] = None,
@@ -504,6 +510,7 @@ class Requester(_Handle):
             w = _native.load_acquire(self._mm, OFF_WORD)
             ph = w & 0xF
             if ph == _IDLE:
+                self._last_seq = seq_of(w)
                 return
             if ph in (_REQUESTED, _REPLIED):  # T5 (orphan counts as own) / T6
                 self._cas(w, w & ~0xF)
@@ -536,8 +543,13 @@ class Requester(_Handle):
         mm = self._mm
         if self._pending is not None:
             w = _native.load_acquire(mm, OFF_WORD)
-            if w == encode_word(Phase.REPLIED, self._pending) and self._cas(w, w & ~0xF):
-                self._pending = None  # R-STATE-10: late reply consumed (T4), result dropped
+            if (self._timed_out and w == encode_word(Phase.REPLIED, self._pending)
+                    and self._cas(w, w & ~0xF)):
+                # R-STATE-10: the late reply to a timed-out request is consumed (T4) and dropped
+                # with its reply_code (D7).
+                self._pending = None
+                self._timed_out = False
+                self._last_seq = seq_of(w)
             else:
                 raise OutOfTurn(
                     f"send: request #{self._pending} is still outstanding (the responder holds "
@@ -551,19 +563,29 @@ class Requester(_Handle):
             raise OutOfTurn(
                 f"send: the channel is {Phase(ph).name} (seq {seq_of(w)}), expected IDLE; "
                 "another requester's round is in progress")
+        self._check_idle_seq(w, "send")
         self._reply_lease.end()
         return w
+
+    def _check_idle_seq(self, w: int, what: str) -> None:
+        if seq_of(w) != self._last_seq:
+            raise ProtocolViolation(
+                f"{what}: the channel is IDLE with seq {seq_of(w)}, expected seq {self._last_seq} "
+                "(the requester owns the payload in IDLE; nobody else may change the word, "
+                "R-STATE-8): a rogue writer is using the segment")
 
     def _publish_request(self) -> int:
         """Write message + reply_code and CAS IDLE -> REQUESTED (T1, release)."""
         w = _native.load_acquire(self._mm, OFF_WORD)
         if w & 0xF != _IDLE:
             raise self._error_for_word(w, "send")
+        self._check_idle_seq(w, "send")
         self._write_message(0)
         new = encode_word(Phase.REQUESTED, next_seq(seq_of(w)))
         if not self._cas(w, new):
             raise self._error_for_word(_native.load_acquire(self._mm, OFF_WORD), "send")
-        self._pending = seq_of(new)
+        self._pending = self._last_seq = seq_of(new)
+        self._timed_out = False
         return self._pending
 
     def _error_for_word(self, w: int, what: str) -> Error:
@@ -646,6 +668,8 @@ class Requester(_Handle):
                 if not self._cas(w, w & ~0xF):  # T4, acquire
                     continue
                 self._pending = None
+                self._timed_out = False
+                self._last_seq = pending
                 return self._finish_receive(pending)
             # REQUESTED or TAKEN: waits in (R-WAIT-5: liveness, then deadline).
             now = time.monotonic()
@@ -654,6 +678,8 @@ class Requester(_Handle):
                 if self._peer() is Peer.GONE:
                     if self._cas(w, w & ~0xF):  # T5 (REQUESTED) or T7 (TAKEN)
                         self._pending = None
+                        self._timed_out = False
+                        self._last_seq = pending
                         raise PeerGone(
                             f"receive: the responder of {self.name!r} is gone (closed or died) "
                             f"with request #{pending} {'taken' if ph == _TAKEN else 'pending'}; "
@@ -663,10 +689,13 @@ class Requester(_Handle):
                 if ph == _REQUESTED:
                     if self._cas(w, w & ~0xF):  # T5, cancel
                         self._pending = None
+                        self._timed_out = False
+                        self._last_seq = pending
                         raise Timeout(
                             f"receive: no responder took request #{pending} within {timeout} s; "
                             "the request was withdrawn (the channel is IDLE): send again")
                     continue
+                self._timed_out = True
                 raise Timeout(
                     f"receive: the responder holds request #{pending} and did not reply within "
                     f"{timeout} s; the request stays outstanding: receive() again for the late "
@@ -860,6 +889,21 @@ class Responder(_Handle):
 
     def try_take(self) -> Request:
         return self.take(timeout=0)
+
+    def reply(self, array: Any = None) -> None:
+        """Reply to the held request (low level; same as ``request.reply``). OUT_OF_TURN if this
+        responder holds nothing (R-STATE-7)."""
+        self._check_open()
+        if self._request is None:
+            raise OutOfTurn("reply: this responder holds no request; expected take() first")
+        self._request.reply(array)
+
+    def reply_error(self, code: int | ErrorCode, message: str = "") -> None:
+        """Complete the held round with an error reply (R-MSG-2); OUT_OF_TURN if none is held."""
+        self._check_open()
+        if self._request is None:
+            raise OutOfTurn("reply_error: this responder holds no request; expected take() first")
+        self._request.fail(code, message)
 
     def _reply(self, seq: int, code: int) -> None:
         """T3 (release): write reply_code (and message = declared), CAS TAKEN -> REPLIED."""

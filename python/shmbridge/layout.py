@@ -39,6 +39,9 @@ __all__ = [
     "decode_header",
     "encode_descriptor",
     "encode_header",
+    "header_from_fields",
+    "header_to_fields",
+    "validate_fixed",
 ]
 
 Buffer = Union[bytes, bytearray, memoryview]

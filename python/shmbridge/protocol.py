@@ -140,12 +140,16 @@ class ModelState:
     ``word`` is the raw control word (it may hold a phase outside the table after a rogue write);
     ``pending`` the requester's outstanding seq, ``held`` the seq the responder took;
     ``requester``/``responder`` the liveness of each role's slot as its peer sees it;
-    ``reply_code`` the code of the current reply.
+    ``reply_code`` the code of the current reply; ``timed_out`` whether the requester's
+    outstanding request timed out while TAKEN (vectors README D6); ``seen`` the seq the requester
+    last observed, which may not move while it owns the payload in IDLE (R-STATE-8, D11).
     """
 
     word: int = INITIAL_WORD
     pending: Optional[int] = None
     held: Optional[int] = None
+    timed_out: bool = False
+    seen: int = 0
     requester: Peer = Peer.ATTACHED
     responder: Peer = Peer.ATTACHED
     reply_code: int = 0
@@ -212,9 +216,10 @@ def _out_of_turn(reason: str) -> Failure:
 def _send(s: ModelState) -> Outcome:
     rules: tuple[str, ...] = ()
     if s.pending is not None:
-        # R-STATE-10: consume a late reply to our own timed-out request, then send.
-        if s.phase is Phase.REPLIED and s.seq == s.pending:
-            s = replace(_apply(s, "T4"), pending=None, reply_code=0)
+        # R-STATE-10: consume a late reply to our own timed-out request, then send. Without an
+        # earlier timeout the caller still expects that reply: OUT_OF_TURN (D6).
+        if s.timed_out and s.phase is Phase.REPLIED and s.seq == s.pending:
+            s = replace(_apply(s, "T4"), pending=None, reply_code=0, timed_out=False, seen=s.seq)
             rules = ("T4",)
         else:
             return _out_of_turn("send: a request is outstanding (precondition none pending)")
@@ -222,8 +227,12 @@ def _send(s: ModelState) -> Outcome:
         return _violation(s)
     if s.phase is not Phase.IDLE:
         return _out_of_turn(f"send: phase is {s.phase.name}, needs IDLE")
+    if s.seq != s.seen:
+        return Failure(ErrorCode.PROTOCOL_VIOLATION,
+                       f"send: seq moved from {s.seen} to {s.seq} while IDLE (R-STATE-8)")
     s2 = _apply(s, "T1")
-    return Transition((*rules, "T1"), replace(s2, pending=s2.seq, reply_code=0))
+    return Transition((*rules, "T1"),
+                      replace(s2, pending=s2.seq, reply_code=0, timed_out=False, seen=s2.seq))
 
 
 def _take(s: ModelState) -> Outcome:
@@ -250,9 +259,11 @@ def _reply(s: ModelState, code: int) -> Outcome:
         return _violation(s)
     if s.phase is Phase.TAKEN and s.seq == s.held:
         return Transition(("T3",), replace(_apply(s, "T3"), held=None, reply_code=code))
-    # The word moved while this responder owned the payload: no legal transition does that.
-    return Failure(ErrorCode.PROTOCOL_VIOLATION,
-                   f"reply: word {s.word:#x} changed while request #{s.held} was held (R-STATE-8)")
+    if s.seq != s.held:
+        # The seq moved while this responder owned the payload: no legal transition does that.
+        return Failure(ErrorCode.PROTOCOL_VIOLATION,
+                       f"reply: seq moved to {s.seq} while request #{s.held} was held (R-STATE-8)")
+    return _out_of_turn(f"reply: phase is {s.phase.name}, expected TAKEN")
 
 
 def _receive(s: ModelState) -> Outcome:
@@ -265,21 +276,22 @@ def _receive(s: ModelState) -> Outcome:
                        f"receive: word seq {s.seq} differs from own request #{s.pending}")
     if s.phase is Phase.REPLIED:
         code = s.reply_code
-        s2 = replace(_apply(s, "T4"), pending=None)
+        s2 = replace(_apply(s, "T4"), pending=None, timed_out=False, seen=s.seq)
         return Transition(("T4",), s2, ErrorCode(code) if code else None)
     if s.phase is Phase.REQUESTED:
-        cancelled = replace(_apply(s, "T5"), pending=None)
+        cancelled = replace(_apply(s, "T5"), pending=None, timed_out=False, seen=s.seq)
         return Wait(
             RULES["T4"].waits_in,
             on_peer_gone=Transition(("T5",), cancelled, ErrorCode.PEER_GONE),
             on_timeout=Transition(("T5",), cancelled, ErrorCode.TIMEOUT),
         )
     if s.phase is Phase.TAKEN:
-        reclaimed = replace(_apply(s, "T7"), pending=None)
+        reclaimed = replace(_apply(s, "T7"), pending=None, timed_out=False, seen=s.seq)
         return Wait(
             RULES["T4"].waits_in,
             on_peer_gone=Transition(("T7",), reclaimed, ErrorCode.PEER_GONE),
-            on_timeout=Failure(ErrorCode.TIMEOUT, "the responder still holds the request"),
+            # The request stays outstanding and is marked timed out (R-TIME-2, D6, D8).
+            on_timeout=Transition((), replace(s, timed_out=True), ErrorCode.TIMEOUT),
         )
     return _out_of_turn(f"receive: phase is {s.phase.name}")
 
@@ -336,7 +348,7 @@ def internal(state: ModelState, rule_id: str) -> Transition | Failure:
         return _out_of_turn(f"{r.op}: not allowed from word {state.word:#x}")
     s2 = _apply(state, rule_id)
     if r.actor == "requester":
-        s2 = replace(s2, pending=None)
+        s2 = replace(s2, pending=None, timed_out=False, seen=s2.seq)
     if rule_id == "T8":
         s2 = replace(s2, reply_code=int(ErrorCode.PEER_GONE))
     return Transition((rule_id,), s2)
@@ -348,7 +360,7 @@ def attach(state: ModelState, role: str) -> Transition | Failure:
     if role == "requester":
         if state.requester is Peer.ATTACHED:
             return Failure(ErrorCode.ROLE_TAKEN, "a live requester holds the slot")
-        s = replace(state, requester=Peer.ATTACHED, pending=None)
+        s = replace(state, requester=Peer.ATTACHED, pending=None, timed_out=False, seen=state.seq)
         ph = s.phase
         if ph is None:
             return _violation(s)
@@ -379,7 +391,7 @@ def close(state: ModelState, role: str) -> Transition:
     if role == "requester":
         if state.requester is not Peer.ATTACHED:
             return Transition((), state)
-        return Transition((), replace(state, requester=Peer.GONE, pending=None))
+        return Transition((), replace(state, requester=Peer.GONE, pending=None, timed_out=False))
     if role == "responder":
         if state.responder is not Peer.ATTACHED:
             return Transition((), state)
