@@ -2,9 +2,10 @@
 # Model-check the shmbridge SPIN models.  Builds pan in a temporary directory (never in the tree).
 #
 #   run_spin.sh protocol   safety (crashes, timeouts, restarts) + liveness (weak fairness, no crash)
-#                          of shmbridge.pml with the proposed RACEFIX; exit 0 iff no errors
-#   run_spin.sh asis       shmbridge.pml exactly as PROTOCOL.md v1 is written (no RACEFIX);
-#                          exit 0 iff SPIN finds the known T7/R-REC-2 reply_code race (README.md)
+#                          of shmbridge.pml (PROTOCOL.md v1); exit 0 iff no errors
+#   run_spin.sh draft      shmbridge.pml with -DDRAFT_REPLY_CODE (the first draft of v1, before
+#                          R-STATE-3 made reply_code responder-only); exit 0 iff SPIN finds the
+#                          T7/R-REC-2 reply_code race it had (README.md)
 #   run_spin.sh naive      naive.pml (original 0/1/0/2 word + timeout/retry); exit 0 iff SPIN FINDS
 #                          the wrong-reply violation (trail printed), 1 if it unexpectedly passes
 #   run_spin.sh all        all three; exit 0 iff every one behaves as expected
@@ -82,19 +83,19 @@ protocol() {
     local rc=0
     # R-STATE-1/2/3/6/8, R-TIME-2, R-STATE-10, R-LIVE-3, R-REC-1/2: assertions + no deadlock
     run_pass "protocol safety (MAXR=3, MAXC=2, timeouts, crashes)" shmbridge.pml \
-        "-DRACEFIX" "-DSAFETY" "-m1000000" || rc=1
+        "" "-DSAFETY" "-m1000000" || rc=1
     # liveness, weak fairness, no crash, no timeout: every request is answered
     run_pass "protocol liveness answered_all (-a -f, no crash, no timeout)" shmbridge.pml \
-        "-DRACEFIX -DLIVE -DNOCRASH -DNOTIMEOUT" "" "-a -f -m1000000" || rc=1
+        "-DLIVE -DNOCRASH -DNOTIMEOUT" "" "-a -f -m1000000" || rc=1
     # liveness, weak fairness, no crash, timeouts: no request stays outstanding forever
     run_pass "protocol liveness no_stuck_request (-a -f, no crash, timeouts)" shmbridge.pml \
-        "-DRACEFIX -DLIVE -DNOCRASH" "" "-a -f -m1000000" || rc=1
+        "-DLIVE -DNOCRASH" "" "-a -f -m1000000" || rc=1
     return $rc
 }
 
-asis() {
-    run_expect_violation "protocol as written (no RACEFIX): T7 vs R-REC-2 reply_code race" \
-        shmbridge.pml "" "-DSAFETY" "-m1000000"
+draft() {
+    run_expect_violation "first draft (DRAFT_REPLY_CODE): T7 vs R-REC-2 reply_code race" \
+        shmbridge.pml "-DDRAFT_REPLY_CODE" "-DSAFETY" "-m1000000"
 }
 
 naive() {
@@ -105,8 +106,8 @@ naive() {
 
 case "$MODE" in
     protocol) protocol ;;
-    asis) asis ;;
+    draft) draft ;;
     naive) naive ;;
-    all) r=0; protocol || r=1; asis || r=1; naive || r=1; exit $r ;;
-    *) echo "usage: $0 protocol|asis|naive|all" >&2; exit 2 ;;
+    all) r=0; protocol || r=1; draft || r=1; naive || r=1; exit $r ;;
+    *) echo "usage: $0 protocol|draft|naive|all" >&2; exit 2 ;;
 esac

@@ -24,10 +24,11 @@
  *   the ltl properties at the end.
  *
  * Build switches:  MAXR (requests, default 3), MAXC (crashes, default 2), NOCRASH, NOTIMEOUT,
- *   LIVE, RACEFIX.  Without RACEFIX the model follows PROTOCOL.md v1 literally and SPIN finds a
- *   reply_code ownership race between T7 (reclaim) and R-REC-2 (recover); RACEFIX is the proposed
- *   fix: reply_code is written only by the responder (every T3 writes it, 0 on success; T8 writes
- *   PEER_GONE) and send (R-STATE-9) no longer writes it.  See README.md.
+ *   LIVE, DRAFT_REPLY_CODE.  DRAFT_REPLY_CODE restores the first draft of PROTOCOL.md v1, in which
+ *   send (R-STATE-9) reset reply_code and R-REC-2 wrote it while TAKEN; SPIN finds a reply_code
+ *   ownership race between T7 (reclaim) and R-REC-2 (recover) there.  The published spec (R-STATE-3)
+ *   makes reply_code responder-only: every T3 writes it (0 on success), T8 writes PEER_GONE, send
+ *   does not touch it.  See README.md.
  */
 
 #ifndef MAXR
@@ -149,7 +150,7 @@ attach:     atomic { p = phase; s = seq };
             rid = next_rid;
             pay_kind = REQ;
             pay_id = rid;
-#ifndef RACEFIX
+#ifdef DRAFT_REPLY_CODE
             reply_code = OK;                                       /* R-STATE-9 as written */
 #endif
             REQ_LEAVE;
@@ -221,7 +222,7 @@ again:
             atomic { p = phase; s = seq };
             if
             :: p == TAKEN ->
-#ifdef RACEFIX
+#ifndef DRAFT_REPLY_CODE
                 reply_code = PG;                                   /* responder-only field: no payload access */
 #else
                 RSP_ENTER;                                         /* R-REC-2 as written: writes reply_code in TAKEN */
