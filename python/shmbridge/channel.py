@@ -282,10 +282,13 @@ class _Handle:
             return DtypeMismatch(f"{who}: message dtype is {msg.describe()}, expected {exp}")
         return ShapeMismatch(f"{who}: message shape is {msg.describe()}, expected {exp}")
 
-    def _write_message(self, reply_code: int) -> None:
-        mm = self._mm
-        mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] = self._declared_bytes
-        _U32.pack_into(mm, OFF_REPLY_CODE, reply_code)
+    def _write_message(self) -> None:
+        self._mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] = self._declared_bytes
+
+    def _write_reply(self, reply_code: int) -> None:
+        """Responder only, before T3/T8 (R-STATE-3: the requester never writes reply_code)."""
+        self._write_message()
+        _U32.pack_into(self._mm, OFF_REPLY_CODE, reply_code)
 
     def _peer(self) -> Peer:
         return peer_status(self._mm, self._peer_slot)
@@ -580,10 +583,11 @@ class Requester(_Handle):
         if w & 0xF != _IDLE:
             raise self._error_for_word(w, "send")
         self._check_idle_seq(w, "send")
-        self._write_message(0)
+        self._write_message()
         new = encode_word(Phase.REQUESTED, next_seq(seq_of(w)))
         if not self._cas(w, new):
-            raise self._error_for_word(_native.load_acquire(self._mm, OFF_WORD), "send")
+            # Only a rogue writer can change an IDLE word the requester owns (R-STATE-9).
+            raise self._violation(_native.load_acquire(self._mm, OFF_WORD), "send")
         self._pending = self._last_seq = seq_of(new)
         self._timed_out = False
         return self._pending
@@ -829,7 +833,7 @@ class Responder(_Handle):
         try:
             w = _native.load_acquire(self._mm, OFF_WORD)
             if w & 0xF == _TAKEN:
-                self._write_message(int(ErrorCode.PEER_GONE))
+                self._write_reply(int(ErrorCode.PEER_GONE))
                 self._cas(w, encode_word(Phase.REPLIED, seq_of(w)))  # T8, release
         except BaseException:
             self._closed = True
@@ -918,7 +922,7 @@ class Responder(_Handle):
             raise OutOfTurn(
                 f"reply: the channel is {Phase(w & 0xF).name}, expected TAKEN #{seq}; the "
                 "requester reclaimed the request")
-        self._write_message(code)
+        self._write_reply(code)
         if not self._cas(expected, encode_word(Phase.REPLIED, seq)):
             raise self._violation(_native.load_acquire(self._mm, OFF_WORD), "reply")
         self._held = None

@@ -219,7 +219,7 @@ def _send(s: ModelState) -> Outcome:
         # R-STATE-10: consume a late reply to our own timed-out request, then send. Without an
         # earlier timeout the caller still expects that reply: OUT_OF_TURN (D6).
         if s.timed_out and s.phase is Phase.REPLIED and s.seq == s.pending:
-            s = replace(_apply(s, "T4"), pending=None, reply_code=0, timed_out=False, seen=s.seq)
+            s = replace(_apply(s, "T4"), pending=None, timed_out=False, seen=s.seq)
             rules = ("T4",)
         else:
             return _out_of_turn("send: a request is outstanding (precondition none pending)")
@@ -232,7 +232,7 @@ def _send(s: ModelState) -> Outcome:
                        f"send: seq moved from {s.seen} to {s.seq} while IDLE (R-STATE-8)")
     s2 = _apply(s, "T1")
     return Transition((*rules, "T1"),
-                      replace(s2, pending=s2.seq, reply_code=0, timed_out=False, seen=s2.seq))
+                      replace(s2, pending=s2.seq, timed_out=False, seen=s2.seq))
 
 
 def _take(s: ModelState) -> Outcome:
@@ -377,8 +377,8 @@ def attach(state: ModelState, role: str) -> Transition | Failure:
         if state.responder is Peer.ATTACHED:
             return Failure(ErrorCode.ROLE_TAKEN, "a live responder holds the slot")
         s = replace(state, responder=Peer.ATTACHED, held=None)
-        if s.phase is None:
-            return _violation(s)
+        # A phase outside the table is not the attaching responder's to repair: its first take
+        # reports PROTOCOL_VIOLATION (R-STATE-8).
         if s.phase is Phase.TAKEN:
             return Transition(("T8",), replace(s.with_word(Phase.REPLIED, s.seq),
                                                reply_code=int(ErrorCode.PEER_GONE)))

@@ -52,6 +52,7 @@ class RealPair:
         self.value_errors: list[str] = []
         self.last_taken: Optional[shmbridge.Request] = None
         self.added: set[int] = set()
+        self.poked = False  # after a rogue write, payload values are no longer checked
 
     def word(self) -> int:
         return _native.load_acquire(self.raw, OFF_WORD)
@@ -69,6 +70,7 @@ class RealPair:
     def _apply(self, actor: str, op: str, step: dict[str, Any]) -> None:
         if op == "poke_word":
             _native.store_release(self.raw, OFF_WORD, int(step["value"]))
+            self.poked = True
             return
         if op == "attach":
             opts = dict(timeout=0.0, spin=0.0)
@@ -76,6 +78,7 @@ class RealPair:
                 self.req = shmbridge.Requester.attach(self.name, self.dtype, self.shape, **opts)
             else:
                 self.rsp = shmbridge.Responder.attach(self.name, self.dtype, self.shape, **opts)
+                self.last_taken = None
             return
         if op == "close":
             h = self.req if actor == "requester" else self.rsp
@@ -91,7 +94,7 @@ class RealPair:
             elif op == "receive":
                 reply = self.req.try_receive()
                 with reply as a:
-                    sent = self.sent.get(reply.seq)
+                    sent = None if self.poked else self.sent.get(reply.seq)
                     if sent is not None and not np.array_equal(a, self._array(sent) + 1):
                         self.value_errors.append(f"reply #{reply.seq} != sent + 1")
             else:
@@ -102,7 +105,7 @@ class RealPair:
                 r = self.rsp.try_take()
                 self.last_taken = r
                 self.added.discard(r.seq)
-                sent = self.sent.get(r.seq)
+                sent = None if self.poked else self.sent.get(r.seq)
                 if sent is not None and not np.array_equal(r.array, self._array(sent)):
                     self.value_errors.append(f"request #{r.seq} payload != value sent")
             elif op == "reply":
