@@ -1,0 +1,208 @@
+"""The case catalogue: ``conformance/cases/*.toml``, as data.
+
+A file holds ``[[case]]`` tables and ``[[matrix]]`` generators. A case::
+
+    [[case]]
+    id = "kill/responder/at-T2"            # stable, never renumbered (like test262 esids)
+    requirements = ["R-LIVE-3"]
+    purpose = "one line"
+    category = "kill"
+    pairings = ["cpp-py", ...]             # default: all four; "solo" = cpp-cpp and py-py only
+    timing = true                          # measured time bounds: run alone, not in parallel
+    leftover = "forbidden"|"expected"      # a segment left in /dev/shm after the case
+    watchdog_s = 30
+    known_bad = {category = "crash", naive = "requester"}   # also in the known-bad matrix
+      [[case.proc]]
+      name = "req"; role = "requester"; start = "first" | "after:PROC:ready" | "after:PROC:exit"
+      delay_ms = 0; impl = "requester"|"responder"  (whose implementation; default: its role's)
+      args = "--create --rounds {rounds}"  # {name} = the run's segment name, {rounds} = rounds
+      expect = {exit = "OK", verified = 5, events = [{op = "send", result = "OUT_OF_TURN"}]}
+
+A matrix expands a case template over the cartesian product of ``vars``; ``{var}`` in any string
+of the template is replaced (a table value binds each of its keys).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from . import spec
+
+CASES_DIR = Path(__file__).resolve().parent / "cases"
+ALL_PAIRINGS = ["cpp-py", "py-cpp", "cpp-cpp", "py-py"]
+SOLO_PAIRINGS = ["cpp-cpp", "py-py"]
+EXPECT_KEYS = {"exit", "rounds_ok", "verified", "mismatches", "events", "no_events", "max_op_ms",
+               "peer_gone_within_ms", "summary"}
+PROC_KEYS = {"name", "role", "start", "delay_ms", "impl", "args", "expect"}
+CASE_KEYS = {"id", "requirements", "purpose", "category", "pairings", "timing", "leftover",
+             "watchdog_s", "known_bad", "proc", "rounds", "stress_rounds", "history", "checksums"}
+
+
+class CatalogueError(Exception):
+    pass
+
+
+@dataclass
+class Proc:
+    name: str
+    role: str
+    args: str
+    start: str = "first"
+    delay_ms: float = 0
+    impl: str = ""
+    expect: dict = field(default_factory=dict)
+
+
+@dataclass
+class Case:
+    id: str
+    requirements: list
+    purpose: str
+    category: str
+    procs: list
+    pairings: list = field(default_factory=lambda: list(ALL_PAIRINGS))
+    timing: bool = False
+    leftover: str = "forbidden"
+    watchdog_s: float = 30.0
+    known_bad: dict | None = None
+    rounds: int = 0
+    stress_rounds: int = 0
+    history: bool = True
+    checksums: bool = True
+    source: str = ""
+
+    def proc(self, name: str) -> Proc:
+        for p in self.procs:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def _subst(obj, vars_: dict):
+    if isinstance(obj, str):
+        def rep(m):
+            k = m.group(1)
+            return str(vars_[k]) if k in vars_ else m.group(0)
+        return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", rep, obj)
+    if isinstance(obj, list):
+        return [_subst(x, vars_) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _subst(v, vars_) for k, v in obj.items()}
+    return obj
+
+
+def _expand_matrix(m: dict, where: str) -> list[dict]:
+    vars_ = m.get("vars", {})
+    tmpl = m.get("case")
+    if not isinstance(tmpl, dict):
+        raise CatalogueError(f"{where}: [[matrix]] needs a [matrix.case] template")
+    keys = list(vars_)
+    out = []
+    for combo in itertools.product(*(vars_[k] for k in keys)):
+        binding = {}
+        for k, v in zip(keys, combo):
+            if isinstance(v, dict):
+                binding.update(v)
+            else:
+                binding[k] = v
+        out.append(_subst(tmpl, binding))
+    return out
+
+
+def _make_case(d: dict, where: str) -> Case:
+    unknown = set(d) - CASE_KEYS
+    if unknown:
+        raise CatalogueError(f"{where}: case {d.get('id')!r}: unknown keys {sorted(unknown)}")
+    for k in ("id", "requirements", "purpose", "proc"):
+        if k not in d:
+            raise CatalogueError(f"{where}: case {d.get('id')!r} lacks {k!r}")
+    reqs = spec.requirements()
+    for r in d["requirements"]:
+        if r not in reqs:
+            raise CatalogueError(f"{where}: case {d['id']}: unknown requirement {r}")
+    procs = []
+    for p in d["proc"]:
+        unknown = set(p) - PROC_KEYS
+        if unknown:
+            raise CatalogueError(f"{where}: case {d['id']}: proc keys {sorted(unknown)}")
+        exp = dict(p.get("expect", {}))
+        bad = set(exp) - EXPECT_KEYS
+        if bad:
+            raise CatalogueError(f"{where}: case {d['id']}: expect keys {sorted(bad)}")
+        exits = exp.get("exit", "OK")
+        for e in ([exits] if isinstance(exits, str) else exits):
+            spec.exit_code_of(e)  # raises on a typo
+        if p.get("role") not in ("requester", "responder"):
+            raise CatalogueError(f"{where}: case {d['id']}: proc role must be requester|responder")
+        procs.append(Proc(name=p["name"], role=p["role"], args=p.get("args", ""),
+                          start=p.get("start", "first"), delay_ms=p.get("delay_ms", 0),
+                          impl=p.get("impl", p["role"]), expect=exp))
+    names = [p.name for p in procs]
+    if len(set(names)) != len(names):
+        raise CatalogueError(f"{where}: case {d['id']}: duplicate proc names")
+    for p in procs:
+        if p.start != "first":
+            m = re.fullmatch(r"after:([^:]+):(ready|exit)", p.start)
+            if not m or m.group(1) not in names:
+                raise CatalogueError(f"{where}: case {d['id']}: bad start {p.start!r}")
+    pairings = d.get("pairings", ALL_PAIRINGS)
+    if pairings == "solo":
+        pairings = SOLO_PAIRINGS
+    return Case(id=d["id"], requirements=list(d["requirements"]), purpose=d["purpose"],
+                category=d.get("category", d["id"].split("/")[0]), procs=procs,
+                pairings=list(pairings), timing=bool(d.get("timing", False)),
+                leftover=d.get("leftover", "forbidden"), watchdog_s=float(d.get("watchdog_s", 30)),
+                known_bad=d.get("known_bad"), rounds=int(d.get("rounds", 0)),
+                stress_rounds=int(d.get("stress_rounds", 0)), history=bool(d.get("history", True)),
+                checksums=bool(d.get("checksums", True)), source=where)
+
+
+def load(directory: Path | None = None) -> list[Case]:
+    directory = Path(directory or CASES_DIR)
+    cases: list[Case] = []
+    for f in sorted(directory.glob("*.toml")):
+        data = tomllib.loads(f.read_text())
+        where = f.name
+        for m in data.get("matrix", []):
+            for d in _expand_matrix(m, where):
+                cases.append(_make_case(d, where))
+        for d in data.get("case", []):
+            cases.append(_make_case(d, where))
+    ids = [c.id for c in cases]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise CatalogueError(f"duplicate case ids: {sorted(dup)}")
+    return cases
+
+
+def select(cases: list[Case], prefixes: list[str] | None = None, exact: list[str] | None = None,
+           categories: list[str] | None = None) -> list[Case]:
+    out = cases
+    if exact:
+        out = [c for c in out if c.id in exact]
+    if prefixes:
+        out = [c for c in out if any(c.id.startswith(p) for p in prefixes)]
+    if categories:
+        out = [c for c in out if c.category in categories]
+    return out
+
+
+def norm_pairing(p: str) -> str:
+    p = p.replace("→", "-").replace("->", "-").replace(":", "-")
+    if p.count("-") != 1:
+        raise CatalogueError(f"bad pairing {p!r}: want REQUESTER-RESPONDER, e.g. cpp-py")
+    return p
+
+
+def show_pairing(p: str) -> str:
+    a, b = p.split("-")
+    return f"{a}→{b}"

@@ -1,0 +1,545 @@
+"""Runs one case in one pairing: starts the peers, watches them, checks what they did."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import REPO_ROOT, history, spec
+from .catalogue import Case, Proc, show_pairing
+
+
+# ---------------------------------------------------------------- peers
+
+
+@dataclass
+class PeerImpl:
+    name: str
+    template: list  # argv with an "{args}" element, or argv to which the args are appended
+    env: dict = field(default_factory=dict)
+    available: bool = True
+    why_unavailable: str = ""
+
+    def argv(self, args: list) -> list:
+        if "{args}" in self.template:
+            i = self.template.index("{args}")
+            return self.template[:i] + args + self.template[i + 1:]
+        return self.template + args
+
+
+def default_impls(cpp_peer: str | None = None, python: str | None = None) -> dict:
+    py = python or sys.executable
+    cpp = cpp_peer or os.environ.get("SHMBRIDGE_CPP_PEER") or str(REPO_ROOT / "build/cpp/tools/shmbridge-peer")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    return {
+        "cpp": PeerImpl("cpp", [cpp]),
+        "py": PeerImpl("py", [py, "-m", "shmbridge.peer"], env),
+        "naive": PeerImpl("naive", [py, "-m", "conformance.naive_peer"], env),
+    }
+
+
+def parse_peer_option(text: str) -> PeerImpl:
+    name, _, tmpl = text.partition("=")
+    if not name or not tmpl:
+        raise ValueError(f"--peer wants NAME=TEMPLATE, got {text!r}")
+    return PeerImpl(name, shlex.split(tmpl))
+
+
+def probe(impl: PeerImpl, timeout: float = 20.0) -> PeerImpl:
+    """A peer is available if `--print-clock` works and prints a CLOCK_MONOTONIC timestamp that
+    lies between two readings of this process's clock (PEER.md §2)."""
+    env = dict(os.environ, **impl.env)
+    try:
+        t0 = time.monotonic_ns()
+        r = subprocess.run(impl.argv(["--print-clock"]), capture_output=True, text=True,
+                           timeout=timeout, env=env, cwd=REPO_ROOT)
+        t1 = time.monotonic_ns()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        impl.available, impl.why_unavailable = False, f"cannot run {impl.template[0]}: {e}"
+        return impl
+    if r.returncode != 0:
+        impl.available = False
+        impl.why_unavailable = f"`{shlex.join(impl.argv(['--print-clock']))}` exited {r.returncode}: " \
+                               + (r.stderr.strip().splitlines() or [""])[-1][:200]
+        return impl
+    try:
+        t = json.loads(r.stdout.strip().splitlines()[-1])["t"]
+    except (ValueError, KeyError, IndexError):
+        impl.available, impl.why_unavailable = False, f"--print-clock printed {r.stdout[:100]!r}"
+        return impl
+    if not (t0 <= t <= t1):
+        impl.available = False
+        impl.why_unavailable = (f"clock mismatch: peer printed {t}, not within this process's "
+                                f"CLOCK_MONOTONIC [{t0}, {t1}] (PEER.md §2)")
+    return impl
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    requirements: list
+    expected: str = ""
+    actual: str = ""
+    detail: str = ""
+    proc: str = ""
+
+
+@dataclass
+class ProcResult:
+    name: str
+    role: str
+    impl: str
+    argv: list
+    returncode: int | None = None
+    started: bool = False
+    start_ns: int | None = None
+    end_ns: int | None = None
+    lines: list = field(default_factory=list)
+    bad_lines: list = field(default_factory=list)
+    stdout_path: str = ""
+    stderr_path: str = ""
+    stderr_tail: str = ""
+
+    @property
+    def summary(self) -> dict | None:
+        for obj in reversed(self.lines):
+            if obj.get("event") == "summary":
+                return obj
+        return None
+
+    def events(self) -> list:
+        return [o for o in self.lines if "op" in o]
+
+
+@dataclass
+class RunResult:
+    case: Case
+    pairing: str
+    verdict: str  # PASS FAIL SKIP ERROR
+    checks: list = field(default_factory=list)
+    procs: list = field(default_factory=list)
+    seconds: float = 0.0
+    name: str = ""
+    rerun: str = ""
+    note: str = ""
+    history: str = ""
+
+    @property
+    def failed_checks(self) -> list:
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def violated(self) -> list:
+        out = []
+        for c in self.failed_checks:
+            for r in c.requirements:
+                if r not in out:
+                    out.append(r)
+        return out
+
+
+# ---------------------------------------------------------------- running
+
+
+class Options:
+    def __init__(self, impls: dict, workdir: Path, stress: bool = False, slack_ms: float = 250.0,
+                 rerun_prefix: str = "python -m conformance run", keep_logs: bool = False):
+        self.impls = impls
+        self.workdir = Path(workdir)
+        self.stress = stress
+        self.slack_ms = slack_ms
+        self.rerun_prefix = rerun_prefix
+        self.keep_logs = keep_logs
+
+
+_counter = [0]
+
+
+def segment_name(case: Case, pairing: str) -> str:
+    _counter[0] += 1
+    return f"cf{os.getpid() % 100000:05d}x{_counter[0]:04d}"
+
+
+def _sanitize(s: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)
+
+
+def proc_args(case: Case, p: Proc, name: str, rounds: int) -> list:
+    text = p.args.replace("{name}", name).replace("{rounds}", str(rounds))
+    args = shlex.split(text)
+    if "--name" not in args and not any(a.startswith("--name=") for a in args):
+        args = ["--name", name] + args
+    return ["--role", p.role, "--label", p.name] + args
+
+
+def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
+    req_impl, rsp_impl = pairing.split("-")
+    rounds = case.stress_rounds if (opt.stress and case.stress_rounds) else case.rounds
+    rerun = f"{opt.rerun_prefix} --case '{case.id}' --pairing {pairing}"
+    res = RunResult(case, pairing, "PASS", rerun=rerun)
+    for impl_name in (req_impl, rsp_impl):
+        impl = opt.impls.get(impl_name)
+        if impl is None or not impl.available:
+            res.verdict = "SKIP"
+            res.note = f"peer {impl_name!r} unavailable: " + (impl.why_unavailable if impl else "not configured")
+            return res
+    name = segment_name(case, pairing)
+    res.name = name
+    rundir = opt.workdir / _sanitize(case.id) / pairing
+    rundir.mkdir(parents=True, exist_ok=True)
+    procs: dict[str, ProcResult] = {}
+    popen: dict[str, subprocess.Popen] = {}
+    files = {}
+    offsets = {}
+    pending = list(case.procs)
+    t_start = time.monotonic()
+    deadline = t_start + case.watchdog_s * (4 if opt.stress and case.stress_rounds else 1)
+    ready_at: dict[str, float] = {}
+    exited_at: dict[str, float] = {}
+    for p in case.procs:
+        impl = opt.impls[req_impl if p.impl == "requester" else rsp_impl]
+        args = proc_args(case, p, name, rounds)
+        procs[p.name] = ProcResult(p.name, p.role, impl.name, impl.argv(args))
+    res.procs = list(procs.values())
+
+    def read_new(pname):
+        pr = procs[pname]
+        path = pr.stdout_path
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offsets.get(pname, 0))
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            return
+        offsets[pname] = offsets.get(pname, 0) + cut + 1
+        for raw in data[: cut + 1].splitlines():
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+                if not isinstance(obj, dict):
+                    raise ValueError
+                pr.lines.append(obj)
+                if obj.get("op") in ("create", "attach") and obj.get("result") == "ok":
+                    ready_at.setdefault(pname, time.monotonic())
+            except ValueError:
+                pr.bad_lines.append(raw.decode(errors="replace")[:200])
+
+    try:
+        while True:
+            now = time.monotonic()
+            # start what may start
+            for p in list(pending):
+                ok = p.start == "first"
+                if not ok:
+                    _, dep, what = p.start.split(":")
+                    t_dep = (ready_at if what == "ready" else exited_at).get(dep)
+                    ok = t_dep is not None and now >= t_dep + p.delay_ms / 1000
+                    if t_dep is None and dep in exited_at and what == "ready":
+                        pending.remove(p)  # its dependency died before it became ready
+                        continue
+                elif p.delay_ms and now < t_start + p.delay_ms / 1000:
+                    ok = False
+                if ok:
+                    pending.remove(p)
+                    pr = procs[p.name]
+                    impl = opt.impls[pr.impl]
+                    pr.stdout_path = str(rundir / f"{p.name}.out")
+                    pr.stderr_path = str(rundir / f"{p.name}.err")
+                    files[p.name] = (open(pr.stdout_path, "wb"), open(pr.stderr_path, "wb"))
+                    env = dict(os.environ, **impl.env)
+                    pr.start_ns = time.monotonic_ns()
+                    popen[p.name] = subprocess.Popen(
+                        pr.argv, stdout=files[p.name][0], stderr=files[p.name][1],
+                        stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env, start_new_session=True)
+                    pr.started = True
+            for pname, po in popen.items():
+                read_new(pname)
+                if pname not in exited_at and po.poll() is not None:
+                    read_new(pname)
+                    exited_at[pname] = time.monotonic()
+                    procs[pname].returncode = po.returncode
+                    procs[pname].end_ns = time.monotonic_ns()
+            running = [n for n in popen if n not in exited_at]
+            if not running and not pending:
+                break
+            if not running and pending:
+                # nothing runs and nothing more can start
+                if all(not _startable(p, ready_at, exited_at) for p in pending):
+                    break
+            if now > deadline:
+                for n in running:
+                    _kill_group(popen[n])
+                    procs[n].returncode = None
+                    exited_at[n] = time.monotonic()
+                for n in running:
+                    try:
+                        popen[n].wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    read_new(n)
+                    procs[n].returncode = None  # HANG
+                break
+            time.sleep(0.003)
+    finally:
+        for n, po in popen.items():
+            if po.poll() is None:
+                _kill_group(po)
+                po.wait()
+        for out, err in files.values():
+            out.close()
+            err.close()
+    for pr in procs.values():
+        if pr.stderr_path:
+            try:
+                pr.stderr_tail = Path(pr.stderr_path).read_text(errors="replace")[-2000:]
+            except OSError:
+                pass
+    res.seconds = time.monotonic() - t_start
+    leftover = _cleanup_segment(name, case)
+    _evaluate(res, case, procs, leftover, opt)
+    res.verdict = "PASS" if all(c.ok for c in res.checks) else "FAIL"
+    return res
+
+
+def _startable(p, ready_at, exited_at) -> bool:
+    if p.start == "first":
+        return True
+    _, dep, what = p.start.split(":")
+    return (dep in ready_at) if what == "ready" else (dep in exited_at)
+
+
+def _kill_group(po: subprocess.Popen):
+    try:
+        os.killpg(po.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            po.kill()
+        except ProcessLookupError:
+            pass
+
+
+def _cleanup_segment(name: str, case: Case) -> bool:
+    names = {name}
+    for p in case.procs:  # a case may name its own segment (e.g. with a leading '/')
+        for tok in shlex.split(p.args.replace("{name}", name)):
+            if tok.lstrip("/").startswith(name):
+                names.add(tok.lstrip("/"))
+    left = False
+    for n in names:
+        path = Path("/dev/shm") / n
+        if path.exists():
+            left = True
+            try:
+                path.unlink()
+            except OSError:
+                pass
+    return left
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _as_list(x):
+    return [x] if isinstance(x, (str, int)) else list(x)
+
+
+def _match(obj: dict, pat: dict) -> bool:
+    for k, v in pat.items():
+        if k == "result" and isinstance(v, list):
+            if obj.get(k) not in v:
+                return False
+        elif obj.get(k) != v:
+            return False
+    return True
+
+
+def _fmt_pat(pat: dict) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in pat.items()) + "}"
+
+
+def _last_error(pr: ProcResult) -> str:
+    for e in reversed(pr.events()):
+        if e.get("result") not in (None, "ok") and not e.get("injected"):
+            msg = e.get("message") or ""
+            return f"last error: {e.get('op')} -> {e.get('result')}" + (f" ({msg[:160]})" if msg else "")
+    return ""
+
+
+def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Options):
+    checks = res.checks
+    slack = opt.slack_ms
+    crash_t = {n: next((e["t_call"] for e in pr.events() if e.get("op") == "crash"), None)
+               for n, pr in procs.items()}
+    for p in case.procs:
+        pr = procs[p.name]
+        exp = p.expect
+        exits = _as_list(exp.get("exit", "OK"))
+        codes = {spec.exit_code_of(e) for e in exits}
+        # started at all?
+        if not pr.started:
+            checks.append(Check("started", False, case.requirements, "the process is started",
+                                f"never started: its start condition {p.start!r} never held", proc=p.name))
+            continue
+        # exit code
+        actual = spec.describe_exit(pr.returncode)
+        ok = pr.returncode in codes
+        detail = _last_error(pr)
+        if pr.returncode is None:
+            checks.append(Check("no hang", False, ["R-WAIT-2", "R-LIVE-3"] + case.requirements,
+                                f"exits within the {case.watchdog_s:g} s watchdog", "still running: killed",
+                                detail, proc=p.name))
+        else:
+            checks.append(Check("exit", ok, case.requirements,
+                                " or ".join(f"{e} ({spec.exit_code_of(e)})" for e in exits),
+                                f"{actual} ({pr.returncode})", detail, proc=p.name))
+        # log well-formed
+        if pr.bad_lines:
+            checks.append(Check("log format", False, ["R-ERR-1"], "JSON lines (PEER.md §2)",
+                                f"{len(pr.bad_lines)} unparsable line(s): {pr.bad_lines[0]!r}", proc=p.name))
+        evs = pr.events()
+        bad_t = [e for e in evs if not (isinstance(e.get("t_call"), int) and isinstance(e.get("t_return"), int)
+                                        and e["t_call"] <= e["t_return"])]
+        if bad_t:
+            checks.append(Check("timestamps", False, ["R-ERR-1"], "t_call <= t_return, integers (ns)",
+                                json.dumps(bad_t[0])[:200], proc=p.name))
+        unknown = [e for e in evs if e.get("result") != "ok" and e.get("result") not in spec.errors()]
+        if unknown:
+            checks.append(Check("error names", False, ["R-ERR-1"], "result is ok or a name from errors.json",
+                                f"{unknown[0].get('result')!r} in {json.dumps(unknown[0])[:160]}", proc=p.name))
+        summ = pr.summary
+        if pr.returncode is not None and pr.returncode >= 0:
+            if summ is None:
+                checks.append(Check("summary", False, ["R-ERR-1"], "a final summary line (PEER.md §2)",
+                                    "none", proc=p.name))
+            elif summ.get("exit") != pr.returncode:
+                checks.append(Check("summary", False, ["R-ERR-1"],
+                                    f"summary exit equals the process exit {pr.returncode}",
+                                    f"summary says {summ.get('exit')}", proc=p.name))
+        for key in ("rounds_ok", "verified"):
+            if key in exp:
+                got = (summ or {}).get(key)
+                checks.append(Check(key, got is not None and got >= exp[key],
+                                    ["R-STATE-3", "R-STATE-6"] + case.requirements,
+                                    f"{key} >= {exp[key]}", f"{key} = {got}", proc=p.name))
+        mm_max = exp.get("mismatches", 0)
+        got = (summ or {}).get("mismatches", 0) or 0
+        bad_recv = [e for e in evs if e.get("op") == "receive" and e.get("verified") is False]
+        if got > mm_max or (mm_max == 0 and bad_recv):
+            first = bad_recv[0] if bad_recv else {}
+            checks.append(Check("replies verified", False, ["R-STATE-3", "R-STATE-6"],
+                                f"at most {mm_max} reply that fails PEER.md §3",
+                                f"{max(got, len(bad_recv))} (first: round {first.get('round')}, seq {first.get('seq')})",
+                                "a reply was returned that is not the computation of this requester's "
+                                "own request", proc=p.name))
+        for pat in exp.get("events", []):
+            found = any(_match(e, pat) for e in evs)
+            checks.append(Check("event", found, case.requirements, f"an event {_fmt_pat(pat)}",
+                                "present" if found else "absent; events: " + _brief(evs), proc=p.name))
+        for pat in exp.get("no_events", []):
+            hit = [e for e in evs if _match(e, pat)]
+            checks.append(Check("no event", not hit, case.requirements, f"no event {_fmt_pat(pat)}",
+                                "none" if not hit else json.dumps(hit[0])[:200], proc=p.name))
+        for bound in _as_list_dicts(exp.get("max_op_ms")):
+            pat = {k: v for k, v in bound.items() if k != "ms"}
+            hit = [e for e in evs if _match(e, pat)]
+            if not hit:
+                checks.append(Check("time bound", False, ["R-WAIT-2"] + case.requirements,
+                                    f"an event {_fmt_pat(pat)} within {bound['ms']} ms", "no such event",
+                                    proc=p.name))
+                continue
+            dur = max((e["t_return"] - e["t_call"]) / 1e6 for e in hit)
+            checks.append(Check("time bound", dur <= bound["ms"] + slack, ["R-WAIT-2"] + case.requirements,
+                                f"{_fmt_pat(pat)} returns within {bound['ms']} ms (+{slack:g} ms slack)",
+                                f"{dur:.1f} ms", proc=p.name))
+        if "peer_gone_within_ms" in exp:
+            lim = exp["peer_gone_within_ms"]
+            others = [t for n, t in crash_t.items() if t is not None and n != p.name]
+            gone = [e for e in evs if e.get("result") == "PEER_GONE"]
+            if not others:
+                checks.append(Check("peer gone", False, ["R-LIVE-3"], "another peer crashed", "no crash logged",
+                                    proc=p.name))
+            elif not gone:
+                checks.append(Check("peer gone", False, ["R-LIVE-3"], f"PEER_GONE within {lim} ms of the crash",
+                                    "no PEER_GONE reported; " + _brief(evs[-4:]), proc=p.name))
+            else:
+                t_crash = min(others)
+                after = [e for e in gone if e["t_return"] >= t_crash]
+                lat = (min(e["t_return"] for e in after) - t_crash) / 1e6 if after else float("inf")
+                checks.append(Check("peer gone", lat <= lim + slack, ["R-LIVE-3"],
+                                    f"PEER_GONE within {lim} ms of the crash (+{slack:g} ms slack)",
+                                    f"{lat:.0f} ms", proc=p.name))
+    # the merged history
+    logs = {n: pr.lines for n, pr in procs.items() if pr.lines}
+    if case.history and logs:
+        try:
+            v = history.check(logs)
+        except Exception as e:  # noqa: BLE001
+            v = history.Verdict(False, f"history checker crashed: {e!r}")
+        res.history = v.message
+        if not v.ok:
+            first, _, rest = v.message.partition("\n")
+            checks.append(Check("history", False, list(v.requirements),
+                                "a history allowed by spec/transitions.json", first, rest))
+    # checksums: what was taken is what was sent, what was received is what was published
+    if case.checksums:
+        _check_checksums(res, procs)
+    if leftover and case.leftover != "expected":
+        checks.append(Check("leftover segment", False, ["R-SEG-3", "R-CLOSE-1"],
+                            f"no /dev/shm/{res.name} after the case", "left behind (removed by the runner)"))
+
+
+def _as_list_dicts(x):
+    if x is None:
+        return []
+    return [x] if isinstance(x, dict) else list(x)
+
+
+def _brief(evs) -> str:
+    return ", ".join(f"{e.get('op')}:{e.get('result')}" for e in evs[-8:]) or "none"
+
+
+def _check_checksums(res: RunResult, procs: dict):
+    by_role = {"requester": [], "responder": []}
+    for pr in procs.values():
+        by_role[pr.role].append(pr)
+    sends, takes, replies, recvs = {}, {}, {}, {}
+    use_round = any(e.get("seq") is None for pr in procs.values() for e in pr.events()
+                    if e.get("op") in ("send", "take") and e.get("result") == "ok")
+    if use_round and (len(by_role["requester"]) != 1 or len(by_role["responder"]) != 1):
+        return
+    for pr in procs.values():
+        for e in pr.events():
+            if e.get("result") != "ok" or e.get("checksum") is None or e.get("injected"):
+                continue
+            key = e.get("round") if use_round else e.get("seq")
+            if key is None:
+                continue
+            table = {"send": sends, "take": takes, "reply": replies, "receive": recvs}.get(e["op"])
+            if table is not None:
+                table.setdefault(key, []).append(e)
+    what = "round" if use_round else "seq"
+    for a, b, label, reqs in ((sends, takes, "the responder took what the requester sent", ["R-STATE-3", "R-STATE-2"]),
+                              (replies, recvs, "the requester received what the responder published",
+                               ["R-STATE-6", "R-STATE-3"])):
+        for key in sorted(set(a) & set(b)):
+            ca = {e["checksum"] for e in a[key]}
+            cb = {e["checksum"] for e in b[key]}
+            if not (cb <= ca):
+                res.checks.append(Check("checksums", False, reqs, label,
+                                        f"{what} {key}: sent {sorted(ca)}, got {sorted(cb)}"))
+                return
