@@ -1,0 +1,89 @@
+"""Child-process peers for the cross-process tests (run as a script by test_processes.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+import shmbridge as sb
+
+
+def attach_responder(name: str, **kw: object) -> sb.Responder:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return sb.Responder.attach(name, **kw)  # type: ignore[arg-type]
+        except sb.SegmentNotFound:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def main() -> int:
+    mode, name = sys.argv[1], sys.argv[2]
+    if mode == "responder-serve":
+        rsp = attach_responder(name)
+
+        def add1(a: np.ndarray) -> None:  # type: ignore[type-arg]
+            a += 1
+
+        print("ready", flush=True)
+        n = rsp.serve(add1)
+        rsp.close()
+        print(f"served {n}", flush=True)
+        return 0
+    if mode == "responder-hold":
+        rsp = attach_responder(name)
+        req = rsp.take(timeout=10)
+        print(f"taken {req.seq}", flush=True)
+        time.sleep(60)
+        return 1
+    if mode == "requester-hold":
+        req = sb.Requester.attach(name)
+        print("ready", flush=True)
+        time.sleep(60)
+        req.close()
+        return 1
+    if mode == "idle":
+        seconds = float(sys.argv[3])
+        rsp = attach_responder(name)
+        t0, w0 = os.times(), time.monotonic()
+        try:
+            rsp.take(timeout=seconds)
+        except sb.Timeout:
+            pass
+        t1, w1 = os.times(), time.monotonic()
+        cpu = (t1.user - t0.user) + (t1.system - t0.system)
+        print(json.dumps({"cpu": cpu, "wall": w1 - w0}), flush=True)
+        rsp.close()
+        return 0
+    if mode == "attach-close":
+        sb.Responder.attach(name).close()
+        return 0
+    if mode == "attach-exit":
+        rsp = sb.Responder.attach(name)
+        os._exit(0 if rsp else 1)  # no close, no atexit, no finalizers
+    if mode == "attach-wrong-dtype":
+        try:
+            sb.Responder.attach(name, dtype=np.complex128)
+        except sb.DtypeMismatch as e:
+            return e.exit_code
+        return 1
+    if mode == "attach-exception":
+        rsp = sb.Responder.attach(name)
+        raise RuntimeError(f"crash with a Python exception while attached to {rsp.name}")
+    if mode == "create-crash":
+        req = sb.Requester.create(name, np.float32, (4,))
+        print("created", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        req.close()
+    raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The native helper shmbridge._native (R-STATE-4, R-WAIT-1, R-WAIT-3, R-WAIT-4)."""
+
+from __future__ import annotations
+
+import mmap
+import threading
+import time
+
+import pytest
+
+from shmbridge import _native
+
+
+@pytest.fixture
+def buf() -> mmap.mmap:
+    return mmap.mmap(-1, 4096)
+
+
+def test_r_state_4_atomics(buf: mmap.mmap) -> None:
+    """R-STATE-4/R-STATE-2: acquire load, release store, CAS returning the value found,
+    wrapping fetch_add."""
+    assert _native.load_acquire(buf, 256) == 0
+    _native.store_release(buf, 256, 0x12345678)
+    assert _native.load_acquire(buf, 256) == 0x12345678
+    assert buf[256:260] == bytes.fromhex("78563412")  # little-endian u32 in place
+    assert _native.compare_exchange(buf, 256, 1, 2) == 0x12345678  # failed: value found
+    assert _native.load_acquire(buf, 256) == 0x12345678
+    assert _native.compare_exchange(buf, 256, 0x12345678, 7) == 0x12345678  # success
+    assert _native.load_acquire(buf, 256) == 7
+    assert _native.fetch_add(buf, 260, -1) == 0
+    assert _native.load_acquire(buf, 260) == 0xFFFFFFFF
+    assert _native.fetch_add(buf, 260, 1) == 0xFFFFFFFF
+    assert _native.load_acquire(buf, 260) == 0
+    _native.store_release64(buf, 0, int.from_bytes(b"SHMBRIDG", "little"))
+    assert buf[:8] == b"SHMBRIDG"
+    assert _native.load_acquire64(buf, 0) == int.from_bytes(b"SHMBRIDG", "little")
+
+
+@pytest.mark.parametrize("offset", [-4, 4093, 4096, 2, 1, 2**40])
+def test_bounds_and_alignment_checked(buf: mmap.mmap, offset: int) -> None:
+    """Out-of-bounds or misaligned offsets raise ValueError instead of touching memory."""
+    with pytest.raises(ValueError):
+        _native.load_acquire(buf, offset)
+    with pytest.raises(ValueError):
+        _native.store_release(buf, offset, 1)
+    with pytest.raises(ValueError):
+        _native.wait(buf, offset, 0, 0.0)
+
+
+def test_values_range_checked(buf: mmap.mmap) -> None:
+    with pytest.raises(ValueError):
+        _native.store_release(buf, 0, 2**32)
+    with pytest.raises(ValueError):
+        _native.compare_exchange(buf, 0, -1, 0)
+    with pytest.raises(ValueError):
+        _native.wait(buf, 0, 0, -1.0)
+
+
+def test_read_only_buffer_rejected() -> None:
+    """The helper only works on writable buffers (the shared mapping)."""
+    with pytest.raises((BufferError, TypeError)):
+        _native.load_acquire(b"\0" * 8, 0)
+
+
+def test_r_wait_2_wait_times_out(buf: mmap.mmap) -> None:
+    """R-WAIT-2: a wait returns False no later than its deadline plus a wake-up latency."""
+    t = time.perf_counter()
+    assert _native.wait(buf, 0, 0, 0.12) is False
+    dt = time.perf_counter() - t
+    assert 0.11 <= dt < 0.3
+    assert _native.wait(buf, 0, 1, 5.0) is True  # value differs: returns at once
+
+
+def test_r_wait_3_wake_and_gil_released(buf: mmap.mmap) -> None:
+    """R-WAIT-3/R-WAIT-4: wake_all wakes a blocked waiter; the GIL is released while blocked
+    (another thread keeps running)."""
+    ticks = 0
+    stop = False
+
+    def spinner() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            time.sleep(0.001)
+
+    def waker() -> None:
+        time.sleep(0.15)
+        _native.store_release(buf, 0, 5)
+        _native.wake_all(buf, 0)
+
+    threads = [threading.Thread(target=spinner), threading.Thread(target=waker)]
+    for th in threads:
+        th.start()
+    t = time.perf_counter()
+    assert _native.wait(buf, 0, 0, 5.0) is True
+    dt = time.perf_counter() - t
+    stop = True
+    for th in threads:
+        th.join()
+    assert 0.1 < dt < 1.0
+    assert ticks > 20  # the other thread ran while we were blocked
