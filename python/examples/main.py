@@ -32,8 +32,9 @@ def attach(name: str, timeout: float) -> shmbridge.Responder:
     deadline = time.monotonic() + (timeout if math.isfinite(timeout) else 10.0)
     while True:
         try:
-            return shmbridge.Responder.attach(name, dtype=DTYPE, shape=SHAPE,
-                                              timeout=min(timeout, 10.0))
+            return shmbridge.Responder.attach(
+                name, dtype=DTYPE, shape=SHAPE, timeout=min(timeout, 10.0)
+            )
         except shmbridge.SegmentNotFound:
             if time.monotonic() >= deadline:
                 raise
@@ -50,9 +51,13 @@ def describe(a: np.ndarray, limit: int = 8) -> str:  # type: ignore[type-arg]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", default="SimpleShm", help="segment name (default SimpleShm)")
-    p.add_argument("--timeout", type=float, default=math.inf,
-                   help="seconds to wait for the segment and for each request (default: wait "
-                        "for requests until the requester closes)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=math.inf,
+        help="seconds to wait for the segment and for each request (default: wait "
+        "for requests until the requester closes)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     args = p.parse_args(argv)
     if args.timeout < 0 or math.isnan(args.timeout):
@@ -88,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print("main.py: interrupted", file=sys.stderr)
         return 130
     dt = time.perf_counter() - t0
-    print(f"served {rounds} requests in {dt:.3f} s; the requester closed the channel",
-          flush=True)
+    print(f"served {rounds} requests in {dt:.3f} s; the requester closed the channel", flush=True)
     return 0
 
 

@@ -8,6 +8,7 @@ while the phase gives this side ownership (R-STATE-3).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
@@ -40,7 +41,6 @@ from .layout import (
     DESCRIPTOR_SIZE,
     HEADER_SIZE,
     OFF_CREATOR,
-    OFF_DECLARED,
     OFF_MESSAGE,
     OFF_REPLY_CODE,
     OFF_REQUESTER,
@@ -65,8 +65,9 @@ from .wait import block, spin, wake
 __all__ = ["Options", "Reply", "Request", "Requester", "Responder", "ViewEscapedWarning"]
 
 _U32 = struct.Struct("<I")
-_IDLE, _REQUESTED, _TAKEN, _REPLIED = (int(p) for p in
-                                       (Phase.IDLE, Phase.REQUESTED, Phase.TAKEN, Phase.REPLIED))
+_IDLE, _REQUESTED, _TAKEN, _REPLIED = (
+    int(p) for p in (Phase.IDLE, Phase.REQUESTED, Phase.TAKEN, Phase.REPLIED)
+)
 
 
 class ViewEscapedWarning(ResourceWarning):
@@ -94,7 +95,7 @@ class Options:
             raise InvalidArgument("option liveness_interval must be > 0")
 
 
-def _options(opts: Optional[Options], kw: dict[str, Any]) -> Options:
+def _options(opts: Options | None, kw: dict[str, Any]) -> Options:
     base = opts if opts is not None else Options()
     if not kw:
         return base
@@ -106,7 +107,7 @@ def _options(opts: Optional[Options], kw: dict[str, Any]) -> Options:
     return Options(**fields)
 
 
-def _timeout(value: Optional[float], default: float) -> float:
+def _timeout(value: float | None, default: float) -> float:
     t = default if value is None else value
     if not isinstance(t, (int, float)) or math.isnan(t) or t < 0:
         raise InvalidArgument(f"timeout must be a number >= 0 (seconds), found {value!r}")
@@ -155,7 +156,7 @@ class _Handle:
     _peer_slot: int = 0
 
     def __init__(self, seg: Segment, header: Header, opts: Options) -> None:
-        self._seg: Optional[Segment] = seg
+        self._seg: Segment | None = seg
         mm = seg.mm
         assert mm is not None
         self._mm = mm
@@ -168,7 +169,8 @@ class _Handle:
         self._nbytes = header.declared.nbytes
         if self._capacity > 0:
             self._payload: np.ndarray[Any, np.dtype[np.uint8]] = np.frombuffer(
-                mm, dtype=np.uint8, count=self._capacity, offset=PAYLOAD_OFFSET)
+                mm, dtype=np.uint8, count=self._capacity, offset=PAYLOAD_OFFSET
+            )
         else:
             self._payload = np.zeros(0, dtype=np.uint8)
         self._closed = False
@@ -176,7 +178,8 @@ class _Handle:
         if os.name == "nt":  # pragma: no cover - Windows wait events (R-WAIT-1)
             _m, req_ev, rsp_ev = windows_names(seg.name)
             self._my_event, self._peer_event = (
-                (req_ev, rsp_ev) if self._role == "requester" else (rsp_ev, req_ev))
+                (req_ev, rsp_ev) if self._role == "requester" else (rsp_ev, req_ev)
+            )
         else:
             self._my_event = self._peer_event = ""
 
@@ -211,7 +214,7 @@ class _Handle:
         self._check_open()
         return _native.load_acquire(self._mm, OFF_WORD)
 
-    def phase(self) -> Optional[Phase]:
+    def phase(self) -> Phase | None:
         """The phase of the word, None if it holds a value outside the table."""
         return phase_of(self.word())
 
@@ -224,8 +227,9 @@ class _Handle:
     def header(self) -> Header:
         """A decoded snapshot of the header (for diagnostics)."""
         self._check_open()
-        return decode_header(self._mm[:HEADER_SIZE], self._seg.size if self._seg else 0,
-                             check_message=False)
+        return decode_header(
+            self._mm[:HEADER_SIZE], self._seg.size if self._seg else 0, check_message=False
+        )
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -265,10 +269,11 @@ class _Handle:
             )
         if arr.nbytes > self._capacity:
             raise CapacityExceeded(
-                f"array needs {arr.nbytes} bytes, the payload capacity is {self._capacity}")
+                f"array needs {arr.nbytes} bytes, the payload capacity is {self._capacity}"
+            )
         return arr
 
-    def _check_message(self, who: str) -> Optional[Error]:
+    def _check_message(self, who: str) -> Error | None:
         """R-MSG-1: the published message descriptor must equal ``declared``."""
         raw = self._mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE]
         if raw == self._declared_bytes:
@@ -347,8 +352,12 @@ class _Handle:
     def __enter__(self) -> Any:
         return self
 
-    def __exit__(self, et: Optional[type[BaseException]], ev: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -361,7 +370,7 @@ class _Handle:
     # -- construction helpers -----------------------------------------------------------------
 
     @classmethod
-    def _new_header(cls, dtype: Any, shape: Any, capacity: Optional[int]) -> Header:
+    def _new_header(cls, dtype: Any, shape: Any, capacity: int | None) -> Header:
         code = dtype_code(dtype)
         shp = _shape_tuple(shape)
         desc = Descriptor(int(code), shp)
@@ -369,7 +378,8 @@ class _Handle:
         if cap < desc.nbytes:
             raise CapacityExceeded(
                 f"capacity {cap} is smaller than the declared array {desc.describe()} "
-                f"({desc.nbytes} bytes)")
+                f"({desc.nbytes} bytes)"
+            )
         me = Slot(os.getpid(), SLOT_ATTACHED, own_start_time(), 1)
         return Header(
             capacity=cap,
@@ -381,8 +391,9 @@ class _Handle:
         )
 
     @classmethod
-    def _attach_segment(cls, name: str, dtype: Any, shape: Any,
-                        opts: Options) -> tuple[Segment, Header]:
+    def _attach_segment(
+        cls, name: str, dtype: Any, shape: Any, opts: Options
+    ) -> tuple[Segment, Header]:
         want_dtype = None if dtype is None else dtype_code(dtype)
         want_shape = None if shape is None else _shape_tuple(shape)
         deadline = time.monotonic() + opts.timeout
@@ -395,26 +406,33 @@ class _Handle:
             if want_dtype is not None and int(want_dtype) != d.dtype:
                 raise DtypeMismatch(
                     f"segment {seg.name!r} declares {d.describe()}, expected dtype "
-                    f"{want_dtype.name}; attach with the creator's dtype")
+                    f"{want_dtype.name}; attach with the creator's dtype"
+                )
             if want_shape is not None and want_shape != d.shape:
                 raise ShapeMismatch(
                     f"segment {seg.name!r} declares {d.describe()}, expected shape "
-                    f"{want_shape}; attach with the creator's shape")
-            claim_slot(mm, OFF_REQUESTER if cls._role == "requester" else OFF_RESPONDER,
-                       cls._role)
+                    f"{want_shape}; attach with the creator's shape"
+                )
+            claim_slot(mm, OFF_REQUESTER if cls._role == "requester" else OFF_RESPONDER, cls._role)
         except BaseException:
             seg.close()
             raise
         return seg, header
 
     @classmethod
-    def _create_segment(cls, name: str, dtype: Any, shape: Any, capacity: Optional[int],
-                        opts: Options) -> tuple[Segment, Header]:
+    def _create_segment(
+        cls, name: str, dtype: Any, shape: Any, capacity: int | None, opts: Options
+    ) -> tuple[Segment, Header]:
         validate_name(name)
         header = cls._new_header(dtype, shape, capacity)
-        seg = Segment.create(name, HEADER_SIZE + header.capacity, encode_header(header),
-                             reclaim_stale=opts.reclaim_stale, keep=opts.keep_segment,
-                             deadline=time.monotonic() + min(opts.timeout, 1.0))
+        seg = Segment.create(
+            name,
+            HEADER_SIZE + header.capacity,
+            encode_header(header),
+            reclaim_stale=opts.reclaim_stale,
+            keep=opts.keep_segment,
+            deadline=time.monotonic() + min(opts.timeout, 1.0),
+        )
         return seg, header
 
 
@@ -435,12 +453,17 @@ class Reply:
     def __enter__(self) -> np.ndarray[Any, Any]:
         return self.array
 
-    def __exit__(self, et: Optional[type[BaseException]], ev: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._lease.end()
 
     def copy(self) -> np.ndarray[Any, Any]:
-        return self.array.copy()
+        out: np.ndarray[Any, Any] = self.array.copy()
+        return out
 
 
 class _RequestBuffer:
@@ -449,15 +472,19 @@ class _RequestBuffer:
     def __init__(self, owner: Requester) -> None:
         self._owner = owner
         self._lease = _Lease()
-        self.array: Optional[np.ndarray[Any, Any]] = None
+        self.array: np.ndarray[Any, Any] | None = None
 
     def __enter__(self) -> np.ndarray[Any, Any]:
         self._owner._prepare_send()
         self.array = self._owner._view(self._lease, writable=True)
         return self.array
 
-    def __exit__(self, et: Optional[type[BaseException]], ev: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._lease.end()
         if et is None:
             self._owner._publish_request()
@@ -472,7 +499,7 @@ class Requester(_Handle):
 
     def __init__(self, seg: Segment, header: Header, opts: Options) -> None:
         super().__init__(seg, header, opts)
-        self._pending: Optional[int] = None
+        self._pending: int | None = None
         self._timed_out = False  # the outstanding request timed out while TAKEN (D6)
         self._reply_lease = _Lease()
         self._last_seq = seq_of(_native.load_acquire(self._mm, OFF_WORD))
@@ -482,16 +509,31 @@ class Requester(_Handle):
         self._last_seq = seq_of(_native.load_acquire(self._mm, OFF_WORD))
 
     @classmethod
-    def create(cls, name: str, dtype: Any, shape: Any, *, capacity: Optional[int] = None,
-               options: Optional[Options] = None, **kw: Any) -> Requester:
+    def create(
+        cls,
+        name: str,
+        dtype: Any,
+        shape: Any,
+        *,
+        capacity: int | None = None,
+        options: Options | None = None,
+        **kw: Any,
+    ) -> Requester:
         """Create the segment as the requester (the creator unlinks it on close)."""
         opts = _options(options, kw)
         seg, header = cls._create_segment(name, dtype, shape, capacity, opts)
         return cls(seg, header, opts)
 
     @classmethod
-    def attach(cls, name: str, dtype: Any = None, shape: Any = None, *,
-               options: Optional[Options] = None, **kw: Any) -> Requester:
+    def attach(
+        cls,
+        name: str,
+        dtype: Any = None,
+        shape: Any = None,
+        *,
+        options: Options | None = None,
+        **kw: Any,
+    ) -> Requester:
         """Attach as the requester; recover an orphan round left by a previous requester
         (R-REC-1)."""
         opts = _options(options, kw)
@@ -530,11 +572,12 @@ class Requester(_Handle):
                 raise Timeout(
                     f"attach to {self.name!r}: the responder still holds request #{seq_of(w)} "
                     "of a previous requester; expected it to reply within the attach timeout; "
-                    "retry later or raise the timeout")
+                    "retry later or raise the timeout"
+                )
             self._wait_change(w, deadline, check_at, spun)
             spun = True
 
-    def pending(self) -> Optional[int]:
+    def pending(self) -> int | None:
         """The seq of the outstanding request, or None."""
         return self._pending
 
@@ -546,8 +589,11 @@ class Requester(_Handle):
         mm = self._mm
         if self._pending is not None:
             w = _native.load_acquire(mm, OFF_WORD)
-            if (self._timed_out and w == encode_word(Phase.REPLIED, self._pending)
-                    and self._cas(w, w & ~0xF)):
+            if (
+                self._timed_out
+                and w == encode_word(Phase.REPLIED, self._pending)
+                and self._cas(w, w & ~0xF)
+            ):
                 # R-STATE-10: the late reply to a timed-out request is consumed (T4) and dropped
                 # with its reply_code (D7).
                 self._pending = None
@@ -557,7 +603,8 @@ class Requester(_Handle):
                 raise OutOfTurn(
                     f"send: request #{self._pending} is still outstanding (the responder holds "
                     "it or has not taken it); expected no request pending: receive() its reply "
-                    "first")
+                    "first"
+                )
         w = _native.load_acquire(mm, OFF_WORD)
         ph = w & 0xF
         if ph != _IDLE:
@@ -565,7 +612,8 @@ class Requester(_Handle):
                 raise self._violation(w, "send")
             raise OutOfTurn(
                 f"send: the channel is {Phase(ph).name} (seq {seq_of(w)}), expected IDLE; "
-                "another requester's round is in progress")
+                "another requester's round is in progress"
+            )
         self._check_idle_seq(w, "send")
         self._reply_lease.end()
         return w
@@ -575,7 +623,8 @@ class Requester(_Handle):
             raise ProtocolViolation(
                 f"{what}: the channel is IDLE with seq {seq_of(w)}, expected seq {self._last_seq} "
                 "(the requester owns the payload in IDLE; nobody else may change the word, "
-                "R-STATE-8): a rogue writer is using the segment")
+                "R-STATE-8): a rogue writer is using the segment"
+            )
 
     def _publish_request(self) -> int:
         """Write message + reply_code and CAS IDLE -> REQUESTED (T1, release)."""
@@ -618,7 +667,7 @@ class Requester(_Handle):
 
     # -- receive --------------------------------------------------------------------------------
 
-    def receive(self, timeout: Optional[float] = None) -> Reply:
+    def receive(self, timeout: float | None = None) -> Reply:
         """Wait for the reply to the own request (T4). Returns a :class:`Reply` whose ``array`` is
         a read-only zero-copy view valid until the next send."""
         self._check_open()
@@ -629,19 +678,25 @@ class Requester(_Handle):
     def try_receive(self) -> Reply:
         return self.receive(timeout=0)
 
-    def receive_copy(self, timeout: Optional[float] = None,
-                     out: Optional[np.ndarray[Any, Any]] = None) -> np.ndarray[Any, Any]:
+    def receive_copy(
+        self, timeout: float | None = None, out: np.ndarray[Any, Any] | None = None
+    ) -> np.ndarray[Any, Any]:
         """Wait for the reply and copy it out (into ``out`` if given)."""
         self._check_open()
         self._receive(_timeout(timeout, self._opts.timeout))
         src = self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
         if out is None:
-            return src.copy()
+            copy: np.ndarray[Any, Any] = src.copy()
+            return copy
         np.copyto(out, src)
         return out
 
-    def call(self, array: Any, timeout: Optional[float] = None,
-             out: Optional[np.ndarray[Any, Any]] = None) -> np.ndarray[Any, Any]:
+    def call(
+        self,
+        array: Any,
+        timeout: float | None = None,
+        out: np.ndarray[Any, Any] | None = None,
+    ) -> np.ndarray[Any, Any]:
         """send + receive_copy."""
         self.send(array)
         return self.receive_copy(timeout, out)
@@ -661,13 +716,15 @@ class Requester(_Handle):
             if ph == _IDLE:
                 raise OutOfTurn(
                     f"receive: the channel is IDLE but request #{pending} is outstanding; "
-                    "another process withdrew it")
+                    "another process withdrew it"
+                )
             if phase_of(w) is None:
                 raise self._violation(w, "receive")
             if seq_of(w) != pending:
                 raise ProtocolViolation(
                     f"receive: the word carries seq {seq_of(w)}, expected the own request "
-                    f"#{pending} (R-STATE-6); a rogue writer or a second requester is active")
+                    f"#{pending} (R-STATE-6); a rogue writer or a second requester is active"
+                )
             if ph == _REPLIED:
                 if not self._cas(w, w & ~0xF):  # T4, acquire
                     continue
@@ -687,7 +744,8 @@ class Requester(_Handle):
                         raise PeerGone(
                             f"receive: the responder of {self.name!r} is gone (closed or died) "
                             f"with request #{pending} {'taken' if ph == _TAKEN else 'pending'}; "
-                            "the request was withdrawn: start a responder and send again")
+                            "the request was withdrawn: start a responder and send again"
+                        )
                     continue
             if now >= deadline:
                 if ph == _REQUESTED:
@@ -697,13 +755,15 @@ class Requester(_Handle):
                         self._last_seq = pending
                         raise Timeout(
                             f"receive: no responder took request #{pending} within {timeout} s; "
-                            "the request was withdrawn (the channel is IDLE): send again")
+                            "the request was withdrawn (the channel is IDLE): send again"
+                        )
                     continue
                 self._timed_out = True
                 raise Timeout(
                     f"receive: the responder holds request #{pending} and did not reply within "
                     f"{timeout} s; the request stays outstanding: receive() again for the late "
-                    "reply")
+                    "reply"
+                )
             self._wait_change(w, deadline, check_at, spun)
             spun = True
 
@@ -713,7 +773,9 @@ class Requester(_Handle):
         if code != 0:
             err = error_for(code, "")
             raise error_for(
-                code, f"the responder rejected request #{seq}: {err.code.name if code <= 17 else code}")
+                code,
+                f"the responder rejected request #{seq}: {err.code.name if code <= 17 else code}",
+            )
         bad = self._check_message("receive")
         if bad is not None:
             raise bad
@@ -742,7 +804,7 @@ class Request:
         self._owner = owner
         self.seq = seq
         self._lease = _Lease()
-        self._array: Optional[np.ndarray[Any, Any]] = None
+        self._array: np.ndarray[Any, Any] | None = None
         self.done = False
 
     @property
@@ -769,8 +831,11 @@ class Request:
         if array is not None:
             arr = self._owner._check_array(array)
             if self._owner._nbytes and arr is not self._array:
-                dst = self._owner._payload[: self._owner._nbytes].view(
-                    self._owner._dtype).reshape(self._owner._shape)
+                dst = (
+                    self._owner._payload[: self._owner._nbytes]
+                    .view(self._owner._dtype)
+                    .reshape(self._owner._shape)
+                )
                 np.copyto(dst, arr, casting="no")
         self._owner._reply(self.seq, 0)
         self.done = True
@@ -790,8 +855,12 @@ class Request:
     def __enter__(self) -> Request:
         return self
 
-    def __exit__(self, et: Optional[type[BaseException]], ev: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if not self.done and not self._owner.closed:
             if ev is None:
                 self.reply()
@@ -812,19 +881,34 @@ class Responder(_Handle):
 
     def __init__(self, seg: Segment, header: Header, opts: Options) -> None:
         super().__init__(seg, header, opts)
-        self._held: Optional[int] = None
-        self._request: Optional[Request] = None
+        self._held: int | None = None
+        self._request: Request | None = None
 
     @classmethod
-    def create(cls, name: str, dtype: Any, shape: Any, *, capacity: Optional[int] = None,
-               options: Optional[Options] = None, **kw: Any) -> Responder:
+    def create(
+        cls,
+        name: str,
+        dtype: Any,
+        shape: Any,
+        *,
+        capacity: int | None = None,
+        options: Options | None = None,
+        **kw: Any,
+    ) -> Responder:
         opts = _options(options, kw)
         seg, header = cls._create_segment(name, dtype, shape, capacity, opts)
         return cls(seg, header, opts)
 
     @classmethod
-    def attach(cls, name: str, dtype: Any = None, shape: Any = None, *,
-               options: Optional[Options] = None, **kw: Any) -> Responder:
+    def attach(
+        cls,
+        name: str,
+        dtype: Any = None,
+        shape: Any = None,
+        *,
+        options: Options | None = None,
+        **kw: Any,
+    ) -> Responder:
         """Attach as the responder; complete a round left TAKEN by a dead predecessor with
         PEER_GONE (R-REC-2, T8)."""
         opts = _options(options, kw)
@@ -841,18 +925,19 @@ class Responder(_Handle):
             raise
         return self
 
-    def held(self) -> Optional[int]:
+    def held(self) -> int | None:
         """The seq of the request this responder took and has not answered, or None."""
         return self._held
 
-    def take(self, timeout: Optional[float] = None) -> Request:
+    def take(self, timeout: float | None = None) -> Request:
         """Wait for a request and take it (T2). Raises PEER_GONE when the requester closed or died
         (R-LIVE-4), TIMEOUT at the deadline (R-TIME-3)."""
         self._check_open()
         t = _timeout(timeout, self._opts.timeout)
         if self._held is not None:
             raise OutOfTurn(
-                f"take: request #{self._held} is held; expected reply() or fail() first")
+                f"take: request #{self._held} is held; expected reply() or fail() first"
+            )
         mm = self._mm
         start = time.monotonic()
         deadline = start + t
@@ -875,8 +960,8 @@ class Responder(_Handle):
                 return req
             if ph == _TAKEN:
                 raise OutOfTurn(
-                    f"take: request #{seq_of(w)} is TAKEN by another responder; expected "
-                    "REQUESTED")
+                    f"take: request #{seq_of(w)} is TAKEN by another responder; expected REQUESTED"
+                )
             if ph not in (_IDLE, _REPLIED):
                 raise self._violation(w, "take")
             now = time.monotonic()
@@ -885,7 +970,8 @@ class Responder(_Handle):
                 if self._peer() is Peer.GONE:
                     raise PeerGone(
                         f"take: the requester of {self.name!r} is gone (closed or died); "
-                        "end of service")
+                        "end of service"
+                    )
             if now >= deadline:
                 raise Timeout(f"take: no request within {t} s; the channel is unchanged")
             self._wait_change(w, deadline, check_at, spun)
@@ -921,14 +1007,15 @@ class Responder(_Handle):
                 raise self._violation(w, "reply")
             raise OutOfTurn(
                 f"reply: the channel is {Phase(w & 0xF).name}, expected TAKEN #{seq}; the "
-                "requester reclaimed the request")
+                "requester reclaimed the request"
+            )
         self._write_reply(code)
         if not self._cas(expected, encode_word(Phase.REPLIED, seq)):
             raise self._violation(_native.load_acquire(self._mm, OFF_WORD), "reply")
         self._held = None
         self._request = None
 
-    def serve(self, handler: Handler, *, timeout: Optional[float] = math.inf) -> int:
+    def serve(self, handler: Handler, *, timeout: float | None = math.inf) -> int:
         """Loop: take a request, call ``handler(array)`` (array is a writable zero-copy view),
         reply with its result (None: in place). Returns the number of rounds when the requester
         closes (PEER_GONE, R-LIVE-4). A handler exception fails the round (R-MSG-2) and is
@@ -950,10 +1037,8 @@ class Responder(_Handle):
         if self._closed:
             return
         if self._held is not None and self._request is not None and not self._request.done:
-            try:
+            with contextlib.suppress(Error):
                 self._request.fail(ErrorCode.PEER_GONE)
-            except Error:
-                pass
         self._held = None
         self._closed = True
         self._release()

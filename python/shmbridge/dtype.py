@@ -39,9 +39,7 @@ class DType(enum.IntEnum):
         return _NUMPY[self].itemsize
 
 
-_NUMPY: dict[DType, np.dtype[Any]] = {
-    d: np.dtype(d.name).newbyteorder("<") for d in DType
-}
+_NUMPY: dict[DType, np.dtype[Any]] = {d: np.dtype(d.name).newbyteorder("<") for d in DType}
 _BY_NUMPY: dict[np.dtype[Any], DType] = {v: k for k, v in _NUMPY.items()}
 
 

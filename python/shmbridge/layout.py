@@ -28,9 +28,9 @@ __all__ = [
     "OFF_WAITERS",
     "OFF_WORD",
     "PAYLOAD_OFFSET",
+    "SLOT_ATTACHED",
     "SLOT_CLOSED",
     "SLOT_EMPTY",
-    "SLOT_ATTACHED",
     "Descriptor",
     "Header",
     "Slot",
@@ -240,8 +240,11 @@ def encode_header(h: Header, *, with_magic: bool = True) -> bytes:
     _U32.pack_into(out, OFF_REPLY_CODE, h.reply_code)
     _U32.pack_into(out, OFF_WORD, h.word)
     _U32.pack_into(out, OFF_WAITERS, h.waiters)
-    for off, slot in ((OFF_REQUESTER, h.requester), (OFF_RESPONDER, h.responder),
-                      (OFF_CREATOR, h.creator)):
+    for off, slot in (
+        (OFF_REQUESTER, h.requester),
+        (OFF_RESPONDER, h.responder),
+        (OFF_CREATOR, h.creator),
+    ):
         out[off : off + SLOT_SIZE] = _encode_slot(slot)
     return bytes(out)
 
@@ -324,8 +327,12 @@ def header_to_fields(h: Header) -> dict[str, Any]:
         return {"dtype": d.dtype, "ndim": d.ndim, "shape": list(d.shape), "nbytes": d.nbytes}
 
     def slot(s: Slot) -> dict[str, int]:
-        return {"pid": s.pid, "state": s.state, "start_time": s.start_time,
-                "incarnation": s.incarnation}
+        return {
+            "pid": s.pid,
+            "state": s.state,
+            "start_time": s.start_time,
+            "incarnation": s.incarnation,
+        }
 
     return {
         "magic": h.magic.decode("ascii"),

@@ -13,7 +13,7 @@ import errno
 import os
 import struct
 import sys
-from typing import Any, Optional
+from typing import Any
 
 from . import _native
 from .errors import OsError, RoleTaken
@@ -62,7 +62,7 @@ def _linux_start_time(pid: int) -> int:
 
 
 class _ProcBsdInfo(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("pbi_flags", ctypes.c_uint32),
         ("pbi_status", ctypes.c_uint32),
         ("pbi_xstatus", ctypes.c_uint32),
@@ -97,8 +97,9 @@ def _darwin_start_time(pid: int) -> int:
         _libproc = ctypes.CDLL("/usr/lib/libproc.dylib", use_errno=True)
     info = _ProcBsdInfo()
     proc_pidtbsdinfo = 3
-    n = _libproc.proc_pidinfo(pid, proc_pidtbsdinfo, ctypes.c_uint64(0), ctypes.byref(info),
-                              ctypes.sizeof(info))
+    n = _libproc.proc_pidinfo(
+        pid, proc_pidtbsdinfo, ctypes.c_uint64(0), ctypes.byref(info), ctypes.sizeof(info)
+    )
     if n <= 0:
         err = ctypes.get_errno()
         if err == errno.EPERM:
@@ -115,14 +116,20 @@ def _windows_start_time(pid: int) -> int:  # pragma: no cover - untested here
     process_query_limited_information = 0x1000
     h = kernel32.OpenProcess(process_query_limited_information, False, pid)
     if not h:
-        return 0 if ctypes.get_last_error() == 5 else _GONE  # ERROR_ACCESS_DENIED: exists
+        last_error: Any = getattr(ctypes, "get_last_error")  # noqa: B009 (Windows only)
+        return 0 if last_error() == 5 else _GONE  # ERROR_ACCESS_DENIED: exists
     try:
         code = ctypes.c_ulong(0)
         if kernel32.GetExitCodeProcess(h, ctypes.byref(code)) and code.value != 259:
             return _GONE  # exited (259 = STILL_ACTIVE)
         times = (ctypes.c_uint64 * 4)()
-        if not kernel32.GetProcessTimes(h, ctypes.byref(times, 0), ctypes.byref(times, 8),
-                                        ctypes.byref(times, 16), ctypes.byref(times, 24)):
+        if not kernel32.GetProcessTimes(
+            h,
+            ctypes.byref(times, 0),
+            ctypes.byref(times, 8),
+            ctypes.byref(times, 16),
+            ctypes.byref(times, 24),
+        ):
             return 0
         return int(times[0])
     finally:
@@ -139,7 +146,7 @@ def _generic_start_time(pid: int) -> int:
     return 0
 
 
-def process_start_time(pid: int) -> Optional[int]:
+def process_start_time(pid: int) -> int | None:
     """The start stamp of ``pid`` (0 if it exists but the stamp is unknown), None if the process
     does not exist or is a zombie."""
     if pid <= 0:

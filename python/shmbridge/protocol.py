@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from typing import Optional, Union
+from typing import Union
 
 from .errors import ErrorCode
 
@@ -63,7 +63,7 @@ def encode_word(phase: Phase | int, seq: int) -> int:
     return ((seq & SEQ_MASK) << SEQ_SHIFT) | (int(phase) & PHASE_MASK)
 
 
-def phase_of(word: int) -> Optional[Phase]:
+def phase_of(word: int) -> Phase | None:
     """The phase of ``word`` or None if the phase bits are not in the table (R-STATE-1)."""
     try:
         return Phase(word & PHASE_MASK)
@@ -79,7 +79,7 @@ def status_of(word: int) -> int:
     return word & STATUS_MASK
 
 
-def decode_word(word: int) -> tuple[Optional[Phase], int]:
+def decode_word(word: int) -> tuple[Phase | None, int]:
     return phase_of(word), seq_of(word)
 
 
@@ -105,22 +105,102 @@ class Rule:
 
 
 TRANSITIONS: tuple[Rule, ...] = (
-    Rule("T1", "requester", "send", Phase.IDLE, "none_pending", (), Phase.REQUESTED,
-         "increment", "release", "R-STATE-2"),
-    Rule("T2", "responder", "take", Phase.REQUESTED, "none", (Phase.IDLE, Phase.REPLIED),
-         Phase.TAKEN, "keep", "acquire", "R-STATE-3"),
-    Rule("T3", "responder", "reply", Phase.TAKEN, "held", (), Phase.REPLIED, "keep",
-         "release", "R-STATE-3"),
-    Rule("T4", "requester", "receive", Phase.REPLIED, "own", (Phase.REQUESTED, Phase.TAKEN),
-         Phase.IDLE, "keep", "acquire", "R-STATE-6"),
-    Rule("T5", "requester", "cancel", Phase.REQUESTED, "own", (), Phase.IDLE, "keep",
-         "acq_rel", "R-TIME-2"),
-    Rule("T6", "requester", "discard", Phase.REPLIED, "not_own", (), Phase.IDLE, "keep",
-         "acquire", "R-REC-1"),
-    Rule("T7", "requester", "reclaim", Phase.TAKEN, "peer_dead", (), Phase.IDLE, "keep",
-         "acq_rel", "R-LIVE-3"),
-    Rule("T8", "responder", "recover", Phase.TAKEN, "not_held", (), Phase.REPLIED, "keep",
-         "release", "R-REC-2"),
+    Rule(
+        "T1",
+        "requester",
+        "send",
+        Phase.IDLE,
+        "none_pending",
+        (),
+        Phase.REQUESTED,
+        "increment",
+        "release",
+        "R-STATE-2",
+    ),
+    Rule(
+        "T2",
+        "responder",
+        "take",
+        Phase.REQUESTED,
+        "none",
+        (Phase.IDLE, Phase.REPLIED),
+        Phase.TAKEN,
+        "keep",
+        "acquire",
+        "R-STATE-3",
+    ),
+    Rule(
+        "T3",
+        "responder",
+        "reply",
+        Phase.TAKEN,
+        "held",
+        (),
+        Phase.REPLIED,
+        "keep",
+        "release",
+        "R-STATE-3",
+    ),
+    Rule(
+        "T4",
+        "requester",
+        "receive",
+        Phase.REPLIED,
+        "own",
+        (Phase.REQUESTED, Phase.TAKEN),
+        Phase.IDLE,
+        "keep",
+        "acquire",
+        "R-STATE-6",
+    ),
+    Rule(
+        "T5",
+        "requester",
+        "cancel",
+        Phase.REQUESTED,
+        "own",
+        (),
+        Phase.IDLE,
+        "keep",
+        "acq_rel",
+        "R-TIME-2",
+    ),
+    Rule(
+        "T6",
+        "requester",
+        "discard",
+        Phase.REPLIED,
+        "not_own",
+        (),
+        Phase.IDLE,
+        "keep",
+        "acquire",
+        "R-REC-1",
+    ),
+    Rule(
+        "T7",
+        "requester",
+        "reclaim",
+        Phase.TAKEN,
+        "peer_dead",
+        (),
+        Phase.IDLE,
+        "keep",
+        "acq_rel",
+        "R-LIVE-3",
+    ),
+    Rule(
+        "T8",
+        "responder",
+        "recover",
+        Phase.TAKEN,
+        "not_held",
+        (),
+        Phase.REPLIED,
+        "keep",
+        "release",
+        "R-REC-2",
+    ),
 )
 RULES: dict[str, Rule] = {r.id: r for r in TRANSITIONS}
 
@@ -146,8 +226,8 @@ class ModelState:
     """
 
     word: int = INITIAL_WORD
-    pending: Optional[int] = None
-    held: Optional[int] = None
+    pending: int | None = None
+    held: int | None = None
     timed_out: bool = False
     seen: int = 0
     requester: Peer = Peer.ATTACHED
@@ -155,7 +235,7 @@ class ModelState:
     reply_code: int = 0
 
     @property
-    def phase(self) -> Optional[Phase]:
+    def phase(self) -> Phase | None:
         return phase_of(self.word)
 
     @property
@@ -174,7 +254,7 @@ class Transition:
 
     rules: tuple[str, ...]
     state: ModelState
-    result: Optional[ErrorCode] = None
+    result: ErrorCode | None = None
 
 
 @dataclass(frozen=True)
@@ -205,8 +285,10 @@ def _apply(state: ModelState, rule: str) -> ModelState:
 
 
 def _violation(state: ModelState) -> Failure:
-    return Failure(ErrorCode.PROTOCOL_VIOLATION,
-                   f"word {state.word:#010x} holds a phase outside the table (R-STATE-1)")
+    return Failure(
+        ErrorCode.PROTOCOL_VIOLATION,
+        f"word {state.word:#010x} holds a phase outside the table (R-STATE-1)",
+    )
 
 
 def _out_of_turn(reason: str) -> Failure:
@@ -228,11 +310,12 @@ def _send(s: ModelState) -> Outcome:
     if s.phase is not Phase.IDLE:
         return _out_of_turn(f"send: phase is {s.phase.name}, needs IDLE")
     if s.seq != s.seen:
-        return Failure(ErrorCode.PROTOCOL_VIOLATION,
-                       f"send: seq moved from {s.seen} to {s.seq} while IDLE (R-STATE-8)")
+        return Failure(
+            ErrorCode.PROTOCOL_VIOLATION,
+            f"send: seq moved from {s.seen} to {s.seq} while IDLE (R-STATE-8)",
+        )
     s2 = _apply(s, "T1")
-    return Transition((*rules, "T1"),
-                      replace(s2, pending=s2.seq, timed_out=False, seen=s2.seq))
+    return Transition((*rules, "T1"), replace(s2, pending=s2.seq, timed_out=False, seen=s2.seq))
 
 
 def _take(s: ModelState) -> Outcome:
@@ -261,8 +344,10 @@ def _reply(s: ModelState, code: int) -> Outcome:
         return Transition(("T3",), replace(_apply(s, "T3"), held=None, reply_code=code))
     if s.seq != s.held:
         # The seq moved while this responder owned the payload: no legal transition does that.
-        return Failure(ErrorCode.PROTOCOL_VIOLATION,
-                       f"reply: seq moved to {s.seq} while request #{s.held} was held (R-STATE-8)")
+        return Failure(
+            ErrorCode.PROTOCOL_VIOLATION,
+            f"reply: seq moved to {s.seq} while request #{s.held} was held (R-STATE-8)",
+        )
     return _out_of_turn(f"reply: phase is {s.phase.name}, expected TAKEN")
 
 
@@ -272,8 +357,10 @@ def _receive(s: ModelState) -> Outcome:
     if s.phase is None:
         return _violation(s)
     if s.phase in (Phase.REQUESTED, Phase.TAKEN, Phase.REPLIED) and s.seq != s.pending:
-        return Failure(ErrorCode.PROTOCOL_VIOLATION,
-                       f"receive: word seq {s.seq} differs from own request #{s.pending}")
+        return Failure(
+            ErrorCode.PROTOCOL_VIOLATION,
+            f"receive: word seq {s.seq} differs from own request #{s.pending}",
+        )
     if s.phase is Phase.REPLIED:
         code = s.reply_code
         s2 = replace(_apply(s, "T4"), pending=None, timed_out=False, seen=s.seq)
@@ -380,8 +467,10 @@ def attach(state: ModelState, role: str) -> Transition | Failure:
         # A phase outside the table is not the attaching responder's to repair: its first take
         # reports PROTOCOL_VIOLATION (R-STATE-8).
         if s.phase is Phase.TAKEN:
-            return Transition(("T8",), replace(s.with_word(Phase.REPLIED, s.seq),
-                                               reply_code=int(ErrorCode.PEER_GONE)))
+            return Transition(
+                ("T8",),
+                replace(s.with_word(Phase.REPLIED, s.seq), reply_code=int(ErrorCode.PEER_GONE)),
+            )
         return Transition((), s)
     raise ValueError(role)
 

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from typing import Optional
+from typing import Any
 
 from . import _native
 from .errors import (
@@ -25,7 +25,7 @@ from .errors import (
     StaleSegment,
 )
 from .layout import HEADER_SIZE, MAGIC, OFF_CREATOR, OFF_MAGIC, check_host, validate_fixed
-from .liveness import slot_owner, process_alive
+from .liveness import process_alive, slot_owner
 from .naming import posix_name, validate_name, windows_names
 
 __all__ = ["MAGIC_U64", "Segment"]
@@ -51,6 +51,11 @@ def _os_error(exc: OSError, what: str, name: str) -> Error:
     return OsError(f"{what} {name!r}: errno {exc.errno} ({exc.strerror})")
 
 
+def _win_mmap(size: int, tagname: str) -> mmap.mmap:  # pragma: no cover - Windows only
+    kwargs: dict[str, Any] = {"tagname": tagname}
+    return mmap.mmap(-1, size, **kwargs)
+
+
 def _map(fd: int, size: int) -> mmap.mmap:
     flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # pre-touch the pages
     return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
@@ -60,10 +65,11 @@ class Segment:
     """One mapping of a named segment. ``created`` is True only for the creator, which alone may
     unlink (R-SEG-3)."""
 
-    def __init__(self, name: str, mm: mmap.mmap, size: int, created: bool,
-                 keep: bool = False) -> None:
+    def __init__(
+        self, name: str, mm: mmap.mmap, size: int, created: bool, keep: bool = False
+    ) -> None:
         self.name = name
-        self.mm: Optional[mmap.mmap] = mm
+        self.mm: mmap.mmap | None = mm
         self.size = size
         self.created = created
         self.keep = keep
@@ -72,8 +78,16 @@ class Segment:
     # -- creation ---------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, name: str, size: int, header: bytes, *, reclaim_stale: bool = True,
-               keep: bool = False, deadline: float = 0.0) -> Segment:
+    def create(
+        cls,
+        name: str,
+        size: int,
+        header: bytes,
+        *,
+        reclaim_stale: bool = True,
+        keep: bool = False,
+        deadline: float = 0.0,
+    ) -> Segment:
         """Create the object with O_CREAT|O_EXCL, mode 0600, size it (R-SEG-1), write ``header``
         (magic excluded) and publish the magic last with release semantics (R-SEG-6)."""
         check_host()
@@ -125,8 +139,12 @@ class Segment:
             try:
                 size = os.fstat(fd).st_size
                 if size >= HEADER_SIZE:
-                    mm = mmap.mmap(fd, HEADER_SIZE, flags=mmap.MAP_SHARED,
-                                   prot=mmap.PROT_READ | mmap.PROT_WRITE)
+                    mm = mmap.mmap(
+                        fd,
+                        HEADER_SIZE,
+                        flags=mmap.MAP_SHARED,
+                        prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                    )
                 else:
                     mm = None
             finally:
@@ -170,7 +188,7 @@ class Segment:
     @classmethod
     def _create_windows(cls, name: str, size: int, header: bytes) -> Segment:  # pragma: no cover
         mapping, _req, _rsp = windows_names(name)
-        mm = mmap.mmap(-1, size, tagname=mapping)
+        mm = _win_mmap(size, mapping)
         if _native.load_acquire64(mm, OFF_MAGIC) != 0:
             mm.close()
             raise AlreadyExists(f"segment {name!r} exists (Windows mapping {mapping})")
@@ -229,10 +247,10 @@ class Segment:
     @classmethod
     def _attach_windows(cls, name: str) -> Segment:  # pragma: no cover
         mapping, _req, _rsp = windows_names(name)
-        mm = mmap.mmap(-1, HEADER_SIZE, tagname=mapping)
-        capacity, size = validate_fixed(mm[:HEADER_SIZE], 1 << 62)
+        mm = _win_mmap(HEADER_SIZE, mapping)
+        _capacity, size = validate_fixed(mm[:HEADER_SIZE], 1 << 62)
         mm.close()
-        mm = mmap.mmap(-1, size, tagname=mapping)
+        mm = _win_mmap(size, mapping)
         return cls(name, mm, size, created=False)
 
     # -- close ------------------------------------------------------------------------------

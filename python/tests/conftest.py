@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -66,10 +67,8 @@ def make_name(request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
 
 def _cleanup(name: str) -> None:
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(shm_path(name))
-        except FileNotFoundError:
-            pass
 
 
 def pytest_configure(config: pytest.Config) -> None:

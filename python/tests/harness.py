@@ -3,12 +3,13 @@ operations of spec/vectors/README.md applied with timeout 0, and the same steps 
 
 from __future__ import annotations
 
+import _posixshmem
+import contextlib
 import mmap
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Optional
+from typing import Any
 
-import _posixshmem
 import numpy as np
 
 import shmbridge
@@ -22,8 +23,8 @@ from shmbridge.protocol import ModelState, Phase, Transition, encode_word, phase
 class Outcome:
     result: str  # "ok" or an error name
     word: int
-    pending: Optional[int] = None
-    held: Optional[int] = None
+    pending: int | None = None
+    held: int | None = None
     has_req: bool = True
     has_rsp: bool = True
 
@@ -36,8 +37,9 @@ class RealPair:
         self.dtype = np.dtype(dtype)
         self.shape = tuple(shape)
         opts = dict(timeout=0.0, keep_segment=True, spin=0.0)
-        self.req: Optional[shmbridge.Requester] = shmbridge.Requester.create(
-            name, dtype, shape, **opts)
+        self.req: shmbridge.Requester | None = shmbridge.Requester.create(
+            name, dtype, shape, **opts
+        )
         fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0)
         try:
             self.raw = mmap.mmap(fd, 4096 if self.req.capacity + 512 > 4096 else 512)
@@ -46,11 +48,12 @@ class RealPair:
         if initial_seq:
             _native.store_release(self.raw, OFF_WORD, encode_word(Phase.IDLE, initial_seq))
             self.req._resync()  # D11
-        self.rsp: Optional[shmbridge.Responder] = shmbridge.Responder.attach(
-            name, dtype, shape, timeout=0.0, spin=0.0)
+        self.rsp: shmbridge.Responder | None = shmbridge.Responder.attach(
+            name, dtype, shape, timeout=0.0, spin=0.0
+        )
         self.sent: dict[int, Any] = {}
         self.value_errors: list[str] = []
-        self.last_taken: Optional[shmbridge.Request] = None
+        self.last_taken: shmbridge.Request | None = None
         self.added: set[int] = set()
         self.poked = False  # after a rogue write, payload values are no longer checked
 
@@ -120,10 +123,10 @@ class RealPair:
             else:
                 raise AssertionError(op)
 
-    def pending(self) -> Optional[int]:
+    def pending(self) -> int | None:
         return None if self.req is None or self.req.closed else self.req.pending()
 
-    def held(self) -> Optional[int]:
+    def held(self) -> int | None:
         return None if self.rsp is None or self.rsp.closed else self.rsp.held()
 
     def close(self) -> None:
@@ -131,10 +134,8 @@ class RealPair:
             if h is not None:
                 h.close()
         self.raw.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             _posixshmem.shm_unlink("/" + self.name)
-        except FileNotFoundError:
-            pass
 
 
 class ModelPair:
@@ -162,10 +163,10 @@ class ModelPair:
             return "ok" if out.result is None else out.result.name
         return str(out.code.name)
 
-    def pending(self) -> Optional[int]:
+    def pending(self) -> int | None:
         return self.s.pending
 
-    def held(self) -> Optional[int]:
+    def held(self) -> int | None:
         return self.s.held
 
     def word(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -53,10 +54,8 @@ def main() -> int:
         seconds = float(sys.argv[3])
         rsp = attach_responder(name)
         t0, w0 = os.times(), time.monotonic()
-        try:
+        with contextlib.suppress(sb.Timeout):
             rsp.take(timeout=seconds)
-        except sb.Timeout:
-            pass
         t1, w1 = os.times(), time.monotonic()
         cpu = (t1.user - t0.user) + (t1.system - t0.system)
         print(json.dumps({"cpu": cpu, "wall": w1 - w0}), flush=True)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import _posixshmem
 import mmap
 import os
 import signal
@@ -13,7 +14,7 @@ import struct
 import threading
 import time
 import warnings
-import _posixshmem
+
 import numpy as np
 import pytest
 from conftest import shm_path
@@ -213,8 +214,10 @@ def test_r_msg_1_bad_message_rejected_round_completed(segname: str) -> None:
 def test_api_round_trips_zero_copy(segname: str) -> None:
     """API.md: send/receive, request_buffer (zero-copy send), receive_copy, call, reply(arr),
     fail(code) (R-MSG-2) on one channel, with threads and real blocking waits (R-WAIT-1/3)."""
-    with sb.Requester.create(segname, np.float64, (3, 2)) as req, \
-            sb.Responder.attach(segname, np.float64, (3, 2)) as rsp:
+    with (
+        sb.Requester.create(segname, np.float64, (3, 2)) as req,
+        sb.Responder.attach(segname, np.float64, (3, 2)) as rsp,
+    ):
         done = threading.Event()
 
         def responder() -> None:

@@ -30,9 +30,11 @@ MAIN_PY = REPO / "python" / "examples" / "main.py"
 def cpp_example(name: str) -> Path:
     exe = EXAMPLES / name
     if not (exe.is_file() and os.access(exe, os.X_OK)):
-        msg = (f"C++ example {exe} not found: build the C++ library first "
-               "(cmake -S . -B build -G Ninja && cmake --build build) or point "
-               "SHMBRIDGE_CPP_BUILD_DIR at the build directory")
+        msg = (
+            f"C++ example {exe} not found: build the C++ library first "
+            "(cmake -S . -B build -G Ninja && cmake --build build) or point "
+            "SHMBRIDGE_CPP_BUILD_DIR at the build directory"
+        )
         if os.environ.get("SHMBRIDGE_ALLOW_NO_CPP") == "1":
             pytest.skip(f"{msg} (SHMBRIDGE_ALLOW_NO_CPP=1)")
         pytest.fail(msg + "; set SHMBRIDGE_ALLOW_NO_CPP=1 to skip instead", pytrace=False)
@@ -44,13 +46,20 @@ def test_cpp_requester_python_responder_demo(segname: str) -> None:
     place; C++ verifies every element of every reply; both exit 0 and no segment is left."""
     exe = cpp_example("shared_memory_example")
     rounds = 300
-    cpp = subprocess.Popen([str(exe), "--name", segname, "--rounds", str(rounds), "--quiet",
-                            "--every", "100"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+    cpp = subprocess.Popen(
+        [str(exe), "--name", segname, "--rounds", str(rounds), "--quiet", "--every", "100"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        py = subprocess.run([sys.executable, str(MAIN_PY), "--name", segname, "--quiet",
-                             "--timeout", "20"], capture_output=True, text=True, timeout=120,
-                            env=child_env())
+        py = subprocess.run(
+            [sys.executable, str(MAIN_PY), "--name", segname, "--quiet", "--timeout", "20"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=child_env(),
+        )
         out, err = cpp.communicate(timeout=60)
     finally:
         if cpp.poll() is None:
@@ -69,11 +78,20 @@ def test_cpp_requester_python_responder_demo(segname: str) -> None:
 def test_main_py_prints_shape_and_unique_values(segname: str) -> None:
     """examples/main.py without --quiet prints the shape and the unique values of each request."""
     exe = cpp_example("shared_memory_example")
-    cpp = subprocess.Popen([str(exe), "--name", segname, "--rounds", "3"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cpp = subprocess.Popen(
+        [str(exe), "--name", segname, "--rounds", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        py = subprocess.run([sys.executable, str(MAIN_PY), "--name", segname, "--timeout", "20"],
-                            capture_output=True, text=True, timeout=60, env=child_env())
+        py = subprocess.run(
+            [sys.executable, str(MAIN_PY), "--name", segname, "--timeout", "20"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=child_env(),
+        )
         cpp.communicate(timeout=60)
     finally:
         if cpp.poll() is None:
@@ -91,8 +109,12 @@ def test_python_requester_cpp_responder(segname: str) -> None:
     place; Python verifies every reply; closing the requester ends the C++ responder (exit 0)."""
     exe = cpp_example("responder_example")
     with sb.Requester.create(segname, np.float32, (512, 512), timeout=10) as req:
-        cpp = subprocess.Popen([str(exe), "--name", segname, "--quiet"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+        cpp = subprocess.Popen(
+            [str(exe), "--name", segname, "--quiet"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 10
             while req.header().responder.state != 1:  # wait until the C++ side attached

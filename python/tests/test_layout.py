@@ -3,6 +3,7 @@ property tests (round trips over dtypes x shapes, random/mutated bytes give only
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from typing import Any
 
@@ -72,22 +73,52 @@ dtypes = st.sampled_from(list(DType))
 shapes = st.integers(0, 8).flatmap(
     lambda n: st.lists(st.integers(0, 6), min_size=n, max_size=n).map(tuple)
 )
-slots = st.builds(Slot, st.integers(0, 2**32 - 1), st.integers(0, 2), st.integers(0, 2**64 - 1),
-                  st.integers(0, 2**64 - 1))
+slots = st.builds(
+    Slot,
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+)
 
 
 @settings(max_examples=300)
-@given(dt=dtypes, shape=shapes, extra=st.integers(0, 1000), word=st.integers(0, 2**32 - 1),
-       req=slots, rsp=slots, cre=slots, vminor=st.integers(0, 65535),
-       code=st.integers(0, 2**32 - 1))
-def test_header_round_trip_property(dt: DType, shape: tuple[int, ...], extra: int, word: int,
-                                    req: Slot, rsp: Slot, cre: Slot, vminor: int,
-                                    code: int) -> None:
+@given(
+    dt=dtypes,
+    shape=shapes,
+    extra=st.integers(0, 1000),
+    word=st.integers(0, 2**32 - 1),
+    req=slots,
+    rsp=slots,
+    cre=slots,
+    vminor=st.integers(0, 65535),
+    code=st.integers(0, 2**32 - 1),
+)
+def test_header_round_trip_property(
+    dt: DType,
+    shape: tuple[int, ...],
+    extra: int,
+    word: int,
+    req: Slot,
+    rsp: Slot,
+    cre: Slot,
+    vminor: int,
+    code: int,
+) -> None:
     """R-LAYOUT-2, R-LAYOUT-4, R-LAYOUT-5: encode/decode round trip over dtypes x shapes (ndim
     0..8, empty extents included); any version_minor is accepted."""
     d = Descriptor(int(dt), shape)
-    h = Header(capacity=d.nbytes + extra, declared=d, message=d, word=word, requester=req,
-               responder=rsp, creator=cre, version_minor=vminor, reply_code=code)
+    h = Header(
+        capacity=d.nbytes + extra,
+        declared=d,
+        message=d,
+        word=word,
+        requester=req,
+        responder=rsp,
+        creator=cre,
+        version_minor=vminor,
+        reply_code=code,
+    )
     raw = encode_header(h)
     assert len(raw) == HEADER_SIZE
     assert decode_header(ExactlyHeader(raw), HEADER_SIZE + d.nbytes + extra) == h
@@ -97,15 +128,12 @@ def test_header_round_trip_property(dt: DType, shape: tuple[int, ...], extra: in
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(raw=st.binary(min_size=HEADER_SIZE, max_size=HEADER_SIZE),
-       mapping=st.integers(0, 2**64))
+@given(raw=st.binary(min_size=HEADER_SIZE, max_size=HEADER_SIZE), mapping=st.integers(0, 2**64))
 def test_random_bytes_only_typed_errors(raw: bytes, mapping: int) -> None:
     """R-LAYOUT-3..6: random header bytes never crash the decoder; they give a typed error (or,
     improbably, a valid header)."""
-    try:
+    with contextlib.suppress(TYPED):
         decode_header(ExactlyHeader(raw), mapping)
-    except TYPED:
-        pass
 
 
 VALID_RAW = bytes.fromhex(HEADERS["valid"][0]["hex"])
@@ -113,18 +141,20 @@ VALID_MAP = HEADERS["valid"][0]["mapping_size"]
 
 
 @settings(max_examples=400)
-@given(pos=st.integers(8, HEADER_SIZE - 1), val=st.integers(0, 255),
-       pos2=st.integers(0, HEADER_SIZE - 1), val2=st.integers(0, 255))
+@given(
+    pos=st.integers(8, HEADER_SIZE - 1),
+    val=st.integers(0, 255),
+    pos2=st.integers(0, HEADER_SIZE - 1),
+    val2=st.integers(0, 255),
+)
 def test_mutated_valid_header_only_typed_errors(pos: int, val: int, pos2: int, val2: int) -> None:
     """R-LAYOUT-2..6: mutating bytes of a valid header gives a valid header or a typed error;
     mutations of reserved bytes are ignored on read (R-LAYOUT-2)."""
     b = bytearray(VALID_RAW)
     b[pos] = val
     b[pos2] = val2
-    try:
+    with contextlib.suppress(TYPED):
         decode_header(ExactlyHeader(bytes(b)), VALID_MAP)
-    except TYPED:
-        pass
 
 
 @pytest.mark.parametrize("off", [0x28, 0x3F, 0xE4, 0xFF, 0x108, 0x13F, 0x15C, 0x1A0, 0x1FF])
@@ -132,8 +162,9 @@ def test_reserved_bytes_ignored_on_read(off: int) -> None:
     """R-LAYOUT-2: reserved bytes are ignored on read (D5: no vector can express this)."""
     b = bytearray(VALID_RAW)
     b[off] = 0xAB
-    assert decode_header(bytes(b), VALID_MAP).declared == decode_header(VALID_RAW,
-                                                                        VALID_MAP).declared
+    assert (
+        decode_header(bytes(b), VALID_MAP).declared == decode_header(VALID_RAW, VALID_MAP).declared
+    )
 
 
 def test_descriptor_product_overflow_is_corrupt() -> None:

@@ -33,8 +33,13 @@ def child_env() -> dict[str, str]:
 
 class Child:
     def __init__(self, *args: str) -> None:
-        self.p = subprocess.Popen([sys.executable, CHILD, *args], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=child_env())
+        self.p = subprocess.Popen(
+            [sys.executable, CHILD, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
 
     def readline(self, timeout: float = 20.0) -> str:
         result: list[str] = []
@@ -81,7 +86,8 @@ def spawn(children: list[Child], *args: str) -> Child:
 
 
 def test_r_live_3_kill9_responder_holding_gives_peer_gone_within_1s(
-        segname: str, children: list[Child]) -> None:
+    segname: str, children: list[Child]
+) -> None:
     """R-LIVE-2/R-LIVE-3: the responder is killed with SIGKILL (a zombie until reaped counts as
     dead) while holding the request; the requester blocked in receive gets PEER_GONE within 1 s,
     reclaims the payload (T7), and works again with a new responder."""
@@ -103,8 +109,9 @@ def test_r_live_3_kill9_responder_holding_gives_peer_gone_within_1s(
         req.close()
 
 
-def test_r_live_4_kill9_requester_gives_peer_gone_within_1s(segname: str,
-                                                            children: list[Child]) -> None:
+def test_r_live_4_kill9_requester_gives_peer_gone_within_1s(
+    segname: str, children: list[Child]
+) -> None:
     """R-LIVE-3/R-LIVE-4: the requester is killed while the responder waits in take: PEER_GONE
     within 1 s."""
     rsp = sb.Responder.create(segname, np.int32, (3,))
@@ -120,8 +127,7 @@ def test_r_live_4_kill9_requester_gives_peer_gone_within_1s(segname: str,
         rsp.close()
 
 
-def test_r_rec_2_new_responder_completes_dead_round(segname: str,
-                                                    children: list[Child]) -> None:
+def test_r_rec_2_new_responder_completes_dead_round(segname: str, children: list[Child]) -> None:
     """R-REC-2: a responder killed while holding; a new responder completes that round with
     PEER_GONE on attach (T8); the requester gets PEER_GONE, then rounds work again."""
     req = sb.Requester.create(segname, np.float64, (8,))
@@ -141,10 +147,12 @@ def test_r_rec_2_new_responder_completes_dead_round(segname: str,
         req.close()
 
 
-@pytest.mark.parametrize("mode", ["attach-close", "attach-exit", "attach-wrong-dtype",
-                                  "attach-exception"])
-def test_r_seg_3_segment_survives_attacher_exit(segname: str, children: list[Child],
-                                                mode: str) -> None:
+@pytest.mark.parametrize(
+    "mode", ["attach-close", "attach-exit", "attach-wrong-dtype", "attach-exception"]
+)
+def test_r_seg_3_segment_survives_attacher_exit(
+    segname: str, children: list[Child], mode: str
+) -> None:
     """R-SEG-3 (CPython gh-82300 / gh-153279): a segment created by another process is still there
     after a Python process that attached to it exits -- cleanly, without closing, after a failed
     attach or on an exception. No resource_tracker unlinks it."""
@@ -180,8 +188,10 @@ def test_r_wait_1_idle_cpu_below_5_percent(segname: str, children: list[Child]) 
         stats = json.loads(c.readline(timeout=30))
         assert c.wait() == 0
     frac = stats["cpu"] / stats["wall"]
-    print(f"\nidle responder: cpu {stats['cpu']:.3f} s over {stats['wall']:.2f} s = "
-          f"{100 * frac:.2f} %")
+    print(
+        f"\nidle responder: cpu {stats['cpu']:.3f} s over {stats['wall']:.2f} s = "
+        f"{100 * frac:.2f} %"
+    )
     assert stats["wall"] >= 1.9
     assert frac < 0.05
 

@@ -3,7 +3,7 @@ model, every step with timeout 0 (R-STATE-*, R-TIME-*, R-REC-*, R-CLOSE-*, R-MSG
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import pytest
 from conftest import load_spec_json, unique_name
@@ -12,7 +12,7 @@ from harness import ModelPair, RealPair, describe_word
 SEQUENCES = load_spec_json("vectors/sequences.json")["sequences"]
 
 
-def _check(pair: Union[RealPair, ModelPair], seq: dict[str, Any], where: str) -> None:
+def _check(pair: RealPair | ModelPair, seq: dict[str, Any], where: str) -> None:
     for i, step in enumerate(seq["steps"]):
         result = pair.apply(step["actor"], step["op"], step)
         exp = step["expect"]
@@ -23,7 +23,8 @@ def _check(pair: Union[RealPair, ModelPair], seq: dict[str, Any], where: str) ->
             got["held"] = pair.held()
         assert got == exp, (
             f"{where} {seq['id']} step {i} ({step['actor']} {step['op']}): expected {exp}, "
-            f"got {got}")
+            f"got {got}"
+        )
 
 
 def test_sequences_present() -> None:

@@ -6,7 +6,7 @@ every result, and implementation and model must agree at every step
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from conftest import unique_name
 from harness import ModelPair, RealPair, describe_word
@@ -22,13 +22,15 @@ ERROR_NAMES = [c.name for c in ErrorCode]
 class ChannelMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.real: Optional[RealPair] = None
-        self.model: Optional[ModelPair] = None
+        self.real: RealPair | None = None
+        self.model: ModelPair | None = None
         self.trace: list[str] = []
 
-    @initialize(initial_seq=st.sampled_from([0, 1, 2**28 - 2, 2**28 - 1]),
-                dtype=st.sampled_from(["float32", "int16", "float64"]),
-                shape=st.sampled_from([[4], [2, 3], [], [0, 2]]))
+    @initialize(
+        initial_seq=st.sampled_from([0, 1, 2**28 - 2, 2**28 - 1]),
+        dtype=st.sampled_from(["float32", "int16", "float64"]),
+        shape=st.sampled_from([[4], [2, 3], [], [0, 2]]),
+    )
     def setup(self, initial_seq: int, dtype: str, shape: list[int]) -> None:
         self.real = RealPair(unique_name("sm"), dtype, shape, initial_seq)
         self.model = ModelPair(initial_seq)
@@ -41,8 +43,9 @@ class ChannelMachine(RuleBasedStateMachine):
                 return  # no handle for that role right now: nothing to compare
         real = self.real.apply(actor, op, step)
         model = self.model.apply(actor, op, step)
-        self.trace.append(f"{actor} {op} {step} -> real {real} / model {model} "
-                          f"word {self.real.word():#x}")
+        self.trace.append(
+            f"{actor} {op} {step} -> real {real} / model {model} word {self.real.word():#x}"
+        )
         assert real == model, "\n".join(self.trace)
         self._compare()
 
@@ -84,8 +87,11 @@ class ChannelMachine(RuleBasedStateMachine):
     def attach(self, actor: str) -> None:
         self._do(actor, "attach")
 
-    @rule(phase=st.sampled_from([0, 1, 2, 4, 3, 15]), seq=st.integers(0, 2**28 - 1),
-          keep_seq=st.booleans())
+    @rule(
+        phase=st.sampled_from([0, 1, 2, 4, 3, 15]),
+        seq=st.integers(0, 2**28 - 1),
+        keep_seq=st.booleans(),
+    )
     def poke_word(self, phase: int, seq: int, keep_seq: bool) -> None:
         """A rogue/naive writer stores the word (R-STATE-8)."""
         assert self.real is not None
@@ -111,4 +117,5 @@ ChannelMachine.TestCase.settings = settings(
 )
 TestChannelAgainstModel = ChannelMachine.TestCase
 TestChannelAgainstModel.__doc__ = (
-    "R-STATE-1..10, R-WAIT-5, R-TIME-2, R-LIVE-3, R-REC-1/2, R-CLOSE-1/2: real handles == model")
+    "R-STATE-1..10, R-WAIT-5, R-TIME-2, R-LIVE-3, R-REC-1/2, R-CLOSE-1/2: real handles == model"
+)

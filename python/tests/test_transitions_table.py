@@ -5,7 +5,7 @@ agrees with every row and rejects every other (actor, op, phase, guard) combinat
 from __future__ import annotations
 
 import itertools
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from conftest import load_spec_json
@@ -31,8 +31,12 @@ from shmbridge.protocol import (
 
 TABLE = load_spec_json("transitions.json")
 ROWS: list[dict[str, Any]] = TABLE["transitions"]
-PUBLIC = {("requester", "send"), ("requester", "receive"), ("responder", "take"),
-          ("responder", "reply")}
+PUBLIC = {
+    ("requester", "send"),
+    ("requester", "receive"),
+    ("responder", "take"),
+    ("responder", "reply"),
+}
 SEQ = 5
 
 
@@ -40,7 +44,12 @@ def test_word_encoding_matches_json() -> None:
     """R-STATE-1: phase bits, seq shift/width, status mask and phase values."""
     w = TABLE["word"]
     assert (w["phase_mask"], w["seq_shift"], w["seq_bits"], w["status_mask"], w["initial"]) == (
-        PHASE_MASK, SEQ_SHIFT, SEQ_BITS, STATUS_MASK, 0)
+        PHASE_MASK,
+        SEQ_SHIFT,
+        SEQ_BITS,
+        STATUS_MASK,
+        0,
+    )
     for name, p in TABLE["phases"].items():
         assert Phase[name] == p["bits"] and Phase[name].status == p["status"]
     assert encode_word(Phase.TAKEN, 2**28 + 3) == (3 << 4) | 4  # 28-bit wrap
@@ -50,11 +59,29 @@ def test_rules_mirror_transitions_json() -> None:
     """§5: the model's rule table is transitions.json, row by row."""
     assert len(TRANSITIONS) == len(ROWS)
     for rule, row in zip(TRANSITIONS, ROWS):
-        assert (rule.id, rule.actor, rule.op, rule.frm.name, rule.guard,
-                [p.name for p in rule.waits_in], rule.to.name, rule.seq, rule.order,
-                rule.requirement) == (
-            row["id"], row["actor"], row["op"], row["from"], row["guard"], row["waits_in"],
-            row["to"], row["seq"], row["order"], row["requirement"])
+        assert (
+            rule.id,
+            rule.actor,
+            rule.op,
+            rule.frm.name,
+            rule.guard,
+            [p.name for p in rule.waits_in],
+            rule.to.name,
+            rule.seq,
+            rule.order,
+            rule.requirement,
+        ) == (
+            row["id"],
+            row["actor"],
+            row["op"],
+            row["from"],
+            row["guard"],
+            row["waits_in"],
+            row["to"],
+            row["seq"],
+            row["order"],
+            row["requirement"],
+        )
 
 
 def _guard(row: dict[str, Any], s: ModelState) -> bool:
@@ -86,13 +113,23 @@ def _precondition(op: str, s: ModelState) -> bool:
 
 def _states() -> list[ModelState]:
     out = []
-    seq_choices: list[Optional[int]] = [None, SEQ, SEQ - 1]
+    seq_choices: list[int | None] = [None, SEQ, SEQ - 1]
     for phase, pending, held, rq, rs, timed_out in itertools.product(
-            list(Phase), seq_choices, seq_choices, list(Peer), list(Peer), [False, True]):
+        list(Phase), seq_choices, seq_choices, list(Peer), list(Peer), [False, True]
+    ):
         if timed_out and pending is None:
             continue
-        out.append(ModelState(word=encode_word(phase, SEQ), pending=pending, held=held,
-                              requester=rq, responder=rs, timed_out=timed_out, seen=SEQ))
+        out.append(
+            ModelState(
+                word=encode_word(phase, SEQ),
+                pending=pending,
+                held=held,
+                requester=rq,
+                responder=rs,
+                timed_out=timed_out,
+                seen=SEQ,
+            )
+        )
     return out
 
 
@@ -111,8 +148,13 @@ def test_public_ops_agree_with_every_row(actor: str, op: str) -> None:
         out = step(s, actor, op)
         phase = s.phase
         assert phase is not None
-        late = (op == "send" and s.timed_out and s.pending is not None
-                and phase is Phase.REPLIED and s.seq == s.pending)  # R-STATE-10
+        late = (
+            op == "send"
+            and s.timed_out
+            and s.pending is not None
+            and phase is Phase.REPLIED
+            and s.seq == s.pending
+        )  # R-STATE-10
         if late:
             assert isinstance(out, Transition) and out.rules == ("T4", "T1")
             continue
@@ -120,7 +162,8 @@ def test_public_ops_agree_with_every_row(actor: str, op: str) -> None:
             assert isinstance(out, Failure) and out.code is ErrorCode.OUT_OF_TURN, (s, out)
             continue
         foreign = (op == "receive" and phase is not Phase.IDLE and s.seq != s.pending) or (
-            op == "reply" and s.seq != s.held)
+            op == "reply" and s.seq != s.held
+        )
         if foreign:
             assert isinstance(out, Failure) and out.code is ErrorCode.PROTOCOL_VIOLATION
             continue
@@ -139,8 +182,9 @@ def test_public_ops_agree_with_every_row(actor: str, op: str) -> None:
     assert checked > 0
 
 
-@pytest.mark.parametrize("row", [r for r in ROWS if (r["actor"], r["op"]) not in PUBLIC],
-                         ids=lambda r: r["id"])
+@pytest.mark.parametrize(
+    "row", [r for r in ROWS if (r["actor"], r["op"]) not in PUBLIC], ids=lambda r: r["id"]
+)
 def test_internal_transitions_agree_with_rows(row: dict[str, Any]) -> None:
     """T5-T8 (R-TIME-2, R-REC-1, R-LIVE-3, R-REC-2): allowed exactly from `from` with the guard;
     anything else is OUT_OF_TURN."""
@@ -154,10 +198,25 @@ def test_internal_transitions_agree_with_rows(row: dict[str, Any]) -> None:
             assert isinstance(out, Failure) and out.code is ErrorCode.OUT_OF_TURN
 
 
-@pytest.mark.parametrize("actor,op", [(a, o) for a in ("requester", "responder")
-                                      for o in ("send", "take", "reply", "receive", "cancel",
-                                                "discard", "reclaim", "recover", "bogus")
-                                      if (a, o) not in PUBLIC])
+@pytest.mark.parametrize(
+    "actor,op",
+    [
+        (a, o)
+        for a in ("requester", "responder")
+        for o in (
+            "send",
+            "take",
+            "reply",
+            "receive",
+            "cancel",
+            "discard",
+            "reclaim",
+            "recover",
+            "bogus",
+        )
+        if (a, o) not in PUBLIC
+    ],
+)
 def test_other_actor_op_pairs_are_out_of_turn(actor: str, op: str) -> None:
     """R-STATE-5/R-STATE-7: only the role owner performs its role's public transitions."""
     for s in STATES[:50]:
@@ -171,12 +230,14 @@ def test_phase_outside_table_is_protocol_violation(bits: int) -> None:
     precondition)."""
     w = (SEQ << 4) | bits
     assert step(ModelState(word=w, seen=SEQ), "requester", "send") == Failure(
-        ErrorCode.PROTOCOL_VIOLATION, step(ModelState(word=w, seen=SEQ), "requester",
-                                           "send").reason)  # type: ignore[union-attr]
-    for actor, op, s in [("requester", "send", ModelState(word=w, seen=SEQ)),
-                         ("responder", "take", ModelState(word=w)),
-                         ("responder", "reply", ModelState(word=w, held=SEQ)),
-                         ("requester", "receive", ModelState(word=w, pending=SEQ))]:
+        ErrorCode.PROTOCOL_VIOLATION, step(ModelState(word=w, seen=SEQ), "requester", "send").reason
+    )  # type: ignore[union-attr]
+    for actor, op, s in [
+        ("requester", "send", ModelState(word=w, seen=SEQ)),
+        ("responder", "take", ModelState(word=w)),
+        ("responder", "reply", ModelState(word=w, held=SEQ)),
+        ("requester", "receive", ModelState(word=w, pending=SEQ)),
+    ]:
         out = step(s, actor, op)
         assert isinstance(out, Failure) and out.code is ErrorCode.PROTOCOL_VIOLATION
 
