@@ -140,6 +140,7 @@ class Core {
     st.held = held_;
     st.peer = peer;
     st.orphan_is_own = orphan_is_own;
+    st.last = last_;
     return st;
   }
 
@@ -283,12 +284,20 @@ class Core {
     }
   }
 
-  // R-STATE-10: consume the late reply of the own timed-out request, result dropped.
+  // The requester consumed or withdrew its request: it owns the payload in IDLE|seq.
+  void settled(std::uint32_t seq) noexcept {
+    pending_.reset();
+    timed_out_ = false;
+    last_ = seq;
+  }
+
+  // R-STATE-10: consume the late reply of the own timed-out request, result dropped (only after
+  // a receive timed out: a reply nobody gave up on is never dropped, spec/vectors D6).
   void consume_late_reply() {
-    if (!pending_) return;
+    if (!pending_ || !timed_out_) return;
     const std::uint32_t w = load();
     if (w == make_word(Phase::REPLIED, *pending_) && try_transition(Op::receive, w)) {
-      pending_.reset();
+      settled(seq_of(w));
     }
   }
 
@@ -309,7 +318,8 @@ class Core {
     std::memcpy(base_ + kOffMessage, declared_bytes_.data(), kDescSize);
     set_reply_code(0);
     if (!cas(w, d.word)) fail(Op::send, load(), ErrorCode::PROTOCOL_VIOLATION);
-    pending_ = seq_of(d.word);
+    pending_ = last_ = seq_of(d.word);
+    timed_out_ = false;
   }
 
   // Returns the seq of the consumed reply.
@@ -318,8 +328,8 @@ class Core {
     check_timeout(timeout);
     const Outcome o = run(Op::receive, timeout);
     if (o.decision.is_transition()) {
-      pending_.reset();
       const std::uint32_t seq = seq_of(o.word);
+      settled(seq);
       const std::uint32_t code = reply_code();
       if (code != 0) {  // R-MSG-2
         const auto ec = is_error_code(code) ? static_cast<ErrorCode>(code) : ErrorCode::PROTOCOL_VIOLATION;
@@ -338,13 +348,15 @@ class Core {
     if (o.decision.is_wait()) {
       // R-TIME-2: withdraw a request that is still REQUESTED; a TAKEN one stays outstanding.
       if (w == make_word(Phase::REQUESTED, pending_.value_or(0)) && try_transition(Op::cancel, w)) {
-        pending_.reset();
+        settled(seq_of(w));
+      } else {
+        timed_out_ = true;  // the reply may arrive later (R-STATE-10)
       }
       fail(Op::receive, w, ErrorCode::TIMEOUT, timeout);
     }
     if (o.decision.error == ErrorCode::PEER_GONE) {
       // R-LIVE-3: withdraw (T5) or reclaim (T7) before raising PEER_GONE.
-      if (try_transition(Op::cancel, w) || try_transition(Op::reclaim, w)) pending_.reset();
+      if (try_transition(Op::cancel, w) || try_transition(Op::reclaim, w)) settled(seq_of(w));
     }
     fail(Op::receive, o.word, o.decision.error);
   }
@@ -356,6 +368,7 @@ class Core {
       const std::uint32_t w = load();
       switch (phase_bits(w)) {
         case static_cast<std::uint32_t>(Phase::IDLE):
+          settled(seq_of(w));
           return;
         case static_cast<std::uint32_t>(Phase::REQUESTED):
           try_transition(Op::cancel, w, /*orphan_is_own=*/true);
@@ -475,6 +488,8 @@ class Core {
   DType dtype_ = DType::uint8;
   Shape shape_;
   std::optional<std::uint32_t> pending_;
+  bool timed_out_ = false;
+  std::optional<std::uint32_t> last_;  // requester: seq last observed owning IDLE (R-STATE-8)
   std::optional<std::uint32_t> held_;
   bool open_ = true;
   bool claimed_ = false;
@@ -500,6 +515,7 @@ std::shared_ptr<Core> create_core(Actor role, std::string_view name, DType dtype
   });
   auto core = std::make_shared<Core>(role, opt, std::move(seg));
   core->mark_claimed();
+  if (role == Actor::requester) core->settled(0);  // a new segment starts at IDLE|0
   return core;
 }
 

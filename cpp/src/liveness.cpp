@@ -1,5 +1,6 @@
 #include "shmbridge/liveness.hpp"
 
+#include <atomic>
 #include <string>
 
 #include "shmbridge/errors.hpp"
@@ -11,8 +12,14 @@ namespace shmbridge {
 using namespace layout;
 
 std::uint64_t self_start_stamp() noexcept {
-  static const std::uint64_t stamp = probe_process(current_pid()).start_stamp;
-  return stamp;
+  // Cached per pid: a child created by fork() inherits the cache but not the start time.
+  static std::atomic<std::uint64_t> cached_pid{0}, cached_stamp{0};
+  const std::uint32_t pid = current_pid();
+  if (cached_pid.load(std::memory_order_acquire) != pid) {
+    cached_stamp.store(probe_process(pid).start_stamp, std::memory_order_relaxed);
+    cached_pid.store(pid, std::memory_order_release);
+  }
+  return cached_stamp.load(std::memory_order_relaxed);
 }
 
 bool process_alive(std::uint32_t pid, std::uint64_t start_time) noexcept {

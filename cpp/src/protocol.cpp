@@ -121,8 +121,9 @@ Decision decide(Actor actor, Op op, std::uint32_t word, const ActorState& st) no
   const bool own = st.pending && *st.pending == seq;
   switch (op) {
     case Op::send:  // T1
-      if (phase == IDLE) return transition("T1", Phase::REQUESTED, next_seq(seq), std::memory_order_release);
-      return error(ErrorCode::OUT_OF_TURN);
+      if (phase != IDLE) return error(ErrorCode::OUT_OF_TURN);
+      if (st.last && *st.last != seq) return error(ErrorCode::PROTOCOL_VIOLATION);  // R-STATE-8
+      return transition("T1", Phase::REQUESTED, next_seq(seq), std::memory_order_release);
     case Op::take:  // T2, waits in IDLE and REPLIED
       if (phase == REQUESTED) return transition("T2", Phase::TAKEN, seq, std::memory_order_acquire);
       if (phase == IDLE || phase == REPLIED) {
@@ -167,14 +168,24 @@ Decision decide(Actor actor, Op op, std::uint32_t word, const ActorState& st) no
 
 bool operator==(const Model::State& a, const Model::State& b) noexcept {
   return a.word == b.word && a.reply_code == b.reply_code && a.pending == b.pending &&
-         a.held == b.held && a.requester_open == b.requester_open &&
+         a.timed_out == b.timed_out && a.last == b.last && a.held == b.held && a.requester_open == b.requester_open &&
          a.responder_open == b.responder_open && a.requester_slot == b.requester_slot &&
          a.responder_slot == b.responder_slot;
+}
+
+Model Model::fresh_pair(std::uint32_t initial_seq) {
+  State s;
+  s.word = make_word(Phase::IDLE, initial_seq);
+  s.last = initial_seq & kSeqMask;
+  s.requester_open = s.responder_open = true;
+  s.requester_slot = s.responder_slot = PeerState::alive;
+  return Model(s);
 }
 
 ActorState Model::requester_view() const noexcept {
   ActorState st;
   st.pending = s_.pending;
+  st.last = s_.last;
   st.peer = s_.responder_slot;
   return st;
 }
@@ -196,11 +207,18 @@ bool Model::apply(Actor actor, Op op, const ActorState& st, Decision* out) {
 
 ErrorCode Model::send() {
   if (!s_.requester_open) return ErrorCode::OUT_OF_TURN;
-  // R-STATE-10: consume a late reply to the own timed-out request first (result dropped).
-  if (s_.pending && apply(Actor::requester, Op::receive, requester_view())) s_.pending.reset();
+  // R-STATE-10: consume a late reply to the own timed-out request first (result dropped). A
+  // request whose receive never timed out keeps its reply (spec/vectors D6).
+  if (s_.pending && s_.timed_out && phase_bits(s_.word) == REPLIED &&
+      apply(Actor::requester, Op::receive, requester_view())) {
+    s_.pending.reset();
+    s_.timed_out = false;
+    s_.last = seq_of(s_.word);
+  }
   Decision d;
   if (!apply(Actor::requester, Op::send, requester_view(), &d)) return d.error;
-  s_.pending = seq_of(s_.word);
+  s_.pending = s_.last = seq_of(s_.word);
+  s_.timed_out = false;
   s_.reply_code = 0;
   return ErrorCode::ok;
 }
@@ -230,20 +248,29 @@ ErrorCode Model::reply_error(ErrorCode code) { return finish_reply(static_cast<s
 ErrorCode Model::receive() {
   if (!s_.requester_open) return ErrorCode::OUT_OF_TURN;
   Decision d;
-  if (apply(Actor::requester, Op::receive, requester_view(), &d)) {
+  auto consumed = [this] {
     s_.pending.reset();
+    s_.timed_out = false;
+    s_.last = seq_of(s_.word);
+  };
+  if (apply(Actor::requester, Op::receive, requester_view(), &d)) {
+    consumed();
     return s_.reply_code ? static_cast<ErrorCode>(s_.reply_code) : ErrorCode::ok;  // R-MSG-2
   }
   if (d.is_wait()) {
     // R-TIME-2: withdraw a request that is still REQUESTED; keep a TAKEN one outstanding.
-    if (apply(Actor::requester, Op::cancel, requester_view())) s_.pending.reset();
+    if (apply(Actor::requester, Op::cancel, requester_view())) {
+      consumed();
+    } else {
+      s_.timed_out = true;
+    }
     return ErrorCode::TIMEOUT;
   }
   if (d.error == ErrorCode::PEER_GONE) {
     // R-LIVE-3: withdraw (T5) or reclaim (T7) before raising PEER_GONE.
     if (apply(Actor::requester, Op::cancel, requester_view()) ||
         apply(Actor::requester, Op::reclaim, requester_view())) {
-      s_.pending.reset();
+      consumed();
     }
   }
   return d.error;
@@ -254,6 +281,8 @@ ErrorCode Model::close(Actor actor) {
     if (!s_.requester_open) return ErrorCode::ok;  // R-CLOSE-1: idempotent
     s_.requester_open = false;
     s_.pending.reset();  // R-CLOSE-2: the request stays in the word
+    s_.timed_out = false;
+    s_.last.reset();
     s_.requester_slot = PeerState::closed;
   } else {
     if (!s_.responder_open) return ErrorCode::ok;
@@ -269,6 +298,8 @@ void Model::kill(Actor actor) noexcept {
     if (!s_.requester_open) return;
     s_.requester_open = false;
     s_.pending.reset();
+    s_.timed_out = false;
+    s_.last.reset();
     s_.requester_slot = PeerState::dead;
   } else {
     if (!s_.responder_open) return;
@@ -303,6 +334,8 @@ ErrorCode Model::attach(Actor actor) {
     }
     s_.requester_open = true;
     s_.pending.reset();
+    s_.timed_out = false;
+    s_.last = seq_of(s_.word);
     s_.requester_slot = PeerState::alive;
   } else {
     if (s_.responder_open) return ErrorCode::ROLE_TAKEN;

@@ -67,6 +67,9 @@ struct ActorState {
   std::optional<std::uint32_t> held;     // responder: seq it took and has not replied to
   PeerState peer = PeerState::empty;     // the other role's slot
   bool orphan_is_own = false;            // R-REC-1: on attach, an orphan request counts as own
+  // requester: the seq it last observed while owning the payload (IDLE). A send that finds IDLE
+  // with another seq reports PROTOCOL_VIOLATION (R-STATE-8: only the requester moves to IDLE).
+  std::optional<std::uint32_t> last;
 };
 
 struct Decision {
@@ -96,6 +99,8 @@ class Model {
     std::uint32_t word = 0;
     std::uint32_t reply_code = 0;
     std::optional<std::uint32_t> pending;  // open requester handle's outstanding seq
+    bool timed_out = false;                // ... whose receive timed out (R-STATE-10)
+    std::optional<std::uint32_t> last;     // ... last seq it observed owning IDLE (R-STATE-8)
     std::optional<std::uint32_t> held;     // open responder handle's held seq
     bool requester_open = false;
     bool responder_open = false;
@@ -106,6 +111,9 @@ class Model {
 
   Model() = default;
   explicit Model(const State& s) : s_(s) {}
+  // The harness of spec/vectors/README.md: a fresh segment with word IDLE|initial_seq, created
+  // by an open requester handle, and an open responder handle attached.
+  static Model fresh_pair(std::uint32_t initial_seq = 0);
   const State& state() const noexcept { return s_; }
   State& state() noexcept { return s_; }
 

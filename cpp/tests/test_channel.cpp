@@ -1,0 +1,246 @@
+// The channel API in one process: rounds, zero-copy, R-STATE-9/10, R-TIME-*, R-MSG-2, R-CLOSE-*.
+#include <thread>
+
+#include "test_util.hpp"
+
+using namespace shmbridge;
+using namespace shmbridge::test;
+using Clock = std::chrono::steady_clock;
+
+// R-STATE-1..3: one round with copy in/out; status 0,1,0,2,0.
+TEST(Channel, R_STATE_1_RoundTripCopy) {
+  UniqueName n("round");
+  auto req = Requester::create(n, DType::float32, {2, 3});
+  auto rsp = Responder::attach(n, DType::float32, {2, 3});
+  std::vector<std::uint32_t> status = {status_of(req.word())};
+  const float in[6] = {1, 2, 3, 4, 5, 6};
+  req.send(in, {2, 3});
+  status.push_back(status_of(req.word()));
+  EXPECT_EQ(req.pending(), 1u);
+  auto r = rsp.take();
+  status.push_back(status_of(req.word()));
+  EXPECT_EQ(rsp.held(), 1u);
+  for (float& x : r.as<float>()) x *= 10;
+  r.reply();
+  status.push_back(status_of(req.word()));
+  float out[6];
+  req.receive(out, {2, 3});
+  status.push_back(status_of(req.word()));
+  EXPECT_EQ(status, (std::vector<std::uint32_t>{0, 1, 0, 2, 0}));
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(out[i], in[i] * 10);
+  EXPECT_EQ(req.seq(), 1u);
+}
+
+// Zero-copy on both sides: request_buffer + send_in_place, receive() view, reply(ptr).
+TEST(Channel, R_STATE_3_ZeroCopyPaths) {
+  UniqueName n("zc");
+  auto req = Requester::create(n, DType::int32, {4});
+  auto rsp = Responder::attach(n);
+  auto buf = req.request_buffer<std::int32_t>();
+  ASSERT_EQ(buf.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) buf[i] = static_cast<std::int32_t>(i);
+  req.send_in_place();
+  EXPECT_CODE(req.request_buffer<std::int32_t>(), ErrorCode::OUT_OF_TURN);  // R-STATE-3
+  auto r = rsp.take();
+  EXPECT_EQ(r.data<std::int32_t>()[3], 3);
+  EXPECT_CODE(r.data<float>(), ErrorCode::DTYPE_MISMATCH);
+  const std::int32_t reply[4] = {9, 8, 7, 6};
+  r.reply(reply);
+  EXPECT_TRUE(r.answered());
+  EXPECT_CODE(r.reply(), ErrorCode::OUT_OF_TURN);
+  ArrayView v = req.receive();
+  EXPECT_EQ(v.shape(), Shape({4}));
+  EXPECT_EQ(v.dtype(), DType::int32);
+  EXPECT_EQ(v.data<std::int32_t>()[0], 9);
+  EXPECT_EQ(v.seq(), 1u);
+}
+
+// R-STATE-9: dtype, shape checked before anything; a rejected send leaves payload and word.
+TEST(Channel, R_STATE_9_SendChecksArrayFirst) {
+  UniqueName n("check");
+  auto req = Requester::create(n, DType::float32, {4});
+  const float a[4] = {1, 1, 1, 1};
+  const double d[4] = {};
+  const float big[5] = {};
+  EXPECT_CODE(req.send(d, {4}), ErrorCode::DTYPE_MISMATCH);
+  EXPECT_CODE(req.send(big, {5}), ErrorCode::SHAPE_MISMATCH);
+  EXPECT_EQ(req.word(), 0u);
+  req.send(a, {4});
+  const float b[4] = {2, 2, 2, 2};
+  EXPECT_CODE(req.send(b, {4}), ErrorCode::OUT_OF_TURN);  // R-STATE-7: second send
+  auto rsp = Responder::attach(n);
+  EXPECT_EQ(rsp.take().data<float>()[0], 1.0f);  // payload untouched by the rejected send
+}
+
+// R-TIME-2: a timed-out receive withdraws a REQUESTED request (T5) and the next send works.
+TEST(Channel, R_TIME_2_TimeoutWithdrawsRequest) {
+  UniqueName n("tcancel");
+  auto req = Requester::create(n, DType::uint8, {4});
+  const std::uint8_t a[4] = {};
+  req.send(a, {4});
+  const auto t0 = Clock::now();
+  EXPECT_CODE(req.receive(ms(50)), ErrorCode::TIMEOUT);
+  const auto took = Clock::now() - t0;
+  EXPECT_GE(took, ms(50));                 // R-WAIT-2: not before the deadline
+  EXPECT_LT(took, ms(50) + ms(200));       // ... and not much after
+  EXPECT_EQ(req.phase(), Phase::IDLE);
+  EXPECT_FALSE(req.pending());
+  EXPECT_NO_THROW(req.send(a, {4}));
+  EXPECT_EQ(req.seq(), 2u);
+}
+
+// R-TIME-2, R-STATE-10: TAKEN at timeout keeps the request; send is OUT_OF_TURN until the late
+// reply arrives, then consumes it and sends.
+TEST(Channel, R_STATE_10_LateReplyConsumedBySend) {
+  UniqueName n("late");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  const std::uint8_t a[4] = {1, 2, 3, 4};
+  req.send(a, {4});
+  auto r = rsp.take();
+  EXPECT_CODE(req.try_receive(), ErrorCode::TIMEOUT);
+  EXPECT_EQ(req.pending(), 1u);
+  EXPECT_CODE(req.send(a, {4}), ErrorCode::OUT_OF_TURN);
+  r.reply();
+  EXPECT_NO_THROW(req.send(a, {4}));
+  EXPECT_EQ(req.pending(), 2u);
+  EXPECT_EQ(req.phase(), Phase::REQUESTED);
+}
+
+// R-TIME-3: a responder timing out leaves the word unchanged.
+TEST(Channel, R_TIME_3_TakeTimeoutLeavesWord) {
+  UniqueName n("ttake");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  const auto t0 = Clock::now();
+  EXPECT_CODE(rsp.take(ms(30)), ErrorCode::TIMEOUT);
+  EXPECT_GE(Clock::now() - t0, ms(30));
+  EXPECT_EQ(req.word(), 0u);
+  EXPECT_CODE(rsp.take(std::chrono::nanoseconds(-1)), ErrorCode::INVALID_ARGUMENT);
+}
+
+// R-WAIT-1: a blocked receive is woken by a reply from another thread well before its deadline.
+TEST(Channel, R_WAIT_1_BlockedReceiveWokenByReply) {
+  UniqueName n("wake");
+  Options opt;
+  opt.spin = std::chrono::nanoseconds::zero();
+  auto req = Requester::create(n, DType::uint8, {4}, opt);
+  auto rsp = Responder::attach(n, opt);
+  std::thread t([&] {
+    auto r = rsp.take(std::chrono::seconds(5));
+    std::this_thread::sleep_for(ms(20));
+    r.reply();
+  });
+  const std::uint8_t a[4] = {};
+  req.send(a, {4});
+  const auto t0 = Clock::now();
+  EXPECT_NO_THROW(req.receive(std::chrono::seconds(5)));
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(1));
+  t.join();
+}
+
+// R-MSG-2: an error reply is raised with the responder's code after consuming it.
+TEST(Channel, R_MSG_2_ErrorReplyRaised) {
+  UniqueName n("fail");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  const std::uint8_t a[4] = {};
+  req.send(a, {4});
+  rsp.take().fail(ErrorCode::INVALID_ARGUMENT);
+  try {
+    req.receive();
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::INVALID_ARGUMENT);
+    EXPECT_NE(std::string(e.what()).find("rejected request #1"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(req.phase(), Phase::IDLE);
+  EXPECT_NO_THROW(req.send(a, {4}));
+}
+
+// R-MSG-1/2: a request whose message descriptor differs is rejected by take with an error reply.
+TEST(Channel, R_MSG_1_BadMessageDescriptorRejected) {
+  UniqueName n("msg");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  const std::uint8_t a[4] = {};
+  req.send(a, {4});
+  auto seg = Segment::attach(n, ms(100));
+  layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescShape, 2);  // shape (2,)
+  layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescNbytes, 2);
+  EXPECT_CODE(rsp.take(), ErrorCode::SHAPE_MISMATCH);
+  EXPECT_EQ(req.phase(), Phase::REPLIED);
+  EXPECT_CODE(req.receive(), ErrorCode::SHAPE_MISMATCH);
+}
+
+// R-LIVE-4, serve(): the loop ends normally when the requester closes.
+TEST(Channel, R_LIVE_4_ServeEndsWhenRequesterCloses) {
+  UniqueName n("serve");
+  auto req = Requester::create(n, DType::float64, {3});
+  auto rsp = Responder::attach(n, DType::float64, {3});
+  std::thread server([&] { rsp.serve([](Request& r) { r.data<double>()[0] += 1; }); });
+  double v[3] = {1, 2, 3}, out[3];
+  for (int i = 0; i < 10; ++i) {
+    req.call(v, out, {3});
+    EXPECT_EQ(out[0], v[0] + 1);
+    v[0] = out[0];
+  }
+  req.close();
+  server.join();  // returns: PEER_GONE from a CLOSED requester is a normal end
+}
+
+// R-CLOSE-2: a responder closing while holding completes the round with PEER_GONE.
+TEST(Channel, R_CLOSE_2_ResponderCloseWhileHolding) {
+  UniqueName n("closeh");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  const std::uint8_t a[4] = {};
+  req.send(a, {4});
+  auto r = rsp.take();
+  rsp.close();
+  EXPECT_EQ(req.phase(), Phase::REPLIED);
+  EXPECT_CODE(req.receive(), ErrorCode::PEER_GONE);
+  EXPECT_CODE(r.reply(), ErrorCode::OUT_OF_TURN);
+}
+
+// R-CLOSE-1/3: close is idempotent, and a view outliving the channel stays readable.
+TEST(Channel, R_CLOSE_3_ViewOutlivesClose) {
+  UniqueName n("view");
+  ArrayView v;
+  {
+    auto req = Requester::create(n, DType::uint8, {4096});
+    auto rsp = Responder::attach(n);
+    std::vector<std::uint8_t> a(4096, 42);
+    req.send(a.data(), {4096});
+    rsp.take().reply();
+    v = req.receive();
+    req.close();
+    req.close();  // idempotent
+    rsp.close();
+  }
+  EXPECT_FALSE(std::ifstream(n.dev_shm()).good());  // unlinked by the creator ...
+  std::size_t sum = 0;
+  for (auto x : v.as<std::uint8_t>()) sum += x;  // ... but the mapping lives with the view
+  EXPECT_EQ(sum, 4096u * 42u);
+}
+
+// Operations on a closed handle fail; a moved-from handle fails too.
+TEST(Channel, R_CLOSE_1_ClosedHandleRejectsOperations) {
+  UniqueName n("closed");
+  auto req = Requester::create(n, DType::uint8, {4});
+  Requester moved = std::move(req);
+  EXPECT_CODE(req.word(), ErrorCode::OUT_OF_TURN);
+  moved.close();
+  const std::uint8_t a[4] = {};
+  EXPECT_CODE(moved.send(a, {4}), ErrorCode::OUT_OF_TURN);
+  EXPECT_FALSE(moved.is_open());
+}
+
+// R-TIME-*: negative option values are INVALID_ARGUMENT.
+TEST(Channel, R_ERR_1_NegativeTimeoutIsInvalidArgument) {
+  UniqueName n("neg");
+  Options opt;
+  opt.timeout = std::chrono::seconds(-1);
+  EXPECT_CODE(Requester::create(n, DType::uint8, {4}, opt), ErrorCode::INVALID_ARGUMENT);
+  EXPECT_FALSE(std::ifstream(n.dev_shm()).good());
+}

@@ -1,0 +1,99 @@
+// R-LIVE-1, R-LIVE-2: process liveness and slot claims.
+#include <sys/wait.h>
+
+#include <thread>
+
+#include "test_util.hpp"
+
+using namespace shmbridge;
+using namespace shmbridge::test;
+
+// R-LIVE-2: field 22 is counted after the LAST ')' (comm may contain spaces and parens).
+TEST(Liveness, R_LIVE_2_ParseProcStatWithHostileComm) {
+  std::string fields;
+  for (int i = 4; i <= 21; ++i) fields += " " + std::to_string(i);
+  const std::string text = "123 (a) b) (c d) R" + fields + " 987654 23 24\n";
+  char state = '?';
+  std::uint64_t stamp = 0;
+  ASSERT_TRUE(parse_proc_stat(text.c_str(), state, stamp));
+  EXPECT_EQ(state, 'R');
+  EXPECT_EQ(stamp, 987654u);
+  EXPECT_FALSE(parse_proc_stat("123 no paren", state, stamp));
+  EXPECT_FALSE(parse_proc_stat("123 (x) S 1 2", state, stamp));  // too few fields
+}
+
+// R-LIVE-2
+TEST(Liveness, R_LIVE_2_SelfIsAliveWithItsStamp) {
+  const auto info = probe_process(current_pid());
+  EXPECT_TRUE(info.exists);
+  EXPECT_NE(info.start_stamp, 0u);
+  EXPECT_EQ(self_start_stamp(), info.start_stamp);
+  EXPECT_TRUE(process_alive(current_pid(), self_start_stamp()));
+  EXPECT_TRUE(process_alive(current_pid(), 0));
+  EXPECT_FALSE(process_alive(current_pid(), self_start_stamp() + 1));  // pid reused by another
+  EXPECT_FALSE(process_alive(0, 0));
+}
+
+// R-LIVE-2: EPERM counts as existing (pid 1 belongs to root; we may or may not be root).
+TEST(Liveness, R_LIVE_2_OtherUsersProcessExists) { EXPECT_TRUE(probe_process(1).exists); }
+
+// R-LIVE-2: a zombie is dead; a reaped process is dead.
+TEST(Liveness, R_LIVE_2_ZombieAndReapedAreDead) {
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(0);
+  // Wait until the child is a zombie (exited, not yet reaped).
+  bool zombie = false;
+  for (int i = 0; i < 2000 && !zombie; ++i) {
+    siginfo_t info{};
+    ::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT);
+    zombie = info.si_pid == child;
+    if (!zombie) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(zombie);
+  EXPECT_FALSE(probe_process(static_cast<std::uint32_t>(child)).exists);
+  EXPECT_FALSE(process_alive(static_cast<std::uint32_t>(child), 0));
+  ::waitpid(child, nullptr, 0);
+  EXPECT_FALSE(process_alive(static_cast<std::uint32_t>(child), 0));
+}
+
+// R-LIVE-1: a slot held by a live process cannot be claimed (ROLE_TAKEN); a dead owner's can.
+TEST(Liveness, R_LIVE_1_SlotClaim) {
+  alignas(8) std::uint8_t slot[32] = {};
+  SlotRef s(slot);
+  EXPECT_EQ(s.peer_state(), PeerState::empty);
+  s.claim("requester");
+  EXPECT_EQ(s.pid(), current_pid());
+  EXPECT_EQ(s.state(), static_cast<std::uint32_t>(SlotState::attached));
+  EXPECT_EQ(s.incarnation(), 1u);
+  EXPECT_EQ(s.start_time(), self_start_stamp());
+  EXPECT_EQ(s.peer_state(), PeerState::alive);
+  EXPECT_CODE(s.claim("requester"), ErrorCode::ROLE_TAKEN);
+  s.release();
+  EXPECT_EQ(s.pid(), 0u);
+  EXPECT_EQ(s.peer_state(), PeerState::closed);
+  s.claim("requester");
+  EXPECT_EQ(s.incarnation(), 2u);
+  // A dead owner: pid of a reaped child.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  layout::store_u32(slot + layout::kSlotPid, static_cast<std::uint32_t>(child));
+  EXPECT_EQ(s.peer_state(), PeerState::dead);
+  s.claim("requester");
+  EXPECT_EQ(s.pid(), current_pid());
+  EXPECT_EQ(s.incarnation(), 3u);
+}
+
+// R-LIVE-1/2: a forked child writes its OWN start stamp (the cache is per pid).
+TEST(Liveness, R_LIVE_2_ForkedChildHasItsOwnStamp) {
+  (void)self_start_stamp();  // fill the parent's cache
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // > 1 clock tick
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::_exit(self_start_stamp() == probe_process(current_pid()).start_stamp ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}

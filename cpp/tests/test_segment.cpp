@@ -1,0 +1,222 @@
+// R-SEG-1..6, R-STALE-1/2, R-LAYOUT-7: creating, attaching and reclaiming segments.
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <thread>
+
+#include "test_util.hpp"
+
+using namespace shmbridge;
+using namespace shmbridge::test;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// A creator that dies without closing: its segment stays with a dead creator slot.
+void create_in_dying_child(const std::string& name) {
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    try {
+      auto r = Requester::create(name, DType::uint8, {16});
+      ::_exit(0);  // no destructor: the segment stays behind
+    } catch (...) {
+      ::_exit(3);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+Header read_header(const std::string& name) {
+  auto seg = Segment::attach(name, std::chrono::seconds(0));
+  return decode_header(seg.base());
+}
+
+}  // namespace
+
+// R-SEG-1, R-SEG-2: created exclusively, sized header + capacity, mode 0600.
+TEST(Segment, R_SEG_2_CreatedWithMode0600AndSized) {
+  UniqueName n("mode");
+  auto req = Requester::create(n, DType::float32, {3, 4});
+  struct stat st {};
+  ASSERT_EQ(::stat(n.dev_shm().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), 512u + 48u);
+  const Header h = read_header(n);
+  EXPECT_EQ(h.capacity, 48u);
+  EXPECT_EQ(h.creator.pid, current_pid());
+  EXPECT_EQ(h.requester.pid, current_pid());
+  EXPECT_EQ(h.responder.pid, 0u);
+  EXPECT_EQ(h.word, 0u);  // R-STATE-1: a new segment starts IDLE, seq 0
+}
+
+// R-SEG-4
+TEST(Segment, R_SEG_4_AttachMissingIsSegmentNotFound) {
+  UniqueName n("missing");
+  EXPECT_CODE(Responder::attach(n), ErrorCode::SEGMENT_NOT_FOUND);
+  EXPECT_CODE(Requester::attach(n), ErrorCode::SEGMENT_NOT_FOUND);
+  EXPECT_FALSE(std::ifstream(n.dev_shm()).good());  // nothing was created
+}
+
+// R-SEG-4, R-STALE-2: a live creator's name cannot be created again.
+TEST(Segment, R_SEG_4_CreateOverLiveCreatorIsAlreadyExists) {
+  UniqueName n("exists");
+  auto req = Requester::create(n, DType::uint8, {8});
+  EXPECT_CODE(Responder::create(n, DType::uint8, {8}), ErrorCode::ALREADY_EXISTS);
+  EXPECT_CODE(Requester::create(n, DType::uint8, {8}), ErrorCode::ALREADY_EXISTS);
+  // The original segment is untouched and still usable.
+  auto rsp = Responder::attach(n, DType::uint8, {8});
+  std::uint8_t in[8] = {1, 2, 3, 4, 5, 6, 7, 8}, out[8];
+  req.send(in, {8});
+  auto r = rsp.take();
+  r.reply();
+  req.receive(out, {8});
+  EXPECT_EQ(std::memcmp(in, out, 8), 0);
+}
+
+// R-SEG-3: only the creator unlinks, on close (unless keep_segment); an attacher never does.
+TEST(Segment, R_SEG_3_OnlyCreatorUnlinks) {
+  UniqueName n("unlink");
+  {
+    auto req = Requester::create(n, DType::uint8, {8});
+    {
+      auto rsp = Responder::attach(n);
+      rsp.close();
+    }
+    EXPECT_TRUE(std::ifstream(n.dev_shm()).good());
+  }
+  EXPECT_FALSE(std::ifstream(n.dev_shm()).good());
+  Options keep;
+  keep.keep_segment = true;
+  { auto rsp = Responder::create(n, DType::uint8, {8}, keep); }
+  EXPECT_TRUE(std::ifstream(n.dev_shm()).good());
+  // A failed attach (mismatch) does not unlink either.
+  EXPECT_CODE(Requester::attach(n, DType::uint16, {8}), ErrorCode::DTYPE_MISMATCH);
+  EXPECT_TRUE(std::ifstream(n.dev_shm()).good());
+}
+
+// R-LAYOUT-7: expected dtype/shape are compared with `declared`, without changing the segment.
+TEST(Segment, R_LAYOUT_7_AttachMismatchDoesNotTouchSegment) {
+  UniqueName n("mismatch");
+  auto req = Requester::create(n, DType::float32, {512, 512});
+  const Header before = read_header(n);
+  try {
+    Responder::attach(n, DType::float32, {512, 256});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::SHAPE_MISMATCH);
+    EXPECT_NE(std::string(e.what()).find("(512, 256)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("(512, 512)"), std::string::npos) << e.what();
+  }
+  EXPECT_CODE(Responder::attach(n, DType::float64, {512, 512}), ErrorCode::DTYPE_MISMATCH);
+  EXPECT_CODE(Responder::attach(n, static_cast<DType>(99), {512, 512}), ErrorCode::DTYPE_MISMATCH);
+  EXPECT_EQ(read_header(n), before);
+  EXPECT_NO_THROW(Responder::attach(n, DType::float32, {512, 512}));
+}
+
+// R-STALE-1/2: a dead creator's segment is reclaimed by default ...
+TEST(Segment, R_STALE_2_StaleSegmentIsReclaimed) {
+  UniqueName n("stale");
+  create_in_dying_child(n);
+  ASSERT_TRUE(std::ifstream(n.dev_shm()).good());
+  const Header old = read_header(n);
+  EXPECT_NE(old.creator.pid, current_pid());
+  auto req = Requester::create(n, DType::float64, {2});
+  const Header h = read_header(n);
+  EXPECT_EQ(h.creator.pid, current_pid());
+  EXPECT_EQ(h.declared.dtype, static_cast<std::uint32_t>(DType::float64));
+}
+
+// R-STALE-2: ... and fails with STALE_SEGMENT naming the removal command when reclaim is off.
+TEST(Segment, R_STALE_2_NoReclaimIsStaleSegment) {
+  UniqueName n("noreclaim");
+  create_in_dying_child(n);
+  Options opt;
+  opt.reclaim_stale = false;
+  try {
+    Requester::create(n, DType::uint8, {16}, opt);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::STALE_SEGMENT);
+    EXPECT_NE(std::string(e.what()).find("rm " + n.dev_shm()), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(std::ifstream(n.dev_shm()).good());  // left alone
+}
+
+// R-STALE-2: an object that cannot be validated is never reclaimed.
+TEST(Segment, R_STALE_2_CorruptObjectIsNotReclaimed) {
+  UniqueName n("corrupt");
+  const int fd = ::shm_open(("/" + n.str()).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 4096), 0);
+  ASSERT_EQ(::pwrite(fd, "NOTSHMBR", 8, 0), 8);
+  ::close(fd);
+  EXPECT_CODE(Requester::create(n, DType::uint8, {16}), ErrorCode::CORRUPT_HEADER);
+  EXPECT_CODE(Requester::attach(n), ErrorCode::CORRUPT_HEADER);
+  EXPECT_TRUE(std::ifstream(n.dev_shm()).good());
+}
+
+// R-SEG-6: an attacher retries while magic is 0 until its deadline ...
+TEST(Segment, R_SEG_6_AttachWaitsForMagic) {
+  UniqueName n("init");
+  const int fd = ::shm_open(("/" + n.str()).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  const Header h = Header::fresh(DType::uint8, {8});
+  ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(h.segment_size)), 0);
+  auto* base = static_cast<std::uint8_t*>(
+      ::mmap(nullptr, h.segment_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ::close(fd);
+  Header unpublished = h;
+  unpublished.magic = {};
+  encode_header(unpublished, base);
+  // ... and fails with SEGMENT_NOT_FOUND at the deadline
+  const auto t0 = Clock::now();
+  EXPECT_CODE(Segment::attach(n, std::chrono::milliseconds(50)), ErrorCode::SEGMENT_NOT_FOUND);
+  EXPECT_GE(Clock::now() - t0, std::chrono::milliseconds(50));
+  // ... or succeeds once the creator publishes the magic.
+  std::thread creator([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    atomic_u64(base).store(layout::load_u64(layout::kMagic.data()), std::memory_order_release);
+  });
+  EXPECT_NO_THROW(Segment::attach(n, std::chrono::seconds(2)));
+  creator.join();
+  ::munmap(base, h.segment_size);
+}
+
+// R-SEG-2/4: another user is refused (PERMISSION_DENIED), the segment being 0600.
+TEST(Segment, R_SEG_2_OtherUserGetsPermissionDenied) {
+  UniqueName n("perm");
+  auto req = Requester::create(n, DType::uint8, {8});
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::geteuid() == 0) {
+      const struct passwd* nobody = ::getpwnam("nobody");
+      if (!nobody || ::setgid(nobody->pw_gid) != 0 || ::setuid(nobody->pw_uid) != 0) ::_exit(4);
+    } else if (::chmod(n.dev_shm().c_str(), 0) != 0) {
+      ::_exit(5);
+    }
+    const ErrorCode c = code_of([&] { Responder::attach(n.str()); });
+    ::_exit(c == ErrorCode::PERMISSION_DENIED ? 0 : 6);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// R-STATE-5, R-LIVE-1: a second live requester is ROLE_TAKEN.
+TEST(Segment, R_STATE_5_SecondRoleOwnerIsRoleTaken) {
+  UniqueName n("role");
+  auto req = Requester::create(n, DType::uint8, {8});
+  auto rsp = Responder::attach(n);
+  EXPECT_CODE(Requester::attach(n), ErrorCode::ROLE_TAKEN);
+  EXPECT_CODE(Responder::attach(n), ErrorCode::ROLE_TAKEN);
+  rsp.close();
+  EXPECT_NO_THROW(Responder::attach(n));
+}

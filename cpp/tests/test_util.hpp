@@ -1,0 +1,70 @@
+// Helpers shared by the shmbridge tests.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "shmbridge/shmbridge.hpp"
+
+namespace shmbridge::test {
+
+inline std::string spec_path(const std::string& rel) { return std::string(SHMBRIDGE_SPEC_DIR) + "/" + rel; }
+
+inline bool spec_exists(const std::string& rel) { return std::ifstream(spec_path(rel)).good(); }
+
+inline nlohmann::json load_spec(const std::string& rel) {
+  std::ifstream in(spec_path(rel));
+  if (!in) throw std::runtime_error("cannot open " + spec_path(rel));
+  return nlohmann::json::parse(in);
+}
+
+// A segment name unique to this process and call ("sbt<pid>_<tag><n>", at most 30 chars), removed
+// again by the destructor so that no test leaves anything in /dev/shm.
+class UniqueName {
+ public:
+  explicit UniqueName(const std::string& tag = "t") {
+    static std::atomic<int> counter{0};
+    name_ = "sbt" + std::to_string(::getpid()) + "_" + tag.substr(0, 8) + std::to_string(counter++);
+    Segment::remove(name_);
+  }
+  ~UniqueName() { Segment::remove(name_); }
+  UniqueName(const UniqueName&) = delete;
+  UniqueName& operator=(const UniqueName&) = delete;
+  const std::string& str() const { return name_; }
+  operator const std::string&() const { return name_; }
+  operator std::string_view() const { return name_; }
+  std::string dev_shm() const { return "/dev/shm/" + name_; }
+
+ private:
+  std::string name_;
+};
+
+// Runs `f` and returns the ErrorCode of the shmbridge::Error it throws, or ErrorCode::ok.
+template <class F>
+ErrorCode code_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return ErrorCode::ok;
+}
+
+inline std::chrono::nanoseconds ms(long v) { return std::chrono::milliseconds(v); }
+
+inline Options fast_options() {
+  Options o;
+  o.timeout = std::chrono::seconds(2);
+  o.liveness_interval = std::chrono::milliseconds(20);
+  return o;
+}
+
+}  // namespace shmbridge::test
+
+#define EXPECT_CODE(expr, code) EXPECT_EQ(::shmbridge::test::code_of([&] { (void)(expr); }), (code))
+#define ASSERT_CODE(expr, code) ASSERT_EQ(::shmbridge::test::code_of([&] { (void)(expr); }), (code))
