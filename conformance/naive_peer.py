@@ -153,6 +153,8 @@ def main(argv=None) -> int:
             raise
         op_event("create" if a.create else "attach", 0, t0, "ok")
         point("after", "ready", 0)
+        if a.wait_peer:
+            pk.wait_peer(a.name, a.role, 10.0)
         if a.role == "requester":
             rnd = 1
             while rnd <= a.rounds:

@@ -94,6 +94,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--on-peer-gone", choices=["exit", "retry"], default="exit")
     p.add_argument("--retry-after-timeout", action="store_true")
     p.add_argument("--print-clock", action="store_true")
+    p.add_argument("--wait-peer", action="store_true")
     p.add_argument("--delay-before", action="append", default=[])
     p.add_argument("--delay-after", action="append", default=[])
     p.add_argument("--crash-at")
@@ -195,7 +196,7 @@ class FaultPlan:
 
     def crash_due(self, when: str, where: str, rnd: int) -> bool:
         return self.crash is not None and self.crash[0] == where and self.crash[1] == when \
-            and self.crash[2] == rnd
+            and (where == "ready" or self.crash[2] == rnd)
 
 
 def die(log, mode: str, rnd: int):
@@ -360,6 +361,23 @@ def parse_word_value(value: str | None, cur: int) -> int:
                 seq = int(rest[1:])
             return ((seq & ((1 << 28) - 1)) << 4) | bits
     return int(value, 0) & 0xFFFFFFFF
+
+
+def wait_peer(name: str, role: str, timeout: float) -> bool:
+    """--wait-peer: poll the other role's slot state (plain read) until ATTACHED (1)."""
+    off = (0x160 if role == "requester" else 0x140) + 4
+    deadline = time.monotonic() + max(timeout, 0)
+    while True:
+        try:
+            with open(shm_path(name), "rb") as fh:
+                fh.seek(off)
+                if struct.unpack("<I", fh.read(4))[0] == 1:
+                    return True
+        except (OSError, struct.error):
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
 
 
 def phase_name(word: int) -> str:

@@ -53,6 +53,21 @@ def parse_peer_option(text: str) -> PeerImpl:
 
 
 def probe(impl: PeerImpl, timeout: float = 20.0) -> PeerImpl:
+    """See _probe; for the Python peer, falls back to the source tree (python/ on PYTHONPATH)
+    when shmbridge is not installed but its native helper was built in place."""
+    _probe(impl, timeout)
+    src = REPO_ROOT / "python"
+    if not impl.available and impl.name == "py" and any((src / "shmbridge").glob("_native*")):
+        first = impl.why_unavailable
+        impl.env = dict(impl.env, PYTHONPATH=os.pathsep.join([impl.env.get("PYTHONPATH", ""), str(src)]))
+        impl.available, impl.why_unavailable = True, ""
+        _probe(impl, timeout)
+        if not impl.available:
+            impl.why_unavailable = f"{first}; with python/ on PYTHONPATH: {impl.why_unavailable}"
+    return impl
+
+
+def _probe(impl: PeerImpl, timeout: float = 20.0) -> PeerImpl:
     """A peer is available if `--print-clock` works and prints a CLOCK_MONOTONIC timestamp that
     lies between two readings of this process's clock (PEER.md §2)."""
     env = dict(os.environ, **impl.env)

@@ -61,11 +61,21 @@ std::string jstr(const std::string& s) {
   std::string o = "\"";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': o += "\\\""; break;
-      case '\\': o += "\\\\"; break;
-      case '\n': o += "\\n"; break;
-      case '\r': o += "\\r"; break;
-      case '\t': o += "\\t"; break;
+      case '"':
+        o += "\\\"";
+        break;
+      case '\\':
+        o += "\\\\";
+        break;
+      case '\n':
+        o += "\\n";
+        break;
+      case '\r':
+        o += "\\r";
+        break;
+      case '\t':
+        o += "\\t";
+        break;
       default:
         if (c < 0x20) {
           char b[8];
@@ -112,7 +122,8 @@ std::uint16_t float_to_half(float f) {
   const std::uint32_t sign = (x >> 16) & 0x8000u;
   const int exp = static_cast<int>((x >> 23) & 0xFF) - 127 + 15;
   std::uint32_t mant = x & 0x7FFFFFu;
-  if (((x >> 23) & 0xFF) == 0xFF) return static_cast<std::uint16_t>(sign | 0x7C00u | (mant ? 0x200u : 0));
+  if (((x >> 23) & 0xFF) == 0xFF)
+    return static_cast<std::uint16_t>(sign | 0x7C00u | (mant ? 0x200u : 0));
   if (exp >= 31) return static_cast<std::uint16_t>(sign | 0x7C00u);
   if (exp <= 0) {
     if (exp < -10) return static_cast<std::uint16_t>(sign);
@@ -158,8 +169,8 @@ float half_to_float(std::uint16_t h) {
 }
 
 template <class T>
-void fill_as(std::vector<unsigned char>& buf, std::uint64_t n, std::uint64_t rnd, std::uint64_t seed,
-             sb::DType dt) {
+void fill_as(std::vector<unsigned char>& buf, std::uint64_t n, std::uint64_t rnd,
+             std::uint64_t seed, sb::DType dt) {
   buf.assign(n * sb::itemsize(dt), 0);
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t v = (7 * i + 13 * rnd + seed) % 61;
@@ -188,19 +199,45 @@ std::vector<unsigned char> pattern(sb::DType dt, const sb::Shape& shape, std::ui
   const std::uint64_t n = count_of(shape);
   std::vector<unsigned char> b;
   switch (dt) {
-    case sb::DType::bool_: fill_as<bool>(b, n, rnd, seed, dt); break;
-    case sb::DType::int8: fill_as<std::int8_t>(b, n, rnd, seed, dt); break;
-    case sb::DType::uint8: fill_as<std::uint8_t>(b, n, rnd, seed, dt); break;
-    case sb::DType::int16: fill_as<std::int16_t>(b, n, rnd, seed, dt); break;
-    case sb::DType::uint16: fill_as<std::uint16_t>(b, n, rnd, seed, dt); break;
-    case sb::DType::int32: fill_as<std::int32_t>(b, n, rnd, seed, dt); break;
-    case sb::DType::uint32: fill_as<std::uint32_t>(b, n, rnd, seed, dt); break;
-    case sb::DType::int64: fill_as<std::int64_t>(b, n, rnd, seed, dt); break;
-    case sb::DType::uint64: fill_as<std::uint64_t>(b, n, rnd, seed, dt); break;
-    case sb::DType::float32: fill_as<float>(b, n, rnd, seed, dt); break;
-    case sb::DType::float64: fill_as<double>(b, n, rnd, seed, dt); break;
-    case sb::DType::complex64: fill_as<std::complex<float>>(b, n, rnd, seed, dt); break;
-    case sb::DType::complex128: fill_as<std::complex<double>>(b, n, rnd, seed, dt); break;
+    case sb::DType::bool_:
+      fill_as<bool>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::int8:
+      fill_as<std::int8_t>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::uint8:
+      fill_as<std::uint8_t>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::int16:
+      fill_as<std::int16_t>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::uint16:
+      fill_as<std::uint16_t>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::int32:
+      fill_as<std::int32_t>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::uint32:
+      fill_as<std::uint32_t>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::int64:
+      fill_as<std::int64_t>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::uint64:
+      fill_as<std::uint64_t>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::float32:
+      fill_as<float>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::float64:
+      fill_as<double>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::complex64:
+      fill_as<std::complex<float>>(b, n, rnd, seed, dt);
+      break;
+    case sb::DType::complex128:
+      fill_as<std::complex<double>>(b, n, rnd, seed, dt);
+      break;
     case sb::DType::float16: {
       b.assign(n * 2, 0);
       for (std::uint64_t i = 0; i < n; ++i) {
@@ -232,19 +269,45 @@ void add1_as(void* p, std::uint64_t nbytes) {
 void apply_op(const std::string& op, sb::DType dt, void* p, std::uint64_t nbytes) {
   if (op != "add1") return;
   switch (dt) {
-    case sb::DType::bool_: add1_as<bool>(p, nbytes); break;
-    case sb::DType::int8: add1_as<std::int8_t>(p, nbytes); break;
-    case sb::DType::uint8: add1_as<std::uint8_t>(p, nbytes); break;
-    case sb::DType::int16: add1_as<std::int16_t>(p, nbytes); break;
-    case sb::DType::uint16: add1_as<std::uint16_t>(p, nbytes); break;
-    case sb::DType::int32: add1_as<std::int32_t>(p, nbytes); break;
-    case sb::DType::uint32: add1_as<std::uint32_t>(p, nbytes); break;
-    case sb::DType::int64: add1_as<std::int64_t>(p, nbytes); break;
-    case sb::DType::uint64: add1_as<std::uint64_t>(p, nbytes); break;
-    case sb::DType::float32: add1_as<float>(p, nbytes); break;
-    case sb::DType::float64: add1_as<double>(p, nbytes); break;
-    case sb::DType::complex64: add1_as<std::complex<float>>(p, nbytes); break;
-    case sb::DType::complex128: add1_as<std::complex<double>>(p, nbytes); break;
+    case sb::DType::bool_:
+      add1_as<bool>(p, nbytes);
+      break;
+    case sb::DType::int8:
+      add1_as<std::int8_t>(p, nbytes);
+      break;
+    case sb::DType::uint8:
+      add1_as<std::uint8_t>(p, nbytes);
+      break;
+    case sb::DType::int16:
+      add1_as<std::int16_t>(p, nbytes);
+      break;
+    case sb::DType::uint16:
+      add1_as<std::uint16_t>(p, nbytes);
+      break;
+    case sb::DType::int32:
+      add1_as<std::int32_t>(p, nbytes);
+      break;
+    case sb::DType::uint32:
+      add1_as<std::uint32_t>(p, nbytes);
+      break;
+    case sb::DType::int64:
+      add1_as<std::int64_t>(p, nbytes);
+      break;
+    case sb::DType::uint64:
+      add1_as<std::uint64_t>(p, nbytes);
+      break;
+    case sb::DType::float32:
+      add1_as<float>(p, nbytes);
+      break;
+    case sb::DType::float64:
+      add1_as<double>(p, nbytes);
+      break;
+    case sb::DType::complex64:
+      add1_as<std::complex<float>>(p, nbytes);
+      break;
+    case sb::DType::complex128:
+      add1_as<std::complex<double>>(p, nbytes);
+      break;
     case sb::DType::float16: {
       auto* c = static_cast<unsigned char*>(p);
       for (std::uint64_t i = 0; i < nbytes / 2; ++i) {
@@ -265,7 +328,8 @@ std::uint64_t checksum(const void* p, std::uint64_t n) {
   for (std::uint64_t i = 0; i < words; ++i) {
     std::uint64_t w = 0;
     const std::uint64_t take = std::min<std::uint64_t>(8, n - 8 * i);
-    for (std::uint64_t k = 0; k < take; ++k) w |= static_cast<std::uint64_t>(c[8 * i + k]) << (8 * k);
+    for (std::uint64_t k = 0; k < take; ++k)
+      w |= static_cast<std::uint64_t>(c[8 * i + k]) << (8 * k);
     s += w * (2 * i + 1);
   }
   return s + n * kGolden;
@@ -284,7 +348,9 @@ sb::Shape wrong_shape(const sb::Shape& s) {
   return sb::Shape(v);
 }
 
-sb::DType wrong_dtype(sb::DType d) { return d == sb::DType::int32 ? sb::DType::float32 : sb::DType::int32; }
+sb::DType wrong_dtype(sb::DType d) {
+  return d == sb::DType::int32 ? sb::DType::float32 : sb::DType::int32;
+}
 
 // ------------------------------------------------------------------------------ flags (§1)
 
@@ -296,8 +362,10 @@ struct Delay {
 
 struct Args {
   std::string role, name, label, op = "add1", crash_mode = "kill", on_peer_gone = "exit";
-  bool create = false, attach = false, no_reclaim = false, keep = false, retry_after_timeout = false;
-  bool print_clock = false, wait_peer = false, wrong_shape = false, wrong_dtype = false, name_given = false;
+  bool create = false, attach = false, no_reclaim = false, keep = false,
+       retry_after_timeout = false;
+  bool print_clock = false, wait_peer = false, wrong_shape = false, wrong_dtype = false,
+       name_given = false;
   std::optional<std::string> dtype, shape, out_of_turn;
   std::optional<long long> capacity;
   long rounds = 1;
@@ -387,7 +455,8 @@ Args parse(int argc, char** argv) {
     };
     if (k == "--role") {
       a.role = val();
-      if (a.role != "requester" && a.role != "responder") throw UsageError{"--role requester|responder"};
+      if (a.role != "requester" && a.role != "responder")
+        throw UsageError{"--role requester|responder"};
     } else if (k == "--name") {
       a.name = val();
       a.name_given = true;
@@ -407,7 +476,8 @@ Args parse(int argc, char** argv) {
       a.timeout = num(val());
     } else if (k == "--op") {
       a.op = val();
-      if (a.op != "add1" && a.op != "echo" && a.op != "checksum") throw UsageError{"--op add1|echo|checksum"};
+      if (a.op != "add1" && a.op != "echo" && a.op != "checksum")
+        throw UsageError{"--op add1|echo|checksum"};
     } else if (k == "--seed") {
       a.seed = static_cast<long long>(num(val()));
     } else if (k == "--label") {
@@ -420,7 +490,8 @@ Args parse(int argc, char** argv) {
       a.hold_ms = num(val());
     } else if (k == "--on-peer-gone") {
       a.on_peer_gone = val();
-      if (a.on_peer_gone != "exit" && a.on_peer_gone != "retry") throw UsageError{"--on-peer-gone exit|retry"};
+      if (a.on_peer_gone != "exit" && a.on_peer_gone != "retry")
+        throw UsageError{"--on-peer-gone exit|retry"};
     } else if (k == "--retry-after-timeout") {
       flag(a.retry_after_timeout);
     } else if (k == "--print-clock") {
@@ -448,7 +519,8 @@ Args parse(int argc, char** argv) {
       a.crash_round = rnd.value_or(1);
     } else if (k == "--crash-mode") {
       a.crash_mode = val();
-      if (a.crash_mode != "kill" && a.crash_mode != "abort") throw UsageError{"--crash-mode kill|abort"};
+      if (a.crash_mode != "kill" && a.crash_mode != "abort")
+        throw UsageError{"--crash-mode kill|abort"};
     } else if (k == "--out-of-turn") {
       a.out_of_turn = val();
     } else if (k == "--wrong-shape") {
@@ -491,12 +563,23 @@ struct FieldInfo {
   std::size_t off, size;
 };
 constexpr FieldInfo kFields[] = {
-    {"magic", 0x000, 8},          {"version_major", 0x008, 2},   {"version_minor", 0x00A, 2},
-    {"header_size", 0x00C, 4},    {"capacity", 0x010, 8},        {"segment_size", 0x018, 8},
-    {"flags", 0x020, 4},          {"max_dims", 0x024, 4},        {"declared_dtype", 0x040, 4},
-    {"declared_ndim", 0x044, 4},  {"declared_nbytes", 0x088, 8}, {"message_dtype", 0x090, 4},
-    {"message_ndim", 0x094, 4},   {"message_shape0", 0x098, 8},  {"message_nbytes", 0x0D8, 8},
-    {"reply_code", 0x0E0, 4},     {"word", 0x100, 4},
+    {"magic", 0x000, 8},
+    {"version_major", 0x008, 2},
+    {"version_minor", 0x00A, 2},
+    {"header_size", 0x00C, 4},
+    {"capacity", 0x010, 8},
+    {"segment_size", 0x018, 8},
+    {"flags", 0x020, 4},
+    {"max_dims", 0x024, 4},
+    {"declared_dtype", 0x040, 4},
+    {"declared_ndim", 0x044, 4},
+    {"declared_nbytes", 0x088, 8},
+    {"message_dtype", 0x090, 4},
+    {"message_ndim", 0x094, 4},
+    {"message_shape0", 0x098, 8},
+    {"message_nbytes", 0x0D8, 8},
+    {"reply_code", 0x0E0, 4},
+    {"word", 0x100, 4},
 };
 
 const FieldInfo* field_info(const std::string& f) {
@@ -605,11 +688,16 @@ struct Fatal {
 
 const char* phase_name(std::uint32_t word) {
   switch (word & sb::kPhaseMask) {
-    case 0x0: return "IDLE";
-    case 0x1: return "REQUESTED";
-    case 0x4: return "TAKEN";
-    case 0x2: return "REPLIED";
-    default: return "INVALID";
+    case 0x0:
+      return "IDLE";
+    case 0x1:
+      return "REQUESTED";
+    case 0x4:
+      return "TAKEN";
+    case 0x2:
+      return "REPLIED";
+    default:
+      return "INVALID";
   }
 }
 
@@ -683,9 +771,10 @@ class Peer {
     }
   }
 
-  void event(const std::string& op, long rnd, std::int64_t t0, std::int64_t t1, const std::string& result,
-             std::optional<long long> seq, std::optional<std::string> cs, bool injected = false,
-             const std::string& message = "", std::optional<bool> verified = std::nullopt) {
+  void event(const std::string& op, long rnd, std::int64_t t0, std::int64_t t1,
+             const std::string& result, std::optional<long long> seq, std::optional<std::string> cs,
+             bool injected = false, const std::string& message = "",
+             std::optional<bool> verified = std::nullopt) {
     Fields f;
     f.str("peer", a_.label)
         .str("op", op)
@@ -703,8 +792,9 @@ class Peer {
   }
 
   // Runs one library call; on an error logs it and returns its name (value untouched).
-  std::string call(const std::string& op, long rnd, const std::function<void()>& fn, std::int64_t& t0,
-                   std::int64_t& t1, bool injected = false, int* exit_code = nullptr) {
+  std::string call(const std::string& op, long rnd, const std::function<void()>& fn,
+                   std::int64_t& t0, std::int64_t& t1, bool injected = false,
+                   int* exit_code = nullptr) {
     t0 = now_ns();
     try {
       fn();
@@ -725,13 +815,21 @@ class Peer {
   }
 
   void point(const std::string& when, const std::string& where, long rnd) {
-    if (when == "after" && a_.corrupt_field && *a_.corrupt_where == where && rnd <= 1 && !corrupted_) {
+    if (when == "after" && a_.corrupt_field && *a_.corrupt_where == where && rnd <= 1 &&
+        !corrupted_) {
       corrupted_ = true;
       const std::int64_t t = now_ns();
       const std::uint64_t v = corrupt_header(a_.name, *a_.corrupt_field, a_.corrupt_value);
       Fields f;
-      f.str("peer", a_.label).str("op", "corrupt").num("round", rnd).num("t_call", t).num("t_return", t);
-      f.str("result", "ok").raw("seq", "null").opt_str("phase_after", phase()).raw("checksum", "null");
+      f.str("peer", a_.label)
+          .str("op", "corrupt")
+          .num("round", rnd)
+          .num("t_call", t)
+          .num("t_return", t);
+      f.str("result", "ok")
+          .raw("seq", "null")
+          .opt_str("phase_after", phase())
+          .raw("checksum", "null");
       f.str("field", *a_.corrupt_field).num("value", static_cast<long long>(v));
       emit(f.done());
     }
@@ -795,7 +893,8 @@ class Peer {
       dt = d;
     }
     std::optional<sb::Shape> shape;
-    std::string result = call(op, 0, [&] { shape = parse_shape(a_.shape); }, t0, t1, false, &ec);
+    std::string result = call(
+        op, 0, [&] { shape = parse_shape(a_.shape); }, t0, t1, false, &ec);
     if (result != "ok") fail(result, ec);
     if (a_.attach) {
       if (a_.wrong_dtype) {
@@ -810,23 +909,26 @@ class Peer {
         throw UsageError{"--attach takes both --dtype and --shape, or neither"};
     }
     const sb::Options opt = options();
-    result = call(op, 0, [&] {
-      if (a_.role == "requester") {
-        if (a_.create)
-          req_.emplace(sb::Requester::create(a_.name, *dt, *shape, opt));
-        else if (dt)
-          req_.emplace(sb::Requester::attach(a_.name, *dt, *shape, opt));
-        else
-          req_.emplace(sb::Requester::attach(a_.name, opt));
-      } else {
-        if (a_.create)
-          rsp_.emplace(sb::Responder::create(a_.name, *dt, *shape, opt));
-        else if (dt)
-          rsp_.emplace(sb::Responder::attach(a_.name, *dt, *shape, opt));
-        else
-          rsp_.emplace(sb::Responder::attach(a_.name, opt));
-      }
-    }, t0, t1, false, &ec);
+    result = call(
+        op, 0,
+        [&] {
+          if (a_.role == "requester") {
+            if (a_.create)
+              req_.emplace(sb::Requester::create(a_.name, *dt, *shape, opt));
+            else if (dt)
+              req_.emplace(sb::Requester::attach(a_.name, *dt, *shape, opt));
+            else
+              req_.emplace(sb::Requester::attach(a_.name, opt));
+          } else {
+            if (a_.create)
+              rsp_.emplace(sb::Responder::create(a_.name, *dt, *shape, opt));
+            else if (dt)
+              rsp_.emplace(sb::Responder::attach(a_.name, *dt, *shape, opt));
+            else
+              rsp_.emplace(sb::Responder::attach(a_.name, opt));
+          }
+        },
+        t0, t1, false, &ec);
     if (result != "ok") fail(result, ec);
     sb::Handle* h = handle();
     event(op, 0, t0, t1, "ok", h->seq(), std::nullopt);
@@ -840,16 +942,19 @@ class Peer {
   bool send(long rnd, const std::vector<unsigned char>& data, sb::DType dt, const sb::Shape& shape,
             bool injected, std::string& result, int& ec) {
     std::int64_t t0, t1;
-    result = call("send", rnd, [&] { req_->send(data.data(), dt, shape); }, t0, t1, injected, &ec);
+    result = call(
+        "send", rnd, [&] { req_->send(data.data(), dt, shape); }, t0, t1, injected, &ec);
     if (result != "ok") return false;
-    event("send", rnd, t0, t1, "ok", req_->pending() ? std::optional<long long>(*req_->pending())
-                                                      : std::optional<long long>(req_->seq()),
+    event("send", rnd, t0, t1, "ok",
+          req_->pending() ? std::optional<long long>(*req_->pending())
+                          : std::optional<long long>(req_->seq()),
           hexsum(data.data(), data.size()), injected);
     return true;
   }
 
   bool verify(const std::vector<unsigned char>& sent, const std::vector<unsigned char>& reply) {
-    if (a_.op == "checksum") return checksum(sent.data(), sent.size()) == checksum(reply.data(), reply.size());
+    if (a_.op == "checksum")
+      return checksum(sent.data(), sent.size()) == checksum(reply.data(), reply.size());
     std::vector<unsigned char> want = sent;
     apply_op(a_.op, dtype_, want.data(), want.size());
     return want == reply;
@@ -870,8 +975,10 @@ class Peer {
         if (rnd == 1 && a_.out_of_turn == std::optional<std::string>("receive")) {
           std::int64_t t0, t1;
           sb::ArrayView view;
-          if (call("receive", rnd, [&] { view = req_->try_receive(); }, t0, t1, true) == "ok")
-            event("receive", rnd, t0, t1, "ok", view.seq(), hexsum(view.data(), view.nbytes()), true);
+          if (call(
+                  "receive", rnd, [&] { view = req_->try_receive(); }, t0, t1, true) == "ok")
+            event("receive", rnd, t0, t1, "ok", view.seq(), hexsum(view.data(), view.nbytes()),
+                  true);
         }
         if (rnd == 1 && a_.create && (a_.wrong_shape || a_.wrong_dtype)) {
           const sb::DType bd = a_.wrong_dtype ? wrong_dtype(dtype_) : dtype_;
@@ -886,11 +993,12 @@ class Peer {
       }
       point("before", "receive", rnd);
       std::int64_t t0, t1;
-      res = call("receive", rnd, [&] { req_->receive(reply.data(), dtype_, shape_); }, t0, t1, false, &ec);
+      res = call(
+          "receive", rnd, [&] { req_->receive(reply.data(), dtype_, shape_); }, t0, t1, false, &ec);
       if (res == "ok") {
         const bool good = verify(data, reply);
-        event("receive", rnd, t0, t1, "ok", req_->seq(), hexsum(reply.data(), reply.size()), false, "",
-              good);
+        event("receive", rnd, t0, t1, "ok", req_->seq(), hexsum(reply.data(), reply.size()), false,
+              "", good);
         ++rounds_ok_;
         verified_ += good;
         mismatches_ += !good;
@@ -905,7 +1013,8 @@ class Peer {
       if (res == "TIMEOUT" && a_.retry_after_timeout && retries < 100) {
         ++retries;
         if (rnd < a_.rounds) {
-          std::vector<unsigned char> nxt = pattern(dtype_, shape_, static_cast<std::uint64_t>(rnd + 1), seed);
+          std::vector<unsigned char> nxt =
+              pattern(dtype_, shape_, static_cast<std::uint64_t>(rnd + 1), seed);
           std::string r2;
           int ec2 = kExitInternal;
           if (send(rnd + 1, nxt, dtype_, shape_, false, r2, ec2)) {
@@ -940,11 +1049,13 @@ class Peer {
       const long nr = rnd + 1;
       std::int64_t t0, t1;
       if (nr == 1 && a_.out_of_turn == std::optional<std::string>("reply") && gone_since < 0)
-        if (call("reply", nr, [&] { rsp_->reply(); }, t0, t1, true) == "ok")
+        if (call(
+                "reply", nr, [&] { rsp_->reply(); }, t0, t1, true) == "ok")
           event("reply", nr, t0, t1, "ok", std::nullopt, std::nullopt, true);
       point("before", "take", nr);
       std::optional<sb::Request> req;
-      std::string res = call("take", nr, [&] { req.emplace(rsp_->take()); }, t0, t1, false, &ec);
+      std::string res = call(
+          "take", nr, [&] { req.emplace(rsp_->take()); }, t0, t1, false, &ec);
       if (res == "PEER_GONE") {
         const std::int64_t now = now_ns();
         if (a_.on_peer_gone == "retry") {
@@ -965,14 +1076,16 @@ class Peer {
       if (rnd == 1 && a_.out_of_turn == std::optional<std::string>("take")) {
         std::int64_t u0, u1;
         std::optional<sb::Request> extra;
-        if (call("take", rnd, [&] { extra.emplace(rsp_->take(std::chrono::nanoseconds::zero())); }, u0, u1,
-                 true) == "ok")
+        if (call(
+                "take", rnd, [&] { extra.emplace(rsp_->take(std::chrono::nanoseconds::zero())); },
+                u0, u1, true) == "ok")
           event("take", rnd, u0, u1, "ok", extra->seq(), std::nullopt, true);
       }
       apply_op(a_.op, dtype_, req->data(), req->nbytes());
       point("before", "reply", rnd);
       const std::string cs = hexsum(req->data(), req->nbytes());
-      res = call("reply", rnd, [&] { req->reply(); }, t0, t1, false, &ec);
+      res = call(
+          "reply", rnd, [&] { req->reply(); }, t0, t1, false, &ec);
       if (res != "ok") fail(res, ec);
       event("reply", rnd, t0, t1, "ok", req->seq(), cs);
       ++rounds_ok_;

@@ -17,7 +17,7 @@ import signal
 import struct
 import sys
 import time
-from typing import Any, Callable, NoReturn, Optional, TextIO, Union
+from typing import Any, Callable, NoReturn, TextIO, Union
 
 import numpy as np
 
@@ -27,9 +27,22 @@ __all__ = ["checksum", "main", "pattern"]
 
 Handle = Union[Requester, Responder]
 
-DTYPE_CODES = {"bool": 1, "int8": 2, "uint8": 3, "int16": 4, "uint16": 5, "int32": 6, "uint32": 7,
-               "int64": 8, "uint64": 9, "float16": 10, "float32": 11, "float64": 12,
-               "complex64": 13, "complex128": 14}
+DTYPE_CODES = {
+    "bool": 1,
+    "int8": 2,
+    "uint8": 3,
+    "int16": 4,
+    "uint16": 5,
+    "int32": 6,
+    "uint32": 7,
+    "int64": 8,
+    "uint64": 9,
+    "float16": 10,
+    "float32": 11,
+    "float64": 12,
+    "complex64": 13,
+    "complex128": 14,
+}
 OPS_BY_TID = {"T1": "send", "T2": "take", "T3": "reply", "T4": "receive"}
 PHASE_BITS = {"IDLE": 0x0, "REQUESTED": 0x1, "TAKEN": 0x4, "REPLIED": 0x2}
 GOLDEN = 0x9E3779B97F4A7C15
@@ -37,13 +50,23 @@ MASK64 = (1 << 64) - 1
 HEADER_SIZE = 512
 # --corrupt FIELD -> (offset, struct format), PROTOCOL.md §3
 FIELDS = {
-    "magic": (0x000, "8s"), "version_major": (0x008, "<H"), "version_minor": (0x00A, "<H"),
-    "header_size": (0x00C, "<I"), "capacity": (0x010, "<Q"), "segment_size": (0x018, "<Q"),
-    "flags": (0x020, "<I"), "max_dims": (0x024, "<I"),
-    "declared_dtype": (0x040, "<I"), "declared_ndim": (0x044, "<I"),
-    "declared_nbytes": (0x088, "<Q"), "message_dtype": (0x090, "<I"),
-    "message_ndim": (0x094, "<I"), "message_shape0": (0x098, "<Q"),
-    "message_nbytes": (0x0D8, "<Q"), "reply_code": (0x0E0, "<I"), "word": (0x100, "<I"),
+    "magic": (0x000, "8s"),
+    "version_major": (0x008, "<H"),
+    "version_minor": (0x00A, "<H"),
+    "header_size": (0x00C, "<I"),
+    "capacity": (0x010, "<Q"),
+    "segment_size": (0x018, "<Q"),
+    "flags": (0x020, "<I"),
+    "max_dims": (0x024, "<I"),
+    "declared_dtype": (0x040, "<I"),
+    "declared_ndim": (0x044, "<I"),
+    "declared_nbytes": (0x088, "<Q"),
+    "message_dtype": (0x090, "<I"),
+    "message_ndim": (0x094, "<I"),
+    "message_shape0": (0x098, "<Q"),
+    "message_nbytes": (0x0D8, "<Q"),
+    "reply_code": (0x0E0, "<I"),
+    "word": (0x100, "<I"),
 }
 EXIT_USAGE, EXIT_VERIFY, EXIT_INTERNAL = 2, 3, 1
 
@@ -124,7 +147,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def parse_shape(text: Optional[str]) -> Optional[tuple[int, ...]]:
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     t = text.strip()
@@ -140,8 +163,9 @@ def parse_shape(text: Optional[str]) -> Optional[tuple[int, ...]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m shmbridge.peer", description="shmbridge conformance peer "
-                "(spec/PEER.md)")
+    p = _Parser(
+        prog="python -m shmbridge.peer", description="shmbridge conformance peer (spec/PEER.md)"
+    )
     p.add_argument("--role", choices=["requester", "responder"])
     p.add_argument("--name")
     g = p.add_mutually_exclusive_group()
@@ -161,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-peer-gone", choices=["exit", "retry"], default="exit")
     p.add_argument("--retry-after-timeout", action="store_true")
     p.add_argument("--print-clock", action="store_true")
+    p.add_argument("--wait-peer", action="store_true")
     p.add_argument("--delay-before", action="append", default=[])
     p.add_argument("--delay-after", action="append", default=[])
     p.add_argument("--crash-at")
@@ -182,7 +207,7 @@ def _norm_where(w: str) -> str:
     return w
 
 
-def _split_round(text: str) -> tuple[str, Optional[int]]:
+def _split_round(text: str) -> tuple[str, int | None]:
     if "@" not in text:
         return text, None
     body, r = text.rsplit("@", 1)
@@ -196,8 +221,8 @@ class Faults:
     """The fault plan of PEER.md §1.1."""
 
     def __init__(self, a: argparse.Namespace) -> None:
-        self.before: list[tuple[str, float, Optional[int]]] = []
-        self.after: list[tuple[str, float, Optional[int]]] = []
+        self.before: list[tuple[str, float, int | None]] = []
+        self.after: list[tuple[str, float, int | None]] = []
         for lst, specs in ((self.before, a.delay_before), (self.after, a.delay_after)):
             for s in specs:
                 body, rnd = _split_round(s)
@@ -205,7 +230,7 @@ class Faults:
                     raise UsageError(f"bad delay {s!r}: want WHERE:MS[@R]")
                 w, ms = body.rsplit(":", 1)
                 lst.append((_norm_where(w), float(ms), rnd))
-        self.crash: Optional[tuple[str, str, int]] = None
+        self.crash: tuple[str, str, int] | None = None
         if a.crash_at:
             body, rnd = _split_round(a.crash_at)
             when = "after"
@@ -214,7 +239,7 @@ class Faults:
                     body, when = body[: -len(suffix)], suffix[1:]
             self.crash = (_norm_where(body), when, 1 if rnd is None else rnd)
         self.crash_mode: str = a.crash_mode
-        self.corrupt: Optional[tuple[str, Optional[str], str]] = None
+        self.corrupt: tuple[str, str | None, str] | None = None
         if a.corrupt:
             body, _, where = a.corrupt.partition("@")
             field, _, value = body.partition("=")
@@ -235,7 +260,9 @@ class Faults:
 
     def crash_due(self, when: str, where: str, rnd: int) -> bool:
         c = self.crash
-        return c is not None and c[0] == where and c[1] == when and (where == "ready" or c[2] == rnd)
+        return (
+            c is not None and c[0] == where and c[1] == when and (where == "ready" or c[2] == rnd)
+        )
 
 
 # ------------------------------------------------------------------------------ log (§2)
@@ -245,19 +272,45 @@ class Log:
     def __init__(self, label: str, role: str, name: str, out: TextIO) -> None:
         self.label = label
         self.out = out
-        self.write({"event": "start", "peer": label, "impl": "py", "pid": os.getpid(),
-                    "role": role, "name": name, "t": now_ns()})
+        self.write(
+            {
+                "event": "start",
+                "peer": label,
+                "impl": "py",
+                "pid": os.getpid(),
+                "role": role,
+                "name": name,
+                "t": now_ns(),
+            }
+        )
 
     def write(self, obj: dict[str, Any]) -> None:
         self.out.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self.out.flush()
 
-    def event(self, op: str, rnd: int, t_call: int, t_return: int, result: str,
-              seq: Optional[int] = None, phase_after: Optional[str] = None,
-              checksum: Optional[str] = None, **extra: Any) -> None:
-        obj: dict[str, Any] = {"peer": self.label, "op": op, "round": rnd, "t_call": t_call,
-                               "t_return": t_return, "result": result, "seq": seq,
-                               "phase_after": phase_after, "checksum": checksum}
+    def event(
+        self,
+        op: str,
+        rnd: int,
+        t_call: int,
+        t_return: int,
+        result: str,
+        seq: int | None = None,
+        phase_after: str | None = None,
+        checksum: str | None = None,
+        **extra: Any,
+    ) -> None:
+        obj: dict[str, Any] = {
+            "peer": self.label,
+            "op": op,
+            "round": rnd,
+            "t_call": t_call,
+            "t_return": t_return,
+            "result": result,
+            "seq": seq,
+            "phase_after": phase_after,
+            "checksum": checksum,
+        }
         obj.update({k: v for k, v in extra.items() if v is not None})
         self.write(obj)
 
@@ -269,7 +322,7 @@ def _shm_path(name: str) -> str:
     return "/dev/shm/" + (name[1:] if name.startswith("/") else name)
 
 
-def corrupt_header(name: str, field: str, value: Optional[str]) -> int:
+def corrupt_header(name: str, field: str, value: str | None) -> int:
     """A rogue writer's plain little-endian store into the header (never through the library)."""
     off, fmt = FIELDS[field]
     fd = os.open(_shm_path(name), os.O_RDWR)
@@ -289,23 +342,28 @@ def corrupt_header(name: str, field: str, value: Optional[str]) -> int:
             v = int(value, 0)
         else:
             declared_dtype = struct.unpack_from("<I", m, 0x40)[0]
-            v = {"version_major": 2, "header_size": 256, "flags": 1, "max_dims": 4,
-                 "declared_dtype": 99,
-                 "message_dtype": DTYPE_CODES[wrong_dtype("int32" if declared_dtype == 6
-                                                           else "float32")],
-                 }.get(field, int(cur) + (64 if field in ("capacity", "segment_size") else 1))
+            v = {
+                "version_major": 2,
+                "header_size": 256,
+                "flags": 1,
+                "max_dims": 4,
+                "declared_dtype": 99,
+                "message_dtype": DTYPE_CODES[
+                    wrong_dtype("int32" if declared_dtype == 6 else "float32")
+                ],
+            }.get(field, int(cur) + (64 if field in ("capacity", "segment_size") else 1))
         struct.pack_into(fmt, m, off, v)
         return int(v)
     finally:
         m.close()
 
 
-def _word_value(value: Optional[str], cur: int) -> int:
+def _word_value(value: str | None, cur: int) -> int:
     if value is None:
         return 0xF
     for ph, bits in PHASE_BITS.items():
         if value.startswith(ph):
-            rest, seq = value[len(ph):], cur >> 4
+            rest, seq = value[len(ph) :], cur >> 4
             if rest.startswith("+"):
                 seq += int(rest[1:])
             elif rest.startswith("-"):
@@ -314,6 +372,23 @@ def _word_value(value: Optional[str], cur: int) -> int:
                 seq = int(rest[1:])
             return ((seq & ((1 << 28) - 1)) << 4) | bits
     return int(value, 0) & 0xFFFFFFFF
+
+
+def wait_peer(name: str, role: str, timeout: float) -> bool:
+    """--wait-peer: poll the other role's slot state (a plain read) until ATTACHED (1)."""
+    off = (0x160 if role == "requester" else 0x140) + 4
+    deadline = time.monotonic() + max(timeout, 0.0)
+    while True:
+        try:
+            with open(_shm_path(name), "rb") as fh:
+                fh.seek(off)
+                if struct.unpack("<I", fh.read(4))[0] == 1:
+                    return True
+        except (OSError, struct.error):
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
 
 
 # ------------------------------------------------------------------------------ the peer
@@ -333,14 +408,14 @@ class Peer:
         self.a = a
         self.f: Faults = a.faults
         self.log = Log(a.label, a.role, a.name, out)
-        self.h: Optional[Handle] = None
+        self.h: Handle | None = None
         self.rounds_ok = 0
         self.verified = 0
         self.mismatches = 0
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def phase(self) -> Optional[str]:
+    def phase(self) -> str | None:
         h = self.h
         if h is None or h.closed:
             return None
@@ -350,19 +425,40 @@ class Peer:
             return None
         return "INVALID" if ph is None else Phase(ph).name
 
-    def call(self, op: str, rnd: int, fn: Callable[[], Any], injected: bool = False,
-             fatal: bool = True) -> tuple[str, Any]:
+    def call(
+        self, op: str, rnd: int, fn: Callable[[], Any], injected: bool = False, fatal: bool = True
+    ) -> tuple[str, Any]:
         """Runs one library call and logs it; returns (result, value)."""
         t0 = now_ns()
         try:
             value = fn()
         except Error as e:
-            self.log.event(op, rnd, t0, now_ns(), e.name, None, self.phase(), None,
-                           injected=injected or None, message=str(e)[:300])
+            self.log.event(
+                op,
+                rnd,
+                t0,
+                now_ns(),
+                e.name,
+                None,
+                self.phase(),
+                None,
+                injected=injected or None,
+                message=str(e)[:300],
+            )
             return e.name, e
         except Exception as e:
-            self.log.event(op, rnd, t0, now_ns(), "INTERNAL", None, self.phase(), None,
-                           injected=injected or None, message=repr(e)[:300])
+            self.log.event(
+                op,
+                rnd,
+                t0,
+                now_ns(),
+                "INTERNAL",
+                None,
+                self.phase(),
+                None,
+                injected=injected or None,
+                message=repr(e)[:300],
+            )
             raise
         return "ok", (t0, now_ns(), value)
 
@@ -387,6 +483,7 @@ class Peer:
         if self.f.crash_mode == "abort":
             try:
                 import resource
+
                 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             except (ImportError, ValueError, OSError):
                 pass
@@ -403,8 +500,11 @@ class Peer:
     def open(self) -> None:
         a = self.a
         cls = Requester if a.role == "requester" else Responder
-        kw: dict[str, Any] = {"timeout": a.timeout, "reclaim_stale": not a.no_reclaim,
-                              "keep_segment": a.keep}
+        kw: dict[str, Any] = {
+            "timeout": a.timeout,
+            "reclaim_stale": not a.no_reclaim,
+            "keep_segment": a.keep,
+        }
         if a.create:
             op = "create"
 
@@ -427,6 +527,7 @@ class Peer:
 
             def fn() -> Handle:
                 return cls.attach(a.name, dtype, shape, **kw)
+
         res, val = self.call(op, 0, fn)
         if res != "ok":
             self.fail(res, val)
@@ -435,6 +536,8 @@ class Peer:
         self.dtype = self.h.dtype.name
         self.shape: tuple[int, ...] = tuple(self.h.shape)
         self.point("after", "ready", 0)
+        if a.wait_peer:
+            wait_peer(a.name, a.role, 10.0)
 
     def run_requester(self) -> None:
         a, h = self.a, self.h
@@ -442,16 +545,19 @@ class Peer:
         rnd = 1
         data = pattern(self.dtype, self.shape, rnd, a.seed)
         need_send = True
-        gone_since: Optional[float] = None
+        gone_since: float | None = None
         retries = 0
         while rnd <= a.rounds:
             if need_send:
                 if rnd == 1 and a.out_of_turn == "receive":
                     self.injected_receive(h, rnd)
                 if rnd == 1 and a.create and (a.wrong_shape or a.wrong_dtype):
-                    bad = pattern(wrong_dtype(self.dtype) if a.wrong_dtype else self.dtype,
-                                  wrong_shape(self.shape) if a.wrong_shape else self.shape,
-                                  rnd, a.seed)
+                    bad = pattern(
+                        wrong_dtype(self.dtype) if a.wrong_dtype else self.dtype,
+                        wrong_shape(self.shape) if a.wrong_shape else self.shape,
+                        rnd,
+                        a.seed,
+                    )
                     self.send(h, rnd, bad, injected=True)
                 self.point("before", "send", rnd)
                 res, val = self.send(h, rnd, data)
@@ -465,8 +571,17 @@ class Peer:
             if res == "ok":
                 t0, t1, reply = val
                 good = self.verify(data, reply)
-                self.log.event("receive", rnd, t0, t1, "ok", h.seq(), self.phase(),
-                               hexsum(reply), verified=good)
+                self.log.event(
+                    "receive",
+                    rnd,
+                    t0,
+                    t1,
+                    "ok",
+                    h.seq(),
+                    self.phase(),
+                    hexsum(reply),
+                    verified=good,
+                )
                 self.rounds_ok += 1
                 self.verified += int(good)
                 self.mismatches += int(not good)
@@ -496,21 +611,32 @@ class Peer:
                     continue
             self.fail(res, val)
 
-    def send(self, h: Requester, rnd: int, data: np.ndarray[Any, Any],
-             injected: bool = False) -> tuple[str, Any]:
+    def send(
+        self, h: Requester, rnd: int, data: np.ndarray[Any, Any], injected: bool = False
+    ) -> tuple[str, Any]:
         res, val = self.call("send", rnd, lambda: h.send(data), injected=injected)
         if res == "ok":
             t0, t1, seq = val
-            self.log.event("send", rnd, t0, t1, "ok", int(seq), self.phase(), hexsum(data),
-                           injected=injected or None)
+            self.log.event(
+                "send",
+                rnd,
+                t0,
+                t1,
+                "ok",
+                int(seq),
+                self.phase(),
+                hexsum(data),
+                injected=injected or None,
+            )
         return res, val
 
     def injected_receive(self, h: Requester, rnd: int) -> None:
         res, val = self.call("receive", rnd, lambda: h.receive_copy(timeout=0), injected=True)
         if res == "ok":
             t0, t1, reply = val
-            self.log.event("receive", rnd, t0, t1, "ok", h.seq(), self.phase(), hexsum(reply),
-                           injected=True)
+            self.log.event(
+                "receive", rnd, t0, t1, "ok", h.seq(), self.phase(), hexsum(reply), injected=True
+            )
 
     def verify(self, sent: np.ndarray[Any, Any], reply: np.ndarray[Any, Any]) -> bool:
         if self.a.op == "checksum":
@@ -523,7 +649,7 @@ class Peer:
         a, h = self.a, self.h
         assert isinstance(h, Responder)
         rnd = 0
-        gone_since: Optional[float] = None
+        gone_since: float | None = None
         while a.rounds == 0 or rnd < a.rounds:
             nr = rnd + 1
             if nr == 1 and a.out_of_turn == "reply" and gone_since is None:
@@ -553,7 +679,7 @@ class Peer:
             apply_op(a.op, arr)
             self.point("before", "reply", rnd)
             cs = hexsum(arr)
-            res, val = self.call("reply", rnd, lambda: req.reply())
+            res, val = self.call("reply", rnd, req.reply)
             if res != "ok":
                 self.fail(res, val)
             t0, t1, _ = val
@@ -574,7 +700,7 @@ class Peer:
             self.log.event("close", 0, t0, now_ns(), e.name, message=str(e)[:300])
 
 
-def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     p = build_parser()
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -614,9 +740,18 @@ def main(argv: Optional[list[str]] = None, out: Optional[TextIO] = None) -> int:
     peer.close()
     if code == 0 and peer.mismatches:
         code = EXIT_VERIFY
-    peer.log.write({"event": "summary", "peer": a.label, "rounds_ok": peer.rounds_ok,
-                    "verified": peer.verified, "mismatches": peer.mismatches, "exit": code,
-                    "error": error, "t": now_ns()})
+    peer.log.write(
+        {
+            "event": "summary",
+            "peer": a.label,
+            "rounds_ok": peer.rounds_ok,
+            "verified": peer.verified,
+            "mismatches": peer.mismatches,
+            "exit": code,
+            "error": error,
+            "t": now_ns(),
+        }
+    )
     return code
 
 
