@@ -1,0 +1,1 @@
+"""shmbridge benchmarks: python -m bench (see bench/README.md)."""

@@ -1,0 +1,226 @@
+// Physical floors for the shmbridge benchmarks (driven by bench/run.py). Linux only.
+//
+//   bench_floors copy --bytes B --rounds R
+//       per-round timings (steady_clock) of: memcpy of B bytes into a shared mapping ("memcpy"),
+//       float32 += 1.0f over it ("add"), and the work floor "work" = memcpy in + add + memcpy out
+//       (what one round of the original design computes, without any handoff).
+//   bench_floors pingpong --kind spin|futex|spinfutex --rounds R [--spin-us S]
+//       raw cross-process round trip of a 32-bit word between two forked processes:
+//       spin = busy-wait only; futex = FUTEX_WAIT every time (+ FUTEX_WAKE every time);
+//       spinfutex = spin S µs, then FUTEX_WAIT, with a waiters counter so the waker makes the
+//       syscall only when somebody sleeps (the scheme of PROTOCOL.md §6);
+//       spinyield = spinfutex with a sched_yield() after every 64 pause instructions (an
+//       experiment: lets a peer that the scheduler put on the same core run).
+// Each prints one JSON line: {"kind": ..., "samples_ns": [...]} (one list per measured kind).
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::nanoseconds;
+
+std::string opt(int argc, char** argv, const char* key, const char* def) {
+  for (int i = 2; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], key) == 0) return argv[i + 1];
+  }
+  return def;
+}
+
+void* shared_map(std::size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    std::perror("mmap");
+    std::exit(1);
+  }
+  std::memset(p, 0, bytes);  // pre-touch
+  return p;
+}
+
+void print_samples(const char* key, const std::vector<std::int64_t>& s, bool last) {
+  std::printf("\"%s\":[", key);
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    std::printf(i ? ",%lld" : "%lld", static_cast<long long>(s[i]));
+  }
+  std::printf(last ? "]" : "],");
+}
+
+__attribute__((noinline)) void add_one(float* p, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) p[i] += 1.0f;
+}
+
+int copy_floor(std::size_t bytes, long rounds) {
+  const std::size_t n = bytes / 4;
+  std::vector<float> in(n, 1.0f), out(n, 0.0f);
+  auto* shm = static_cast<float*>(shared_map(bytes));
+  std::vector<std::int64_t> mc, add, work;
+  mc.reserve(rounds);
+  add.reserve(rounds);
+  work.reserve(rounds);
+  const long warm = rounds / 10 + 2;
+  for (long r = -warm; r < rounds; ++r) {
+    in[0] = static_cast<float>(r);
+    auto t0 = Clock::now();
+    std::memcpy(shm, in.data(), bytes);
+    auto t1 = Clock::now();
+    add_one(shm, n);
+    auto t2 = Clock::now();
+    std::memcpy(out.data(), shm, bytes);
+    auto t3 = Clock::now();
+    // The work floor is timed as one piece (memcpy in + add + memcpy out) in a second pass, so
+    // that the three Clock::now() calls above do not count twice.
+    auto t4 = Clock::now();
+    std::memcpy(shm, in.data(), bytes);
+    add_one(shm, n);
+    std::memcpy(out.data(), shm, bytes);
+    auto t5 = Clock::now();
+    if (out[0] != in[0] + 1.0f) {
+      std::fprintf(stderr, "floors: wrong result\n");
+      return 1;
+    }
+    if (r < 0) continue;
+    mc.push_back(duration_cast<nanoseconds>(t1 - t0).count());
+    add.push_back(duration_cast<nanoseconds>(t2 - t1).count());
+    work.push_back(duration_cast<nanoseconds>(t5 - t4).count());
+    (void)t3;
+  }
+  std::printf("{\"kind\":\"copy\",\"bytes\":%zu,", bytes);
+  print_samples("memcpy_ns", mc, false);
+  print_samples("add_ns", add, false);
+  print_samples("work_ns", work, true);
+  std::printf("}\n");
+  munmap(shm, bytes);
+  return 0;
+}
+
+long futex(std::atomic<std::uint32_t>* w, int op, std::uint32_t val) {
+  return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), op, val, nullptr, nullptr, 0);
+}
+
+inline void relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+struct Shared {
+  alignas(64) std::atomic<std::uint32_t> word;
+  std::atomic<std::uint32_t> waiters;
+};
+
+enum class Kind { spin, futex, spinfutex, spinyield };
+
+// Wait until word == want.
+void wait_for(Shared* s, std::uint32_t want, Kind kind, nanoseconds spin) {
+  if (kind != Kind::futex) {
+    const auto end = Clock::now() + spin;
+    for (;;) {
+      for (int i = 0; i < 64; ++i) {
+        if (s->word.load(std::memory_order_acquire) == want) return;
+        relax();
+      }
+      if (kind == Kind::spin) continue;
+      if (Clock::now() >= end) break;
+      if (kind == Kind::spinyield) sched_yield();
+    }
+  }
+  for (;;) {
+    const std::uint32_t cur = s->word.load(std::memory_order_acquire);
+    if (cur == want) return;
+    s->waiters.fetch_add(1, std::memory_order_seq_cst);
+    if (s->word.load(std::memory_order_seq_cst) == cur) futex(&s->word, FUTEX_WAIT, cur);
+    s->waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+void publish(Shared* s, std::uint32_t v, Kind kind) {
+  s->word.store(v, std::memory_order_seq_cst);
+  if (kind == Kind::futex) {
+    futex(&s->word, FUTEX_WAKE, INT_MAX);
+  } else if (kind != Kind::spin && s->waiters.load(std::memory_order_seq_cst) != 0) {
+    futex(&s->word, FUTEX_WAKE, INT_MAX);
+  }
+}
+
+int pingpong(const std::string& kind_s, long rounds, double spin_us) {
+  Kind kind = kind_s == "spin"        ? Kind::spin
+              : kind_s == "futex"     ? Kind::futex
+              : kind_s == "spinyield" ? Kind::spinyield
+                                      : Kind::spinfutex;
+  if (kind_s != "spin" && kind_s != "futex" && kind_s != "spinfutex" && kind_s != "spinyield") {
+    std::fprintf(stderr, "unknown --kind %s\n", kind_s.c_str());
+    return 2;
+  }
+  auto* s = static_cast<Shared*>(shared_map(sizeof(Shared)));
+  new (s) Shared{};
+  const nanoseconds spin(static_cast<long long>(spin_us * 1000.0));
+  const long warm = rounds / 10 + 10;
+  const long total = warm + rounds;
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    std::perror("fork");
+    return 1;
+  }
+  if (pid == 0) {  // responder: waits for 2k+1, answers 2k+2
+    for (long k = 0; k < total; ++k) {
+      const auto v = static_cast<std::uint32_t>(2 * k + 1);
+      wait_for(s, v, kind, spin);
+      publish(s, v + 1, kind);
+    }
+    _exit(0);
+  }
+  std::vector<std::int64_t> rt;
+  rt.reserve(rounds);
+  for (long k = 0; k < total; ++k) {
+    const auto v = static_cast<std::uint32_t>(2 * k + 1);
+    const auto t0 = Clock::now();
+    publish(s, v, kind);
+    wait_for(s, v + 1, kind, spin);
+    const auto t1 = Clock::now();
+    if (k >= warm) rt.push_back(duration_cast<nanoseconds>(t1 - t0).count());
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::printf("{\"kind\":\"pingpong_%s\",\"spin_us\":%g,", kind_s.c_str(), spin_us);
+  print_samples("samples_ns", rt, true);
+  std::printf("}\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s copy|pingpong [options]\n", argv[0]);
+    return 2;
+  }
+  const std::string mode = argv[1];
+  const long rounds = std::strtol(opt(argc, argv, "--rounds", "1000").c_str(), nullptr, 10);
+  if (mode == "copy") {
+    const auto bytes = static_cast<std::size_t>(
+        std::strtoull(opt(argc, argv, "--bytes", "1048576").c_str(), nullptr, 10));
+    return copy_floor(bytes, rounds);
+  }
+  if (mode == "pingpong") {
+    return pingpong(opt(argc, argv, "--kind", "spinfutex"), rounds,
+                    std::strtod(opt(argc, argv, "--spin-us", "20").c_str(), nullptr));
+  }
+  std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
+  return 2;
+}

@@ -1,0 +1,334 @@
+"""Ratios, targets, terminal tables (rich), JSON and PNG plots of one benchmark run."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+KiB, MiB = 1024, 1024 * 1024
+
+
+def fmt_size(n: int) -> str:
+    if n >= MiB and n % MiB == 0:
+        return f"{n // MiB} MiB"
+    if n >= KiB and n % KiB == 0:
+        return f"{n // KiB} KiB"
+    return f"{n} B"
+
+
+def fmt_us(ns: float) -> str:
+    if ns is None or math.isnan(ns):
+        return "—"
+    us = ns / 1e3
+    if us >= 10000:
+        return f"{us / 1e3:,.1f} ms"
+    if us >= 100:
+        return f"{us:,.0f} µs"
+    return f"{us:.2f} µs"
+
+
+def fmt_x(x: float | None, digits: int = 2) -> str:
+    if x is None or math.isnan(x):
+        return "—"
+    if x >= 100:
+        return f"{x:,.0f}×"
+    return f"{x:.{digits}f}×"
+
+
+def _p50(v: list[int]) -> float:
+    x = sorted(v)
+    return float(x[len(x) // 2]) if x else float("nan")
+
+
+def build(meta: dict[str, Any], sizes: list[int], cells: list[Any], floors_raw: dict[str, Any],
+          pingpong: dict[str, dict[str, float]], idle: list[dict[str, Any]],
+          micro: list[dict[str, Any]], skipped: dict[str, str]) -> dict[str, Any]:
+    from .run import summarize
+
+    floors: dict[str, dict[str, float]] = {}
+    for size, d in floors_raw.items():
+        f = {k + "_p50_ns": _p50(v) for k, v in d.items()}
+        f["memcpy_gbps"] = int(size) / f["memcpy_cpp_p50_ns"] if f["memcpy_cpp_p50_ns"] else 0.0
+        floors[size] = f
+
+    def work_floor(size: int, pairing: str) -> float:
+        f = floors.get(str(size))
+        if not f:
+            return float("nan")
+        rq, rs = pairing.split("→")
+        copy = f["memcpy_cpp_p50_ns"] if rq == "cpp" else f["copy_py_p50_ns"]
+        add = f["add_cpp_p50_ns"] if rs == "cpp" else f["add_py_p50_ns"]
+        return 2 * copy + add
+
+    def handoff(mode: str) -> float:
+        k = "spin" if mode in ("spin", "busy-poll") else "spinfutex"
+        return pingpong.get(k, {}).get("p50_ns", float("nan"))
+
+    orig = {c.size: summarize(c.samples)["p50_ns"] for c in cells
+            if c.system == "original" and c.samples and not c.error}
+    rows = []
+    for c in cells:
+        row: dict[str, Any] = {"key": c.key, "system": c.system, "pairing": c.pairing,
+                               "mode": c.mode, "size": c.size, "error": c.error, **c.extra}
+        if c.samples:
+            st = summarize(c.samples)
+            row.update(st)
+            p50 = st["p50_ns"]
+            wf = work_floor(c.size, c.pairing)
+            ho = handoff(c.mode)
+            row["gbps"] = c.size / p50
+            row["work_floor_ns"] = wf
+            row["handoff_floor_ns"] = ho
+            row["x_work_floor"] = p50 / wf if wf == wf else None
+            row["x_floor"] = p50 / (wf + ho) if wf == wf and ho == ho else None
+            row["x_handoff"] = p50 / ho if ho == ho else None
+            o = orig.get(c.size)
+            row["speedup_vs_original"] = (o / p50) if o else None
+            f = floors.get(str(c.size))
+            if f:
+                rs = c.pairing.split("→")[1]
+                add = f["add_cpp_p50_ns"] if rs == "cpp" else f["add_py_p50_ns"]
+                moving = p50 - add
+                row["channel_gbps"] = 2 * c.size / moving if moving > 0 else None
+                row["pct_of_memcpy_bw"] = (100.0 * row["channel_gbps"] / f["memcpy_gbps"]
+                                           if row["channel_gbps"] else None)
+        rows.append(row)
+    result = {"meta": meta, "sizes": sizes, "floors": floors, "pingpong": pingpong,
+              "results": rows, "idle": idle, "micro": micro, "skipped": skipped}
+    result["targets"] = targets(result)
+    return result
+
+
+def _row(result: dict[str, Any], key: str, size: int) -> dict[str, Any] | None:
+    for r in result["results"]:
+        if r["key"] == key and r["size"] == size and "p50_ns" in r:
+            return r
+    return None
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, limit: float, better: str, detail: str) -> None:
+        met = None if value is None else (value <= limit if better == "le" else value >= limit)
+        out.append({"target": name, "value": value, "limit": limit, "better": better,
+                    "met": met, "detail": detail})
+
+    for pairing in ("cpp→py", "py→cpp"):
+        r = _row(result, f"shmbridge {pairing} blocking", MiB)
+        add(f"1 MiB {pairing} blocking ≤ 1.3× work floor",
+            r["x_work_floor"] if r else None, 1.3, "le",
+            f"p50 {fmt_us(r['p50_ns'])} vs work floor {fmt_us(r['work_floor_ns'])}" if r else
+            "not measured")
+        add(f"1 MiB {pairing} blocking ≥ 100× faster than the original",
+            r["speedup_vs_original"] if r else None, 100, "ge",
+            f"p50 {fmt_us(r['p50_ns'])}" if r else "not measured")
+    sf = result["pingpong"].get("spinfutex", {}).get("p50_ns")
+    for pairing, limit in (("cpp→cpp", 1.5), ("cpp→py", 3.0), ("py→cpp", 3.0)):
+        r = _row(result, f"shmbridge {pairing} blocking", 64)
+        add(f"64 B {pairing} blocking ≤ {limit}× raw spin-then-futex ping-pong",
+            r["x_handoff"] if r else None, limit, "le",
+            f"p50 {fmt_us(r['p50_ns'])} vs ping-pong {fmt_us(sf)}" if r and sf else "not measured")
+    ice = _row(result, "iceoryx2", MiB)
+    for pairing in ("py→py", "cpp→py", "py→cpp"):
+        for mode in ("blocking", "spin"):
+            r = _row(result, f"shmbridge {pairing} {mode}", MiB)
+            if r and ice:
+                add(f"1 MiB {pairing} {mode} vs iceoryx2 Python (busy-poll): time ratio ≤ 1",
+                    r["p50_ns"] / ice["p50_ns"], 1.0, "le",
+                    f"{fmt_us(r['p50_ns'])} vs {fmt_us(ice['p50_ns'])}")
+    if not ice:
+        add("1 MiB vs iceoryx2 Python", None, 1.0, "le",
+            result["skipped"].get("iceoryx2", "iceoryx2 not measured"))
+    for row in result["idle"]:
+        if row.get("system") == "shmbridge" and row.get("mode") == "blocking":
+            add(f"idle responder {row['lang']} blocking ≤ 1 % of a core", row.get("cpu_pct"), 1.0,
+                "le", f"{row.get('cpu_s', float('nan')):.3f} s CPU in {row.get('wall_s', 0):.1f} s")
+    for size in (16 * MiB, 256 * MiB):
+        for pairing in ("cpp→cpp", "cpp→py", "py→cpp", "py→py"):
+            r = _row(result, f"shmbridge {pairing} blocking", size)
+            if r:
+                add(f"{fmt_size(size)} {pairing} blocking ≥ 70 % of memcpy bandwidth",
+                    r.get("pct_of_memcpy_bw"), 70.0, "ge",
+                    f"channel {r.get('channel_gbps') or 0:.2f} GB/s (2×payload / (p50 − add))")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40]
+
+
+def write(result: dict[str, Any], out: Path, tag: str, plots: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    m = result["meta"]
+    stamp = m["date"][:16].replace("-", "").replace(":", "").replace("T", "-")
+    base = (f"{stamp}_{m['commit']}_{slug(m['machine']['cpu_model'])}-{m['machine']['cores']}c"
+            f"_{m['mode']}{'_' + slug(tag) if tag else ''}")
+    paths = [out / f"{base}.json"]
+    paths[0].write_text(json.dumps(result, indent=1, default=float) + "\n")
+    if plots:
+        try:
+            paths += plot(result, out, base)
+        except ImportError as e:
+            print(f"bench: no plots ({e}); pip install matplotlib")
+    return paths
+
+
+def plot(result: dict[str, Any], out: Path, base: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = result["meta"]
+    paths = []
+    floors = result["floors"]
+    fsizes = sorted(int(s) for s in floors)
+    for mode in ("blocking", "spin"):
+        fig, ax = plt.subplots(figsize=(9, 6))
+        systems: dict[str, list[tuple[int, float]]] = {}
+        for r in result["results"]:
+            if "p50_ns" not in r:
+                continue
+            if r["system"] == "shmbridge" and r["mode"] != mode:
+                continue
+            if r["system"] == "original" or r["system"] != "shmbridge":
+                label = r["key"] if r["system"] != "shmbridge" else r["key"]
+            else:
+                label = r["key"]
+            systems.setdefault(label, []).append((r["size"], r["p50_ns"] / 1e3))
+        for label, pts in sorted(systems.items()):
+            pts.sort()
+            style = "-o" if label.startswith("shmbridge") else "--s"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, markersize=4)
+        if fsizes:
+            ax.plot(fsizes, [floors[str(s)]["work_cpp_p50_ns"] / 1e3 for s in fsizes], ":",
+                    color="black", label="floor: work C++ (memcpy+add+memcpy)")
+            ax.plot(fsizes, [floors[str(s)]["work_py_p50_ns"] / 1e3 for s in fsizes], ":",
+                    color="gray", label="floor: work numpy (copyto+add+copyto)")
+            ax.plot(fsizes, [floors[str(s)]["memcpy_cpp_p50_ns"] / 1e3 for s in fsizes], "-.",
+                    color="silver", label="floor: memcpy")
+        pp = result["pingpong"].get("spinfutex" if mode == "blocking" else "spin")
+        if pp:
+            ax.axhline(pp["p50_ns"] / 1e3, color="brown", linestyle=":", linewidth=1,
+                       label=f"floor: raw {'spin-then-futex' if mode == 'blocking' else 'spin'}"
+                             " ping-pong")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("payload (bytes)")
+        ax.set_ylabel("round-trip latency p50 (µs)")
+        ax.set_title(f"shmbridge round trip, {mode} mode — {m['machine']['cpu_model']}, "
+                     f"{m['machine']['cores']} cores\n{m['date']} commit {m['commit']}",
+                     fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        p = out / f"{base}_latency_{mode}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(json.dumps(result["targets"], indent=1, default=float))
+        return
+    con = Console(width=160)
+    m = result["meta"]
+    con.print(f"[bold]shmbridge benchmarks[/] {m['date']}  commit {m['commit']}"
+              f"{' (+uncommitted cpp/python changes)' if m.get('dirty_tree') else ''}  "
+              f"{m['machine']['cpu_model']}, {m['machine']['cores']} cores, "
+              f"kernel {m['machine']['kernel']}, mode {m['mode']}, {m['passes']} interleaved passes,"
+              f" load {m['machine'].get('loadavg_start', ['?'])[0]:.2f}→"
+              f"{m['machine'].get('loadavg_end', ['?'])[0]:.2f}")
+
+    t = Table(title="Floors (p50, same run)", show_lines=False)
+    for h in ("payload", "memcpy C++", "add C++", "work C++", "copyto numpy", "a += 1 numpy",
+              "work numpy", "memcpy GB/s"):
+        t.add_column(h, justify="right")
+    for s in sorted(result["floors"], key=int):
+        f = result["floors"][s]
+        t.add_row(fmt_size(int(s)), fmt_us(f["memcpy_cpp_p50_ns"]), fmt_us(f["add_cpp_p50_ns"]),
+                  fmt_us(f["work_cpp_p50_ns"]), fmt_us(f["copy_py_p50_ns"]),
+                  fmt_us(f["add_py_p50_ns"]), fmt_us(f["work_py_p50_ns"]),
+                  f"{f['memcpy_gbps']:.1f}")
+    con.print(t)
+
+    t = Table(title="Raw cross-process ping-pong of a 32-bit word (2 forked C++ processes)")
+    for h in ("kind", "p50", "p90", "p99", "max"):
+        t.add_column(h, justify="right")
+    for k, st in result["pingpong"].items():
+        t.add_row(k, fmt_us(st["p50_ns"]), fmt_us(st["p90_ns"]), fmt_us(st["p99_ns"]),
+                  fmt_us(st["max_ns"]))
+    con.print(t)
+
+    t = Table(title="Round trip requester → responder (+1.0) → requester, per payload",
+              show_lines=False)
+    for h in ("payload", "system", "mode", "p50", "p90", "p99", "max", "GB/s", "×work floor",
+              "×(work+handoff)", "×handoff", "speedup vs original"):
+        t.add_column(h, justify="right" if h not in ("system", "mode") else "left")
+    last = None
+    for r in sorted(result["results"], key=lambda r: (r["size"], r["system"] != "shmbridge",
+                                                      r["mode"], r["key"])):
+        if last is not None and r["size"] != last:
+            t.add_section()
+        last = r["size"]
+        if "p50_ns" not in r:
+            t.add_row(fmt_size(r["size"]), r["key"], r["mode"], "[red]error[/]", "", "", "", "",
+                      "", "", "", (r.get("error") or "")[:40])
+            continue
+        name = r["key"].replace(f" {r['mode']}", "") if r["system"] == "shmbridge" else r["key"]
+        t.add_row(fmt_size(r["size"]), name, r["mode"], fmt_us(r["p50_ns"]), fmt_us(r["p90_ns"]),
+                  fmt_us(r["p99_ns"]), fmt_us(r["max_ns"]), f"{r['gbps']:.2f}",
+                  fmt_x(r.get("x_work_floor")), fmt_x(r.get("x_floor")),
+                  fmt_x(r.get("x_handoff"), 1), fmt_x(r.get("speedup_vs_original"), 0))
+    con.print(t)
+
+    t = Table(title="Idle: CPU time of a responder waiting for a request that never comes")
+    for h in ("system", "lang", "mode", "wall", "CPU", "% of a core", "outcome"):
+        t.add_column(h, justify="right")
+    for r in result["idle"]:
+        t.add_row(r.get("system", ""), r.get("lang", ""), r.get("mode", ""),
+                  f"{r.get('wall_s', float('nan')):.2f} s", f"{r.get('cpu_s', float('nan')):.3f} s",
+                  f"{r.get('cpu_pct', float('nan')):.2f} %", r.get("outcome", r.get("error", "")))
+    con.print(t)
+
+    if result["micro"]:
+        t = Table(title="Micro-benchmarks (Google Benchmark, bench_micro)")
+        t.add_column("benchmark")
+        t.add_column("time", justify="right")
+        t.add_column("GB/s", justify="right")
+        for b in result["micro"]:
+            if "error" in b:
+                t.add_row("error", b["error"][:80], "")
+                continue
+            bps = b.get("bytes_per_second")
+            t.add_row(b["name"], fmt_us(b["real_time_ns"]), f"{bps / 1e9:.2f}" if bps else "")
+        con.print(t)
+
+    t = Table(title="Targets")
+    for h in ("target", "measured", "limit", "met", "detail"):
+        t.add_column(h, justify="left" if h in ("target", "detail") else "right")
+    for g in result["targets"]:
+        v = g["value"]
+        unit = "%" if "%" in g["target"] else "×"
+        vs = "—" if v is None else (f"{v:.2f} {unit}" if v < 1000 else f"{v:,.0f} {unit}")
+        met = "[yellow]n/a[/]" if g["met"] is None else ("[green]yes[/]" if g["met"] else
+                                                          "[red]no[/]")
+        t.add_row(g["target"], vs, f"{g['limit']:g}", met, g["detail"])
+    con.print(t)
+    for k, why in result["skipped"].items():
+        con.print(f"[yellow]skipped {k}[/]: {why}")
