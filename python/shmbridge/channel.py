@@ -326,8 +326,7 @@ class _Handle:
         release_slot(mm, self._slot)
         if seg.created:
             release_slot(mm, OFF_CREATOR)
-        _native.fetch_add(mm, 0x104, 0)  # seq_cst fence before reading waiters
-        _native.wake_all(mm, OFF_WORD, self._peer_event)
+        wake(mm, self._peer_event)  # R-CLOSE-1 / R-WAIT-3: let blocked peers see CLOSED
         escaped = [v for v in (r() for r in self._all_views) if v is not None]
         for v in escaped:
             v.flags.writeable = False
