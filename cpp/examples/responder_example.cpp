@@ -45,7 +45,8 @@ int main(int argc, char** argv) {
         try {
           return shmbridge::Responder::attach(name, shmbridge::DType::float32, {512, 512}, opt);
         } catch (const shmbridge::Error& e) {
-          if (e.code() != shmbridge::ErrorCode::SEGMENT_NOT_FOUND || steady_clock::now() >= give_up) {
+          if (e.code() != shmbridge::ErrorCode::SEGMENT_NOT_FOUND ||
+              steady_clock::now() >= give_up) {
             throw;
           }
           std::this_thread::sleep_for(milliseconds(20));

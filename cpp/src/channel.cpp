@@ -186,13 +186,14 @@ class Core {
       return true;
     }
     const nanoseconds left = dl.end - now;
-    waiter_.block(*word_, *waiters_, w, left < opt_.liveness_interval ? left : opt_.liveness_interval);
+    waiter_.block(*word_, *waiters_, w,
+                  left < opt_.liveness_interval ? left : opt_.liveness_interval);
     return true;
   }
 
   struct Outcome {
-    Decision decision;  // transition (performed), error, or wait (= the deadline passed)
-    std::uint32_t word; // the word the decision was made on
+    Decision decision;   // transition (performed), error, or wait (= the deadline passed)
+    std::uint32_t word;  // the word the decision was made on
   };
 
   // R-WAIT-5: evaluate, transition, or wait and repeat until the deadline.
@@ -227,8 +228,9 @@ class Core {
         raise(code, "a control word reachable by legal transitions (R-STATE-8)", found + mine,
               "another process wrote the control word; stop it and restart both peers");
       case ErrorCode::PEER_GONE:
-        raise(code, std::string("the ") + (role_ == Actor::requester ? "responder" : "requester") +
-                        " attached and alive",
+        raise(code,
+              std::string("the ") + (role_ == Actor::requester ? "responder" : "requester") +
+                  " attached and alive",
               std::string("its slot ") + peer_state_name(const_cast<Core*>(this)->peer_state()) +
                   " while " + found,
               "restart the peer and retry");
@@ -332,10 +334,13 @@ class Core {
       settled(seq);
       const std::uint32_t code = reply_code();
       if (code != 0) {  // R-MSG-2
-        const auto ec = is_error_code(code) ? static_cast<ErrorCode>(code) : ErrorCode::PROTOCOL_VIOLATION;
-        throw Error(ec, "the responder rejected request #" + std::to_string(seq) + ": expected a "
-                        "reply, found reply_code " + std::to_string(code) + " (" +
-                        error_name(ec) + "); fix the request or the responder and send again");
+        const auto ec =
+            is_error_code(code) ? static_cast<ErrorCode>(code) : ErrorCode::PROTOCOL_VIOLATION;
+        throw Error(ec, "the responder rejected request #" + std::to_string(seq) +
+                            ": expected a "
+                            "reply, found reply_code " +
+                            std::to_string(code) + " (" + error_name(ec) +
+                            "); fix the request or the responder and send again");
       }
       std::string why;
       const ErrorCode m = check_message(&why);
@@ -574,7 +579,8 @@ Handle::~Handle() {
 
 detail::Core& Handle::core() const {
   if (!core_) {
-    raise(ErrorCode::OUT_OF_TURN, "a handle", "a moved-from handle", "use the handle it was moved to");
+    raise(ErrorCode::OUT_OF_TURN, "a handle", "a moved-from handle",
+          "use the handle it was moved to");
   }
   return *core_;
 }

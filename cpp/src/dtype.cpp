@@ -10,9 +10,9 @@ struct Row {
 
 // Index = code. Mirrors spec/dtypes.json; tests/test_dtype.cpp compares the two.
 constexpr Row kRows[] = {
-    {"unknown", 0},  {"bool", 1},     {"int8", 1},    {"uint8", 1},      {"int16", 2},
-    {"uint16", 2},   {"int32", 4},    {"uint32", 4},  {"int64", 8},      {"uint64", 8},
-    {"float16", 2},  {"float32", 4},  {"float64", 8}, {"complex64", 8},  {"complex128", 16},
+    {"unknown", 0}, {"bool", 1},    {"int8", 1},    {"uint8", 1},     {"int16", 2},
+    {"uint16", 2},  {"int32", 4},   {"uint32", 4},  {"int64", 8},     {"uint64", 8},
+    {"float16", 2}, {"float32", 4}, {"float64", 8}, {"complex64", 8}, {"complex128", 16},
 };
 
 }  // namespace

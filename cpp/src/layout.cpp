@@ -17,7 +17,8 @@ std::uint32_t load_u32(const std::uint8_t* p) noexcept {
          (static_cast<std::uint32_t>(p[2]) << 16) | (static_cast<std::uint32_t>(p[3]) << 24);
 }
 std::uint64_t load_u64(const std::uint8_t* p) noexcept {
-  return static_cast<std::uint64_t>(load_u32(p)) | (static_cast<std::uint64_t>(load_u32(p + 4)) << 32);
+  return static_cast<std::uint64_t>(load_u32(p)) |
+         (static_cast<std::uint64_t>(load_u32(p + 4)) << 32);
 }
 void store_u16(std::uint8_t* p, std::uint16_t v) noexcept {
   p[0] = static_cast<std::uint8_t>(v);
@@ -96,7 +97,9 @@ Descriptor Descriptor::make(DType dtype, const Shape& shape) {
   return d;
 }
 
-Shape Descriptor::shape_of() const { return Shape(shape.data(), std::min<std::size_t>(ndim, kMaxDims)); }
+Shape Descriptor::shape_of() const {
+  return Shape(shape.data(), std::min<std::size_t>(ndim, kMaxDims));
+}
 
 bool operator==(const Descriptor& a, const Descriptor& b) noexcept {
   return a.dtype == b.dtype && a.ndim == b.ndim && a.shape == b.shape && a.nbytes == b.nbytes;
@@ -224,7 +227,8 @@ void validate_descriptor(const Descriptor& d, std::uint64_t capacity, const char
   }
   std::uint64_t n = 1;
   for (std::size_t i = 0; i < d.ndim; ++i) {
-    if (__builtin_mul_overflow(n, d.shape[i], &n)) corrupt(w + "a shape product below 2^64", "overflow");
+    if (__builtin_mul_overflow(n, d.shape[i], &n))
+      corrupt(w + "a shape product below 2^64", "overflow");
   }
   std::uint64_t bytes = 0;
   if (__builtin_mul_overflow(n, itemsize(static_cast<DType>(d.dtype)), &bytes)) {

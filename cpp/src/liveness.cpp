@@ -107,10 +107,14 @@ void SlotRef::release() noexcept {
 
 PeerState SlotRef::peer_state() const noexcept {
   switch (static_cast<SlotState>(state())) {
-    case SlotState::empty: return PeerState::empty;
-    case SlotState::closed: return PeerState::closed;
-    case SlotState::attached: break;
-    default: return PeerState::dead;  // not a state a live peer writes
+    case SlotState::empty:
+      return PeerState::empty;
+    case SlotState::closed:
+      return PeerState::closed;
+    case SlotState::attached:
+      break;
+    default:
+      return PeerState::dead;  // not a state a live peer writes
   }
   return process_alive(pid(), start_time()) ? PeerState::alive : PeerState::dead;
 }

@@ -27,8 +27,8 @@ ProcessInfo probe_process(std::uint32_t pid) noexcept {
   info.exists = true;
   FILETIME created, exited, kernel, user;
   if (GetProcessTimes(h, &created, &exited, &kernel, &user)) {
-    info.start_stamp = (static_cast<std::uint64_t>(created.dwHighDateTime) << 32) |
-                       created.dwLowDateTime;
+    info.start_stamp =
+        (static_cast<std::uint64_t>(created.dwHighDateTime) << 32) | created.dwLowDateTime;
   }
   CloseHandle(h);
   return info;

@@ -34,11 +34,16 @@ constexpr auto TAKEN = static_cast<std::uint32_t>(Phase::TAKEN);
 
 const char* phase_name(std::uint32_t bits) noexcept {
   switch (bits) {
-    case IDLE: return "IDLE";
-    case REQUESTED: return "REQUESTED";
-    case REPLIED: return "REPLIED";
-    case TAKEN: return "TAKEN";
-    default: return "INVALID";
+    case IDLE:
+      return "IDLE";
+    case REQUESTED:
+      return "REQUESTED";
+    case REPLIED:
+      return "REPLIED";
+    case TAKEN:
+      return "TAKEN";
+    default:
+      return "INVALID";
   }
 }
 
@@ -52,18 +57,28 @@ bool phase_from_name(const std::string& name, Phase& out) noexcept {
   return false;
 }
 
-const char* actor_name(Actor a) noexcept { return a == Actor::requester ? "requester" : "responder"; }
+const char* actor_name(Actor a) noexcept {
+  return a == Actor::requester ? "requester" : "responder";
+}
 
 const char* op_name(Op op) noexcept {
   switch (op) {
-    case Op::send: return "send";
-    case Op::take: return "take";
-    case Op::reply: return "reply";
-    case Op::receive: return "receive";
-    case Op::cancel: return "cancel";
-    case Op::discard: return "discard";
-    case Op::reclaim: return "reclaim";
-    case Op::recover: return "recover";
+    case Op::send:
+      return "send";
+    case Op::take:
+      return "take";
+    case Op::reply:
+      return "reply";
+    case Op::receive:
+      return "receive";
+    case Op::cancel:
+      return "cancel";
+    case Op::discard:
+      return "discard";
+    case Op::reclaim:
+      return "reclaim";
+    case Op::recover:
+      return "recover";
   }
   return "?";
 }
@@ -81,15 +96,19 @@ bool op_from_name(const std::string& name, Op& out) noexcept {
 
 Actor actor_of(Op op) noexcept {
   return (op == Op::take || op == Op::reply || op == Op::recover) ? Actor::responder
-                                                                    : Actor::requester;
+                                                                  : Actor::requester;
 }
 
 const char* peer_state_name(PeerState p) noexcept {
   switch (p) {
-    case PeerState::empty: return "EMPTY";
-    case PeerState::alive: return "ALIVE";
-    case PeerState::closed: return "CLOSED";
-    case PeerState::dead: return "DEAD";
+    case PeerState::empty:
+      return "EMPTY";
+    case PeerState::alive:
+      return "ALIVE";
+    case PeerState::closed:
+      return "CLOSED";
+    case PeerState::dead:
+      return "DEAD";
   }
   return "?";
 }
@@ -148,7 +167,8 @@ Decision decide(Actor actor, Op op, std::uint32_t word, const ActorState& st) no
       }
       return error(ErrorCode::OUT_OF_TURN);
     case Op::discard:  // T6
-      if (phase == REPLIED && !own) return transition("T6", Phase::IDLE, seq, std::memory_order_acquire);
+      if (phase == REPLIED && !own)
+        return transition("T6", Phase::IDLE, seq, std::memory_order_acquire);
       return error(ErrorCode::OUT_OF_TURN);
     case Op::reclaim:  // T7
       if (phase == TAKEN && peer_dead(st.peer)) {
@@ -168,9 +188,9 @@ Decision decide(Actor actor, Op op, std::uint32_t word, const ActorState& st) no
 
 bool operator==(const Model::State& a, const Model::State& b) noexcept {
   return a.word == b.word && a.reply_code == b.reply_code && a.pending == b.pending &&
-         a.timed_out == b.timed_out && a.last == b.last && a.held == b.held && a.requester_open == b.requester_open &&
-         a.responder_open == b.responder_open && a.requester_slot == b.requester_slot &&
-         a.responder_slot == b.responder_slot;
+         a.timed_out == b.timed_out && a.last == b.last && a.held == b.held &&
+         a.requester_open == b.requester_open && a.responder_open == b.responder_open &&
+         a.requester_slot == b.requester_slot && a.responder_slot == b.responder_slot;
 }
 
 Model Model::fresh_pair(std::uint32_t initial_seq) {
@@ -243,7 +263,9 @@ ErrorCode Model::finish_reply(std::uint32_t code) {
 }
 
 ErrorCode Model::reply() { return finish_reply(0); }
-ErrorCode Model::reply_error(ErrorCode code) { return finish_reply(static_cast<std::uint32_t>(code)); }
+ErrorCode Model::reply_error(ErrorCode code) {
+  return finish_reply(static_cast<std::uint32_t>(code));
+}
 
 ErrorCode Model::receive() {
   if (!s_.requester_open) return ErrorCode::OUT_OF_TURN;

@@ -51,7 +51,8 @@ struct Fd {
 };
 
 std::shared_ptr<Mapping> map_fd(int fd, std::uint64_t size, const std::string& os_name) {
-  void* p = ::mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* p =
+      ::mmap(nullptr, static_cast<std::size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) os_error("mmap", os_name, errno);
   return std::make_shared<Mapping>(static_cast<std::uint8_t*>(p), size, nullptr);
 }

@@ -23,7 +23,8 @@ HANDLE open_event(const std::string& name) {
   std::wstring wide(name.begin(), name.end());  // names are ASCII (R-NAME-1)
   HANDLE h = CreateEventW(nullptr, FALSE, FALSE, wide.c_str());
   if (!h) {
-    throw Error(ErrorCode::OS_ERROR, "expected CreateEventW(" + name + ") to succeed, found error " +
+    throw Error(ErrorCode::OS_ERROR, "expected CreateEventW(" + name +
+                                         ") to succeed, found error " +
                                          std::to_string(GetLastError()) + "; check the name");
   }
   return h;

@@ -22,10 +22,12 @@ inline void fill(DType dtype, void* data, std::size_t nbytes, double value) {
       for (std::size_t i = 0; i < n; ++i) static_cast<double*>(data)[i] = value;
       break;
     case DType::int32:
-      for (std::size_t i = 0; i < n; ++i) static_cast<std::int32_t*>(data)[i] = static_cast<std::int32_t>(value);
+      for (std::size_t i = 0; i < n; ++i)
+        static_cast<std::int32_t*>(data)[i] = static_cast<std::int32_t>(value);
       break;
     case DType::uint8:
-      for (std::size_t i = 0; i < n; ++i) static_cast<std::uint8_t*>(data)[i] = static_cast<std::uint8_t>(value);
+      for (std::size_t i = 0; i < n; ++i)
+        static_cast<std::uint8_t*>(data)[i] = static_cast<std::uint8_t>(value);
       break;
     default:
       throw std::runtime_error("harness: unsupported dtype");
@@ -34,11 +36,16 @@ inline void fill(DType dtype, void* data, std::size_t nbytes, double value) {
 
 inline double element(DType dtype, const void* data, std::size_t i) {
   switch (dtype) {
-    case DType::float32: return static_cast<const float*>(data)[i];
-    case DType::float64: return static_cast<const double*>(data)[i];
-    case DType::int32: return static_cast<const std::int32_t*>(data)[i];
-    case DType::uint8: return static_cast<const std::uint8_t*>(data)[i];
-    default: throw std::runtime_error("harness: unsupported dtype");
+    case DType::float32:
+      return static_cast<const float*>(data)[i];
+    case DType::float64:
+      return static_cast<const double*>(data)[i];
+    case DType::int32:
+      return static_cast<const std::int32_t*>(data)[i];
+    case DType::uint8:
+      return static_cast<const std::uint8_t*>(data)[i];
+    default:
+      throw std::runtime_error("harness: unsupported dtype");
   }
 }
 

@@ -81,8 +81,8 @@ TEST(Channel, R_TIME_2_TimeoutWithdrawsRequest) {
   const auto t0 = Clock::now();
   EXPECT_CODE(req.receive(ms(50)), ErrorCode::TIMEOUT);
   const auto took = Clock::now() - t0;
-  EXPECT_GE(took, ms(50));                 // R-WAIT-2: not before the deadline
-  EXPECT_LT(took, ms(50) + ms(200));       // ... and not much after
+  EXPECT_GE(took, ms(50));            // R-WAIT-2: not before the deadline
+  EXPECT_LT(took, ms(50) + ms(200));  // ... and not much after
   EXPECT_EQ(req.phase(), Phase::IDLE);
   EXPECT_FALSE(req.pending());
   EXPECT_NO_THROW(req.send(a, {4}));

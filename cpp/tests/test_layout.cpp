@@ -79,15 +79,22 @@ TEST(Layout, R_LAYOUT_2_OffsetsMatchSpecLayoutJson) {
   const auto spec = load_spec("layout.json");
   EXPECT_EQ(spec["header_size"].get<std::size_t>(), kHeaderSize);
   EXPECT_EQ(spec["payload_offset"].get<std::size_t>(), kOffPayload);
-  const std::map<std::string, std::size_t> ours = {
-      {"magic", kOffMagic},         {"version_major", kOffVersionMajor},
-      {"version_minor", kOffVersionMinor}, {"header_size", kOffHeaderSize},
-      {"capacity", kOffCapacity},   {"segment_size", kOffSegmentSize},
-      {"flags", kOffFlags},         {"max_dims", kOffMaxDims},
-      {"declared", kOffDeclared},   {"message", kOffMessage},
-      {"reply_code", kOffReplyCode}, {"word", kOffWord},
-      {"waiters", kOffWaiters},     {"requester", kOffRequesterSlot},
-      {"responder", kOffResponderSlot}, {"creator", kOffCreatorSlot}};
+  const std::map<std::string, std::size_t> ours = {{"magic", kOffMagic},
+                                                   {"version_major", kOffVersionMajor},
+                                                   {"version_minor", kOffVersionMinor},
+                                                   {"header_size", kOffHeaderSize},
+                                                   {"capacity", kOffCapacity},
+                                                   {"segment_size", kOffSegmentSize},
+                                                   {"flags", kOffFlags},
+                                                   {"max_dims", kOffMaxDims},
+                                                   {"declared", kOffDeclared},
+                                                   {"message", kOffMessage},
+                                                   {"reply_code", kOffReplyCode},
+                                                   {"word", kOffWord},
+                                                   {"waiters", kOffWaiters},
+                                                   {"requester", kOffRequesterSlot},
+                                                   {"responder", kOffResponderSlot},
+                                                   {"creator", kOffCreatorSlot}};
   std::size_t matched = 0;
   for (const auto& f : spec["header"]["fields"]) {
     const std::string name = f["field"];
@@ -148,7 +155,8 @@ TEST(Layout, R_LAYOUT_3_BadMagicIsCorruptHeader) {
   b[7] = 'X';
   EXPECT_EQ(validate_bytes(b, kHeaderSize + 4), ErrorCode::CORRUPT_HEADER);
   for (int i = 0; i < 8; ++i) b[i] = 0;
-  EXPECT_EQ(validate_bytes(b, kHeaderSize + 4), ErrorCode::SEGMENT_NOT_FOUND);  // still initialising
+  EXPECT_EQ(validate_bytes(b, kHeaderSize + 4),
+            ErrorCode::SEGMENT_NOT_FOUND);  // still initialising
 }
 
 // R-LAYOUT-4: major must be 1, any minor accepted; checked before the layout fields.
@@ -224,7 +232,9 @@ TEST(Layout, R_LAYOUT_5_DescriptorChecks) {
   bad.nbytes = 0;
   EXPECT_EQ(code_of([&] { validate_descriptor(bad, 80, "x"); }), ErrorCode::CORRUPT_HEADER);
   // Extents of 0 and scalars are valid.
-  EXPECT_EQ(code_of([&] { validate_descriptor(Descriptor::make(DType::int32, {0, 3}), 0, "x"); }),
+  EXPECT_EQ(code_of([&] {
+              validate_descriptor(Descriptor::make(DType::int32, {0, 3}), 0, "x");
+            }),
             ErrorCode::ok);
   const Descriptor scalar = Descriptor::make(DType::float64, Shape{});
   EXPECT_EQ(scalar.nbytes, 8u);

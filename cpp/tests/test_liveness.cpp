@@ -87,7 +87,7 @@ TEST(Liveness, R_LIVE_1_SlotClaim) {
 
 // R-LIVE-1/2: a forked child writes its OWN start stamp (the cache is per pid).
 TEST(Liveness, R_LIVE_2_ForkedChildHasItsOwnStamp) {
-  (void)self_start_stamp();  // fill the parent's cache
+  (void)self_start_stamp();                                    // fill the parent's cache
   std::this_thread::sleep_for(std::chrono::milliseconds(30));  // > 1 clock tick
   const pid_t child = ::fork();
   if (child == 0) {

@@ -21,8 +21,9 @@ TEST(Naming, R_NAME_1_LeadingSlashIgnored) {
 
 // R-NAME-1
 TEST(Naming, R_NAME_1_RejectsInvalidNames) {
-  for (const char* n : {"", ".hidden", "-dash", "has space", "slash/inside", "x234567890123456789012345678901",
-                        "uni\xc3\xa9", "tab\t", "star*", "colon:"}) {
+  for (const char* n :
+       {"", ".hidden", "-dash", "has space", "slash/inside", "x234567890123456789012345678901",
+        "uni\xc3\xa9", "tab\t", "star*", "colon:"}) {
     EXPECT_FALSE(is_valid_name(n)) << n;
     EXPECT_CODE(normalize_name(n), ErrorCode::INVALID_NAME) << n;
   }

@@ -111,7 +111,8 @@ TEST(Protocol, R_STATE_2_EveryRowOfTransitionsJson) {
       const std::uint32_t word = (seq << kSeqShift) | from;
       int performed = 0;
       for (const auto& st : all_actor_states(seq)) {
-        if (!precondition_holds(t, row["op"], st) || !guard_holds(row["guard"], seq, st, op)) continue;
+        if (!precondition_holds(t, row["op"], st) || !guard_holds(row["guard"], seq, st, op))
+          continue;
         if (op == Op::send && st.last && *st.last != seq) continue;  // R-STATE-8 (see below)
         const Decision d = decide(actor, op, word, st);
         ASSERT_TRUE(d.is_transition()) << describe(st);
@@ -214,12 +215,14 @@ TEST(Protocol, R_WAIT_5_PeerLivenessBeforeDeadline) {
   EXPECT_EQ(decide(Actor::requester, Op::receive, make_word(Phase::TAKEN, 3), st).error,
             ErrorCode::PEER_GONE);
   // ... but a transition that is possible wins over a gone peer.
-  EXPECT_TRUE(decide(Actor::requester, Op::receive, make_word(Phase::REPLIED, 3), st).is_transition());
+  EXPECT_TRUE(
+      decide(Actor::requester, Op::receive, make_word(Phase::REPLIED, 3), st).is_transition());
   ActorState rsp;
   rsp.peer = PeerState::dead;
   EXPECT_EQ(decide(Actor::responder, Op::take, make_word(Phase::IDLE, 3), rsp).error,
             ErrorCode::PEER_GONE);
-  EXPECT_TRUE(decide(Actor::responder, Op::take, make_word(Phase::REQUESTED, 3), rsp).is_transition());
+  EXPECT_TRUE(
+      decide(Actor::responder, Op::take, make_word(Phase::REQUESTED, 3), rsp).is_transition());
 }
 
 // R-STATE-6: a reply with another seq is never returned.

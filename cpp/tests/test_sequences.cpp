@@ -70,15 +70,24 @@ TEST(Sequences, R_STATE_7_ReplayOnRealHandles) {
       const std::string op = step["op"], actor = step["actor"];
       const Actor who = actor == "requester" ? Actor::requester : Actor::responder;
       ErrorCode got = ErrorCode::ok;
-      if (op == "send") got = h.send(step.value("value", static_cast<double>(index)));
-      else if (op == "take") got = h.take();
-      else if (op == "reply") got = h.reply();
-      else if (op == "reply_error") got = h.reply_error(error_arg(step));
-      else if (op == "receive") got = h.receive();
-      else if (op == "close") got = h.close(who);
-      else if (op == "attach") got = h.attach(who);
-      else if (op == "poke_word") h.poke_word(step["value"].get<std::uint32_t>());
-      else ADD_FAILURE() << "unknown op " << op;
+      if (op == "send")
+        got = h.send(step.value("value", static_cast<double>(index)));
+      else if (op == "take")
+        got = h.take();
+      else if (op == "reply")
+        got = h.reply();
+      else if (op == "reply_error")
+        got = h.reply_error(error_arg(step));
+      else if (op == "receive")
+        got = h.receive();
+      else if (op == "close")
+        got = h.close(who);
+      else if (op == "attach")
+        got = h.attach(who);
+      else if (op == "poke_word")
+        h.poke_word(step["value"].get<std::uint32_t>());
+      else
+        ADD_FAILURE() << "unknown op " << op;
       const json& expect = step["expect"];
       EXPECT_EQ(error_name(got), std::string(error_name(expected_result(step))));
       check_word(expect, h.word());
@@ -103,14 +112,22 @@ TEST(Sequences, R_STATE_7_ReplayOnPureModel) {
       const std::string op = step["op"], actor = step["actor"];
       const Actor who = actor == "requester" ? Actor::requester : Actor::responder;
       ErrorCode got = ErrorCode::ok;
-      if (op == "send") got = m.send();
-      else if (op == "take") got = m.take();
-      else if (op == "reply") got = m.reply();
-      else if (op == "reply_error") got = m.reply_error(error_arg(step));
-      else if (op == "receive") got = m.receive();
-      else if (op == "close") got = m.close(who);
-      else if (op == "attach") got = m.attach(who);
-      else if (op == "poke_word") m.poke_word(step["value"].get<std::uint32_t>());
+      if (op == "send")
+        got = m.send();
+      else if (op == "take")
+        got = m.take();
+      else if (op == "reply")
+        got = m.reply();
+      else if (op == "reply_error")
+        got = m.reply_error(error_arg(step));
+      else if (op == "receive")
+        got = m.receive();
+      else if (op == "close")
+        got = m.close(who);
+      else if (op == "attach")
+        got = m.attach(who);
+      else if (op == "poke_word")
+        m.poke_word(step["value"].get<std::uint32_t>());
       const json& expect = step["expect"];
       EXPECT_EQ(error_name(got), std::string(error_name(expected_result(step))));
       check_word(expect, m.state().word);

@@ -13,7 +13,9 @@
 
 namespace shmbridge::test {
 
-inline std::string spec_path(const std::string& rel) { return std::string(SHMBRIDGE_SPEC_DIR) + "/" + rel; }
+inline std::string spec_path(const std::string& rel) {
+  return std::string(SHMBRIDGE_SPEC_DIR) + "/" + rel;
+}
 
 inline bool spec_exists(const std::string& rel) { return std::ifstream(spec_path(rel)).good(); }
 

@@ -41,9 +41,9 @@ bool dtype_from_name(const std::string& name, DType& out) noexcept;
 // C++ type → dtype code, for the typed overloads of the channel.
 template <class T>
 struct dtype_of;
-#define SHMBRIDGE_DTYPE_OF(T, D) \
-  template <>                    \
-  struct dtype_of<T> {           \
+#define SHMBRIDGE_DTYPE_OF(T, D)             \
+  template <>                                \
+  struct dtype_of<T> {                       \
     static constexpr DType value = DType::D; \
   };
 SHMBRIDGE_DTYPE_OF(bool, bool_)

@@ -75,9 +75,9 @@ struct ActorState {
 struct Decision {
   enum class Kind { transition, wait, error };
   Kind kind = Kind::error;
-  std::uint32_t word = 0;                  // transition: the new word
-  ErrorCode error = ErrorCode::ok;         // error: the code to report
-  const char* id = "";                     // transition: "T1".."T8"
+  std::uint32_t word = 0;                               // transition: the new word
+  ErrorCode error = ErrorCode::ok;                      // error: the code to report
+  const char* id = "";                                  // transition: "T1".."T8"
   std::memory_order order = std::memory_order_seq_cst;  // transition: minimum ordering (R-STATE-4)
 
   bool is_transition() const noexcept { return kind == Kind::transition; }
