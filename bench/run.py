@@ -272,7 +272,7 @@ def shmbridge_cells(size: int, quick: bool) -> list[Cell]:
     return out
 
 
-def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int) -> None:
+def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float) -> None:
     name = seg_name()
     timeout = 120 + rounds * max(1.0, c.size / MiB) * 0.05
     if c.system == "shmbridge":
@@ -280,13 +280,16 @@ def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int) -> None:
         spin = str(MODES[c.mode])
         req = tools.peer_cmd(rq) + ["requester", "--name", name, "--bytes", str(c.size),
                                     "--rounds", str(rounds), "--warmup", str(warmup),
-                                    "--spin-us", spin, "--timeout", "60"]
+                                    "--spin-us", spin, "--timeout", "60",
+                                    "--max-seconds", str(budget)]
         rsp = tools.peer_cmd(rs) + ["responder", "--name", name, "--spin-us", spin,
                                     "--timeout", "60"]
         res, rres = run_pair(req, rsp, tools.env, timeout, c.key)
         c.add(res)
         if rres:
             c.extra["responder_cpu_s"] = c.extra.get("responder_cpu_s", 0) + rres.get("cpu_s", 0)
+            c.extra["responder_minor_faults"] = (c.extra.get("responder_minor_faults", 0)
+                                                 + rres.get("minor_faults", 0))
     elif c.system == "original":
         rows, cols = (512, 512) if c.size == MiB else (1, c.size // 4)
         req = [str(tools.original), "--name", name, "--rounds", str(rounds), "--warmup",
@@ -297,7 +300,8 @@ def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int) -> None:
         c.add(res)
     else:  # alternatives: python requester + spawned python responder in one command
         cmd = [sys.executable, str(BENCH / "py" / "alt_peers.py"), c.system, "--bytes",
-               str(c.size), "--rounds", str(rounds), "--warmup", str(warmup)]
+               str(c.size), "--rounds", str(rounds), "--warmup", str(warmup),
+               "--max-seconds", str(budget)]
         c.add(run_json(cmd, tools.env, timeout, c.key))
 
 
@@ -403,6 +407,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--sizes", help="comma-separated payload sizes in bytes")
     ap.add_argument("--passes", type=int, help="interleaved passes per size (default 3, quick 2)")
     ap.add_argument("--idle-seconds", type=float)
+    ap.add_argument("--cell-seconds", type=float, help="time budget of one system's timed rounds "
+                    "per pass (default 3, quick 0.8)")
     ap.add_argument("--pythonpath", help="prepended to PYTHONPATH of the Python peers")
     ap.add_argument("--no-alternatives", action="store_true")
     ap.add_argument("--no-plots", action="store_true")
@@ -422,6 +428,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     passes = args.passes or (2 if quick else 3)
     idle_s = args.idle_seconds or (3.0 if quick else 10.0)
     tools = find_tools(args)
+    # Time budget of the timed rounds of one system in one pass (a pathological cell, e.g. two
+    # spinning processes on an oversubscribed machine, stops early instead of taking minutes).
+    budget = args.cell_seconds or (0.8 if quick else 3.0)
     t_start = time.monotonic()
     now = _dt.datetime.now(_dt.timezone.utc)
     commit, dirty = git_commit()
@@ -477,7 +486,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 per = max(2, c.rounds // passes)
                 warm = max(2, min(200, per // 5)) if c.system != "original" else 2
                 try:
-                    run_cell_pass(c, tools, per, warm)
+                    run_cell_pass(c, tools, per, warm, budget)
                 except PeerError as e:
                     c.error = str(e)
                     log(f"ERROR {e}")

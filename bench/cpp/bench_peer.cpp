@@ -3,7 +3,8 @@
 //   bench_peer requester --name N --bytes B [--rounds R] [--warmup W] [--spin-us S] [--timeout S]
 //       creates the segment (float32; (512, 512) for 1 MiB, else (B/4,)), prints "READY", then
 //       runs W warm-up and R timed rounds: send(in) (copy in) + receive(out) (copy out), each
-//       round timed with steady_clock; prints one JSON line with the samples in ns.
+//       round timed with steady_clock (stopping early after --max-seconds of timed rounds);
+//       prints one JSON line with the samples in ns.
 //   bench_peer responder --name N [--spin-us S] [--timeout S]
 //       attaches and serves (adds 1.0 in place, as the original design) until the requester
 //       closes; prints one JSON line.
@@ -39,12 +40,13 @@ struct Args {
   double spin_us = 20.0;
   double timeout_s = 30.0;
   double seconds = 10.0;
+  double max_seconds = 0.0;  // requester: stop the timed rounds after this long (0 = no limit)
 };
 
 [[noreturn]] void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s requester|responder|idle --name N [--bytes B] [--rounds R] "
-               "[--warmup W] [--spin-us S] [--timeout S] [--seconds T]\n",
+               "[--warmup W] [--spin-us S] [--timeout S] [--seconds T] [--max-seconds T]\n",
                argv0);
   std::exit(2);
 }
@@ -64,6 +66,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--spin-us") a.spin_us = std::strtod(v, nullptr);
     else if (k == "--timeout") a.timeout_s = std::strtod(v, nullptr);
     else if (k == "--seconds") a.seconds = std::strtod(v, nullptr);
+    else if (k == "--max-seconds") a.max_seconds = std::strtod(v, nullptr);
     else usage(argv[0]);
   }
   if (a.mode != "requester" && a.mode != "responder" && a.mode != "idle") usage(argv[0]);
@@ -127,13 +130,14 @@ int requester(const Args& a) {
     const auto t1 = Clock::now();
     if (out[0] != in[0] + 1.0f || out[n - 1] != in[n - 1] + 1.0f) ++bad;
     if (r >= 0) samples.push_back(duration_cast<nanoseconds>(t1 - t0).count());
+    if (r >= 0 && a.max_seconds > 0 && duration<double>(t1 - start).count() > a.max_seconds) break;
   }
   wall0 = duration<double>(Clock::now() - start).count();
   const double cpu = cpu_seconds() - cpu0;
   const long flt = minor_faults() - flt0;
-  std::printf("{\"lang\":\"cpp\",\"role\":\"requester\",\"bytes\":%llu,\"rounds\":%ld,"
+  std::printf("{\"lang\":\"cpp\",\"role\":\"requester\",\"bytes\":%llu,\"rounds\":%zu,"
               "\"errors\":%ld,\"wall_s\":%.6f,\"cpu_s\":%.6f,\"minor_faults\":%ld,\"samples_ns\":[",
-              static_cast<unsigned long long>(a.bytes), a.rounds, bad, wall0, cpu, flt);
+              static_cast<unsigned long long>(a.bytes), samples.size(), bad, wall0, cpu, flt);
   for (std::size_t i = 0; i < samples.size(); ++i) {
     std::printf(i ? ",%lld" : "%lld", static_cast<long long>(samples[i]));
   }

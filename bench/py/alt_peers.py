@@ -65,7 +65,9 @@ def _rounds(a: argparse.Namespace, one_round: Callable[[np.ndarray, np.ndarray],
             bad += 1
         if r >= 0:
             samples.append(t1 - t0)
-    return {"lang": "py", "system": system, "bytes": a.bytes, "rounds": a.rounds, "errors": bad,
+            if a.max_seconds and time.perf_counter() - w0 > a.max_seconds:
+                break
+    return {"lang": "py", "system": system, "bytes": a.bytes, "rounds": len(samples), "errors": bad,
             "wall_s": time.perf_counter() - w0, "cpu_s": cpu_s() - c0, "samples_ns": samples}
 
 
@@ -279,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bytes", type=int, default=1 << 20)
     ap.add_argument("--rounds", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--max-seconds", type=float, default=0.0)
     a = ap.parse_args(argv)
     if a.system == "probe":
         print(json.dumps(probe()), flush=True)

@@ -72,7 +72,9 @@ def requester(a: argparse.Namespace) -> int:
             bad += 1
         if r >= 0:
             samples.append(t1 - t0)
-    res = {"lang": "py", "role": "requester", "bytes": a.bytes, "rounds": a.rounds,
+            if a.max_seconds and time.perf_counter() - w0 > a.max_seconds:
+                break
+    res = {"lang": "py", "role": "requester", "bytes": a.bytes, "rounds": len(samples),
            "errors": bad, "wall_s": time.perf_counter() - w0, "cpu_s": cpu_s() - c0,
            "minor_faults": minflt() - f0, "samples_ns": samples}
     print(json.dumps(res), flush=True)
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spin-us", type=float, default=20.0)
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--max-seconds", type=float, default=0.0,
+                    help="requester: stop the timed rounds after this long (0 = no limit)")
     a = ap.parse_args(argv)
     if a.bytes < 4 or a.bytes % 4:
         ap.error("--bytes must be a positive multiple of 4")

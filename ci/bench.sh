@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Short benchmark run (about 2 minutes): installs what the benchmarks need (optional packages
+# never fail the run), builds the bench programs with -DSHMBRIDGE_BUILD_BENCH=ON (Release) into
+# build/ (or $SHMBRIDGE_BUILD_DIR), and runs `python -m bench --quick`, which prints the table
+# with the ratios to the floors and to the original design and writes JSON + PNG plots to
+# bench/results/. Extra arguments go to the harness (e.g. `ci/bench.sh --sizes 64,1048576`);
+# BENCH_FULL=1 runs the full measurement (up to 256 MiB, idle 10 s) instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir=${SHMBRIDGE_BUILD_DIR:-build}
+py=${PYTHON:-python3}
+
+echo "== bench: Python packages"
+pip_quiet() { "$py" -m pip install -q --disable-pip-version-check "$@" >/dev/null 2>&1; }
+"$py" -c 'import numpy' 2>/dev/null || pip_quiet numpy || { echo "bench: numpy is required" >&2; exit 1; }
+for mod_pkg in rich:rich matplotlib:matplotlib zmq:pyzmq iceoryx2:iceoryx2; do
+  mod=${mod_pkg%%:*} pkg=${mod_pkg#*:}
+  if ! "$py" -c "import $mod" 2>/dev/null; then
+    pip_quiet "$pkg" && echo "bench: installed $pkg" || echo "bench: $pkg not installed (optional, skipped)"
+  fi
+done
+if ! "$py" -c 'import shmbridge._native' 2>/dev/null && \
+   ! PYTHONPATH=python "$py" -c 'import shmbridge._native' 2>/dev/null; then
+  echo "bench: installing the shmbridge Python package (pip install .)"
+  "$py" -m pip install -q --disable-pip-version-check . >/dev/null
+fi
+
+echo "== bench: build ($build_dir, Release, SHMBRIDGE_BUILD_BENCH=ON)"
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSHMBRIDGE_BUILD_BENCH=ON >/dev/null
+targets=(bench_peer bench_floors bench_original)
+grep -q '^bench_micro:' <(cmake --build "$build_dir" --target help 2>/dev/null | sed 's/^\.\.\. //') \
+  && targets+=(bench_micro)
+cmake --build "$build_dir" -j "${SHMBRIDGE_JOBS:-2}" --target "${targets[@]}"
+
+echo "== bench: run"
+mode=(--quick)
+[[ ${BENCH_FULL:-0} == 1 ]] && mode=()
+exec "$py" -m bench "${mode[@]}" --build-dir "$build_dir" "$@"
