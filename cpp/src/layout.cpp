@@ -56,6 +56,12 @@ Shape::Shape(const std::uint64_t* dims, std::size_t ndim) {
 }
 
 bool Shape::element_count(std::uint64_t& out) const noexcept {
+  // The exact product (R-LAYOUT-5): an extent of 0 makes it 0 even when a prefix of the other
+  // extents would overflow 64 bits, e.g. (2^32, 2^32, 0).
+  if (std::find(dims_.begin(), dims_.begin() + ndim_, 0) != dims_.begin() + ndim_) {
+    out = 0;
+    return true;
+  }
   std::uint64_t n = 1;
   for (std::size_t i = 0; i < ndim_; ++i) {
     if (__builtin_mul_overflow(n, dims_[i], &n)) return false;
@@ -225,11 +231,8 @@ void validate_descriptor(const Descriptor& d, std::uint64_t capacity, const char
       corrupt(w + "shape[" + std::to_string(i) + "] = 0 (unused)", std::to_string(d.shape[i]));
     }
   }
-  std::uint64_t n = 1;
-  for (std::size_t i = 0; i < d.ndim; ++i) {
-    if (__builtin_mul_overflow(n, d.shape[i], &n))
-      corrupt(w + "a shape product below 2^64", "overflow");
-  }
+  std::uint64_t n = 0;
+  if (!d.shape_of().element_count(n)) corrupt(w + "a shape product below 2^64", "overflow");
   std::uint64_t bytes = 0;
   if (__builtin_mul_overflow(n, itemsize(static_cast<DType>(d.dtype)), &bytes)) {
     corrupt(w + "a byte size below 2^64", "overflow");

@@ -277,3 +277,16 @@ TEST(Layout, R_LAYOUT_3_InvalidHeaderVectors) {
     EXPECT_EQ(validate_bytes(from_hex(v["hex"]), v["mapping_size"].get<std::uint64_t>()), want);
   }
 }
+
+// R-LAYOUT-5: the product of the extents is exact. An extent of 0 makes it 0 even when the
+// extents before it would overflow 64 bits (found by the differential check of ci/fuzz.sh: C++
+// rejected a descriptor that Python and the reference decoder accept).
+TEST(Layout, R_LAYOUT_5_ZeroExtentAfterOverflowingPrefixIsValid) {
+  const Descriptor d = Descriptor::make(DType::uint8, {1ull << 32, 1ull << 32, 0});
+  EXPECT_EQ(d.nbytes, 0u);
+  EXPECT_EQ(code_of([&] { validate_descriptor(d, 0, "declared"); }), ErrorCode::ok);
+  std::uint64_t n = 1;
+  EXPECT_TRUE(Shape({1ull << 40, 1ull << 40, 0, 7}).element_count(n));
+  EXPECT_EQ(n, 0u);
+  EXPECT_FALSE(Shape({1ull << 40, 1ull << 40, 7}).element_count(n));
+}
