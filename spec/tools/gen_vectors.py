@@ -139,6 +139,8 @@ def decode(raw: bytes, mapping_size: int) -> dict:
     header fields (R-LAYOUT-6), then both descriptors (R-LAYOUT-5). The word is not validated
     here (R-STATE-1/8 are the transition function's job)."""
     assert len(raw) == HEADER_SIZE
+    if mapping_size < HEADER_SIZE:                # D16: the object cannot even hold the header
+        raise HeaderError("CORRUPT_HEADER", f"mapping {mapping_size} < header_size 512")
     magic = raw[0:8]
     if magic == bytes(8):
         raise HeaderError("SEGMENT_NOT_FOUND", "magic is zero: still initialising (R-SEG-6)")
@@ -221,6 +223,11 @@ def valid_vectors():
     add("H-VALID-LARGE-SHAPE-U32", ["R-LAYOUT-5"],
         "uint32 (2^30, 0): product would be large but an extent is 0, nbytes 0",
         fields_for(7, [1 << 30, 0], capacity=0))
+    d0 = desc(3, [1 << 32, 1 << 32, 0])
+    add("H-VALID-ZERO-EXTENT-AFTER-OVERFLOW", ["R-LAYOUT-5"],
+        "uint8 (2^32, 2^32, 0): the exact product is 0 although the first two extents alone "
+        "overflow 64 bits; a validator must not reject it on an intermediate product",
+        fields_for(3, [1 << 32, 1 << 32, 0], capacity=0, message=d0))
     covered = {v["fields"]["declared"]["dtype"] for v in V}
     for code, (name, _) in sorted(DTYPES.items()):
         if code not in covered:
@@ -330,6 +337,44 @@ def invalid_vectors():
         "declared valid, message descriptor all zero (dtype 0): the creator must initialise "
         "message = declared", "CORRUPT_HEADER",
         mod(message={"dtype": 0, "ndim": 0, "shape": [], "nbytes": 0}))
+    # Hostile or truncated input (found by / added with the fuzzers, cpp/fuzz/, D16).
+    add("H-BAD-MAPPING-SMALLER-THAN-HEADER", ["R-LAYOUT-6"],
+        "a valid header but the OS object is only 100 bytes: smaller than the header itself",
+        "CORRUPT_HEADER", base, mapping=100)
+    add("H-BAD-MAPPING-TINY-ZERO-MAGIC", ["R-LAYOUT-6", "R-SEG-6"],
+        "all-zero header bytes in an OS object of 8 bytes: a truncated object, not one being "
+        "initialised (a creator sizes the object to segment_size at once, R-SEG-1); the size "
+        "check comes before the magic (D16)", "CORRUPT_HEADER", raw=bytes(HEADER_SIZE), mapping=8)
+    add("H-BAD-CAPACITY-EXCEEDS-MAPPING", ["R-LAYOUT-6"],
+        "capacity 2^63 with a consistent segment_size, in a mapping of the demo's size: the "
+        "payload would extend far beyond the OS object", "CORRUPT_HEADER",
+        mod(capacity=1 << 63, segment_size=HEADER_SIZE + (1 << 63)))
+    add("H-BAD-CAPACITY-MAX-WRAP", ["R-LAYOUT-6"],
+        "capacity 2^64-1 and segment_size 511 = (512+capacity) mod 2^64", "CORRUPT_HEADER",
+        mod(capacity=U64, segment_size=(HEADER_SIZE + U64) & U64))
+    add("H-BAD-ALL-FF", ["R-LAYOUT-3"], "all 512 header bytes 0xff", "CORRUPT_HEADER",
+        raw=b"\xff" * HEADER_SIZE)
+    add("H-BAD-MAGIC-HALF-ZERO", ["R-LAYOUT-3", "R-SEG-6"],
+        "magic SHMB followed by four zero bytes: not all-zero, so not 'initialising'",
+        "CORRUPT_HEADER", mod(magic="SHMB\0\0\0\0"))
+    add("H-BAD-VERSION-MAJOR-FFFF", ["R-LAYOUT-4"], "version_major 0xffff", "VERSION_MISMATCH",
+        mod(version_major=0xFFFF))
+    add("H-BAD-DTYPE-FFFFFFFF", ["R-LAYOUT-5", "R-DTYPE-1"], "declared.dtype 0xffffffff",
+        "CORRUPT_HEADER", mod(declared=dict(desc(3, [MiB]), dtype=0xFFFFFFFF)))
+    d0s = {"dtype": 12, "ndim": 0, "shape": [], "nbytes": 8}
+    add("H-BAD-SCALAR-SHAPE-NONZERO", ["R-LAYOUT-5"],
+        "a float64 scalar (ndim 0) whose shape[0] is 1: every unused entry must be 0",
+        "CORRUPT_HEADER", mod(declared=d0s, message=d0s), raw_shapes={"declared": [1]})
+    ov8 = desc(3, [256] * 8, nbytes=0)
+    add("H-BAD-SHAPE-OVERFLOW-8-DIMS", ["R-LAYOUT-5"],
+        "uint8 with 8 extents of 256: product 2^64 overflows only at the last extent; nbytes 0",
+        "CORRUPT_HEADER", mod(declared=ov8, message=ov8))
+    m9 = {"dtype": 3, "ndim": 9, "shape": [1] * 8, "nbytes": 1}
+    add("H-BAD-MESSAGE-NDIM-9", ["R-LAYOUT-5", "R-MSG-1"],
+        "declared valid, message.ndim 9", "CORRUPT_HEADER", mod(message=m9))
+    add("H-BAD-MESSAGE-SHAPE-OVERFLOW", ["R-LAYOUT-5", "R-MSG-1"],
+        "declared valid, message uint8 (2^32, 2^32) with nbytes 0 (the wrapped product)",
+        "CORRUPT_HEADER", mod(message=ov))
     return V
 
 
