@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# libFuzzer runs of the C++ header validation and the pure transition function (cpp/fuzz/),
+# seeded from spec/vectors/, plus a differential check of the header corpus against the Python
+# implementation and the reference decoder. Owned by the hardening work; called once by ci/test.sh.
+#
+#   bash ci/fuzz.sh                 CI mode: each target for 30 s (FUZZ_SECONDS), both in parallel
+#   bash ci/fuzz.sh --long [SEC]    each target for SEC seconds (default 600)
+#
+# Builds with clang-14 -fsanitize=fuzzer,address,undefined into build-fuzz/. The corpus is kept in
+# build-fuzz/corpus/<target>/ between runs; crashes are written to build-fuzz/crashes/ and fail the
+# script (turn each into a vector in spec/tools/gen_vectors.py and fix it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+seconds=${FUZZ_SECONDS:-30}
+if [[ ${1:-} == --long ]]; then
+  seconds=${2:-600}
+fi
+out=${SHMBRIDGE_FUZZ_DIR:-build-fuzz}
+t_start=$(date +%s)
+
+# --- toolchain (apt: clang-14, libclang-rt-14-dev) ------------------------------------------
+need=()
+command -v clang++-14 >/dev/null || need+=(clang-14)
+ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
+  need+=(libclang-rt-14-dev)
+if ((${#need[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "fuzz: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "fuzz: FAILED: ${need[*]} missing (apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+cxx=clang++-14
+
+# --- build -----------------------------------------------------------------------------------
+mkdir -p "$out/obj" "$out/crashes"
+common=(-std=c++17 -g -O1 -Icpp/include -fno-omit-frame-pointer)
+fsan=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all)
+lib=(errors dtype layout protocol)
+objs=()
+for s in "${lib[@]}"; do
+  o="$out/obj/$s.o"
+  if [[ ! -f $o || cpp/src/$s.cpp -nt $o || -n $(find cpp/include -newer "$o" -print -quit) ]]; then
+    $cxx "${common[@]}" -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+      -c "cpp/src/$s.cpp" -o "$o"
+  fi
+  objs+=("$o")
+done
+$cxx "${common[@]}" "${fsan[@]}" cpp/fuzz/fuzz_header.cpp "${objs[@]}" -o "$out/fuzz_header"
+$cxx "${common[@]}" "${fsan[@]}" cpp/fuzz/fuzz_transitions.cpp "${objs[@]}" -o "$out/fuzz_transitions"
+$cxx "${common[@]}" -fsanitize=address,undefined cpp/fuzz/header_oracle.cpp \
+  cpp/src/errors.cpp cpp/src/dtype.cpp cpp/src/layout.cpp -o "$out/header_oracle"
+
+# --- seeds (from the shared vectors, written at fuzz time) -----------------------------------
+python3 cpp/fuzz/make_seeds.py header "$out/seeds/fuzz_header"
+python3 cpp/fuzz/make_seeds.py transitions "$out/seeds/fuzz_transitions"
+
+# --- run ---------------------------------------------------------------------------------------
+export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+pids=()
+for t in fuzz_header fuzz_transitions; do
+  mkdir -p "$out/corpus/$t"
+  # -max_len: header = 8 + 512 bytes; transitions: a few hundred operations.
+  maxlen=520
+  [[ $t == fuzz_transitions ]] && maxlen=2048
+  "$out/$t" "$out/corpus/$t" "$out/seeds/$t" -max_total_time="$seconds" -max_len=$maxlen \
+    -print_final_stats=1 -artifact_prefix="$out/crashes/$t-" -timeout=10 -rss_limit_mb=1024 \
+    >"$out/$t.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || status=1
+done
+
+total=0
+for t in fuzz_header fuzz_transitions; do
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$t.log" | tail -1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out/$t.log" | tail -1)
+  last=$(grep -E '^#[0-9]+' "$out/$t.log" | tail -1 || true)
+  cov=$(sed -n 's/.*cov: \([0-9]*\) ft: \([0-9]*\).*corp: \([0-9]*\).*/cov \1 ft \2 corpus \3/p' <<<"$last")
+  echo "fuzz: $t: ${execs:-?} executions in ${seconds}s (${rate:-?}/s), ${cov:-no stats}"
+  total=$((total + ${execs:-0}))
+  if grep -qE 'ERROR: (libFuzzer|AddressSanitizer)|runtime error:|SUMMARY: ' "$out/$t.log"; then
+    echo "fuzz: $t FOUND A CRASH:" >&2
+    grep -E -A30 'ERROR:|runtime error:' "$out/$t.log" | head -60 >&2
+    status=1
+  fi
+done
+echo "fuzz: total $total executions"
+
+# --- differential: C++ vs Python vs reference on the header corpus --------------------------
+find "$out/corpus/fuzz_header" "$out/seeds/fuzz_header" -type f -print0 |
+  xargs -0 -n 500 "$out/header_oracle" >"$out/oracle.txt"
+python3 cpp/fuzz/differential.py <"$out/oracle.txt" || status=1
+
+echo "fuzz: took $(( $(date +%s) - t_start ))s"
+[[ $status -eq 0 ]] && echo "fuzz: PASSED" || echo "fuzz: FAILED (crashes in $out/crashes/)" >&2
+exit $status
