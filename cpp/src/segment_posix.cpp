@@ -78,6 +78,10 @@ Existing inspect_existing(const std::string& canonical, const std::string& os_na
   }
   const std::uint64_t size = fd_size(f.fd, os_name);
   const std::string todo = "remove it (rm /dev/shm" + os_name + ") if no peer uses it";
+  if (size > 0 && size < kHeaderSize) {  // no creator leaves this size (R-SEG-1, D16)
+    raise(ErrorCode::CORRUPT_HEADER, "an existing shmbridge segment of at least 512 bytes",
+          std::to_string(size) + " bytes under " + os_name, todo);
+  }
   if (size < kHeaderSize) {
     if (Clock::now() < deadline) {
       std::this_thread::sleep_for(kInitPoll);  // a creator may be sizing it right now (R-SEG-6)
@@ -188,6 +192,14 @@ Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeou
       os_error("shm_open", os_name, errno);
     }
     const std::uint64_t size = fd_size(f.fd, os_name);
+    if (size > 0 && size < kHeaderSize) {
+      // A truncated object: a creator sizes it to segment_size at once (R-SEG-1), so only size 0
+      // means "still being initialised" (R-SEG-6, spec/vectors D16). Never mapped or read.
+      raise(ErrorCode::CORRUPT_HEADER, "an OS object of at least the 512-byte header",
+            std::to_string(size) + " bytes under " + os_name,
+            "the segment is truncated or not a shmbridge segment; remove it (rm /dev/shm" +
+                os_name + ") and restart the creator");
+    }
     std::shared_ptr<Mapping> m;
     if (size >= kHeaderSize) {
       m = map_fd(f.fd, size, os_name);

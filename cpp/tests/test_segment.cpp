@@ -220,3 +220,58 @@ TEST(Segment, R_STATE_5_SecondRoleOwnerIsRoleTaken) {
   rsp.close();
   EXPECT_NO_THROW(Responder::attach(n));
 }
+
+namespace {
+// A raw OS object of `size` bytes under `name`; `header` (if given) is written at offset 0.
+void raw_object(const std::string& name, std::uint64_t size, const Header* header = nullptr) {
+  const int fd = ::shm_open(("/" + name).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(size)), 0);
+  if (header) {
+    std::vector<std::uint8_t> bytes(layout::kHeaderSize);
+    encode_header(*header, bytes.data());
+    const auto n = static_cast<ssize_t>(std::min<std::uint64_t>(size, bytes.size()));
+    ASSERT_EQ(::pwrite(fd, bytes.data(), static_cast<std::size_t>(n), 0), n);
+  }
+  ::close(fd);
+}
+}  // namespace
+
+// R-LAYOUT-6, spec/vectors D16: an object smaller than the header (1..511 bytes) is CORRUPT_HEADER
+// at once, on attach and on create (never reclaimed, R-STALE-2); it is never mapped or read.
+TEST(Segment, R_LAYOUT_6_ObjectSmallerThanHeaderIsCorruptAtOnce) {
+  UniqueName n("tiny");
+  raw_object(n, 100);
+  Options opt;
+  opt.timeout = std::chrono::seconds(5);
+  const auto t0 = Clock::now();
+  EXPECT_CODE(Requester::attach(n, opt), ErrorCode::CORRUPT_HEADER);
+  EXPECT_CODE(Responder::attach(n, opt), ErrorCode::CORRUPT_HEADER);
+  EXPECT_CODE(Requester::create(n, DType::uint8, {16}, opt), ErrorCode::CORRUPT_HEADER);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(1));  // no waiting for an "initialisation"
+  EXPECT_TRUE(std::ifstream(n.dev_shm()).good());         // left alone
+}
+
+// R-LAYOUT-6: a header whose segment_size exceeds the OS object (a truncated segment) is
+// CORRUPT_HEADER on attach, with no SIGBUS (only the existing bytes are mapped and read).
+TEST(Segment, R_LAYOUT_6_TruncatedSegmentIsCorruptNoSigbus) {
+  UniqueName n("trunc");
+  const Header h = Header::fresh(DType::float32, {512, 512});  // 1 MiB payload
+  raw_object(n, 4096, &h);
+  EXPECT_CODE(Requester::attach(n), ErrorCode::CORRUPT_HEADER);
+  EXPECT_CODE(Responder::attach(n, DType::float32, {512, 512}), ErrorCode::CORRUPT_HEADER);
+  EXPECT_CODE(Requester::create(n, DType::uint8, {16}), ErrorCode::CORRUPT_HEADER);
+  UniqueName m("trunchdr");
+  raw_object(m, layout::kHeaderSize, &h);  // exactly the header, no payload
+  EXPECT_CODE(Requester::attach(m), ErrorCode::CORRUPT_HEADER);
+}
+
+// R-SEG-6: an object of size 0 is still being initialised: attach retries until its deadline and
+// then reports SEGMENT_NOT_FOUND.
+TEST(Segment, R_SEG_6_EmptyObjectIsInitialising) {
+  UniqueName n("empty");
+  raw_object(n, 0);
+  Options opt;
+  opt.timeout = std::chrono::milliseconds(50);
+  EXPECT_CODE(Requester::attach(n, opt), ErrorCode::SEGMENT_NOT_FOUND);
+}
