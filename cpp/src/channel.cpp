@@ -318,7 +318,7 @@ class Core {
     const Decision d = decide(role_, Op::send, w, view(PeerState::alive));
     if (src) std::memcpy(payload_, src, static_cast<std::size_t>(declared_.nbytes));
     std::memcpy(base_ + kOffMessage, declared_bytes_.data(), kDescSize);
-    set_reply_code(0);
+    // reply_code is the responder's field (R-STATE-3): the requester never writes it.
     if (!cas(w, d.word)) fail(Op::send, load(), ErrorCode::PROTOCOL_VIOLATION);
     pending_ = last_ = seq_of(d.word);
     timed_out_ = false;

@@ -244,3 +244,23 @@ TEST(Channel, R_ERR_1_NegativeTimeoutIsInvalidArgument) {
   EXPECT_CODE(Requester::create(n, DType::uint8, {4}, opt), ErrorCode::INVALID_ARGUMENT);
   EXPECT_FALSE(std::ifstream(n.dev_shm()).good());
 }
+
+// R-STATE-3: reply_code is the responder's field; send never writes it (the SPIN-found T7/T8 race),
+// and every successful reply (T3) writes 0.
+TEST(Channel, R_STATE_3_ReplyCodeIsResponderOnly) {
+  UniqueName n("rcode");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  auto seg = Segment::attach(n, ms(100));
+  const std::uint8_t a[4] = {1, 2, 3, 4};
+  const std::uint32_t marker = 0xDEADBEEF;
+  std::memcpy(seg.base() + layout::kOffReplyCode, &marker, 4);
+  req.send(a, {4});
+  std::uint32_t found = 0;
+  std::memcpy(&found, seg.base() + layout::kOffReplyCode, 4);
+  EXPECT_EQ(found, marker) << "send wrote reply_code";
+  rsp.take().reply();
+  std::memcpy(&found, seg.base() + layout::kOffReplyCode, 4);
+  EXPECT_EQ(found, 0u) << "a successful reply must write reply_code = 0";
+  EXPECT_NO_THROW(req.receive());
+}

@@ -626,7 +626,7 @@ class Requester(_Handle):
             )
 
     def _publish_request(self) -> int:
-        """Write message + reply_code and CAS IDLE -> REQUESTED (T1, release)."""
+        """Write message and CAS IDLE -> REQUESTED (T1, release); reply_code is the responder's."""
         w = _native.load_acquire(self._mm, OFF_WORD)
         if w & 0xF != _IDLE:
             raise self._error_for_word(w, "send")

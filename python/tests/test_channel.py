@@ -21,7 +21,7 @@ from conftest import shm_path
 
 import shmbridge as sb
 from shmbridge import _native
-from shmbridge.layout import HEADER_SIZE, OFF_MESSAGE, OFF_WORD
+from shmbridge.layout import HEADER_SIZE, OFF_MESSAGE, OFF_REPLY_CODE, OFF_WORD
 
 
 def _raw(name: str, size: int = HEADER_SIZE) -> mmap.mmap:
@@ -185,6 +185,21 @@ def test_r_state_9_send_checks_before_writing(segname: str) -> None:
         assert bytes(raw[:]) == snapshot
         with rsp.take() as r:
             np.testing.assert_array_equal(r.array, [0, 1, 2, 3])
+        raw.close()
+
+
+def test_r_state_3_reply_code_is_responder_only(segname: str) -> None:
+    """R-STATE-3: reply_code belongs to the responder: send never writes it (the T7/T8 race SPIN
+    found in the draft), and a successful reply (T3) writes 0."""
+    with sb.Requester.create(segname, np.uint8, (4,)) as req, sb.Responder.attach(segname) as rsp:
+        raw = _raw(segname)
+        struct.pack_into("<I", raw, OFF_REPLY_CODE, 0xDEADBEEF)
+        req.send(np.arange(4, dtype=np.uint8))
+        assert struct.unpack_from("<I", raw, OFF_REPLY_CODE)[0] == 0xDEADBEEF
+        with rsp.take() as r:
+            r.reply()
+        assert struct.unpack_from("<I", raw, OFF_REPLY_CODE)[0] == 0
+        req.receive_copy()
         raw.close()
 
 
