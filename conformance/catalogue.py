@@ -41,7 +41,7 @@ CASES_DIR = Path(__file__).resolve().parent / "cases"
 ALL_PAIRINGS = ["cpp-py", "py-cpp", "cpp-cpp", "py-py"]
 SOLO_PAIRINGS = ["cpp-cpp", "py-py"]
 EXPECT_KEYS = {"exit", "rounds_ok", "verified", "mismatches", "events", "no_events", "max_op_ms",
-               "peer_gone_within_ms", "summary"}
+               "peer_gone_within_ms", "summary", "max_median_round_ms"}
 PROC_KEYS = {"name", "role", "start", "delay_ms", "impl", "args", "expect"}
 CASE_KEYS = {"id", "requirements", "purpose", "category", "pairings", "timing", "leftover",
              "watchdog_s", "known_bad", "proc", "rounds", "stress_rounds", "history", "checksums"}

@@ -436,6 +436,24 @@ def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Opti
         if unknown:
             checks.append(Check("error names", False, ["R-ERR-1"], "result is ok or a name from errors.json",
                                 f"{unknown[0].get('result')!r} in {json.dumps(unknown[0])[:160]}", proc=p.name))
+        no_msg = [e for e in evs if e.get("result") not in (None, "ok", "INTERNAL")
+                  and len(str(e.get("message") or "")) < 10]
+        if no_msg:
+            checks.append(Check("error message", False, ["R-ERR-2"],
+                                "every error carries a message (expected / found / what to do)",
+                                f"{no_msg[0].get('op')} -> {no_msg[0].get('result')} with message "
+                                f"{no_msg[0].get('message')!r}", proc=p.name))
+        if "max_median_round_ms" in exp:
+            rtts = _round_trips(evs)
+            if rtts:
+                med = sorted(rtts)[len(rtts) // 2]
+                checks.append(Check("round-trip latency", med <= exp["max_median_round_ms"],
+                                    ["R-WAIT-1"] + case.requirements,
+                                    f"median send→receive round trip <= {exp['max_median_round_ms']} ms",
+                                    f"{med:.3f} ms over {len(rtts)} rounds", proc=p.name))
+            else:
+                checks.append(Check("round-trip latency", False, ["R-WAIT-1"], "completed rounds",
+                                    "none", proc=p.name))
         summ = pr.summary
         if pr.returncode is not None and pr.returncode >= 0:
             if summ is None:
@@ -516,6 +534,19 @@ def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Opti
     if leftover and case.leftover != "expected":
         checks.append(Check("leftover segment", False, ["R-SEG-3", "R-CLOSE-1"],
                             f"no /dev/shm/{res.name} after the case", "left behind (removed by the runner)"))
+
+
+def _round_trips(evs) -> list:
+    out, t_send = [], None
+    for e in evs:
+        if e.get("injected"):
+            continue
+        if e.get("op") == "send" and e.get("result") == "ok":
+            t_send = e["t_call"]
+        elif e.get("op") == "receive" and e.get("result") == "ok" and t_send is not None:
+            out.append((e["t_return"] - t_send) / 1e6)
+            t_send = None
+    return out
 
 
 def _as_list_dicts(x):
