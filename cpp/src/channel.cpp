@@ -717,7 +717,7 @@ void Responder::serve(const std::function<void(Request&)>& handler) {
       if (!r.answered()) r.fail(e.code());
       throw;
     } catch (...) {
-      if (!r.answered()) r.fail(ErrorCode::INVALID_ARGUMENT);
+      if (!r.answered()) r.fail(ErrorCode::HANDLER_FAILED);  // R-MSG-3
       throw;
     }
     if (!r.answered()) r.reply();
@@ -750,7 +750,7 @@ void Request::reply(const void* src) {
 void Request::fail(ErrorCode code) {
   check_request(core_, answered_, seq_);
   if (!is_error_code(static_cast<std::uint32_t>(code))) {
-    raise(ErrorCode::INVALID_ARGUMENT, "an error code 1..17",
+    raise(ErrorCode::INVALID_ARGUMENT, "an error code 1.." + std::to_string(kMaxErrorCode),
           std::to_string(static_cast<std::uint32_t>(code)), "pass a shmbridge::ErrorCode");
   }
   core_->answer(static_cast<std::uint32_t>(code));

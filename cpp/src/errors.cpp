@@ -29,6 +29,7 @@ constexpr Row kRows[] = {
     {"STALE_SEGMENT", 24, "a dead creator left the segment and reclaiming is off"},
     {"INVALID_ARGUMENT", 25, "a caller argument is invalid (e.g. negative timeout)"},
     {"OS_ERROR", 26, "any other operating-system failure (errno in the message)"},
+    {"HANDLER_FAILED", 27, "the responder's handler failed with a non-shmbridge error (R-MSG-3)"},
 };
 
 std::string format(ErrorCode code, const std::string& message) {

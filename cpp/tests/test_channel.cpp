@@ -264,3 +264,20 @@ TEST(Channel, R_STATE_3_ReplyCodeIsResponderOnly) {
   EXPECT_EQ(found, 0u) << "a successful reply must write reply_code = 0";
   EXPECT_NO_THROW(req.receive());
 }
+
+// R-MSG-3: a handler that throws a non-shmbridge exception fails the round with HANDLER_FAILED;
+// the exception propagates out of serve() and the requester gets the error, channel IDLE again.
+TEST(Channel, R_MSG_3_HandlerFailureRepliesHandlerFailed) {
+  UniqueName n("hfail");
+  auto req = Requester::create(n, DType::int32, {2});
+  auto rsp = Responder::attach(n);
+  std::thread server([&] {
+    EXPECT_THROW(rsp.serve([](Request&) { throw std::runtime_error("handler bug"); }),
+                 std::runtime_error);
+  });
+  const std::int32_t a[2] = {1, 2};
+  req.send(a, {2});
+  EXPECT_CODE(req.receive(), ErrorCode::HANDLER_FAILED);
+  server.join();
+  EXPECT_EQ(req.phase(), Phase::IDLE);
+}

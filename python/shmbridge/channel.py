@@ -400,7 +400,8 @@ class _Handle:
         try:
             mm = seg.mm
             assert mm is not None
-            header = decode_header(mm[:HEADER_SIZE], seg.size, check_message=False)
+            # Both descriptors are validated, as by the C++ attach (R-LAYOUT-5, vectors D3).
+            header = decode_header(mm[:HEADER_SIZE], seg.size)
             d = header.declared
             if want_dtype is not None and int(want_dtype) != d.dtype:
                 raise DtypeMismatch(
@@ -864,7 +865,7 @@ class Request:
             if ev is None:
                 self.reply()
             else:
-                self.fail(ev.code if isinstance(ev, Error) else ErrorCode.INVALID_ARGUMENT)
+                self.fail(ev.code if isinstance(ev, Error) else ErrorCode.HANDLER_FAILED)  # R-MSG-3
         self._lease.end()
 
 

@@ -53,6 +53,7 @@ class ErrorCode(enum.IntEnum):
     STALE_SEGMENT = 15
     INVALID_ARGUMENT = 16
     OS_ERROR = 17
+    HANDLER_FAILED = 18
 
 
 #: Process exit code of a command-line peer for each error (R-ERR-1): ``code + 9``.
@@ -176,6 +177,12 @@ class OsError(Error, OSError):
     code = ErrorCode.OS_ERROR
 
 
+class HandlerFailed(Error):
+    """The responder's handler failed with a non-shmbridge error (R-MSG-3)."""
+
+    code = ErrorCode.HANDLER_FAILED
+
+
 _BY_CODE: dict[ErrorCode, type[Error]] = {
     cls.code: cls
     for cls in (
@@ -196,6 +203,7 @@ _BY_CODE: dict[ErrorCode, type[Error]] = {
         StaleSegment,
         InvalidArgument,
         OsError,
+        HandlerFailed,
     )
 }
 

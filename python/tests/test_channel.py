@@ -243,7 +243,7 @@ def test_api_round_trips_zero_copy(segname: str) -> None:
             with rsp.take(timeout=5) as r:  # error reply
                 r.fail(sb.ErrorCode.INVALID_ARGUMENT)
             with pytest.raises(ValueError), rsp.take(timeout=5):
-                raise ValueError("handler bug")  # fails the round with INVALID_ARGUMENT
+                raise ValueError("handler bug")  # fails the round with HANDLER_FAILED (R-MSG-3)
             with rsp.take(timeout=5) as r:
                 r.reply()
             done.set()
@@ -259,7 +259,7 @@ def test_api_round_trips_zero_copy(segname: str) -> None:
         np.testing.assert_array_equal(req.call(np.ones((3, 2)), timeout=5), 7.0)
         with pytest.raises(sb.InvalidArgument, match="rejected request #3"):
             req.call(np.ones((3, 2)), timeout=5)
-        with pytest.raises(sb.InvalidArgument):
+        with pytest.raises(sb.HandlerFailed):  # R-MSG-3
             req.call(np.ones((3, 2)), timeout=5)
         out = np.empty((3, 2))
         req.send(np.full((3, 2), 4.0))

@@ -34,6 +34,7 @@ API_CLASSES = {
     "STALE_SEGMENT": ("StaleSegment", None),
     "INVALID_ARGUMENT": ("InvalidArgument", ValueError),
     "OS_ERROR": ("OsError", OSError),
+    "HANDLER_FAILED": ("HandlerFailed", None),
 }
 
 

@@ -27,9 +27,10 @@ enum class ErrorCode : std::uint32_t {
   STALE_SEGMENT = 15,
   INVALID_ARGUMENT = 16,
   OS_ERROR = 17,
+  HANDLER_FAILED = 18,  // R-MSG-3
 };
 
-inline constexpr std::uint32_t kMaxErrorCode = 17;
+inline constexpr std::uint32_t kMaxErrorCode = 18;
 
 // "SEGMENT_NOT_FOUND" etc.; "OK" for ErrorCode::ok; "UNKNOWN" for anything else.
 const char* error_name(ErrorCode code) noexcept;
