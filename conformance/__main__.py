@@ -94,6 +94,8 @@ def cmd_run(a) -> int:
     prefix = "python -m conformance run"
     if a.cpp_peer:
         prefix += f" --cpp-peer {shlex.quote(a.cpp_peer)}"
+    if a.python:
+        prefix += f" --python {shlex.quote(a.python)}"
     for s in a.peer:
         prefix += f" --peer {shlex.quote(s)}"
     if a.known_bad:
