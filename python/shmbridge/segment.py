@@ -138,6 +138,14 @@ class Segment:
                 raise _os_error(exc, "cannot open existing segment", name) from None
             try:
                 size = os.fstat(fd).st_size
+                if 0 < size < HEADER_SIZE:
+                    # No creator leaves this size (it sizes the object at once, R-SEG-1): a
+                    # truncated object, never reclaimed (R-STALE-2, spec/vectors D16).
+                    raise CorruptHeader(
+                        f"segment {name!r} exists and is {size} bytes, smaller than the "
+                        f"{HEADER_SIZE}-byte header; remove it (rm /dev/shm/{name}) if no peer "
+                        "uses it"
+                    )
                 if size >= HEADER_SIZE:
                     mm = mmap.mmap(
                         fd,
