@@ -103,6 +103,26 @@ def _ids(vs: list[dict[str, Any]]) -> list[str]:
 # ---------------------------------------------------------------- hostile headers, both languages
 
 
+@pytest.mark.parametrize("vec", HEADERS["invalid"], ids=_ids(HEADERS["invalid"]))
+def test_invalid_header_vector_on_attach_same_error_both_languages(
+    vec: dict[str, Any], names: list[str]
+) -> None:
+    """R-LAYOUT-3..6, R-SEG-6, D16: the vector's bytes in a real OS object of `mapping_size` bytes
+    (the payload, if any, zero): attaching with timeout 0 fails with the vector's error in Python
+    and with that error's exit code from the C++ peer. The segment is left untouched."""
+    name = unique_name("hv")
+    names.append(name)
+    raw = bytes.fromhex(vec["hex"])
+    raw_object(name, vec["mapping_size"], raw)
+    with pytest.raises(errors.Error) as info:
+        sb.Responder.attach(name, timeout=0)
+    assert info.value.name == vec["error"], str(info.value)
+    code, err = run_peer("--role", "responder", "--name", name, "--attach", "--timeout", "0")
+    assert code == EXIT[vec["error"]], f"C++ peer exit {code}, stderr: {err}"
+    with open(shm_path(name), "rb") as f:  # nobody wrote to it
+        assert f.read(len(raw))[: min(len(raw), vec["mapping_size"])] == raw[: vec["mapping_size"]]
+
+
 # ---------------------------------------------------------------- truncated objects
 
 
