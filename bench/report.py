@@ -248,11 +248,12 @@ def print_tables(result: dict[str, Any]) -> None:
         return
     con = Console(width=160)
     m = result["meta"]
+    pinned = "peers pinned to CPU 0/1" if m.get("pinned") else "not pinned"
     con.print(f"[bold]shmbridge benchmarks[/] {m['date']}  commit {m['commit']}"
               f"{' (+uncommitted cpp/python changes)' if m.get('dirty_tree') else ''}  "
               f"{m['machine']['cpu_model']}, {m['machine']['cores']} cores, "
-              f"kernel {m['machine']['kernel']}, mode {m['mode']}, {m['passes']} interleaved passes,"
-              f" load {m['machine'].get('loadavg_start', ['?'])[0]:.2f}→"
+              f"kernel {m['machine']['kernel']}, mode {m['mode']}, {m['passes']} interleaved "
+              f"passes, {pinned}, load {m['machine'].get('loadavg_start', ['?'])[0]:.2f}→"
               f"{m['machine'].get('loadavg_end', ['?'])[0]:.2f}")
 
     t = Table(title="Floors (p50, same run)", show_lines=False)

@@ -14,11 +14,11 @@ alike. Ratios are taken between figures of the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import subprocess
@@ -158,10 +158,8 @@ class PeerError(RuntimeError):
 
 def _kill(p: subprocess.Popen[str]) -> None:
     if p.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             p.send_signal(signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         p.wait()
 
 
@@ -173,11 +171,19 @@ def _json_line(text: str, what: str) -> dict[str, Any]:
     raise PeerError(f"{what}: no JSON result in its output")
 
 
+def _pinner(cpu: int, env: dict[str, str]) -> Any:
+    """preexec_fn pinning a peer to one CPU when SHMB_BENCH_PIN=1 (--pin)."""
+    if env.get("SHMB_BENCH_PIN") != "1" or not hasattr(os, "sched_setaffinity"):
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 def run_pair(req_cmd: list[str], rsp_cmd: Optional[list[str]], env: dict[str, str],
              timeout: float, what: str) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
-    """Start the requester (creator), wait for READY, start the responder; collect both JSONs."""
+    """Start the requester (creator), wait for READY, start the responder; collect both JSONs.
+    With --pin the requester runs on CPU 0 and the responder on CPU 1."""
     req = subprocess.Popen(req_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env=env, cwd=REPO)
+                           env=env, cwd=REPO, preexec_fn=_pinner(0, env))
     rsp = None
     try:
         assert req.stdout is not None
@@ -188,7 +194,7 @@ def run_pair(req_cmd: list[str], rsp_cmd: Optional[list[str]], env: dict[str, st
                             f"{req.stderr.read().strip() if req.stderr else ''}")
         if rsp_cmd:
             rsp = subprocess.Popen(rsp_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, env=env, cwd=REPO)
+                                   text=True, env=env, cwd=REPO, preexec_fn=_pinner(1, env))
         out, err = req.communicate(timeout=timeout)
         if req.returncode != 0:
             raise PeerError(f"{what}: requester exited {req.returncode}: {err.strip()[-400:]}")
@@ -410,6 +416,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--cell-seconds", type=float, help="time budget of one system's timed rounds "
                     "per pass (default 3, quick 0.8)")
     ap.add_argument("--pythonpath", help="prepended to PYTHONPATH of the Python peers")
+    ap.add_argument("--pin", action="store_true", help="pin the requester to CPU 0 and the "
+                    "responder to CPU 1 (all systems and the ping-pong floor): removes the "
+                    "scheduler's choice of putting both peers on one core")
     ap.add_argument("--no-alternatives", action="store_true")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--tag", default="", help="appended to the result file names")
@@ -428,6 +437,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     passes = args.passes or (2 if quick else 3)
     idle_s = args.idle_seconds or (3.0 if quick else 10.0)
     tools = find_tools(args)
+    if args.pin:
+        if (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"):
+            raise SystemExit("bench: --pin needs 2 CPUs and sched_setaffinity")
+        tools.env["SHMB_BENCH_PIN"] = "1"
+    else:
+        tools.env.pop("SHMB_BENCH_PIN", None)
     # Time budget of the timed rounds of one system in one pass (a pathological cell, e.g. two
     # spinning processes on an oversubscribed machine, stops early instead of taking minutes).
     budget = args.cell_seconds or (0.8 if quick else 3.0)
@@ -436,7 +451,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     commit, dirty = git_commit()
     meta = {"date": now.isoformat(timespec="seconds"), "commit": commit, "dirty_tree": dirty,
             "mode": "quick" if quick else "full", "passes": passes, "machine": machine_info(),
-            "spin_us": MODES}
+            "spin_us": MODES, "pinned": bool(args.pin)}
     skipped: dict[str, str] = {}
     alts: list[str] = []
     if not args.no_alternatives:
@@ -472,7 +487,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             sc.append(Cell(f"{a}", a, "py→py", "busy-poll" if a == "iceoryx2" else "kernel",
                            size, rounds_for(size, quick)))
         cells += sc
-        fl_rounds = max(20, min(2000, rounds_for(size, quick)))
+        fl_rounds = max(20 * passes if size >= 16 * MiB else 20, min(2000, rounds_for(size, quick)))
         for i in range(passes):
             log(f"size {size}: pass {i + 1}/{passes}")
             try:
@@ -499,10 +514,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (subprocess.TimeoutExpired, OSError, ValueError) as e:
         micro = [{"error": str(e)}]
     meta["duration_s"] = round(time.monotonic() - t_start, 1)
-    try:
+    with contextlib.suppress(OSError):
         meta["machine"]["loadavg_end"] = list(os.getloadavg())
-    except OSError:
-        pass
 
     from . import report  # noqa: PLC0415 - rich/matplotlib only needed here
 

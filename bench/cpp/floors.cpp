@@ -11,6 +11,8 @@
 //       syscall only when somebody sleeps (the scheme of PROTOCOL.md §6);
 //       spinyield = spinfutex with a sched_yield() after every 64 pause instructions (an
 //       experiment: lets a peer that the scheduler put on the same core run).
+// SHMB_BENCH_PIN=1 pins the ping-pong parent to CPU 0 and the child to CPU 1 (as bench/run.py
+// --pin does for the peers), so that the scheduler cannot put both on one core.
 // Each prints one JSON line: {"kind": ..., "samples_ns": [...]} (one list per measured kind).
 #include <linux/futex.h>
 #include <sys/mman.h>
@@ -157,6 +159,15 @@ void publish(Shared* s, std::uint32_t v, Kind kind) {
   }
 }
 
+void pin_to(int cpu) {
+  const char* e = std::getenv("SHMB_BENCH_PIN");
+  if (!e || std::strcmp(e, "1") != 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) std::perror("sched_setaffinity");
+}
+
 int pingpong(const std::string& kind_s, long rounds, double spin_us) {
   Kind kind = kind_s == "spin"        ? Kind::spin
               : kind_s == "futex"     ? Kind::futex
@@ -178,6 +189,7 @@ int pingpong(const std::string& kind_s, long rounds, double spin_us) {
     return 1;
   }
   if (pid == 0) {  // responder: waits for 2k+1, answers 2k+2
+    pin_to(1);
     for (long k = 0; k < total; ++k) {
       const auto v = static_cast<std::uint32_t>(2 * k + 1);
       wait_for(s, v, kind, spin);
@@ -185,6 +197,7 @@ int pingpong(const std::string& kind_s, long rounds, double spin_us) {
     }
     _exit(0);
   }
+  pin_to(0);
   std::vector<std::int64_t> rt;
   rt.reserve(rounds);
   for (long k = 0; k < total; ++k) {

@@ -17,9 +17,9 @@ import json
 import os
 import struct
 import time
+from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
-from multiprocessing import resource_tracker, shared_memory
 
 METADATA_SIZE = 64
 

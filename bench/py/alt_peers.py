@@ -35,6 +35,12 @@ import numpy as np
 clock = time.perf_counter_ns
 
 
+def pin(cpu: int) -> None:
+    """SHMB_BENCH_PIN=1 (bench/run.py --pin): requester on CPU 0, responder on CPU 1."""
+    if os.environ.get("SHMB_BENCH_PIN") == "1" and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+
+
 def shape_for(nbytes: int) -> tuple[int, ...]:
     return (512, 512) if nbytes == 1 << 20 else (nbytes // 4,)
 
@@ -74,6 +80,7 @@ def _rounds(a: argparse.Namespace, one_round: Callable[[np.ndarray, np.ndarray],
 # -- multiprocessing Pipe (pickle) -----------------------------------------------------------
 
 def _pipe_responder(conn: Any) -> None:
+    pin(1)
     while True:
         a = conn.recv()
         if a is None:
@@ -102,6 +109,7 @@ def run_pipe(a: argparse.Namespace) -> dict[str, Any]:
 # -- pyzmq REQ/REP ----------------------------------------------------------------------------
 
 def _zmq_responder(addr: str, nbytes: int) -> None:
+    pin(1)
     import zmq
 
     ctx = zmq.Context()
@@ -164,6 +172,7 @@ def _iox_service(name: str, nbytes: int) -> tuple[Any, Any]:
 
 
 def _iox_responder(name: str, nbytes: int, ready: Any) -> None:
+    pin(1)
     node, svc = _iox_service(name, nbytes)
     server = svc.server_builder().initial_max_slice_len(nbytes).create()
     ready.set()
@@ -286,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.system == "probe":
         print(json.dumps(probe()), flush=True)
         return 0
+    pin(0)
     fn = {"pipe": run_pipe, "zmq": run_zmq, "iceoryx2": run_iceoryx2, "pyfloor": run_pyfloor}
     print(json.dumps(fn[a.system](a)), flush=True)
     return 0
