@@ -649,7 +649,8 @@ void Requester::receive(void* out, DType dtype, const Shape& shape) {
   c.ensure_open();
   c.check_array(dtype, shape);
   c.receive(c.options().timeout);
-  std::memcpy(out, c.payload(), static_cast<std::size_t>(c.nbytes()));
+  // An empty array may come with out == nullptr: memcpy(nullptr, p, 0) is undefined (UBSan).
+  if (c.nbytes()) std::memcpy(out, c.payload(), static_cast<std::size_t>(c.nbytes()));
 }
 
 std::optional<std::uint32_t> Requester::pending() const { return core().pending(); }
@@ -743,7 +744,7 @@ void Request::reply() {
 void Request::reply(const void* src) {
   check_request(core_, answered_, seq_);
   core_->ensure_open();
-  if (src != data_) std::memcpy(data_, src, static_cast<std::size_t>(nbytes_));
+  if (src != data_ && nbytes_) std::memcpy(data_, src, static_cast<std::size_t>(nbytes_));
   reply();
 }
 

@@ -281,3 +281,17 @@ TEST(Channel, R_MSG_3_HandlerFailureRepliesHandlerFailed) {
   server.join();
   EXPECT_EQ(req.phase(), Phase::IDLE);
 }
+
+// R-LAYOUT-5: an empty array (an extent of 0) round-trips through the copying overloads with null
+// data pointers (a std::vector<float>{}.data()). Found by UBSan in the conformance run of
+// ci/sanitizers.sh: memcpy(nullptr, payload, 0) in Requester::receive.
+TEST(Channel, R_LAYOUT_5_EmptyArrayCopiesWithNullPointers) {
+  UniqueName n("empty");
+  auto req = Requester::create(n, DType::float32, {0, 4});
+  auto rsp = Responder::attach(n, DType::float32, {0, 4});
+  req.send(static_cast<const float*>(nullptr), {0, 4});
+  auto r = rsp.take();
+  r.reply(static_cast<const void*>(nullptr));
+  EXPECT_NO_THROW(req.receive(static_cast<float*>(nullptr), {0, 4}));
+  EXPECT_EQ(req.phase(), Phase::IDLE);
+}
