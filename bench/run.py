@@ -259,11 +259,14 @@ class Cell:
     size: int
     rounds: int
     samples: list[int] = field(default_factory=list)
+    pass_p50: dict[str, float] = field(default_factory=dict)  # pass number -> p50 of that pass
     extra: dict[str, Any] = field(default_factory=dict)
     error: Optional[str] = None
 
-    def add(self, res: dict[str, Any]) -> None:
+    def add(self, res: dict[str, Any], pass_no: int = 0) -> None:
         self.samples.extend(int(v) for v in res["samples_ns"])
+        if res["samples_ns"]:
+            self.pass_p50[str(pass_no)] = summarize(res["samples_ns"])["p50_ns"]
         for k in ("errors", "cpu_s", "wall_s", "minor_faults"):
             if k in res:
                 self.extra[k] = self.extra.get(k, 0) + res[k]
@@ -278,7 +281,8 @@ def shmbridge_cells(size: int, quick: bool) -> list[Cell]:
     return out
 
 
-def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float) -> None:
+def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float,
+                  pass_no: int = 0) -> None:
     name = seg_name()
     timeout = 120 + rounds * max(1.0, c.size / MiB) * 0.05
     if c.system == "shmbridge":
@@ -291,7 +295,7 @@ def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float
         rsp = tools.peer_cmd(rs) + ["responder", "--name", name, "--spin-us", spin,
                                     "--timeout", "60"]
         res, rres = run_pair(req, rsp, tools.env, timeout, c.key)
-        c.add(res)
+        c.add(res, pass_no)
         if rres:
             c.extra["responder_cpu_s"] = c.extra.get("responder_cpu_s", 0) + rres.get("cpu_s", 0)
             c.extra["responder_minor_faults"] = (c.extra.get("responder_minor_faults", 0)
@@ -303,16 +307,24 @@ def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float
         rsp = [sys.executable, str(BENCH / "original" / "original.py"), "--name", name,
                "--rounds", str(rounds + min(warmup, 3)), "--rows", str(rows), "--cols", str(cols)]
         res, _ = run_pair(req, rsp, tools.env, timeout + rounds * 0.5, c.key)
-        c.add(res)
+        c.add(res, pass_no)
     else:  # alternatives: python requester + spawned python responder in one command
         cmd = [sys.executable, str(BENCH / "py" / "alt_peers.py"), c.system, "--bytes",
                str(c.size), "--rounds", str(rounds), "--warmup", str(warmup),
                "--max-seconds", str(budget)]
-        c.add(run_json(cmd, tools.env, timeout, c.key))
+        c.add(run_json(cmd, tools.env, timeout, c.key), pass_no)
 
 
-def floors_pass(size: int, rounds: int, tools: Tools, fl: dict[str, Any]) -> None:
-    """memcpy / add / work floors of C++ and numpy at `size` (one pass)."""
+def floors_pass(size: int, rounds: int, tools: Tools, fl: dict[str, Any], pass_no: int = 0,
+                pp_rounds: int = 0) -> None:
+    """memcpy / add / work floors of C++ and numpy at `size` (one pass), and the raw ping-pong
+    floors (spin, spinfutex) of this pass, so that every ratio can be taken within one pass."""
+    per_pass = fl.setdefault("_passes", {}).setdefault(str(size), {})
+    cur: dict[str, float] = {}
+    for kind in ("spin", "spinfutex", "proto4") if pp_rounds else ():
+        r = run_json([str(tools.floors), "pingpong", "--kind", kind, "--rounds", str(pp_rounds),
+                      "--spin-us", str(SPIN_BLOCKING_US)], tools.env, 120, f"pingpong {kind}")
+        cur["pingpong_" + kind] = summarize(r["samples_ns"])["p50_ns"]
     r = run_json([str(tools.floors), "copy", "--bytes", str(size), "--rounds", str(rounds)],
                  tools.env, 600, f"floors copy {size}")
     p = run_json([sys.executable, str(BENCH / "py" / "alt_peers.py"), "pyfloor", "--bytes",
@@ -325,10 +337,14 @@ def floors_pass(size: int, rounds: int, tools: Tools, fl: dict[str, Any]) -> Non
     d["copy_py"] += p["copy_ns"]
     d["add_py"] += p["add_ns"]
     d["work_py"] += p["work_ns"]
+    for k, v in (("memcpy_cpp", r["memcpy_ns"]), ("add_cpp", r["add_ns"]),
+                 ("copy_py", p["copy_ns"]), ("add_py", p["add_ns"])):
+        cur[k] = summarize(v)["p50_ns"]
+    per_pass[str(pass_no)] = cur
 
 
 def pingpong_floors(tools: Tools, rounds: int, passes: int) -> dict[str, dict[str, float]]:
-    kinds = ["spin", "futex", "spinfutex", "spinyield"]
+    kinds = ["spin", "futex", "spinfutex", "spinyield", "proto4"]
     samples: dict[str, list[int]] = {k: [] for k in kinds}
     for i in range(passes):
         order = kinds[i % len(kinds):] + kinds[: i % len(kinds)]
@@ -491,7 +507,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for i in range(passes):
             log(f"size {size}: pass {i + 1}/{passes}")
             try:
-                floors_pass(size, max(4, fl_rounds // passes), tools, floors_raw)
+                floors_pass(size, max(4, fl_rounds // passes), tools, floors_raw, i,
+                            3000 if size <= MiB else 0)
             except PeerError as e:
                 log(f"floors failed: {e}")
             k = i % len(sc)
@@ -501,7 +518,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 per = max(2, c.rounds // passes)
                 warm = max(2, min(200, per // 5)) if c.system != "original" else 2
                 try:
-                    run_cell_pass(c, tools, per, warm, budget)
+                    run_cell_pass(c, tools, per, warm, budget, i)
                 except PeerError as e:
                     c.error = str(e)
                     log(f"ERROR {e}")

@@ -10,7 +10,10 @@
 //       spinfutex = spin S µs, then FUTEX_WAIT, with a waiters counter so the waker makes the
 //       syscall only when somebody sleeps (the scheme of PROTOCOL.md §6);
 //       spinyield = spinfutex with a sched_yield() after every 64 pause instructions (an
-//       experiment: lets a peer that the scheduler put on the same core run).
+//       experiment: lets a peer that the scheduler put on the same core run);
+//       proto4 = the four compare-and-swaps of one protocol round (IDLE→REQUESTED→TAKEN→
+//       REPLIED→IDLE, PROTOCOL.md §5) with spin-then-futex waits and 64 B of payload written by
+//       each side, no library: the floor of the protocol itself.
 // SHMB_BENCH_PIN=1 pins the ping-pong parent to CPU 0 and the child to CPU 1 (as bench/run.py
 // --pin does for the peers), so that the scheduler cannot put both on one core.
 // Each prints one JSON line: {"kind": ..., "samples_ns": [...]} (one list per measured kind).
@@ -168,7 +171,88 @@ void pin_to(int cpu) {
   if (sched_setaffinity(0, sizeof(set), &set) != 0) std::perror("sched_setaffinity");
 }
 
+// Waits (spin S, then futex) until the phase bits of the word equal `phase`; returns the word.
+std::uint32_t wait_phase(Shared* s, std::uint32_t phase, nanoseconds spin) {
+  const auto end = Clock::now() + spin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      const std::uint32_t w = s->word.load(std::memory_order_acquire);
+      if ((w & 0xF) == phase) return w;
+      relax();
+    }
+    if (Clock::now() >= end) break;
+  }
+  for (;;) {
+    const std::uint32_t cur = s->word.load(std::memory_order_acquire);
+    if ((cur & 0xF) == phase) return cur;
+    s->waiters.fetch_add(1, std::memory_order_seq_cst);
+    if (s->word.load(std::memory_order_seq_cst) == cur) futex(&s->word, FUTEX_WAIT, cur);
+    s->waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+void cas_publish(Shared* s, std::uint32_t from, std::uint32_t to) {
+  std::uint32_t e = from;
+  if (!s->word.compare_exchange_strong(e, to, std::memory_order_seq_cst,
+                                       std::memory_order_acquire)) {
+    std::fprintf(stderr, "proto4: CAS failed (%x, expected %x)\n", e, from);
+    std::exit(1);
+  }
+  if (s->waiters.load(std::memory_order_seq_cst) != 0) futex(&s->word, FUTEX_WAKE, INT_MAX);
+}
+
+// IDLE 0, REQUESTED 1, TAKEN 4, REPLIED 2; seq in bits 4..31.
+int proto4(long rounds, double spin_us) {
+  auto* s = static_cast<Shared*>(shared_map(4096));
+  new (s) Shared{};
+  auto* payload = reinterpret_cast<float*>(reinterpret_cast<char*>(s) + 512);
+  const nanoseconds spin(static_cast<long long>(spin_us * 1000.0));
+  const long warm = rounds / 10 + 10;
+  const long total = warm + rounds;
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    pin_to(1);
+    for (long k = 0; k < total; ++k) {
+      const std::uint32_t w = wait_phase(s, 1, spin);  // REQUESTED
+      cas_publish(s, w, (w & ~0xFu) | 4);             // take
+      for (int i = 0; i < 16; ++i) payload[i] += 1.0f;
+      cas_publish(s, (w & ~0xFu) | 4, (w & ~0xFu) | 2);  // reply
+    }
+    _exit(0);
+  }
+  pin_to(0);
+  float in[16], out[16];
+  for (int i = 0; i < 16; ++i) in[i] = static_cast<float>(i);
+  std::vector<std::int64_t> rt;
+  rt.reserve(rounds);
+  std::uint32_t w = 0;
+  for (long k = 0; k < total; ++k) {
+    const auto t0 = Clock::now();
+    std::memcpy(payload, in, sizeof in);
+    const std::uint32_t req = ((w & ~0xFu) + 0x10) | 1;
+    cas_publish(s, w, req);                     // send
+    const std::uint32_t r = wait_phase(s, 2, spin);  // REPLIED
+    cas_publish(s, r, r & ~0xFu);               // receive
+    std::memcpy(out, payload, sizeof out);
+    w = r & ~0xFu;
+    const auto t1 = Clock::now();
+    if (out[1] != in[1] + 1.0f) {
+      std::fprintf(stderr, "proto4: wrong result\n");
+      return 1;
+    }
+    if (k >= warm) rt.push_back(duration_cast<nanoseconds>(t1 - t0).count());
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::printf("{\"kind\":\"pingpong_proto4\",\"spin_us\":%g,", spin_us);
+  print_samples("samples_ns", rt, true);
+  std::printf("}\n");
+  return 0;
+}
+
 int pingpong(const std::string& kind_s, long rounds, double spin_us) {
+  if (kind_s == "proto4") return proto4(rounds, spin_us);
   Kind kind = kind_s == "spin"        ? Kind::spin
               : kind_s == "futex"     ? Kind::futex
               : kind_s == "spinyield" ? Kind::spinyield
