@@ -61,6 +61,9 @@ def build(meta: dict[str, Any], sizes: list[int], cells: list[Any], floors_raw: 
     for size, d in floors_raw.items():
         if size.startswith("_"):
             continue
+        for mode, v in floors_raw.get("_proto4", {}).get(size, {}).items():
+            d = dict(d)
+            d["proto4_" + mode] = v
         f = {k + "_p50_ns": _p50(v) for k, v in d.items()}
         f["memcpy_gbps"] = int(size) / f["memcpy_cpp_p50_ns"] if f["memcpy_cpp_p50_ns"] else 0.0
         floors[size] = f
@@ -123,6 +126,8 @@ def build(meta: dict[str, Any], sizes: list[int], cells: list[Any], floors_raw: 
             row["pass_p50_ns"] = c.pass_p50
             row["x_work_floor_paired"] = paired(c, lambda f, p=c.pairing: pass_work(f, p))
             row["x_handoff_paired"] = paired(c, lambda f, k=hk: f.get(k))
+            pk = "proto4_spin" if c.mode in ("spin", "busy-poll") else "proto4_blocking"
+            row["x_protocol_floor_paired"] = paired(c, lambda f, k=pk: f.get(k))
             o = orig.get(c.size)
             row["speedup_vs_original_merged"] = (o / p50) if o else None
             row["speedup_vs_original"] = paired_speedup(c) or row["speedup_vs_original_merged"]
@@ -162,6 +167,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             (r.get("x_work_floor_paired") or r["x_work_floor"]) if r else None, 1.3, "le",
             f"p50 {fmt_us(r['p50_ns'])} vs work floor {fmt_us(r['work_floor_ns'])}" if r else
             "not measured")
+        if r and r.get("x_protocol_floor_paired"):
+            add(f"(info) 1 MiB {pairing} blocking vs the bare protocol round (no library, same "
+                "waiting policy)", r["x_protocol_floor_paired"], 1.3, "le",
+                "cross-process floor: 4 CAS + copy in/out + add, spin 20 µs then futex")
         add(f"1 MiB {pairing} blocking ≥ 100× faster than the original",
             r["speedup_vs_original"] if r else None, 100, "ge",
             f"p50 {fmt_us(r['p50_ns'])}" if r else "not measured")
@@ -302,14 +311,15 @@ def print_tables(result: dict[str, Any]) -> None:
 
     t = Table(title="Floors (p50, same run)", show_lines=False)
     for h in ("payload", "memcpy C++", "add C++", "work C++", "copyto numpy", "a += 1 numpy",
-              "work numpy", "memcpy GB/s"):
+              "work numpy", "memcpy GB/s", "protocol round, spin", "protocol round, 20 µs+futex"):
         t.add_column(h, justify="right")
     for s in sorted(result["floors"], key=int):
         f = result["floors"][s]
         t.add_row(fmt_size(int(s)), fmt_us(f["memcpy_cpp_p50_ns"]), fmt_us(f["add_cpp_p50_ns"]),
                   fmt_us(f["work_cpp_p50_ns"]), fmt_us(f["copy_py_p50_ns"]),
                   fmt_us(f["add_py_p50_ns"]), fmt_us(f["work_py_p50_ns"]),
-                  f"{f['memcpy_gbps']:.1f}")
+                  f"{f['memcpy_gbps']:.1f}", fmt_us(f.get("proto4_spin_p50_ns", float("nan"))),
+                  fmt_us(f.get("proto4_blocking_p50_ns", float("nan"))))
     con.print(t)
 
     t = Table(title="Raw cross-process ping-pong of a 32-bit word (2 forked C++ processes)")
@@ -325,7 +335,7 @@ def print_tables(result: dict[str, Any]) -> None:
               "measured in the same pass); ×(work+handoff) uses the merged p50s",
               show_lines=False)
     for h in ("payload", "system", "mode", "p50", "p90", "p99", "max", "GB/s", "×work floor",
-              "×(work+handoff)", "×handoff", "speedup vs original"):
+              "×protocol floor", "×(work+handoff)", "×handoff", "speedup vs original"):
         t.add_column(h, justify="right" if h not in ("system", "mode") else "left")
     last = None
     for r in sorted(result["results"], key=lambda r: (r["size"], r["system"] != "shmbridge",
@@ -335,12 +345,13 @@ def print_tables(result: dict[str, Any]) -> None:
         last = r["size"]
         if "p50_ns" not in r:
             t.add_row(fmt_size(r["size"]), r["key"], r["mode"], "[red]error[/]", "", "", "", "",
-                      "", "", "", (r.get("error") or "")[:40])
+                      "", "", "", "", (r.get("error") or "")[:40])
             continue
         name = r["key"].replace(f" {r['mode']}", "") if r["system"] == "shmbridge" else r["key"]
         t.add_row(fmt_size(r["size"]), name, r["mode"], fmt_us(r["p50_ns"]), fmt_us(r["p90_ns"]),
                   fmt_us(r["p99_ns"]), fmt_us(r["max_ns"]), f"{r['gbps']:.2f}",
                   fmt_x(r.get("x_work_floor_paired") or r.get("x_work_floor")),
+                  fmt_x(r.get("x_protocol_floor_paired")),
                   fmt_x(r.get("x_floor")),
                   fmt_x(r.get("x_handoff_paired") or r.get("x_handoff"), 1),
                   fmt_x(r.get("speedup_vs_original"), 0))

@@ -321,10 +321,21 @@ def floors_pass(size: int, rounds: int, tools: Tools, fl: dict[str, Any], pass_n
     floors (spin, spinfutex) of this pass, so that every ratio can be taken within one pass."""
     per_pass = fl.setdefault("_passes", {}).setdefault(str(size), {})
     cur: dict[str, float] = {}
-    for kind in ("spin", "spinfutex", "proto4") if pp_rounds else ():
+    for kind in ("spin", "spinfutex") if pp_rounds else ():
         r = run_json([str(tools.floors), "pingpong", "--kind", kind, "--rounds", str(pp_rounds),
                       "--spin-us", str(SPIN_BLOCKING_US)], tools.env, 120, f"pingpong {kind}")
         cur["pingpong_" + kind] = summarize(r["samples_ns"])["p50_ns"]
+    # The bare protocol round at this size (4 CAS, copy in/out, add; no library), with the
+    # waiting policy of each mode: the cross-process floor of a round.
+    if size <= 16 * MiB:
+        pr = 2000 if size <= 64 * KiB else 200 if size <= MiB else 20
+        for mode, spin in MODES.items():
+            r = run_json([str(tools.floors), "pingpong", "--kind", "proto4", "--bytes", str(size),
+                          "--rounds", str(pr), "--spin-us", str(spin)], tools.env, 300,
+                         f"proto4 {size} {mode}")
+            cur["proto4_" + mode] = summarize(r["samples_ns"])["p50_ns"]
+            fl.setdefault("_proto4", {}).setdefault(str(size), {}).setdefault(mode, []).extend(
+                r["samples_ns"])
     r = run_json([str(tools.floors), "copy", "--bytes", str(size), "--rounds", str(rounds)],
                  tools.env, 600, f"floors copy {size}")
     p = run_json([sys.executable, str(BENCH / "py" / "alt_peers.py"), "pyfloor", "--bytes",

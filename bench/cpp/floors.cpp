@@ -12,8 +12,9 @@
 //       spinyield = spinfutex with a sched_yield() after every 64 pause instructions (an
 //       experiment: lets a peer that the scheduler put on the same core run);
 //       proto4 = the four compare-and-swaps of one protocol round (IDLE→REQUESTED→TAKEN→
-//       REPLIED→IDLE, PROTOCOL.md §5) with spin-then-futex waits and 64 B of payload written by
-//       each side, no library: the floor of the protocol itself.
+//       REPLIED→IDLE, PROTOCOL.md §5) with spin-then-futex waits, the requester copying B bytes
+//       (--bytes, default 64) in and out and the responder adding 1.0 in place, no library: the
+//       cross-process floor of a round (with --spin-us 1e6: pure spinning).
 // SHMB_BENCH_PIN=1 pins the ping-pong parent to CPU 0 and the child to CPU 1 (as bench/run.py
 // --pin does for the peers), so that the scheduler cannot put both on one core.
 // Each prints one JSON line: {"kind": ..., "samples_ns": [...]} (one list per measured kind).
@@ -202,8 +203,9 @@ void cas_publish(Shared* s, std::uint32_t from, std::uint32_t to) {
 }
 
 // IDLE 0, REQUESTED 1, TAKEN 4, REPLIED 2; seq in bits 4..31.
-int proto4(long rounds, double spin_us) {
-  auto* s = static_cast<Shared*>(shared_map(4096));
+int proto4(long rounds, double spin_us, std::size_t bytes) {
+  const std::size_t n = bytes / 4;
+  auto* s = static_cast<Shared*>(shared_map(512 + bytes));
   new (s) Shared{};
   auto* payload = reinterpret_cast<float*>(reinterpret_cast<char*>(s) + 512);
   const nanoseconds spin(static_cast<long long>(spin_us * 1000.0));
@@ -216,28 +218,29 @@ int proto4(long rounds, double spin_us) {
     for (long k = 0; k < total; ++k) {
       const std::uint32_t w = wait_phase(s, 1, spin);  // REQUESTED
       cas_publish(s, w, (w & ~0xFu) | 4);             // take
-      for (int i = 0; i < 16; ++i) payload[i] += 1.0f;
+      add_one(payload, n);
       cas_publish(s, (w & ~0xFu) | 4, (w & ~0xFu) | 2);  // reply
     }
     _exit(0);
   }
   pin_to(0);
-  float in[16], out[16];
-  for (int i = 0; i < 16; ++i) in[i] = static_cast<float>(i);
+  std::vector<float> in(n), out(n);
+  for (std::size_t i = 0; i < n; ++i) in[i] = static_cast<float>(i % 1024);
   std::vector<std::int64_t> rt;
   rt.reserve(rounds);
   std::uint32_t w = 0;
   for (long k = 0; k < total; ++k) {
     const auto t0 = Clock::now();
-    std::memcpy(payload, in, sizeof in);
+    in[0] = static_cast<float>(k & 0xffff);
+    std::memcpy(payload, in.data(), bytes);
     const std::uint32_t req = ((w & ~0xFu) + 0x10) | 1;
     cas_publish(s, w, req);                     // send
     const std::uint32_t r = wait_phase(s, 2, spin);  // REPLIED
     cas_publish(s, r, r & ~0xFu);               // receive
-    std::memcpy(out, payload, sizeof out);
+    std::memcpy(out.data(), payload, bytes);
     w = r & ~0xFu;
     const auto t1 = Clock::now();
-    if (out[1] != in[1] + 1.0f) {
+    if (out[0] != in[0] + 1.0f || out[n - 1] != in[n - 1] + 1.0f) {
       std::fprintf(stderr, "proto4: wrong result\n");
       return 1;
     }
@@ -245,14 +248,14 @@ int proto4(long rounds, double spin_us) {
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  std::printf("{\"kind\":\"pingpong_proto4\",\"spin_us\":%g,", spin_us);
+  std::printf("{\"kind\":\"pingpong_proto4\",\"spin_us\":%g,\"bytes\":%zu,", spin_us, bytes);
   print_samples("samples_ns", rt, true);
   std::printf("}\n");
   return 0;
 }
 
-int pingpong(const std::string& kind_s, long rounds, double spin_us) {
-  if (kind_s == "proto4") return proto4(rounds, spin_us);
+int pingpong(const std::string& kind_s, long rounds, double spin_us, std::size_t bytes) {
+  if (kind_s == "proto4") return proto4(rounds, spin_us, bytes);
   Kind kind = kind_s == "spin"        ? Kind::spin
               : kind_s == "futex"     ? Kind::futex
               : kind_s == "spinyield" ? Kind::spinyield
@@ -315,8 +318,14 @@ int main(int argc, char** argv) {
     return copy_floor(bytes, rounds);
   }
   if (mode == "pingpong") {
+    const auto bytes = static_cast<std::size_t>(
+        std::strtoull(opt(argc, argv, "--bytes", "64").c_str(), nullptr, 10));
+    if (bytes < 4 || bytes % 4) {
+      std::fprintf(stderr, "--bytes must be a positive multiple of 4\n");
+      return 2;
+    }
     return pingpong(opt(argc, argv, "--kind", "spinfutex"), rounds,
-                    std::strtod(opt(argc, argv, "--spin-us", "20").c_str(), nullptr));
+                    std::strtod(opt(argc, argv, "--spin-us", "20").c_str(), nullptr), bytes);
   }
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 2;
