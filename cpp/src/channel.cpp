@@ -391,7 +391,10 @@ class Core {
           }
           break;
         default:
-          fail(Op::receive, w, ErrorCode::PROTOCOL_VIOLATION);
+          // R-STATE-11: attach does not judge a phase outside the table; the first operation
+          // that reads the word reports PROTOCOL_VIOLATION.
+          settled(seq_of(w));
+          return;
       }
     }
   }

@@ -140,15 +140,19 @@ Decision decide(Actor actor, Op op, std::uint32_t word, const ActorState& st) no
   const bool own = st.pending && *st.pending == seq;
   switch (op) {
     case Op::send:  // T1
-      if (phase != IDLE) return error(ErrorCode::OUT_OF_TURN);
-      if (st.last && *st.last != seq) return error(ErrorCode::PROTOCOL_VIOLATION);  // R-STATE-8
+      // R-STATE-8: with nothing pending the requester owns the word in IDLE|last; only it moves
+      // the word out of IDLE, so another phase (or another seq) is a rogue write.
+      if (phase != IDLE) return error(ErrorCode::PROTOCOL_VIOLATION);
+      if (st.last && *st.last != seq) return error(ErrorCode::PROTOCOL_VIOLATION);
       return transition("T1", Phase::REQUESTED, next_seq(seq), std::memory_order_release);
     case Op::take:  // T2, waits in IDLE and REPLIED
       if (phase == REQUESTED) return transition("T2", Phase::TAKEN, seq, std::memory_order_acquire);
       if (phase == IDLE || phase == REPLIED) {
         return peer_gone(st.peer) ? error(ErrorCode::PEER_GONE) : wait();
       }
-      return error(ErrorCode::OUT_OF_TURN);
+      // TAKEN not held: R-REC-2 completed any predecessor's round at attach and no other
+      // responder can hold the role (R-STATE-5), so this TAKEN is a rogue write (R-STATE-8).
+      return error(ErrorCode::PROTOCOL_VIOLATION);
     case Op::reply:  // T3
       if (phase == TAKEN && seq == *st.held) {
         return transition("T3", Phase::REPLIED, seq, std::memory_order_release);
@@ -157,8 +161,9 @@ Decision decide(Actor actor, Op op, std::uint32_t word, const ActorState& st) no
       if (seq != *st.held) return error(ErrorCode::PROTOCOL_VIOLATION);
       return error(ErrorCode::OUT_OF_TURN);
     case Op::receive:  // T4, waits in REQUESTED and TAKEN
-      if (phase == IDLE) return error(ErrorCode::OUT_OF_TURN);
-      if (!own) return error(ErrorCode::PROTOCOL_VIOLATION);  // R-STATE-6/8: never another reply
+      // R-STATE-8: only the requester itself moves the word to IDLE, so IDLE while its request
+      // is outstanding is a rogue write; R-STATE-6/8: never another seq's reply.
+      if (phase == IDLE || !own) return error(ErrorCode::PROTOCOL_VIOLATION);
       if (phase == REPLIED) return transition("T4", Phase::IDLE, seq, std::memory_order_acquire);
       return peer_gone(st.peer) ? error(ErrorCode::PEER_GONE) : wait();
     case Op::cancel:  // T5
@@ -350,10 +355,9 @@ ErrorCode Model::attach(Actor actor) {
         s_.requester_slot = PeerState::closed;
         return ErrorCode::TIMEOUT;
       }
-    } else if (phase != IDLE) {
-      s_.requester_slot = PeerState::closed;
-      return ErrorCode::PROTOCOL_VIOLATION;
     }
+    // R-STATE-11: a phase outside the table does not fail the attach; the first operation that
+    // reads it reports PROTOCOL_VIOLATION.
     s_.requester_open = true;
     s_.pending.reset();
     s_.timed_out = false;

@@ -218,7 +218,11 @@ TEST(Channel, R_CLOSE_3_ViewOutlivesClose) {
     req.close();  // idempotent
     rsp.close();
   }
-  EXPECT_FALSE(std::ifstream(n.dev_shm()).good());  // unlinked by the creator ...
+#if defined(_WIN32)
+  EXPECT_TRUE(n.exists());  // R-SEG-5: no unlink; the view keeps the mapping and its name ...
+#else
+  EXPECT_FALSE(n.exists());  // unlinked by the creator ...
+#endif
   std::size_t sum = 0;
   for (auto x : v.as<std::uint8_t>()) sum += x;  // ... but the mapping lives with the view
   EXPECT_EQ(sum, 4096u * 42u);
@@ -242,7 +246,7 @@ TEST(Channel, R_ERR_1_NegativeTimeoutIsInvalidArgument) {
   Options opt;
   opt.timeout = std::chrono::seconds(-1);
   EXPECT_CODE(Requester::create(n, DType::uint8, {4}, opt), ErrorCode::INVALID_ARGUMENT);
-  EXPECT_FALSE(std::ifstream(n.dev_shm()).good());
+  EXPECT_FALSE(n.exists());
 }
 
 // R-STATE-3: reply_code is the responder's field; send never writes it (the SPIN-found T7/T8 race),
@@ -294,4 +298,78 @@ TEST(Channel, R_LAYOUT_5_EmptyArrayCopiesWithNullPointers) {
   r.reply(static_cast<const void*>(nullptr));
   EXPECT_NO_THROW(req.receive(static_cast<float*>(nullptr), {0, 4}));
   EXPECT_EQ(req.phase(), Phase::IDLE);
+}
+
+namespace {
+// A rogue/naive writer: a plain store to the control word (what R-STATE-8 guards against).
+void rogue_store(const Segment& raw, std::uint32_t word) {
+  atomic_u32(raw.base() + layout::kOffWord).store(word, std::memory_order_seq_cst);
+}
+std::uint32_t raw_word(const Segment& raw) {
+  return atomic_u32(raw.base() + layout::kOffWord).load(std::memory_order_seq_cst);
+}
+}  // namespace
+
+// R-STATE-8 (spec/vectors D15) on real handles: a requester with nothing pending that finds its
+// IDLE word changed to another phase, a requester with a request pending that finds IDLE, a
+// responder holding nothing whose take finds TAKEN, a reply whose seq changed: each is
+// PROTOCOL_VIOLATION and leaves the word and the handle's state unchanged.
+TEST(Channel, R_STATE_8_RogueWordsAreProtocolViolations) {
+  UniqueName n("rogue8");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  Segment raw = Segment::attach(n, std::chrono::seconds(1));
+  std::uint8_t in[4] = {1, 2, 3, 4}, out[4] = {};
+  for (Phase p : {Phase::REQUESTED, Phase::TAKEN, Phase::REPLIED}) {
+    SCOPED_TRACE(phase_name(static_cast<std::uint32_t>(p)));
+    rogue_store(raw, make_word(p, 0));
+    EXPECT_CODE(req.send(in, {4}), ErrorCode::PROTOCOL_VIOLATION);
+    EXPECT_EQ(raw_word(raw), make_word(p, 0));
+    EXPECT_FALSE(req.pending());
+  }
+  rogue_store(raw, make_word(Phase::IDLE, 0));
+  req.send(in, {4});
+  rogue_store(raw, make_word(Phase::IDLE, 1));
+  EXPECT_CODE(req.try_receive(), ErrorCode::PROTOCOL_VIOLATION);
+  EXPECT_EQ(raw_word(raw), make_word(Phase::IDLE, 1));
+  EXPECT_EQ(req.pending(), 1u);
+  rogue_store(raw, make_word(Phase::TAKEN, 1));
+  EXPECT_CODE(rsp.try_take(), ErrorCode::PROTOCOL_VIOLATION);
+  EXPECT_EQ(raw_word(raw), make_word(Phase::TAKEN, 1));
+  EXPECT_FALSE(rsp.held());
+  rogue_store(raw, make_word(Phase::REQUESTED, 1));
+  auto r = rsp.try_take();
+  rogue_store(raw, make_word(Phase::TAKEN, 2));
+  EXPECT_CODE(r.reply(), ErrorCode::PROTOCOL_VIOLATION);
+  EXPECT_EQ(rsp.held(), 1u);
+  rogue_store(raw, make_word(Phase::TAKEN, 1));
+  r.reply();
+  req.receive(out, {4});
+  EXPECT_EQ(std::memcmp(in, out, 4), 0);
+}
+
+// R-STATE-11: attach does not judge the control word: a requester and a responder attach over a
+// phase outside the table; the first operation that reads it reports PROTOCOL_VIOLATION.
+TEST(Channel, R_STATE_11_AttachOverInvalidPhase) {
+  UniqueName n("badphase");
+  Options keep;
+  keep.keep_segment = true;
+  std::optional<Requester> creator = Requester::create(n, DType::uint8, {4}, keep);
+  Segment raw = Segment::attach(n, std::chrono::seconds(1));
+  creator.reset();  // after `raw` holds it: on Windows a mapping dies with its last handle (R-SEG-5)
+  rogue_store(raw, 0x13);  // phase 3, seq 1
+  std::optional<Requester> req;
+  std::optional<Responder> rsp;
+  ASSERT_CODE(req.emplace(Requester::attach(n)), ErrorCode::ok);
+  ASSERT_CODE(rsp.emplace(Responder::attach(n)), ErrorCode::ok);
+  EXPECT_EQ(raw_word(raw), 0x13u);  // attach left it alone
+  std::uint8_t in[4] = {5, 6, 7, 8}, out[4] = {};
+  EXPECT_CODE(req->send(in, {4}), ErrorCode::PROTOCOL_VIOLATION);
+  EXPECT_CODE(rsp->try_take(), ErrorCode::PROTOCOL_VIOLATION);
+  EXPECT_EQ(raw_word(raw), 0x13u);
+  rogue_store(raw, make_word(Phase::IDLE, 1));
+  req->send(in, {4});
+  rsp->try_take().reply();
+  req->receive(out, {4});
+  EXPECT_EQ(std::memcmp(in, out, 4), 0);
 }

@@ -170,11 +170,14 @@ TEST(Protocol, R_STATE_7_EverythingElseIsRejected) {
             continue;
           }
           const bool own = st.pending && *st.pending == seq;
-          // R-STATE-8 additions to the table: a receive that finds another seq, a reply whose
-          // held seq moved, a send whose IDLE seq jumped.
-          const bool violation = (op == Op::receive && phase != 0 && !own) ||
-                                 (op == Op::reply && *st.held != seq) ||
-                                 (op == Op::send && phase == 0 && st.last && *st.last != seq);
+          // R-STATE-8 additions to the table: a receive that finds another seq or IDLE under its
+          // outstanding request, a reply whose held seq moved, a send (nothing pending) that
+          // finds a phase other than IDLE or an IDLE seq that jumped, a take (holding nothing)
+          // that finds TAKEN (spec/vectors D15).
+          const bool violation =
+              (op == Op::receive && (phase == 0 || !own)) || (op == Op::reply && *st.held != seq) ||
+              (op == Op::send && (phase != 0 || (st.last && *st.last != seq))) ||
+              (op == Op::take && phase == static_cast<std::uint32_t>(Phase::TAKEN));
           if (from && guard_holds(row["guard"], seq, st, op) && !violation) {
             EXPECT_TRUE(d.is_transition());
             ++transitions;
@@ -270,4 +273,51 @@ TEST(Protocol, R_LIVE_3_ModelReclaimsFromDeadResponder) {
   EXPECT_EQ(m.receive(), ErrorCode::PEER_GONE);
   EXPECT_EQ(m.state().word, make_word(Phase::IDLE, 1));
   EXPECT_FALSE(m.state().pending);
+}
+
+// R-STATE-8 (spec/vectors D15): the words no legal move of the other role can produce from what
+// the actor last saw are PROTOCOL_VIOLATION, not OUT_OF_TURN.
+TEST(Protocol, R_STATE_8_DecidedViolations) {
+  ActorState req;  // nothing pending, owns IDLE|3
+  req.last = 3;
+  for (Phase p : {Phase::REQUESTED, Phase::TAKEN, Phase::REPLIED}) {
+    SCOPED_TRACE(phase_name(static_cast<std::uint32_t>(p)));
+    EXPECT_EQ(decide(Actor::requester, Op::send, make_word(p, 3), req).error,
+              ErrorCode::PROTOCOL_VIOLATION);
+    EXPECT_EQ(decide(Actor::requester, Op::send, make_word(p, 4), req).error,
+              ErrorCode::PROTOCOL_VIOLATION);
+  }
+  EXPECT_TRUE(decide(Actor::requester, Op::send, make_word(Phase::IDLE, 3), req).is_transition());
+  ActorState pending;  // request #4 outstanding: only this requester moves the word to IDLE
+  pending.pending = 4;
+  EXPECT_EQ(decide(Actor::requester, Op::receive, make_word(Phase::IDLE, 4), pending).error,
+            ErrorCode::PROTOCOL_VIOLATION);
+  EXPECT_EQ(decide(Actor::requester, Op::receive, make_word(Phase::IDLE, 3), pending).error,
+            ErrorCode::PROTOCOL_VIOLATION);
+  ActorState rsp;  // responder holding nothing: R-REC-2 completed any predecessor's round
+  EXPECT_EQ(decide(Actor::responder, Op::take, make_word(Phase::TAKEN, 4), rsp).error,
+            ErrorCode::PROTOCOL_VIOLATION);
+  rsp.held = 4;  // reply whose held seq moved
+  EXPECT_EQ(decide(Actor::responder, Op::reply, make_word(Phase::TAKEN, 5), rsp).error,
+            ErrorCode::PROTOCOL_VIOLATION);
+  // Still out of turn: the precondition fails first (R-STATE-7).
+  EXPECT_EQ(decide(Actor::responder, Op::take, make_word(Phase::TAKEN, 4), rsp).error,
+            ErrorCode::OUT_OF_TURN);
+}
+
+// R-STATE-11 in the model: a requester and a responder attach over a phase outside the table; the
+// first operation reports PROTOCOL_VIOLATION and changes nothing.
+TEST(Protocol, R_STATE_11_ModelAttachOverInvalidPhase) {
+  Model m = Model::fresh_pair();
+  m.close(Actor::requester);
+  m.close(Actor::responder);
+  m.poke_word(0x13);
+  EXPECT_EQ(m.attach(Actor::requester), ErrorCode::ok);
+  EXPECT_EQ(m.attach(Actor::responder), ErrorCode::ok);
+  EXPECT_EQ(m.state().word, 0x13u);
+  EXPECT_EQ(m.send(), ErrorCode::PROTOCOL_VIOLATION);
+  EXPECT_EQ(m.take(), ErrorCode::PROTOCOL_VIOLATION);
+  EXPECT_EQ(m.state().word, 0x13u);
+  m.poke_word(make_word(Phase::IDLE, 1));
+  EXPECT_EQ(m.send(), ErrorCode::ok);
 }

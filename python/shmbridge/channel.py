@@ -561,7 +561,10 @@ class Requester(_Handle):
                 self._cas(w, w & ~0xF)
                 continue
             if ph != _TAKEN:
-                raise self._violation(w, "attach")
+                # R-STATE-11: attach does not judge a phase outside the table; the first
+                # operation that reads the word reports PROTOCOL_VIOLATION.
+                self._last_seq = seq_of(w)
+                return
             now = time.monotonic()
             if now >= check_at or now >= deadline:
                 if self._peer() is Peer.GONE:
@@ -606,14 +609,8 @@ class Requester(_Handle):
                     "first"
                 )
         w = _native.load_acquire(mm, OFF_WORD)
-        ph = w & 0xF
-        if ph != _IDLE:
-            if phase_of(w) is None:
-                raise self._violation(w, "send")
-            raise OutOfTurn(
-                f"send: the channel is {Phase(ph).name} (seq {seq_of(w)}), expected IDLE; "
-                "another requester's round is in progress"
-            )
+        if w & 0xF != _IDLE:
+            raise self._error_for_word(w, "send")
         self._check_idle_seq(w, "send")
         self._reply_lease.end()
         return w
@@ -644,7 +641,13 @@ class Requester(_Handle):
     def _error_for_word(self, w: int, what: str) -> Error:
         if phase_of(w) is None:
             return self._violation(w, what)
-        return OutOfTurn(f"{what}: the channel is {Phase(w & 0xF).name}, expected IDLE")
+        # R-STATE-8: with nothing pending the requester owns the word in IDLE and only it moves
+        # the word out of IDLE: another phase is a rogue write.
+        return ProtocolViolation(
+            f"{what}: no request is pending but the channel is {Phase(w & 0xF).name} "
+            f"(seq {seq_of(w)}), expected IDLE seq {self._last_seq} (R-STATE-8); a rogue or "
+            "naive writer is using the segment: stop it and recreate the segment"
+        )
 
     def send(self, array: Any) -> int:
         """Copy ``array`` into the segment and publish the request (T1). Returns its seq.
@@ -714,9 +717,11 @@ class Requester(_Handle):
             w = _native.load_acquire(mm, OFF_WORD)
             ph = w & 0xF
             if ph == _IDLE:
-                raise OutOfTurn(
-                    f"receive: the channel is IDLE but request #{pending} is outstanding; "
-                    "another process withdrew it"
+                # R-STATE-8: only the requester itself moves the word to IDLE.
+                raise ProtocolViolation(
+                    f"receive: the channel is IDLE (seq {seq_of(w)}) but the own request "
+                    f"#{pending} is outstanding; only this requester moves the word to IDLE "
+                    "(R-STATE-8): a rogue or naive writer is using the segment"
                 )
             if phase_of(w) is None:
                 raise self._violation(w, "receive")
@@ -959,8 +964,12 @@ class Responder(_Handle):
                     raise bad
                 return req
             if ph == _TAKEN:
-                raise OutOfTurn(
-                    f"take: request #{seq_of(w)} is TAKEN by another responder; expected REQUESTED"
+                # R-REC-2 completed any predecessor's round at attach and no other responder
+                # holds the role (R-STATE-5): a TAKEN this responder does not hold is a rogue
+                # write (R-STATE-8).
+                raise ProtocolViolation(
+                    f"take: request #{seq_of(w)} is TAKEN but this responder holds nothing; "
+                    "expected REQUESTED (R-STATE-8): a rogue or naive writer is using the segment"
                 )
             if ph not in (_IDLE, _REPLIED):
                 raise self._violation(w, "take")

@@ -308,7 +308,12 @@ def _send(s: ModelState) -> Outcome:
     if s.phase is None:
         return _violation(s)
     if s.phase is not Phase.IDLE:
-        return _out_of_turn(f"send: phase is {s.phase.name}, needs IDLE")
+        # R-STATE-8: with nothing pending the requester owns the word in IDLE; only it moves the
+        # word out of IDLE, so any other phase is a rogue write.
+        return Failure(
+            ErrorCode.PROTOCOL_VIOLATION,
+            f"send: nothing pending but the phase is {s.phase.name}, not IDLE (R-STATE-8)",
+        )
     if s.seq != s.seen:
         return Failure(
             ErrorCode.PROTOCOL_VIOLATION,
@@ -332,7 +337,12 @@ def _take(s: ModelState) -> Outcome:
             on_peer_gone=Failure(ErrorCode.PEER_GONE, "the requester is gone (R-LIVE-4)"),
             on_timeout=Failure(ErrorCode.TIMEOUT, "no request (R-TIME-3)"),
         )
-    return _out_of_turn(f"take: phase is {s.phase.name}, not held by this responder")
+    # TAKEN not held: R-REC-2 completed any predecessor's round at attach and no other responder
+    # holds the role (R-STATE-5), so this TAKEN is a rogue write (R-STATE-8).
+    return Failure(
+        ErrorCode.PROTOCOL_VIOLATION,
+        f"take: phase is {s.phase.name}, not held by this responder (R-STATE-8)",
+    )
 
 
 def _reply(s: ModelState, code: int) -> Outcome:
@@ -356,6 +366,12 @@ def _receive(s: ModelState) -> Outcome:
         return _out_of_turn("receive: no request outstanding")
     if s.phase is None:
         return _violation(s)
+    if s.phase is Phase.IDLE:
+        # R-STATE-8: only the requester itself moves the word to IDLE.
+        return Failure(
+            ErrorCode.PROTOCOL_VIOLATION,
+            f"receive: IDLE while own request #{s.pending} is outstanding (R-STATE-8)",
+        )
     if s.phase in (Phase.REQUESTED, Phase.TAKEN, Phase.REPLIED) and s.seq != s.pending:
         return Failure(
             ErrorCode.PROTOCOL_VIOLATION,
@@ -450,7 +466,8 @@ def attach(state: ModelState, role: str) -> Transition | Failure:
         s = replace(state, requester=Peer.ATTACHED, pending=None, timed_out=False, seen=state.seq)
         ph = s.phase
         if ph is None:
-            return _violation(s)
+            # R-STATE-11: attach does not judge the word; the first operation reports it.
+            return Transition((), s)
         if ph is Phase.REQUESTED:  # the orphan request counts as our own for T5
             return Transition(("T5",), s.with_word(Phase.IDLE, s.seq))
         if ph is Phase.REPLIED:

@@ -140,8 +140,8 @@ STATES = _states()
 def test_public_ops_agree_with_every_row(actor: str, op: str) -> None:
     """§5 + R-WAIT-5 + R-STATE-7: for every phase and handle state, a public op transitions
     exactly when its row's phase and guard hold (after the precondition), waits exactly in
-    `waits_in`, and otherwise fails with OUT_OF_TURN (or PROTOCOL_VIOLATION for a foreign seq,
-    R-STATE-8), changing nothing."""
+    `waits_in`, and otherwise fails with OUT_OF_TURN (or PROTOCOL_VIOLATION for a word no legal
+    move of the other role produces, R-STATE-8), changing nothing."""
     (row,) = [r for r in ROWS if r["actor"] == actor and r["op"] == op]
     checked = 0
     for s in STATES:
@@ -161,8 +161,14 @@ def test_public_ops_agree_with_every_row(actor: str, op: str) -> None:
         if not _precondition(op, s):
             assert isinstance(out, Failure) and out.code is ErrorCode.OUT_OF_TURN, (s, out)
             continue
-        foreign = (op == "receive" and phase is not Phase.IDLE and s.seq != s.pending) or (
-            op == "reply" and s.seq != s.held
+        # R-STATE-8: a foreign seq on receive/reply, IDLE under an outstanding request, a
+        # non-IDLE word under a requester with nothing pending, TAKEN under a responder that
+        # holds nothing (spec/vectors D15).
+        foreign = (
+            (op == "receive" and (phase is Phase.IDLE or s.seq != s.pending))
+            or (op == "reply" and s.seq != s.held)
+            or (op == "send" and phase is not Phase.IDLE)
+            or (op == "take" and phase is Phase.TAKEN)
         )
         if foreign:
             assert isinstance(out, Failure) and out.code is ErrorCode.PROTOCOL_VIOLATION

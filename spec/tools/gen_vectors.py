@@ -460,7 +460,7 @@ class Model:
         if ph is None:
             return "PROTOCOL_VIOLATION"                          # R-STATE-1
         if ph != "IDLE":
-            raise Ambiguous("send with nothing pending finds a non-IDLE phase")
+            return "PROTOCOL_VIOLATION"                          # R-STATE-8: only we leave IDLE
         if sq != r["last"]:
             return "PROTOCOL_VIOLATION"                          # R-STATE-8: seq jumped while owned
         nsq = (sq + 1) & SEQ_MASK                               # T1
@@ -495,7 +495,7 @@ class Model:
             else:
                 r["timed_out"] = True                            # late reply later (R-STATE-10)
             return "TIMEOUT"
-        raise Ambiguous("receive with a request outstanding finds IDLE")
+        return "PROTOCOL_VIOLATION"                              # R-STATE-8: IDLE is ours only
 
     # responder
     def take(self, step):
@@ -515,7 +515,7 @@ class Model:
             if self.peer_gone("requester"):                      # R-LIVE-4
                 return "PEER_GONE"
             return "TIMEOUT"                                     # R-TIME-3
-        raise Ambiguous("take finds TAKEN not held")
+        return "PROTOCOL_VIOLATION"                              # R-STATE-8: TAKEN not held
 
     def _reply(self, code):
         s = self.rsp
@@ -558,14 +558,14 @@ class Model:
         if self.slot[role] == ATTACHED:
             return "ROLE_TAKEN"                                  # R-STATE-5, R-LIVE-1
         ph, sq = self.phase(), self.seq()
-        if ph is None:
-            raise Ambiguous("attach with an invalid phase")
+        # R-STATE-11: a phase outside the table does not fail the attach (ph is None: neither
+        # branch below touches the word); the first operation that reads it reports it.
         if role == "requester":                                  # R-REC-1
             if ph == "TAKEN":
                 if self.peer_gone("responder"):
                     self.word = mkword("IDLE", sq)               # T7
                 else:
-                    self.slot["requester"] = RELEASED            # deadline 0 passes
+                    self.slot["requester"] = CLOSED              # deadline 0: released (R-REC-1)
                     self.req = None
                     return "TIMEOUT"
             elif ph in ("REQUESTED", "REPLIED"):
@@ -759,6 +759,38 @@ SEQUENCES = [
      "after a round (IDLE seq 1, owned by the requester) a rogue stores IDLE seq 7: send "
      "reports PROTOCOL_VIOLATION",
      ROUND(1) + [POKE(0x70), R("send", "PROTOCOL_VIOLATION", value=2), POKE(0x10)] + ROUND(3)),
+    ("S-ROGUE-SEND-NOT-IDLE", ["R-STATE-8"],
+     "after a round (IDLE seq 1, nothing pending) a rogue stores REQUESTED, TAKEN and REPLIED "
+     "seq 1: send reports PROTOCOL_VIOLATION each time (only the requester moves its IDLE word); "
+     "once IDLE seq 1 is restored the protocol continues",
+     ROUND(1) + [POKE(0x11), R("send", "PROTOCOL_VIOLATION", value=2), POKE(0x14),
+                 R("send", "PROTOCOL_VIOLATION", value=2), POKE(0x12),
+                 R("send", "PROTOCOL_VIOLATION", value=2), POKE(0x10)] + ROUND(3)),
+    ("S-ROGUE-RECEIVE-IDLE", ["R-STATE-8"],
+     "a naive writer stores IDLE over the own outstanding request (REQUESTED seq 1, then TAKEN "
+     "seq 1): receive reports PROTOCOL_VIOLATION (only the requester moves the word to IDLE); "
+     "once the word is restored the round completes",
+     [R("send", value=1), POKE(0x10), R("receive", "PROTOCOL_VIOLATION"), POKE(0x11), P("take"),
+      POKE(0x10), R("receive", "PROTOCOL_VIOLATION"), POKE(0x14), P("reply"), R("receive")]),
+    ("S-ROGUE-TAKE-TAKEN", ["R-STATE-8", "R-REC-2"],
+     "a rogue stores TAKEN seq 1 over a request nobody took: the responder, holding nothing, "
+     "reports PROTOCOL_VIOLATION on take (R-REC-2 completed any predecessor's round at attach); "
+     "once REQUESTED is restored the round completes",
+     [R("send", value=1), POKE(0x14), P("take", "PROTOCOL_VIOLATION"), POKE(0x11), P("take"),
+      P("reply"), R("receive")]),
+    ("S-ATTACH-BAD-PHASE", ["R-STATE-11", "R-STATE-8", "R-STATE-1", "R-REC-1", "R-REC-2"],
+     "both handles close and a rogue stores phase 3 seq 1: a new requester and a new responder "
+     "attach anyway (attach does not judge the word); send and take report PROTOCOL_VIOLATION, "
+     "receive is OUT_OF_TURN (nothing pending); once IDLE seq 1 is restored a round works",
+     ROUND(1) + [R("close"), P("close"), POKE(0x13), R("attach"), P("attach"),
+                 R("send", "PROTOCOL_VIOLATION", value=2), P("take", "PROTOCOL_VIOLATION"),
+                 R("receive", "OUT_OF_TURN"), POKE(0x10)] + ROUND(3)),
+    ("S-REC-REQ-TIMEOUT-RELEASES", ["R-REC-1", "R-LIVE-4", "R-CLOSE-1"],
+     "an attach that fails with TIMEOUT releases the requester slot as a close does (CLOSED, "
+     "pid 0): after the reply, take ends with PEER_GONE; a later attach discards the orphan "
+     "reply (T6) and a round works",
+     [R("send", value=1), P("take"), R("close"), R("attach", "TIMEOUT"), P("reply"),
+      P("take", "PEER_GONE"), R("attach")] + ROUND(2)),
 ]
 
 
