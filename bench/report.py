@@ -267,6 +267,11 @@ def plot(result: dict[str, Any], out: Path, base: str) -> list[Path]:
                     color="gray", label="floor: work numpy (copyto+add+copyto)")
             ax.plot(fsizes, [floors[str(s)]["memcpy_cpp_p50_ns"] / 1e3 for s in fsizes], "-.",
                     color="silver", label="floor: memcpy")
+        key = f"proto4_{mode}_p50_ns"
+        ps = [x for x in fsizes if key in floors[str(x)]]
+        if ps:
+            ax.plot(ps, [floors[str(x)][key] / 1e3 for x in ps], ":", color="green",
+                    label="floor: bare protocol round across 2 processes (no library)")
         pp = result["pingpong"].get("spinfutex" if mode == "blocking" else "spin")
         if pp:
             ax.axhline(pp["p50_ns"] / 1e3, color="brown", linestyle=":", linewidth=1,
