@@ -281,9 +281,23 @@ def shmbridge_cells(size: int, quick: bool) -> list[Cell]:
     return out
 
 
+def _unlink_segment(name: str) -> None:
+    """A peer killed on a timeout cannot unlink its segment: remove it (POSIX shm of `name`)."""
+    with contextlib.suppress(OSError):
+        Path("/dev/shm", name).unlink()
+
+
 def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float,
                   pass_no: int = 0) -> None:
     name = seg_name()
+    try:
+        _run_cell_pass(c, tools, rounds, warmup, budget, pass_no, name)
+    finally:
+        _unlink_segment(name)
+
+
+def _run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float,
+                   pass_no: int, name: str) -> None:
     timeout = 120 + rounds * max(1.0, c.size / MiB) * 0.05
     if c.system == "shmbridge":
         rq, rs = c.pairing.split("→")
@@ -372,9 +386,11 @@ def run_idle(tools: Tools, seconds: float) -> list[dict[str, Any]]:
     at the same time (CPU time is per process), each reports its own getrusage/os.times delta,
     and the harness adds the child's total rusage (including start-up) from wait4."""
     procs = []
+    names = []
     for lang in ("cpp", "py"):
         for mode, spin in MODES.items():
-            cmd = tools.peer_cmd(lang) + ["idle", "--name", seg_name(), "--seconds", str(seconds),
+            names.append(seg_name())
+            cmd = tools.peer_cmd(lang) + ["idle", "--name", names[-1], "--seconds", str(seconds),
                                           "--spin-us", str(spin), "--bytes", str(MiB)]
             procs.append(({"system": "shmbridge", "lang": lang, "mode": mode}, cmd))
     procs.append(({"system": "original", "lang": "py", "mode": "poll-10ms"},
@@ -405,6 +421,8 @@ def run_idle(tools: Tools, seconds: float) -> list[dict[str, Any]]:
         except (PeerError, ValueError) as e:
             row["error"] = str(e)
         out.append(row)
+    for n in names:
+        _unlink_segment(n)
     return out
 
 
