@@ -15,6 +15,8 @@ shm_before=$(ls /dev/shm 2>/dev/null | sort || true)
 
 echo "== ctest"
 ctest --test-dir "$build_dir" --output-on-failure -j 2 --output-junit "$repo/$reports/ctest.xml"
+bash ci/sanitizers.sh
+bash ci/fuzz.sh
 
 echo "== tox (Python tests, lint)"
 export SHMBRIDGE_CPP_BUILD_DIR="$repo/$build_dir"
