@@ -17,6 +17,7 @@ echo "== ctest"
 ctest --test-dir "$build_dir" --output-on-failure -j 2 --output-junit "$repo/$reports/ctest.xml"
 bash ci/sanitizers.sh
 bash ci/fuzz.sh
+bash ci/test-windows.sh  # Windows: mingw-w64 cross build, tests under wine
 
 echo "== tox (Python tests, lint)"
 export SHMBRIDGE_CPP_BUILD_DIR="$repo/$build_dir"

@@ -120,15 +120,20 @@ class Core {
   // ---- liveness (R-LIVE-3): slot state read every time, process probe cached per interval ----
   PeerState peer_state() {
     const auto st = static_cast<SlotState>(peer_.state());
-    if (st == SlotState::empty) return PeerState::empty;
-    if (st == SlotState::closed) return PeerState::closed;
     const std::uint32_t pid = peer_.pid();
+    // R-LIVE-3: gone is ATTACHED with a dead process or CLOSED with pid 0; a slot with pid != 0
+    // that is not yet ATTACHED is being claimed (R-LIVE-1) and is judged by its pid alone.
+    if (pid == 0 && st == SlotState::empty) return PeerState::empty;
+    if (pid == 0 && st == SlotState::closed) return PeerState::closed;
+    const bool claiming = st != SlotState::attached;
     const std::uint64_t inc = peer_.incarnation();
     const auto now = Clock::now();
-    if (pid != cache_pid_ || inc != cache_inc_ || now >= cache_expiry_) {
-      cache_alive_ = process_alive(pid, peer_.start_time());
+    if (pid != cache_pid_ || inc != cache_inc_ || claiming != cache_claiming_ ||
+        now >= cache_expiry_) {
+      cache_alive_ = process_alive(pid, claiming ? 0 : peer_.start_time());
       cache_pid_ = pid;
       cache_inc_ = inc;
+      cache_claiming_ = claiming;
       cache_expiry_ = now + opt_.liveness_interval;
     }
     return cache_alive_ ? PeerState::alive : PeerState::dead;
@@ -504,6 +509,7 @@ class Core {
   std::uint32_t cache_pid_ = 0;
   std::uint64_t cache_inc_ = ~std::uint64_t{0};
   bool cache_alive_ = false;
+  bool cache_claiming_ = false;
   Clock::time_point cache_expiry_{};
 };
 

@@ -106,7 +106,14 @@ void SlotRef::release() noexcept {
 }
 
 PeerState SlotRef::peer_state() const noexcept {
-  switch (static_cast<SlotState>(state())) {
+  const std::uint32_t st = state();
+  const std::uint32_t owner = pid();
+  if (owner != 0 && st != static_cast<std::uint32_t>(SlotState::attached)) {
+    // R-LIVE-3: a slot with pid != 0 that is not yet ATTACHED is being claimed (R-LIVE-1) and is
+    // judged by its pid alone (its start_time may still be the previous owner's).
+    return process_alive(owner, 0) ? PeerState::alive : PeerState::dead;
+  }
+  switch (static_cast<SlotState>(st)) {
     case SlotState::empty:
       return PeerState::empty;
     case SlotState::closed:
@@ -116,7 +123,7 @@ PeerState SlotRef::peer_state() const noexcept {
     default:
       return PeerState::dead;  // not a state a live peer writes
   }
-  return process_alive(pid(), start_time()) ? PeerState::alive : PeerState::dead;
+  return process_alive(owner, start_time()) ? PeerState::alive : PeerState::dead;
 }
 
 }  // namespace shmbridge

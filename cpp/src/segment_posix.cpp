@@ -112,17 +112,27 @@ Existing inspect_existing(const std::string& canonical, const std::string& os_na
           "a stale segment left by dead process " + std::to_string(pid),
           "remove it with: rm /dev/shm" + os_name + " (or enable reclaim_stale)");
   }
-  // Claim the reclaim by CAS on the dead creator's pid, so that two reclaimers never unlink each
-  // other's fresh segment.
-  std::uint32_t expected = pid;
-  if (atomic_u32(m->base() + kOffCreatorSlot + kSlotPid)
-          .compare_exchange_strong(expected, current_pid(), std::memory_order_acq_rel)) {
-    ::shm_unlink(os_name.c_str());
-  }
+  detail::reclaim_stale_segment(m->base(), pid, os_name);  // R-STALE-3
   return Existing::retry;
 }
 
 }  // namespace
+
+namespace detail {
+
+bool reclaim_stale_segment(std::uint8_t* base, std::uint32_t dead_pid,
+                           const std::string& os_name) noexcept {
+  // Claim the reclaim by CAS on the dead creator's pid, so that two reclaimers never unlink each
+  // other's fresh segment.
+  std::uint32_t expected = dead_pid;
+  if (!atomic_u32(base + kOffCreatorSlot + kSlotPid)
+           .compare_exchange_strong(expected, current_pid(), std::memory_order_acq_rel)) {
+    return false;
+  }
+  return ::shm_unlink(os_name.c_str()) == 0;
+}
+
+}  // namespace detail
 
 Segment Segment::create_unpublished(const std::string& name, const Header& header,
                                     const CreateOptions& opt) {

@@ -1,5 +1,6 @@
 // Windows segments: named file mappings Local\N (R-NAME-2, R-SEG-5). A mapping lives while any
-// handle is open, so there is no unlink and no stale segment.
+// handle is open, so there is no unlink; a mapping whose creator is gone but that another process
+// still holds is stale and cannot be reclaimed (R-SEG-7).
 #if defined(_WIN32)
 #ifndef NOMINMAX
 #define NOMINMAX
@@ -9,6 +10,7 @@
 #include <thread>
 
 #include "shmbridge/errors.hpp"
+#include "shmbridge/liveness.hpp"
 #include "shmbridge/naming.hpp"
 #include "shmbridge/segment.hpp"
 #include "shmbridge/wait.hpp"
@@ -45,10 +47,41 @@ std::shared_ptr<Mapping> map_handle(HANDLE h, const std::string& os_name) {
                                    static_cast<std::uint64_t>(info.RegionSize), h);
 }
 
+// R-SEG-4, R-SEG-7: CreateFileMappingW opened an existing mapping (handle h) instead of creating
+// one. Always throws: ALREADY_EXISTS while its creator is alive (or still initialising it),
+// STALE_SEGMENT once the creator is gone (no unlink exists, so it cannot be reclaimed whatever
+// reclaim_stale says), CORRUPT_HEADER / VERSION_MISMATCH if it is not a valid segment.
+[[noreturn]] void inspect_existing(HANDLE h, const std::string& canonical,
+                                   const std::string& os_name, const CreateOptions& opt) {
+  auto m = map_handle(h, os_name);  // owns h from here on
+  const auto deadline = Clock::now() + opt.init_timeout;
+  while (atomic_u64(m->base() + kOffMagic).load(std::memory_order_acquire) == 0) {
+    if (Clock::now() >= deadline) {
+      raise(ErrorCode::ALREADY_EXISTS, "no mapping named " + os_name,
+            "a mapping still being initialised (magic 0)",
+            "attach to it instead of creating it, or choose another name");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  validate_header(m->base(), m->size());
+  SlotRef creator(m->base() + kOffCreatorSlot);
+  const std::uint32_t pid = creator.pid();
+  if (pid != 0 && process_alive(pid, creator.start_time())) {
+    raise(ErrorCode::ALREADY_EXISTS, "no live creator of \"" + canonical + "\"",
+          "process " + std::to_string(pid) + " created it and is alive",
+          "attach to it instead of creating it, or choose another name");
+  }
+  raise(ErrorCode::STALE_SEGMENT, "no segment named \"" + canonical + "\"",
+        "a stale segment: its creator is gone but another process still holds " + os_name +
+            " open, and Windows cannot remove a mapping (R-SEG-7)",
+        "close or stop the processes still attached to it (e.g. the old peer); the name is free "
+        "once the last handle is closed");
+}
+
 }  // namespace
 
 Segment Segment::create_unpublished(const std::string& name, const Header& header,
-                                    const CreateOptions&) {
+                                    const CreateOptions& opt) {
   const std::string canonical = normalize_name(name);
   const std::string os_name = win32_mapping_name(canonical);
   const std::uint64_t size = header.segment_size;
@@ -63,11 +96,7 @@ Segment Segment::create_unpublished(const std::string& name, const Header& heade
     }
     os_error("CreateFileMappingW", os_name, e);
   }
-  if (GetLastError() == ERROR_ALREADY_EXISTS) {
-    CloseHandle(h);
-    raise(ErrorCode::ALREADY_EXISTS, "no mapping named " + os_name, "an existing mapping",
-          "attach to it instead of creating it, or choose another name");
-  }
+  if (GetLastError() == ERROR_ALREADY_EXISTS) inspect_existing(h, canonical, os_name, opt);
   auto m = map_handle(h, os_name);
   Header hd = header;
   hd.magic = {};

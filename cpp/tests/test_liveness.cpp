@@ -97,3 +97,49 @@ TEST(Liveness, R_LIVE_2_ForkedChildHasItsOwnStamp) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
+
+namespace {
+std::uint32_t reaped_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return static_cast<std::uint32_t>(child);
+}
+void write_slot(std::uint8_t* slot, std::uint32_t pid, SlotState state, std::uint64_t start) {
+  atomic_u32(slot + layout::kSlotPid).store(pid);
+  atomic_u32(slot + layout::kSlotState).store(static_cast<std::uint32_t>(state));
+  atomic_u64(slot + layout::kSlotStartTime).store(start);
+}
+}  // namespace
+
+// R-LIVE-3 (last sentence): a slot with pid != 0 that is not yet ATTACHED is being claimed and is
+// judged by its pid alone; gone is ATTACHED with a dead process, or CLOSED with pid 0.
+TEST(Liveness, R_LIVE_3_SlotBeingClaimedIsJudgedByPid) {
+  UniqueName n("claim");
+  auto req = Requester::create(n, DType::uint8, {4});
+  Segment raw = Segment::attach(n, std::chrono::seconds(1));
+  std::uint8_t* slot = raw.base() + layout::kOffResponderSlot;
+  SlotRef ref(slot);
+  // CLOSED with a live pid (this process) and a start_time that is not its own (the previous
+  // owner's): a restart in progress, not a departure.
+  write_slot(slot, current_pid(), SlotState::closed, self_start_stamp() + 12345);
+  EXPECT_EQ(ref.peer_state(), PeerState::alive);
+  const std::uint8_t in[4] = {1, 2, 3, 4};
+  req.send(in, {4});
+  EXPECT_CODE(req.try_receive(), ErrorCode::TIMEOUT);  // not PEER_GONE: the request is withdrawn
+  EXPECT_FALSE(req.pending());
+  write_slot(slot, current_pid(), SlotState::empty, 0);  // first claim in progress
+  EXPECT_EQ(ref.peer_state(), PeerState::alive);
+  const std::uint32_t dead = reaped_pid();
+  write_slot(slot, dead, SlotState::closed, 0);  // the claimer died: judged by its pid
+  EXPECT_EQ(ref.peer_state(), PeerState::dead);
+  write_slot(slot, 0, SlotState::closed, 0);  // CLOSED with pid 0: gone
+  EXPECT_EQ(ref.peer_state(), PeerState::closed);
+  req.send(in, {4});
+  EXPECT_CODE(req.try_receive(), ErrorCode::PEER_GONE);
+  write_slot(slot, dead, SlotState::attached, 0);  // ATTACHED, dead: gone
+  EXPECT_EQ(ref.peer_state(), PeerState::dead);
+  write_slot(slot, 0, SlotState::empty, 0);  // EMPTY: no peer yet, not gone
+  EXPECT_EQ(ref.peer_state(), PeerState::empty);
+}

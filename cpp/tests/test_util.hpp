@@ -2,9 +2,23 @@
 #pragma once
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
+#if defined(_WIN32)
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#else
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
 #include <atomic>
+#include <cerrno>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -31,7 +45,8 @@ class UniqueName {
  public:
   explicit UniqueName(const std::string& tag = "t") {
     static std::atomic<int> counter{0};
-    name_ = "sbt" + std::to_string(::getpid()) + "_" + tag.substr(0, 8) + std::to_string(counter++);
+    name_ =
+        "sbt" + std::to_string(current_pid()) + "_" + tag.substr(0, 8) + std::to_string(counter++);
     Segment::remove(name_);
   }
   ~UniqueName() { Segment::remove(name_); }
@@ -41,6 +56,32 @@ class UniqueName {
   operator const std::string&() const { return name_; }
   operator std::string_view() const { return name_; }
   std::string dev_shm() const { return "/dev/shm/" + name_; }
+  // Whether the OS object exists (R-NAME-2): shm_open("/N") on POSIX (macOS has no /dev/shm),
+  // the mapping Local\N on Windows.
+  bool exists() const {
+#if defined(_WIN32)
+    const std::string os = "Local\\" + name_;
+    HANDLE h = OpenFileMappingA(FILE_MAP_READ, FALSE, os.c_str());
+    if (!h) return false;
+    CloseHandle(h);
+    return true;
+#else
+    const int fd = ::shm_open(("/" + name_).c_str(), O_RDONLY, 0);
+    if (fd < 0) return errno == EACCES;
+    ::close(fd);
+    return true;
+#endif
+  }
+#if !defined(_WIN32)
+  // fstat of the POSIX object; false if it cannot be opened.
+  bool stat(struct stat& st) const {
+    const int fd = ::shm_open(("/" + name_).c_str(), O_RDONLY, 0);
+    if (fd < 0) return false;
+    const bool ok = ::fstat(fd, &st) == 0;
+    ::close(fd);
+    return ok;
+  }
+#endif
 
  private:
   std::string name_;

@@ -5,11 +5,21 @@
 // on stdout (CLOCK_MONOTONIC nanoseconds via std::chrono::steady_clock, so logs of two processes
 // merge) and exits with the code of spec/errors.json. Built only on the public C++ API.
 
+#if defined(_WIN32)  // the raw header view and dying on purpose differ (mapping Local\N, R-NAME-2)
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#else
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#endif
 
 #include <chrono>
 #include <cmath>
@@ -30,6 +40,7 @@
 #include "shmbridge/dtype.hpp"
 #include "shmbridge/errors.hpp"
 #include "shmbridge/layout.hpp"
+#include "shmbridge/liveness.hpp"
 #include "shmbridge/protocol.hpp"
 
 namespace sb = shmbridge;
@@ -620,12 +631,22 @@ std::uint64_t corrupt_header(const std::string& name, const std::string& field,
                              const std::optional<std::string>& value) {
   const FieldInfo* fi = field_info(field);
   if (!fi) throw UsageError{"unknown --corrupt field '" + field + "'"};
+#if defined(_WIN32)
+  const std::string os_name = "Local\\" + (name.rfind('/', 0) == 0 ? name.substr(1) : name);
+  HANDLE mh = OpenFileMappingW(FILE_MAP_ALL_ACCESS, FALSE,
+                               std::wstring(os_name.begin(), os_name.end()).c_str());
+  if (!mh) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: OpenFileMappingW failed");
+  void* m = MapViewOfFile(mh, FILE_MAP_ALL_ACCESS, 0, 0, 512);
+  CloseHandle(mh);  // the view keeps the mapping alive
+  if (!m) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: MapViewOfFile failed");
+#else
   const std::string os_name = "/" + (name.rfind('/', 0) == 0 ? name.substr(1) : name);
   const int fd = ::shm_open(os_name.c_str(), O_RDWR, 0);
   if (fd < 0) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: shm_open failed");
   void* m = ::mmap(nullptr, 512, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
   if (m == MAP_FAILED) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: mmap failed");
+#endif
   auto* h = static_cast<unsigned char*>(m);
   unsigned char* p = h + fi->off;
   std::uint64_t v = 0;
@@ -657,7 +678,11 @@ std::uint64_t corrupt_header(const std::string& name, const std::string& field,
     }
     store_le(p, fi->size, v);
   }
+#if defined(_WIN32)
+  UnmapViewOfFile(m);
+#else
   ::munmap(m, 512);
+#endif
   return v;
 }
 
@@ -667,6 +692,18 @@ bool wait_peer(const std::string& name, const std::string& role, double timeout)
   const std::size_t off = (role == "requester" ? 0x160 : 0x140) + 4;
   const std::int64_t deadline = now_ns() + static_cast<std::int64_t>(std::max(timeout, 0.0) * 1e9);
   while (true) {
+#if defined(_WIN32)
+    const std::string win_name = "Local\\" + os_name.substr(1);
+    HANDLE mh = OpenFileMappingW(FILE_MAP_READ, FALSE,
+                                 std::wstring(win_name.begin(), win_name.end()).c_str());
+    if (mh) {
+      const void* m = MapViewOfFile(mh, FILE_MAP_READ, 0, 0, 512);
+      CloseHandle(mh);
+      const bool attached = m && load_le(static_cast<const unsigned char*>(m) + off, 4) == 1;
+      if (m) UnmapViewOfFile(m);
+      if (attached) return true;
+    }
+#else
     const int fd = ::shm_open(os_name.c_str(), O_RDONLY, 0);
     if (fd >= 0) {
       unsigned char b[4] = {0, 0, 0, 0};
@@ -674,6 +711,7 @@ bool wait_peer(const std::string& name, const std::string& role, double timeout)
       ::close(fd);
       if (n == 4 && load_le(b, 4) == 1) return true;
     }
+#endif
     if (now_ns() >= deadline) return false;
     sleep_ms(2);
   }
@@ -708,7 +746,7 @@ class Peer {
              .str("event", "start")
              .str("peer", a_.label)
              .str("impl", "cpp")
-             .num("pid", ::getpid())
+             .num("pid", sb::current_pid())
              .str("role", a_.role)
              .str("name", a_.name)
              .num("t", now_ns())
@@ -856,12 +894,17 @@ class Peer {
              .raw("checksum", "null")
              .str("mode", a_.crash_mode)
              .done());
+#if defined(_WIN32)
+    if (a_.crash_mode == "abort") std::abort();
+    TerminateProcess(GetCurrentProcess(), 137);  // as SIGKILL: no cleanup, no close
+#else
     if (a_.crash_mode == "abort") {
       struct rlimit rl {};
       ::setrlimit(RLIMIT_CORE, &rl);
       std::abort();
     }
     ::kill(::getpid(), SIGKILL);
+#endif
     std::this_thread::sleep_for(std::chrono::seconds(60));
     std::_Exit(kExitInternal);
   }

@@ -202,8 +202,13 @@ def slot_alive(buf: Any, slot: int) -> bool:
 
 
 def peer_status(buf: Any, slot: int) -> Peer:
-    """What a waiting side sees in its peer's slot (R-LIVE-3, R-LIVE-4)."""
+    """What a waiting side sees in its peer's slot (R-LIVE-3, R-LIVE-4): gone is ATTACHED with a
+    dead process or CLOSED with pid 0; a slot with pid != 0 that is not yet ATTACHED is being
+    claimed (R-LIVE-1) and is judged by its pid alone (its start_time may be the previous
+    owner's)."""
     pid, state, start = slot_owner(buf, slot)
+    if pid != 0 and state != SLOT_ATTACHED:
+        return Peer.ATTACHED if process_alive(pid, 0) else Peer.GONE
     if state == SLOT_CLOSED:
         return Peer.GONE
     if state == SLOT_ATTACHED:

@@ -24,7 +24,15 @@ from .errors import (
     SegmentNotFound,
     StaleSegment,
 )
-from .layout import HEADER_SIZE, MAGIC, OFF_CREATOR, OFF_MAGIC, check_host, validate_fixed
+from .layout import (
+    HEADER_SIZE,
+    MAGIC,
+    OFF_CREATOR,
+    OFF_MAGIC,
+    SLOT_PID,
+    check_host,
+    validate_fixed,
+)
 from .liveness import process_alive, slot_owner
 from .naming import posix_name, validate_name, windows_names
 
@@ -166,12 +174,14 @@ class Segment:
                             f"segment {name!r} exists and its creator (pid {pid}) is alive; "
                             "expected a free name: choose another name or stop that process"
                         )
-                    break  # stale (R-STALE-1)
+                    cls._reclaim(mm, name, pid, reclaim_stale)  # stale (R-STALE-1)
+                    return
                 # Magic still zero: a creator is initialising it, or died doing so.
                 if mm is not None:
                     pid, _state, start = slot_owner(mm, OFF_CREATOR)
                     if pid != 0 and not process_alive(pid, start):
-                        break
+                        cls._reclaim(mm, name, pid, reclaim_stale)
+                        return
                 if time.monotonic() >= deadline:
                     raise AlreadyExists(
                         f"segment {name!r} exists and is still being initialised by another "
@@ -181,11 +191,21 @@ class Segment:
                 if mm is not None:
                     mm.close()
             time.sleep(0.001)
+
+    @staticmethod
+    def _reclaim(mm: mmap.mmap, name: str, pid: int, reclaim_stale: bool) -> None:
+        """R-STALE-2/3: ``mm`` maps a stale segment whose creator slot held ``pid`` (not a live
+        process) when it was inspected. Unlink it only after a CAS of that pid to our own pid
+        succeeded, so that two concurrent reclaimers never unlink each other's fresh segment; if
+        the CAS fails, another reclaimer claimed it first and the caller retries the create."""
         if not reclaim_stale:
             raise StaleSegment(
                 f"segment {name!r} was left by a dead creator; reclaiming is off. Remove it with: "
                 f"rm /dev/shm/{name}"
             )
+        if _native.compare_exchange(mm, OFF_CREATOR + SLOT_PID, pid, os.getpid()) != pid:
+            return
+        oname = posix_name(name)
         try:
             _posixshmem.shm_unlink(oname)
         except FileNotFoundError:

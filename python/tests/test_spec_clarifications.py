@@ -1,20 +1,37 @@
 """The clarifications of spec commit 50d62aa, on real handles and on the model: R-STATE-8 (the
-cases spec/vectors D15 used to leave open), R-STATE-11 (attach over an invalid phase)."""
+cases spec/vectors D15 used to leave open), R-STATE-11 (attach over an invalid phase), R-LIVE-3
+(a slot being claimed is judged by its pid), R-STALE-1 (a kept segment is stale, a sub-header
+object is not), R-STALE-3 (reclaim by CAS on the dead creator pid)."""
 
 from __future__ import annotations
 
 import _posixshmem
 import mmap
 import os
+import struct
+from typing import Callable
 
 import numpy as np
 import pytest
 
 import shmbridge as sb
 from shmbridge import _native, protocol
+from shmbridge import segment as segment_mod
 from shmbridge.errors import ErrorCode
-from shmbridge.layout import HEADER_SIZE, OFF_WORD
-from shmbridge.protocol import Failure, ModelState, Phase, Transition, encode_word
+from shmbridge.layout import (
+    HEADER_SIZE,
+    OFF_CREATOR,
+    OFF_RESPONDER,
+    OFF_WORD,
+    SLOT_ATTACHED,
+    SLOT_CLOSED,
+    SLOT_EMPTY,
+    SLOT_PID,
+    SLOT_START_TIME,
+    SLOT_STATE,
+)
+from shmbridge.liveness import own_start_time, peer_status
+from shmbridge.protocol import Failure, ModelState, Peer, Phase, Transition, encode_word
 
 
 def _raw(name: str, size: int = HEADER_SIZE) -> mmap.mmap:
@@ -135,3 +152,119 @@ def test_r_state_11_model_attach_over_invalid_phase() -> None:
         s = out.state
     out2 = protocol.step(s, "requester", "send")
     assert isinstance(out2, Failure) and out2.code is ErrorCode.PROTOCOL_VIOLATION
+
+
+# -- R-LIVE-3 ----------------------------------------------------------------------------------
+
+
+def _reaped_pid() -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def _write_slot(raw: mmap.mmap, slot: int, pid: int, state: int, start: int) -> None:
+    _native.store_release(raw, slot + SLOT_PID, pid)
+    _native.store_release(raw, slot + SLOT_STATE, state)
+    struct.pack_into("<Q", raw, slot + SLOT_START_TIME, start)
+
+
+def test_r_live_3_slot_being_claimed_is_judged_by_pid(segname: str) -> None:
+    """R-LIVE-3 (last sentence): a slot with pid != 0 that is not yet ATTACHED is being claimed
+    and is judged by its pid alone (CLOSED with a live pid is not gone); gone is ATTACHED with a
+    dead process, or CLOSED with pid 0."""
+    with sb.Requester.create(segname, "uint8", (4,), timeout=0.0) as req:
+        raw = _raw(segname)
+        try:
+            own = os.getpid()
+            # CLOSED, live pid (this process), a start_time that is the previous owner's.
+            _write_slot(raw, OFF_RESPONDER, own, SLOT_CLOSED, own_start_time() + 12345)
+            assert peer_status(raw, OFF_RESPONDER) is Peer.ATTACHED
+            a = np.zeros(4, dtype=np.uint8)
+            req.send(a)
+            with pytest.raises(sb.Timeout):  # not PeerGone: withdrawn on the deadline
+                req.try_receive()
+            _write_slot(raw, OFF_RESPONDER, own, SLOT_EMPTY, 0)  # first claim in progress
+            assert peer_status(raw, OFF_RESPONDER) is Peer.ATTACHED
+            dead = _reaped_pid()
+            _write_slot(raw, OFF_RESPONDER, dead, SLOT_CLOSED, 0)  # the claimer died
+            assert peer_status(raw, OFF_RESPONDER) is Peer.GONE
+            _write_slot(raw, OFF_RESPONDER, 0, SLOT_CLOSED, 0)  # CLOSED with pid 0: gone
+            assert peer_status(raw, OFF_RESPONDER) is Peer.GONE
+            req.send(a)
+            with pytest.raises(sb.PeerGone):
+                req.try_receive()
+            _write_slot(raw, OFF_RESPONDER, dead, SLOT_ATTACHED, 0)  # ATTACHED, dead: gone
+            assert peer_status(raw, OFF_RESPONDER) is Peer.GONE
+            _write_slot(raw, OFF_RESPONDER, 0, SLOT_EMPTY, 0)  # EMPTY: no peer yet
+            assert peer_status(raw, OFF_RESPONDER) is Peer.EMPTY
+        finally:
+            raw.close()
+
+
+# -- R-STALE-1, R-STALE-3 ----------------------------------------------------------------------
+
+
+def test_r_stale_1_kept_segment_is_stale_tiny_object_is_not(
+    segname: str, make_name: Callable[[], str]
+) -> None:
+    """R-STALE-1: a creator slot that is CLOSED (the creator kept the segment and detached) is
+    stale: STALE_SEGMENT with reclaiming off, reclaimed by default. An OS object smaller than the
+    512-byte header is CORRUPT_HEADER and never reclaimed."""
+    sb.Requester.create(segname, "uint8", (16,), keep_segment=True).close()
+    raw = _raw(segname)
+    try:
+        assert _native.load_acquire(raw, OFF_CREATOR + SLOT_STATE) == SLOT_CLOSED
+        assert _native.load_acquire(raw, OFF_CREATOR + SLOT_PID) == 0
+    finally:
+        raw.close()
+    with pytest.raises(sb.StaleSegment):
+        sb.Requester.create(segname, "float64", (2,), reclaim_stale=False)
+    with sb.Requester.create(segname, "float64", (2,)) as req:
+        assert req.dtype == np.float64 and req.created
+    tiny = make_name()
+    fd = _posixshmem.shm_open("/" + tiny, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, HEADER_SIZE - 1)
+    finally:
+        os.close(fd)
+    with pytest.raises(sb.CorruptHeader):
+        sb.Requester.create(tiny, "uint8", (16,))
+    assert os.stat(f"/dev/shm/{tiny}").st_size == HEADER_SIZE - 1  # never reclaimed
+
+
+def test_r_stale_3_no_unlink_when_the_dead_pid_changed(
+    segname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R-STALE-3: a reclaimer CASes the creator pid it read as dead to its own pid and unlinks only
+    if that CAS succeeded. Here another reclaimer (simulated: this process's pid) claims the slot
+    between the inspection and the CAS: the stale segment is not unlinked, and the create then
+    finds a live creator (ALREADY_EXISTS)."""
+    sb.Requester.create(segname, "uint8", (16,), keep_segment=True).close()
+    raw = _raw(segname)
+    real_alive = segment_mod.process_alive
+    calls: list[int] = []
+
+    def racing_alive(pid: int, start: int) -> bool:
+        calls.append(pid)
+        if len(calls) == 1:  # inspected as dead; then another reclaimer's CAS wins
+            _native.store_release(raw, OFF_CREATOR + SLOT_PID, os.getpid())
+            return False
+        return real_alive(pid, start)
+
+    monkeypatch.setattr(segment_mod, "process_alive", racing_alive)
+    try:
+        with pytest.raises(sb.AlreadyExists):
+            sb.Requester.create(segname, "float64", (2,))
+        assert calls[0] == 0 and os.getpid() in calls[1:]
+        assert os.path.exists(f"/dev/shm/{segname}")  # not unlinked
+        assert _native.load_acquire(raw, OFF_CREATOR + SLOT_PID) == os.getpid()
+        # The CAS-guarded path unlinks when the pid is still the one read as dead.
+        calls.clear()
+        monkeypatch.setattr(segment_mod, "process_alive", lambda pid, start: False)
+        with sb.Requester.create(segname, "float64", (2,)) as req:
+            assert req.dtype == np.float64
+    finally:
+        raw.close()
