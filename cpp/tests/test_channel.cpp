@@ -356,7 +356,7 @@ TEST(Channel, R_STATE_11_AttachOverInvalidPhase) {
   keep.keep_segment = true;
   std::optional<Requester> creator = Requester::create(n, DType::uint8, {4}, keep);
   Segment raw = Segment::attach(n, std::chrono::seconds(1));
-  creator.reset();  // after `raw` holds it: on Windows a mapping dies with its last handle (R-SEG-5)
+  creator.reset();  // `raw` holds it: on Windows a mapping dies with its last handle (R-SEG-5)
   rogue_store(raw, 0x13);  // phase 3, seq 1
   std::optional<Requester> req;
   std::optional<Responder> rsp;
@@ -372,4 +372,24 @@ TEST(Channel, R_STATE_11_AttachOverInvalidPhase) {
   rsp->try_take().reply();
   req->receive(out, {4});
   EXPECT_EQ(std::memcmp(in, out, 4), 0);
+}
+
+// R-MSG-3, R-ERR-1: HANDLER_FAILED (18) reaches the requester as an Error whose exit code is 27,
+// the value the command-line peers exit with through their generic error-to-exit mapping.
+TEST(Channel, R_MSG_3_HandlerFailedExitCode27) {
+  EXPECT_EQ(exit_code(ErrorCode::HANDLER_FAILED), 27);
+  UniqueName n("hf27");
+  auto req = Requester::create(n, DType::uint8, {2});
+  auto rsp = Responder::attach(n);
+  const std::uint8_t a[2] = {1, 2};
+  req.send(a, {2});
+  rsp.try_take().fail(ErrorCode::HANDLER_FAILED);
+  try {
+    req.try_receive();
+    FAIL() << "expected HANDLER_FAILED";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::HANDLER_FAILED);
+    EXPECT_EQ(e.exit_code(), 27);
+    EXPECT_NE(std::string(e.what()).find("HANDLER_FAILED"), std::string::npos) << e.what();
+  }
 }

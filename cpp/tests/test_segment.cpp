@@ -331,3 +331,28 @@ TEST(Segment, R_STALE_3_UnlinkOnlyAfterCasOfTheDeadPid) {
   EXPECT_FALSE(std::ifstream(n.dev_shm()).good());  // the CAS succeeded: unlinked
   EXPECT_EQ(creator_pid.load(), current_pid());
 }
+
+// R-SEG-6: the creator writes every header field before the magic, which it publishes as one
+// 64-bit atomic release store (lock-free, naturally aligned: never two 32-bit halves); attach
+// reads it with one 64-bit acquire load and sees either 0 (initialising) or the whole magic.
+TEST(Segment, R_SEG_6_MagicPublishedLastAsOne64BitAtomic) {
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+  static_assert(layout::kOffMagic % alignof(std::uint64_t) == 0);
+  UniqueName n("magic64");
+  const Header h = Header::fresh(DType::float32, {3});
+  std::vector<std::uint8_t> want(layout::kHeaderSize);
+  encode_header(h, want.data());
+  bool ran = false;
+  Segment s = Segment::create(n, h, CreateOptions{}, [&](std::uint8_t* base) {
+    ran = true;  // just before the publish: every other field written, magic still 0
+    EXPECT_EQ(atomic_u64(base + layout::kOffMagic).load(std::memory_order_acquire), 0u);
+    EXPECT_EQ(std::memcmp(base + 8, want.data() + 8, layout::kHeaderSize - 8), 0);
+    EXPECT_CODE(Segment::attach(n, std::chrono::nanoseconds::zero()),
+                ErrorCode::SEGMENT_NOT_FOUND);  // initialising
+  });
+  EXPECT_TRUE(ran);
+  std::uint64_t magic = 0;
+  std::memcpy(&magic, layout::kMagic.data(), 8);
+  EXPECT_EQ(atomic_u64(s.base() + layout::kOffMagic).load(std::memory_order_acquire), magic);
+  EXPECT_NO_THROW(Segment::attach(n, std::chrono::nanoseconds::zero()));
+}

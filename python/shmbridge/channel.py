@@ -36,6 +36,7 @@ from .errors import (
     ShapeMismatch,
     Timeout,
     error_for,
+    error_name,
 )
 from .layout import (
     DESCRIPTOR_SIZE,
@@ -776,11 +777,8 @@ class Requester(_Handle):
         """After T4 (the requester owns the payload): reply_code and message checks (R-MSG-*)."""
         code = _U32.unpack_from(self._mm, OFF_REPLY_CODE)[0]
         if code != 0:
-            err = error_for(code, "")
-            raise error_for(
-                code,
-                f"the responder rejected request #{seq}: {err.code.name if code <= 17 else code}",
-            )
+            # Named through the error table (HANDLER_FAILED = 18 included, R-MSG-3).
+            raise error_for(code, f"the responder rejected request #{seq}: {error_name(code)}")
         bad = self._check_message("receive")
         if bad is not None:
             raise bad

@@ -268,3 +268,63 @@ def test_r_stale_3_no_unlink_when_the_dead_pid_changed(
             assert req.dtype == np.float64
     finally:
         raw.close()
+
+
+# -- R-SEG-6 -----------------------------------------------------------------------------------
+
+
+def test_r_seg_6_magic_is_one_64bit_release_store_and_acquire_load(
+    segname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R-SEG-6: the creator writes every header field before the magic and publishes the magic
+    with one 64-bit release store (_native.store_release64, never two 32-bit halves or a
+    memoryview copy); attach reads it with one 64-bit acquire load (_native.load_acquire64)."""
+    stores: list[tuple[int, int, bytes]] = []
+    loads: list[int] = []
+    real_store, real_load = _native.store_release64, _native.load_acquire64
+
+    def store64(buf: mmap.mmap, off: int, value: int) -> None:
+        stores.append((off, value, bytes(buf[:HEADER_SIZE])))
+        real_store(buf, off, value)
+
+    def load64(buf: mmap.mmap, off: int) -> int:
+        loads.append(off)
+        return int(real_load(buf, off))
+
+    monkeypatch.setattr(_native, "store_release64", store64)
+    monkeypatch.setattr(_native, "load_acquire64", load64)
+    with sb.Requester.create(segname, "float32", (3,)) as req:
+        assert [(off, value) for off, value, _ in stores] == [(0, segment_mod.MAGIC_U64)]
+        before = stores[0][2]
+        assert before[:8] == bytes(8)  # magic still zero when published ...
+        raw = _raw(segname)
+        try:
+            after = bytes(raw[:HEADER_SIZE])
+        finally:
+            raw.close()
+        assert after[:8] == b"SHMBRIDG"
+        assert before[8:0x100] == after[8:0x100]  # ... all fields before the word already written
+        assert before[0x140:] == after[0x140:]
+        loads.clear()
+        with sb.Responder.attach(segname):
+            assert 0 in loads
+        assert req.created
+
+
+# -- R-MSG-3 -----------------------------------------------------------------------------------
+
+
+def test_r_msg_3_handler_failed_reaches_requester_with_exit_code_27(segname: str) -> None:
+    """R-MSG-3, R-ERR-1: an error reply HANDLER_FAILED (18) is raised in the requester as
+    HandlerFailed, named in the message, with exit code 27 (what the peers exit with through
+    their generic error-to-exit mapping)."""
+    with (
+        sb.Requester.create(segname, "uint8", (2,), timeout=0.0) as req,
+        sb.Responder.attach(segname, timeout=0.0) as rsp,
+    ):
+        req.send(np.ones(2, dtype=np.uint8))
+        rsp.try_take().fail(ErrorCode.HANDLER_FAILED)
+        with pytest.raises(sb.HandlerFailed) as info:
+            req.try_receive()
+        assert info.value.exit_code == 27
+        assert "HANDLER_FAILED" in str(info.value.message)
