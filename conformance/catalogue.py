@@ -12,6 +12,7 @@ A file holds ``[[case]]`` tables and ``[[matrix]]`` generators. A case::
     leftover = "forbidden"|"expected"      # a segment left in /dev/shm after the case
     watchdog_s = 30
     known_bad = {category = "crash", naive = "requester"}   # also in the known-bad matrix
+    one_ok = ["a", "b"]                    # exactly one of these procs exits OK (a race's winner)
       [[case.proc]]
       name = "req"; role = "requester"; start = "first" | "after:PROC:ready" | "after:PROC:exit"
       delay_ms = 0; impl = "requester"|"responder"  (whose implementation; default: its role's)
@@ -44,7 +45,8 @@ EXPECT_KEYS = {"exit", "rounds_ok", "verified", "mismatches", "events", "no_even
                "peer_gone_within_ms", "summary", "max_median_round_ms"}
 PROC_KEYS = {"name", "role", "start", "delay_ms", "impl", "args", "expect"}
 CASE_KEYS = {"id", "requirements", "purpose", "category", "pairings", "timing", "leftover",
-             "watchdog_s", "known_bad", "proc", "rounds", "stress_rounds", "history", "checksums"}
+             "watchdog_s", "known_bad", "proc", "rounds", "stress_rounds", "history", "checksums",
+             "one_ok"}
 
 
 class CatalogueError(Exception):
@@ -78,6 +80,7 @@ class Case:
     stress_rounds: int = 0
     history: bool = True
     checksums: bool = True
+    one_ok: list = field(default_factory=list)  # exactly one of these procs exits OK (races)
     source: str = ""
 
     def proc(self, name: str) -> Proc:
@@ -149,6 +152,9 @@ def _make_case(d: dict, where: str) -> Case:
     names = [p.name for p in procs]
     if len(set(names)) != len(names):
         raise CatalogueError(f"{where}: case {d['id']}: duplicate proc names")
+    for n in d.get("one_ok", []):
+        if n not in names:
+            raise CatalogueError(f"{where}: case {d['id']}: one_ok names no proc {n!r}")
     for p in procs:
         if p.start != "first":
             m = re.fullmatch(r"after:([^:]+):(ready|exit)", p.start)
@@ -163,7 +169,8 @@ def _make_case(d: dict, where: str) -> Case:
                 leftover=d.get("leftover", "forbidden"), watchdog_s=float(d.get("watchdog_s", 30)),
                 known_bad=d.get("known_bad"), rounds=int(d.get("rounds", 0)),
                 stress_rounds=int(d.get("stress_rounds", 0)), history=bool(d.get("history", True)),
-                checksums=bool(d.get("checksums", True)), source=where)
+                checksums=bool(d.get("checksums", True)), one_ok=list(d.get("one_ok", [])),
+                source=where)
 
 
 def load(directory: Path | None = None) -> list[Case]:

@@ -135,6 +135,8 @@ class Model:
 
 
 LOCAL_ERRORS = {"SHAPE_MISMATCH", "DTYPE_MISMATCH", "CAPACITY_EXCEEDED", "INVALID_ARGUMENT"}
+# a responder's take that rejects the request (R-MSG-1) still completes the round (R-MSG-2)
+REJECTIONS = {"SHAPE_MISMATCH", "DTYPE_MISMATCH", "CORRUPT_HEADER"}
 
 
 def options(ev: Event, model: Model) -> list[tuple[str, ...]]:
@@ -157,8 +159,12 @@ def options(ev: Event, model: Model) -> list[tuple[str, ...]]:
             return [(), ("T5",), ("T6",), ("T7",)]
     if role == "responder":
         if op == "take":
+            if r in REJECTIONS:
+                return [("T2", "T3")]  # rejected at take, the round completed (R-MSG-1/2)
             return [("T2",)] if r == "ok" else [()]
         if op == "reply":
+            if r == "HANDLER_FAILED":
+                return [("T3",)]  # the error reply of a failed handler (R-MSG-3)
             return [("T3",)] if r == "ok" else [()]
         if op == "attach" and r == "ok":
             return [(), ("T8",)]
@@ -354,6 +360,9 @@ def _run(e: Event, opt: tuple, s: State, model: Model) -> tuple[State | None, st
             if ns is None:
                 return None, why
             s = ns
+        elif s.phase == "TAKEN" and s.held is not None and s.held == s.seq:
+            return None, (f"the responder closed while holding request #{s.held} without completing "
+                          "the round (T3 with reply_code PEER_GONE, R-CLOSE-2)")
         return replace(s, rsp_dead=True, held=None), ""
     # the OUT_OF_TURN promise (R-STATE-7): the op must indeed not be allowed now
     if e.result == "OUT_OF_TURN" and not opt:

@@ -516,6 +516,11 @@ def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Opti
                 checks.append(Check("peer gone", lat <= lim + slack, ["R-LIVE-3"],
                                     f"PEER_GONE within {lim} ms of the crash (+{slack:g} ms slack)",
                                     f"{lat:.0f} ms", proc=p.name))
+    if case.one_ok:
+        ok = [n for n in case.one_ok if procs[n].returncode == 0]
+        checks.append(Check("one winner", len(ok) == 1, case.requirements,
+                            f"exactly one of {', '.join(case.one_ok)} exits OK",
+                            f"{len(ok)} did" + (f" ({', '.join(ok)})" if ok else "")))
     # the merged history
     logs = {n: pr.lines for n, pr in procs.items() if pr.lines}
     if case.history and logs:

@@ -32,6 +32,7 @@
 #include <optional>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -386,6 +387,8 @@ struct Args {
   std::optional<std::string> crash_where, crash_when;
   int crash_round = 1;
   std::optional<std::string> corrupt_field, corrupt_value, corrupt_where;
+  std::optional<std::string> close_where;  // --close-at: close on purpose (R-CLOSE-2)
+  long close_round = 1;
 };
 
 std::string norm_where(std::string w) {
@@ -487,8 +490,8 @@ Args parse(int argc, char** argv) {
       a.timeout = num(val());
     } else if (k == "--op") {
       a.op = val();
-      if (a.op != "add1" && a.op != "echo" && a.op != "checksum")
-        throw UsageError{"--op add1|echo|checksum"};
+      if (a.op != "add1" && a.op != "echo" && a.op != "checksum" && a.op != "fail")
+        throw UsageError{"--op add1|echo|checksum|fail"};
     } else if (k == "--seed") {
       a.seed = static_cast<long long>(num(val()));
     } else if (k == "--label") {
@@ -552,6 +555,14 @@ Args parse(int argc, char** argv) {
       if (e != std::string::npos && e + 1 < s.size()) a.corrupt_value = s.substr(e + 1);
     } else if (k == "--jitter-ms") {
       a.jitter_ms = num(val());
+    } else if (k == "--close-at") {
+      std::string s = val();
+      const auto at = s.find('@');
+      if (at != std::string::npos) {
+        a.close_round = static_cast<long>(num(s.substr(at + 1)));
+        s = s.substr(0, at);
+      }
+      a.close_where = norm_where(s);
     } else {
       throw UsageError{"unknown flag '" + k + "'"};
     }
@@ -724,6 +735,8 @@ struct Fatal {
   int code;
 };
 
+struct CloseNow {};  // --close-at: stop here and close the handle (exit 0)
+
 const char* phase_name(std::uint32_t word) {
   switch (word & sb::kPhaseMask) {
     case 0x0:
@@ -766,6 +779,8 @@ class Peer {
     } catch (const Fatal& f) {
       code = f.code;
       error = f.name;
+    } catch (const CloseNow&) {
+      // --close-at: close() below, on purpose (a responder holding a request: R-CLOSE-2)
     } catch (const UsageError& u) {
       std::fprintf(stderr, "usage error: %s\n", u.what.c_str());
       code = kExitUsage;
@@ -878,6 +893,9 @@ class Peer {
     if (a_.crash_where && *a_.crash_where == where && *a_.crash_when == when &&
         (where == "ready" || a_.crash_round == rnd))
       die(rnd);
+    if (when == "after" && a_.close_where && *a_.close_where == where &&
+        (where == "ready" || a_.close_round == rnd))
+      throw CloseNow{};
   }
 
   [[noreturn]] void die(long rnd) {
@@ -1096,6 +1114,7 @@ class Peer {
                 "reply", nr, [&] { rsp_->reply(); }, t0, t1, true) == "ok")
           event("reply", nr, t0, t1, "ok", std::nullopt, std::nullopt, true);
       point("before", "take", nr);
+      if (a_.op == "fail") serve_failing(nr, ec);
       std::optional<sb::Request> req;
       std::string res = call(
           "take", nr, [&] { req.emplace(rsp_->take()); }, t0, t1, false, &ec);
@@ -1135,6 +1154,42 @@ class Peer {
       ++verified_;
       point("after", "reply", rnd);
     }
+  }
+
+  // --op fail: the library's handler path (Responder::serve) with a handler that throws a
+  // non-shmbridge exception: the library answers with reply_code HANDLER_FAILED (R-MSG-3) and
+  // rethrows; logged as a `reply` whose result is HANDLER_FAILED. Ends the peer.
+  [[noreturn]] void serve_failing(long rnd, int& ec) {
+    std::int64_t t0 = now_ns();
+    std::optional<long long> seq;
+    bool taken = false;
+    try {
+      rsp_->serve([&](sb::Request& r) {
+        taken = true;
+        seq = r.seq();
+        event("take", rnd, t0, now_ns(), "ok", r.seq(), hexsum(r.data(), r.nbytes()));
+        point("after", "take", rnd);
+        point("before", "reply", rnd);
+        t0 = now_ns();
+        throw std::runtime_error("--op fail: the handler failed on purpose");
+      });
+    } catch (const sb::Error& e) {
+      event(taken ? "reply" : "take", rnd, t0, now_ns(), e.name(), std::nullopt, std::nullopt,
+            false, e.what());
+      fail(e.name(), e.exit_code());
+    } catch (const std::runtime_error& e) {
+      const sb::Error hf(sb::ErrorCode::HANDLER_FAILED,
+                         std::string("the handler of request #") + std::to_string(seq.value_or(0)) +
+                             " failed: " + e.what() +
+                             "; the library answered it with reply_code HANDLER_FAILED (R-MSG-3)");
+      event("reply", rnd, t0, now_ns(), hf.name(), seq, std::nullopt, false, hf.what());
+      ec = hf.exit_code();
+      fail(hf.name(), ec);
+    }
+    // serve() returned: the requester closed before sending (R-LIVE-4)
+    event("take", rnd, t0, now_ns(), "PEER_GONE", std::nullopt, std::nullopt, false,
+          "PEER_GONE: the requester closed before sending a request for --op fail");
+    fail("PEER_GONE", sb::exit_code(sb::ErrorCode::PEER_GONE));
   }
 
   void close() {

@@ -217,6 +217,12 @@ def _decode_slot(raw: Buffer, off: int) -> Slot:
 def encode_header(h: Header, *, with_magic: bool = True) -> bytes:
     """The exact 512 header bytes (reserved bytes zero, R-LAYOUT-2). ``with_magic=False`` leaves
     the magic zero, for a creator that publishes it last (R-SEG-6)."""
+    if h.declared.nbytes > U64_MAX or h.capacity > U64_MAX - h.header_size:
+        # R-LAYOUT-5: product(shape) x itemsize (and header_size + capacity) must fit 64 bits.
+        raise CapacityExceeded(
+            f"expected a byte size below 2^64, found {h.declared.describe()} "
+            f"({h.declared.nbytes} bytes, capacity {h.capacity}); use a smaller array"
+        )
     if h.declared.nbytes > h.capacity:
         raise CapacityExceeded(
             f"declared array {h.declared.describe()} needs {h.declared.nbytes} bytes, capacity is "

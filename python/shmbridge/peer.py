@@ -21,7 +21,7 @@ from typing import Any, Callable, NoReturn, TextIO, Union
 
 import numpy as np
 
-from . import Error, Phase, Requester, Responder
+from . import Error, HandlerFailed, Phase, Requester, Responder
 
 __all__ = ["checksum", "main", "pattern"]
 
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity", type=int)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--timeout", type=float, default=5.0)
-    p.add_argument("--op", choices=["add1", "echo", "checksum"], default="add1")
+    p.add_argument("--op", choices=["add1", "echo", "checksum", "fail"], default="add1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label")
     p.add_argument("--no-reclaim", action="store_true")
@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wrong-dtype", action="store_true")
     p.add_argument("--corrupt")
     p.add_argument("--jitter-ms", type=float, default=0.0)
+    p.add_argument("--close-at")
     return p
 
 
@@ -246,6 +247,10 @@ class Faults:
             if field not in FIELDS:
                 raise UsageError(f"unknown --corrupt field {field!r}")
             self.corrupt = (field, value or None, _norm_where(where) if where else "ready")
+        self.close_at: tuple[str, int] | None = None
+        if a.close_at:
+            body, rnd = _split_round(a.close_at)
+            self.close_at = (_norm_where(body), 1 if rnd is None else rnd)
         self.jitter_ms: float = a.jitter_ms
         self.rng = random.Random(a.seed * 7919 + 1)
 
@@ -394,6 +399,10 @@ def wait_peer(name: str, role: str, timeout: float) -> bool:
 # ------------------------------------------------------------------------------ the peer
 
 
+class CloseNow(Exception):
+    """--close-at: stop here and close the handle on purpose (exit 0; R-CLOSE-2)."""
+
+
 class Fatal(Exception):
     """Ends the peer with an error (already logged)."""
 
@@ -476,6 +485,14 @@ class Peer:
             f.jitter()
         if f.crash_due(when, where, rnd):
             self.die(rnd)
+        c = f.close_at
+        if (
+            when == "after"
+            and c is not None
+            and c[0] == where
+            and (where == "ready" or c[1] == rnd)
+        ):
+            raise CloseNow
 
     def die(self, rnd: int) -> None:
         t = now_ns()
@@ -676,6 +693,8 @@ class Peer:
             self.point("after", "take", rnd)
             if rnd == 1 and a.out_of_turn == "take":
                 self.call("take", rnd, lambda: h.take(timeout=0), injected=True)
+            if a.op == "fail":
+                self.handler_fails(req, rnd)
             apply_op(a.op, arr)
             self.point("before", "reply", rnd)
             cs = hexsum(arr)
@@ -687,6 +706,26 @@ class Peer:
             self.rounds_ok += 1
             self.verified += 1
             self.point("after", "reply", rnd)
+
+    def handler_fails(self, req: Any, rnd: int) -> NoReturn:
+        """--op fail: a handler that raises a non-shmbridge exception inside the library's
+        request scope (``with req:``, as in ``Responder.serve``); the library answers with
+        reply_code HANDLER_FAILED (R-MSG-3). Logged as a ``reply`` with that result."""
+        self.point("before", "reply", rnd)
+        t0 = now_ns()
+        try:
+            with req:
+                raise RuntimeError("--op fail: the handler failed on purpose")
+        except RuntimeError as e:
+            err = HandlerFailed(
+                f"the handler of request #{req.seq} failed: {e}; the library answered it with "
+                "reply_code HANDLER_FAILED (R-MSG-3)"
+            )
+            self.log.event(
+                "reply", rnd, t0, now_ns(), err.name, int(req.seq), self.phase(), message=str(err)
+            )
+            self.fail(err.name, err)
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         h = self.h
@@ -731,6 +770,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             time.sleep(a.hold_ms / 1000.0)
     except Fatal as e:
         code, error = e.code, e.name
+    except CloseNow:
+        pass  # --close-at: peer.close() below, on purpose
     except UsageError as e:
         sys.stderr.write(f"usage error: {e}\n")
         code, error = EXIT_USAGE, "USAGE"

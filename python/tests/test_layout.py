@@ -8,10 +8,11 @@ import struct
 from typing import Any
 
 import pytest
-from conftest import load_spec_json
+from conftest import load_spec_json, shm_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import shmbridge
 from shmbridge import errors
 from shmbridge.dtype import DType
 from shmbridge.layout import (
@@ -175,3 +176,18 @@ def test_descriptor_product_overflow_is_corrupt() -> None:
         struct.pack_into("<II8QQ", b, off, 3, 2, 2**32, 2**32, 0, 0, 0, 0, 0, 0, 0)
     with pytest.raises(errors.CorruptHeader):
         decode_header(bytes(b), VALID_MAP)
+
+
+@pytest.mark.parametrize("role", ["requester", "responder"])
+def test_create_byte_size_overflow_is_capacity_exceeded(role: str, segname: str) -> None:
+    """R-LAYOUT-5: creating an array whose byte size (itemsize x product(shape)) overflows 64 bits
+    fails with CAPACITY_EXCEEDED (as in C++, Descriptor::make) before any OS object exists; so does
+    a capacity for which header_size + capacity overflows. (Was struct.error; conformance case
+    capacity/overflow.)"""
+    cls = shmbridge.Requester if role == "requester" else shmbridge.Responder
+    with pytest.raises(errors.CapacityExceeded) as ei:
+        cls.create(segname, dtype="float64", shape=(2**32, 2**32))
+    assert "2^64" in str(ei.value)
+    with pytest.raises(errors.CapacityExceeded):
+        cls.create(segname, dtype="uint8", shape=(4,), capacity=2**64 - 1)
+    assert not shm_path(segname).exists()
