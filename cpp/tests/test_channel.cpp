@@ -1,4 +1,6 @@
 // The channel API in one process: rounds, zero-copy, R-STATE-9/10, R-TIME-*, R-MSG-2, R-CLOSE-*.
+#include <sys/wait.h>
+
 #include <thread>
 
 #include "test_util.hpp"
@@ -203,7 +205,7 @@ TEST(Channel, R_CLOSE_2_ResponderCloseWhileHolding) {
   EXPECT_CODE(r.reply(), ErrorCode::OUT_OF_TURN);
 }
 
-// R-CLOSE-1/3: close is idempotent, and a view outliving the channel stays readable.
+// R-CLOSE-1, R-CLOSE-3: close is idempotent, and a view outliving the channel stays readable.
 TEST(Channel, R_CLOSE_3_ViewOutlivesClose) {
   UniqueName n("view");
   ArrayView v;
@@ -392,4 +394,81 @@ TEST(Channel, R_MSG_3_HandlerFailedExitCode27) {
     EXPECT_EQ(e.exit_code(), 27);
     EXPECT_NE(std::string(e.what()).find("HANDLER_FAILED"), std::string::npos) << e.what();
   }
+}
+
+// R-TIME-1: a timed-out wait leaves a word in the table and a state from which the protocol
+// continues (receive in REQUESTED withdraws, in TAKEN keeps the request; take changes nothing).
+TEST(Channel, R_TIME_1_TimeoutsLeaveAContinuableState) {
+  UniqueName n("time1");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  const std::uint8_t in[4] = {1, 2, 3, 4};
+  std::uint8_t out[4] = {};
+  EXPECT_CODE(rsp.take(ms(5)), ErrorCode::TIMEOUT);
+  EXPECT_EQ(req.word(), make_word(Phase::IDLE, 0));
+  req.send(in, {4});
+  EXPECT_CODE(req.receive(ms(5)), ErrorCode::TIMEOUT);
+  EXPECT_EQ(req.word(), make_word(Phase::IDLE, 1));  // withdrawn (T5), in the table
+  EXPECT_FALSE(req.pending());
+  req.send(in, {4});
+  auto r = rsp.try_take();
+  EXPECT_CODE(req.receive(ms(5)), ErrorCode::TIMEOUT);
+  EXPECT_EQ(req.word(), make_word(Phase::TAKEN, 2));  // kept outstanding
+  r.reply();
+  req.receive(out, {4});
+  EXPECT_EQ(std::memcmp(in, out, 4), 0);
+  EXPECT_TRUE(is_valid_phase(phase_bits(req.word())));
+}
+
+// R-WAIT-4: blocking is sliced by the liveness interval, so a peer that dies without waking
+// anybody (its slot stays ATTACHED with a dead pid) ends a long wait with PEER_GONE promptly.
+TEST(Channel, R_WAIT_4_SlicedWaitNoticesSilentPeerDeath) {
+  UniqueName n("wait4");
+  Options o;
+  o.liveness_interval = std::chrono::milliseconds(20);
+  auto req = Requester::create(n, DType::uint8, {4}, o);
+  Segment raw = Segment::attach(n, std::chrono::seconds(1));
+  std::uint8_t* slot = raw.base() + layout::kOffResponderSlot;
+  atomic_u64(slot + layout::kSlotStartTime).store(0);
+  atomic_u32(slot + layout::kSlotPid).store(current_pid());
+  atomic_u32(slot + layout::kSlotState).store(static_cast<std::uint32_t>(SlotState::attached));
+  const std::uint8_t in[4] = {1, 2, 3, 4};
+  req.send(in, {4});
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  std::thread killer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    atomic_u32(slot + layout::kSlotPid).store(static_cast<std::uint32_t>(child));  // no wake
+  });
+  const auto t0 = Clock::now();
+  EXPECT_CODE(req.receive(std::chrono::seconds(10)), ErrorCode::PEER_GONE);
+  killer.join();
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(3));
+  EXPECT_EQ(req.word(), make_word(Phase::IDLE, 1));  // withdrawn before PEER_GONE (R-LIVE-3)
+}
+
+// R-ERR-3: an error loses nothing: a rejected send leaves payload and word, a violation leaves
+// the rogue word, a failed attach unlinks nothing.
+TEST(Channel, R_ERR_3_ErrorsLoseNothing) {
+  UniqueName n("err3");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  Segment raw = Segment::attach(n, std::chrono::seconds(1));
+  const std::uint8_t in[4] = {9, 9, 9, 9}, other[8] = {};
+  req.send(in, {4});
+  rsp.try_take().reply();
+  std::uint8_t out[4] = {};
+  req.receive(out, {4});
+  std::vector<std::uint8_t> before(raw.base(), raw.base() + layout::kHeaderSize + 4);
+  EXPECT_CODE(req.send(other, {8}), ErrorCode::SHAPE_MISMATCH);
+  EXPECT_CODE(rsp.try_take(), ErrorCode::TIMEOUT);
+  EXPECT_CODE(Requester::attach(n), ErrorCode::ROLE_TAKEN);
+  EXPECT_CODE(Responder::attach(n, DType::float32, {4}), ErrorCode::DTYPE_MISMATCH);
+  EXPECT_EQ(std::memcmp(before.data(), raw.base(), before.size()), 0);  // header and payload
+  EXPECT_TRUE(std::ifstream(n.dev_shm()).good());
+  atomic_u32(raw.base() + layout::kOffWord).store(0x17);  // phase 7: a rogue word
+  EXPECT_CODE(req.send(in, {4}), ErrorCode::PROTOCOL_VIOLATION);
+  EXPECT_EQ(atomic_u32(raw.base() + layout::kOffWord).load(), 0x17u);
 }

@@ -95,7 +95,7 @@ TEST(Protocol, R_STATE_1_WordEncoding) {
   EXPECT_EQ(valid, (std::set<std::uint32_t>{0, 1, 2, 4}));
 }
 
-// §5 every row: the transition happens with the row's target, seq rule and ordering.
+// R-STATE-2, §5 every row: the transition happens with the row's target, seq rule and ordering.
 TEST(Protocol, R_STATE_2_EveryRowOfTransitionsJson) {
   const auto t = load_spec("transitions.json");
   ASSERT_EQ(t["transitions"].size(), 8u);
@@ -320,4 +320,39 @@ TEST(Protocol, R_STATE_11_ModelAttachOverInvalidPhase) {
   EXPECT_EQ(m.state().word, 0x13u);
   m.poke_word(make_word(Phase::IDLE, 1));
   EXPECT_EQ(m.send(), ErrorCode::ok);
+}
+
+// R-STATE-4: transitions that publish data (send, reply, recover) are release, those that consume
+// it (take, receive, discard) acquire, the others (cancel, reclaim) acquire-release; checked
+// against the text of R-STATE-4, independently of transitions.json.
+TEST(Protocol, R_STATE_4_MemoryOrderOfEachTransition) {
+  struct Case {
+    Actor actor;
+    Op op;
+    Phase from;
+    ActorState st;
+    std::memory_order want;
+  };
+  ActorState none, own, held, gone;
+  none.last = 3;
+  own.pending = 3;
+  held.held = 3;
+  gone.pending = 3;
+  gone.peer = PeerState::dead;
+  const Case cases[] = {
+      {Actor::requester, Op::send, Phase::IDLE, none, std::memory_order_release},
+      {Actor::responder, Op::reply, Phase::TAKEN, held, std::memory_order_release},
+      {Actor::responder, Op::recover, Phase::TAKEN, ActorState{}, std::memory_order_release},
+      {Actor::responder, Op::take, Phase::REQUESTED, ActorState{}, std::memory_order_acquire},
+      {Actor::requester, Op::receive, Phase::REPLIED, own, std::memory_order_acquire},
+      {Actor::requester, Op::discard, Phase::REPLIED, ActorState{}, std::memory_order_acquire},
+      {Actor::requester, Op::cancel, Phase::REQUESTED, own, std::memory_order_acq_rel},
+      {Actor::requester, Op::reclaim, Phase::TAKEN, gone, std::memory_order_acq_rel},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(op_name(c.op));
+    const Decision d = decide(c.actor, c.op, make_word(c.from, 3), c.st);
+    ASSERT_TRUE(d.is_transition());
+    EXPECT_EQ(d.order, c.want);
+  }
 }

@@ -5,7 +5,6 @@ object is not), R-STALE-3 (reclaim by CAS on the dead creator pid)."""
 
 from __future__ import annotations
 
-import _posixshmem
 import mmap
 import os
 import struct
@@ -32,6 +31,9 @@ from shmbridge.layout import (
 )
 from shmbridge.liveness import own_start_time, peer_status
 from shmbridge.protocol import Failure, ModelState, Peer, Phase, Transition, encode_word
+
+if os.name == "posix":
+    import _posixshmem
 
 
 def _raw(name: str, size: int = HEADER_SIZE) -> mmap.mmap:
@@ -328,3 +330,111 @@ def test_r_msg_3_handler_failed_reaches_requester_with_exit_code_27(segname: str
             req.try_receive()
         assert info.value.exit_code == 27
         assert "HANDLER_FAILED" in str(info.value.message)
+
+
+# -- ids no other Python test cited: R-STATE-6, R-ERR-3, R-SEG-5 ---------------------------------
+
+
+def test_r_state_6_reply_with_another_seq_is_never_returned(segname: str) -> None:
+    """R-STATE-6: a requester accepts only the reply to its own outstanding seq; a REPLIED word
+    with another seq is PROTOCOL_VIOLATION and the request stays outstanding."""
+    with (
+        sb.Requester.create(segname, "uint8", (4,), timeout=0.0) as req,
+        sb.Responder.attach(segname, timeout=0.0) as rsp,
+    ):
+        raw = _raw(segname)
+        try:
+            a = np.full(4, 3, dtype=np.uint8)
+            assert req.send(a) == 1
+            _rogue_store(raw, encode_word(Phase.REPLIED, 2))
+            with pytest.raises(sb.ProtocolViolation):
+                req.try_receive()
+            assert req.pending() == 1 and _word(raw) == encode_word(Phase.REPLIED, 2)
+            _rogue_store(raw, encode_word(Phase.REQUESTED, 1))
+            r = rsp.try_take()
+            r.array[...] += 1
+            r.reply()
+            with req.try_receive() as out:
+                assert np.array_equal(out, a + 1)
+        finally:
+            raw.close()
+
+
+def test_r_err_3_errors_lose_nothing(segname: str) -> None:
+    """R-ERR-3: an error loses nothing: a rejected send, a take timeout and failed attaches leave
+    the header and payload byte for byte; a violation leaves the rogue word; nothing is unlinked."""
+    with (
+        sb.Requester.create(segname, "uint8", (4,), timeout=0.0) as req,
+        sb.Responder.attach(segname, timeout=0.0) as rsp,
+    ):
+        raw = _raw(segname, HEADER_SIZE + 4)
+        try:
+            req.send(np.full(4, 9, dtype=np.uint8))
+            rsp.try_take().reply()
+            req.receive_copy()
+            before = bytes(raw[: HEADER_SIZE + 4])
+            with pytest.raises(sb.ShapeMismatch):
+                req.send(np.zeros(8, dtype=np.uint8))
+            with pytest.raises(sb.Timeout):
+                rsp.try_take()
+            with pytest.raises(sb.RoleTaken):
+                sb.Requester.attach(segname, timeout=0.0)
+            with pytest.raises(sb.DtypeMismatch):
+                sb.Responder.attach(segname, "float32", (4,), timeout=0.0)
+            assert bytes(raw[: HEADER_SIZE + 4]) == before
+            assert os.path.exists(f"/dev/shm/{segname}")
+            _rogue_store(raw, 0x17)
+            with pytest.raises(sb.ProtocolViolation):
+                req.send(np.zeros(4, dtype=np.uint8))
+            assert _word(raw) == 0x17
+            assert bytes(raw[HEADER_SIZE : HEADER_SIZE + 4]) == before[HEADER_SIZE:]
+        finally:
+            raw.close()
+
+
+@pytest.mark.skipif(os.name != "nt", reason="R-SEG-5 is about Windows file mappings")
+def test_r_seg_5_windows_leaves_no_stale_segment(segname: str) -> None:  # pragma: no cover
+    """R-SEG-5: Windows has no unlink; the mapping lives while a handle is open, so a closed
+    creator leaves nothing behind: creating the name again succeeds even with reclaiming off."""
+    sb.Requester.create(segname, "uint8", (4,)).close()
+    with sb.Requester.create(segname, "uint8", (4,), reclaim_stale=False) as req:
+        assert req.created
+
+
+@pytest.mark.skipif(os.name != "nt", reason="R-SEG-7 is about Windows file mappings")
+def test_r_seg_7_windows_held_mapping_of_gone_creator_is_stale(
+    segname: str,
+) -> None:  # pragma: no cover
+    """R-SEG-7: on Windows a mapping whose creator closed but that another process (here: a
+    responder handle) still holds is stale: create fails with STALE_SEGMENT whatever its reclaim
+    setting; attaching to it is allowed."""
+    req = sb.Requester.create(segname, "uint8", (4,))
+    rsp = sb.Responder.attach(segname)
+    req.close()
+    try:
+        with pytest.raises(sb.StaleSegment):
+            sb.Requester.create(segname, "uint8", (4,))
+        with pytest.raises(sb.StaleSegment):
+            sb.Requester.create(segname, "uint8", (4,), reclaim_stale=False)
+        sb.Requester.attach(segname, timeout=0.0).close()
+    finally:
+        rsp.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX ftruncate")
+def test_r_seg_8_attach_takes_the_size_from_the_os(segname: str) -> None:
+    """R-SEG-8: an attacher takes the mapping size from the OS (fstat) and does not require it to
+    equal segment_size: an object rounded up to whole pages (as macOS does) attaches, and the
+    header alone decides the usable sizes."""
+    with sb.Requester.create(segname, "uint8", (100,), keep_segment=True, timeout=0.0) as req:
+        fd = _posixshmem.shm_open("/" + segname, os.O_RDWR, 0)
+        try:
+            os.ftruncate(fd, 2 * mmap.PAGESIZE)  # larger than segment_size = 612
+        finally:
+            os.close(fd)
+        with sb.Responder.attach(segname, "uint8", (100,), timeout=0.0) as rsp:
+            assert rsp.capacity == 100 and rsp._seg is not None
+            assert rsp._seg.size == 2 * mmap.PAGESIZE
+            req.send(np.arange(100, dtype=np.uint8))
+            rsp.try_take().reply()
+            assert np.array_equal(req.receive_copy(), np.arange(100, dtype=np.uint8))
