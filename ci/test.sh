@@ -8,12 +8,24 @@ build_dir=${SHMBRIDGE_BUILD_DIR:-build}
 reports="$build_dir/reports"
 
 bash ci/deps.sh
-bash ci/build.sh
+
+# The Python environment of the conformance kit and the Python peer (ctest's SHMBRIDGE_PYTHON):
+# build/venv, kept while its interpreter is current; the package is reinstalled on every run.
+venv="$repo/$build_dir/venv"
+want=$(python3 -c 'import sys; print(sys.version)')
+have=$("$venv/bin/python" -c 'import sys; print(sys.version)' 2>/dev/null || true)
+if [[ "$have" != "$want" ]]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q ".[conformance,test]"
+
+bash ci/build.sh -DSHMBRIDGE_PYTHON="$venv/bin/python"
 mkdir -p "$reports"
 
 shm_before=$(ls /dev/shm 2>/dev/null | sort || true)
 
-echo "== ctest"
+echo "== ctest (C++ tests, SPIN models, conformance: every case x 4 pairings)"
 ctest --test-dir "$build_dir" --output-on-failure -j 2 --output-junit "$repo/$reports/ctest.xml"
 bash ci/sanitizers.sh
 bash ci/fuzz.sh
