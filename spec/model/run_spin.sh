@@ -8,7 +8,13 @@
 #                          T7/R-REC-2 reply_code race it had (README.md)
 #   run_spin.sh naive      naive.pml (original 0/1/0/2 word + timeout/retry); exit 0 iff SPIN FINDS
 #                          the wrong-reply violation (trail printed), 1 if it unexpectedly passes
-#   run_spin.sh all        all three; exit 0 iff every one behaves as expected
+#   run_spin.sh rogue      shmbridge.pml -DROGUE -DMAXC=1: one plain store of an out-of-table phase;
+#                          honest actors report PROTOCOL_VIOLATION (R-STATE-8/11); exit 0 iff no errors
+#   run_spin.sh reclaim    reclaim.pml as the spec is written (R-STALE-3); exit 0 iff SPIN FINDS the
+#                          two-reclaimer race (a reclaimer unlinks the other's fresh segment)
+#   run_spin.sh reclaim-fix  reclaim.pml -DFIX_INODE (still fails: expected violation) and -DFIX_ZERO
+#                          (the proposed fix: no errors)
+#   run_spin.sh all        all of them; exit 0 iff every one behaves as expected
 #
 # Exit 77 if spin (or a C compiler) is missing.  Extra pan/cc options: PAN_OPTS, CC (default cc).
 set -u
@@ -84,9 +90,13 @@ protocol() {
     # R-STATE-1/2/3/6/8, R-TIME-2, R-STATE-10, R-LIVE-3, R-REC-1/2: assertions + no deadlock
     run_pass "protocol safety (MAXR=3, MAXC=2, timeouts, crashes)" shmbridge.pml \
         "" "-DSAFETY" "-m1000000" || rc=1
-    # liveness, weak fairness, no crash, no timeout: every request is answered
-    run_pass "protocol liveness answered_all (-a -f, no crash, no timeout)" shmbridge.pml \
-        "-DLIVE -DNOCRASH -DNOTIMEOUT" "" "-a -f -m1000000" || rc=1
+    # liveness, weak fairness, no crash, no requester timeout (responder timeouts, R-TIME-1/3),
+    # no clean close: every request is answered
+    run_pass "protocol liveness answered_all (-a -f, no crash, no requester timeout, no close)" shmbridge.pml \
+        "-DLIVE -DNOCRASH -DNOTIMEOUT -DMAXCL=0" "" "-a -f -m1000000" || rc=1
+    # R-CLOSE-1/2, R-LIVE-4: nobody waits forever after the peer closed
+    run_pass "protocol liveness close_live (-a -f, no crash, clean close)" shmbridge.pml \
+        "-DLIVE -DNOCRASH -DCLOSELIVE" "" "-a -f -m1000000" || rc=1
     # liveness, weak fairness, no crash, timeouts: no request stays outstanding forever
     run_pass "protocol liveness no_stuck_request (-a -f, no crash, timeouts)" shmbridge.pml \
         "-DLIVE -DNOCRASH" "" "-a -f -m1000000" || rc=1
@@ -104,10 +114,33 @@ naive() {
         naive.pml "" "-DSAFETY" "-E -m100000"
 }
 
+rogue() {
+    # R-STATE-8/11: a rogue plain store; MAXC=1 keeps the state space small
+    run_pass "rogue writer (ROGUE, MAXR=3, MAXC=1): honest actors report PROTOCOL_VIOLATION" \
+        shmbridge.pml "-DROGUE -DMAXC=1" "-DSAFETY" "-m1000000"
+}
+
+reclaim() {
+    run_expect_violation "reclaim as specified (R-STALE-3): a reclaimer unlinks the other's fresh segment" \
+        reclaim.pml "" "-DSAFETY" "-m100000"
+}
+
+reclaim_fix() {
+    local rc=0
+    run_expect_violation "reclaim with an inode check before unlink (FIX_INODE): still racy" \
+        reclaim.pml "-DFIX_INODE" "-DSAFETY" "-m100000" || rc=1
+    run_pass "reclaim with start_time cleared before the pid CAS (FIX_ZERO)" \
+        reclaim.pml "-DFIX_ZERO" "-DSAFETY" "-m100000" || rc=1
+    return $rc
+}
+
 case "$MODE" in
     protocol) protocol ;;
     draft) draft ;;
     naive) naive ;;
-    all) r=0; protocol || r=1; draft || r=1; naive || r=1; exit $r ;;
-    *) echo "usage: $0 protocol|draft|naive|all" >&2; exit 2 ;;
+    rogue) rogue ;;
+    reclaim) reclaim ;;
+    reclaim-fix) reclaim_fix ;;
+    all) r=0; protocol || r=1; draft || r=1; naive || r=1; rogue || r=1; reclaim || r=1; reclaim_fix || r=1; exit $r ;;
+    *) echo "usage: $0 protocol|draft|naive|rogue|reclaim|reclaim-fix|all" >&2; exit 2 ;;
 esac

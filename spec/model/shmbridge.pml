@@ -37,6 +37,9 @@
 #ifndef MAXC
 #define MAXC 2
 #endif
+#ifndef MAXCL
+#define MAXCL 1         /* clean closes of the responder (R-CLOSE-1/2) */
+#endif
 #define SEQMOD 4
 #define SEQ0   2
 
@@ -44,6 +47,8 @@
 #define REQUESTED 1
 #define REPLIED   2
 #define TAKEN     4
+#define BAD       3     /* a phase outside the table: only the rogue writer stores it (ROGUE) */
+#define VALID(p)  ((p) == IDLE || (p) == REQUESTED || (p) == REPLIED || (p) == TAKEN)
 
 #define REQ 1           /* payload kind: a request written by the requester */
 #define REP 2           /* payload kind: a reply computed by the responder  */
@@ -73,6 +78,17 @@ byte answered;          /* replies accepted (T4 in receive) */
 bit by_t8;              /* ghost: the current REPLIED was published by T8 (recover) */
 bit g_pending;          /* ghost copy of the requester's "request outstanding" */
 bit req_done;
+bit by_close;           /* ghost: the current REPLIED was published by a responder closing while holding */
+bit req_closed;         /* requester slot CLOSED (R-CLOSE-1); the slot is then not alive either */
+bit rsp_closed;         /* responder slot CLOSED */
+byte rsp_closes;        /* clean closes of the responder so far (bounded by MAXCL) */
+bit rogue_done;         /* ghost: the rogue writer made its plain store (ROGUE) */
+bit req_viol;           /* ghost: the requester reported PROTOCOL_VIOLATION */
+bit rsp_viol;
+
+/* R-ERR-3, R-TIME-1: an error exit leaves no word outside the table (unless a rogue put it there)
+   and no half-written payload: the actor is not inside the payload */
+#define ERR_EXIT(in)  assert((VALID(phase) || rogue_done) && !(in))
 
 #define NEXT(s) (((s) + 1) % SEQMOD)
 
@@ -95,9 +111,18 @@ inline cas(ep, es, np, ns, ok) {
 /* R-STATE-1: the word never holds a phase outside the table */
 active proctype word_monitor() {
 end:
-    atomic { !(phase == IDLE || phase == REQUESTED || phase == REPLIED || phase == TAKEN)
-             -> assert(false) }                            /* R-STATE-1, R-STATE-8 */
+    atomic { ((!VALID(phase) && !rogue_done)               /* R-STATE-1, R-STATE-8: only a rogue */
+              || (rsp_closed && phase == TAKEN))           /* R-CLOSE-2: a closed responder never leaves TAKEN */
+             -> assert(false) }
 }
+
+#ifdef ROGUE
+/* R-STATE-11, R-STATE-8: a rogue (naive) writer makes one plain store of an out-of-table phase */
+active proctype rogue() {
+end:
+    atomic { !rogue_done -> phase = BAD; rogue_done = 1 }
+}
+#endif
 
 active proctype crasher() {
 #ifndef NOCRASH
@@ -135,8 +160,9 @@ attach:     atomic { p = phase; s = seq };
                     cas(TAKEN, s, IDLE, s, ok);                    /* slot check and CAS are two steps */
                     if :: ok -> last = s :: else -> goto attach fi
                 :: atomic { phase == REPLIED && seq == s } -> goto attach   /* the late reply came: discard it */
-                :: true -> req_alive = 0; goto attach                      /* attach deadline: TIMEOUT, release the slot, try again */
+                :: true -> req_alive = 0; ERR_EXIT(req_in); goto attach   /* attach deadline: TIMEOUT (R-ERR-3), release the slot, try again */
                 fi
+            :: else -> skip                                        /* R-STATE-11: attach does not judge the word; send reports it */
             fi;
             restarted = 0
         :: else -> skip
@@ -145,7 +171,10 @@ attach:     atomic { p = phase; s = seq };
         do
         :: !pending && sent < MAXR ->                              /* send: T1 */
             atomic { p = phase; s = seq };
-            assert(p == IDLE && s == last);                        /* R-STATE-8: only the requester leaves IDLE */
+            if
+            :: p == IDLE && s == last -> skip
+            :: else -> assert(rogue_done); goto req_violation      /* R-STATE-8/11: only the requester leaves IDLE; else PROTOCOL_VIOLATION */
+            fi;
             REQ_ENTER;                                             /* R-STATE-9: write payload, message, reply_code = 0 */
             rid = next_rid;
             pay_kind = REQ;
@@ -155,22 +184,27 @@ attach:     atomic { p = phase; s = seq };
 #endif
             REQ_LEAVE;
             cas(IDLE, last, REQUESTED, NEXT(last), ok);
-            assert(ok);                                            /* R-STATE-2: nobody else moves an IDLE word */
+            if
+            :: ok -> skip
+            :: else -> assert(rogue_done); goto req_violation      /* R-STATE-2/R-STATE-9: nobody else moves an IDLE word */
+            fi;
             atomic { next_rid++; own = NEXT(last); last = own; pending = 1; g_pending = 1; timed_out = 0; sent++ }
         :: pending && timed_out ->                                 /* send after a timeout: R-STATE-10 */
             if
             :: atomic { phase == REPLIED && seq == own -> phase = IDLE } ->   /* T4, result dropped */
                 atomic { pending = 0; g_pending = 0; timed_out = 0; last = own }
-            :: else -> skip                                        /* TAKEN: OUT_OF_TURN (R-STATE-7) */
+            :: atomic { phase == TAKEN && seq == own -> ERR_EXIT(req_in) }   /* OUT_OF_TURN (R-STATE-7); R-ERR-3: word and payload untouched */
+            :: atomic { !VALID(phase) } -> assert(rogue_done); goto req_violation  /* R-STATE-8 */
             fi
         :: pending ->                                              /* receive */
             do
-            :: atomic { phase == REPLIED && seq == own -> phase = IDLE } ->   /* T4 */
+            :: atomic { phase == REPLIED && seq == own -> phase = IDLE;
+                        assert(!rogue_done) } ->                   /* T4; R-STATE-8/11: never after a rogue store */
                 REQ_ENTER;
                 /* R-STATE-6: an accepted reply was computed from this request;
                    R-MSG-2 / R-REC-2: PEER_GONE only when a restarted responder completed it (T8) */
-                assert((reply_code == OK && !by_t8 && pay_kind == REP && pay_id == rid)
-                       || (reply_code == PG && by_t8));
+                assert((reply_code == OK && !by_t8 && !by_close && pay_kind == REP && pay_id == rid)
+                       || (reply_code == PG && (by_t8 || by_close)));   /* R-CLOSE-2: or a closing responder */
                 REQ_LEAVE;
                 atomic { pending = 0; g_pending = 0; timed_out = 0; last = own; answered++ };
                 break
@@ -178,7 +212,7 @@ attach:     atomic { p = phase; s = seq };
                 /* R-LIVE-3: peer gone while waiting: withdraw (T5) or reclaim (T7), then PEER_GONE */
                 cas(p, own, IDLE, own, ok);
                 if
-                :: ok -> atomic { pending = 0; g_pending = 0; timed_out = 0; last = own }; break
+                :: ok -> atomic { pending = 0; g_pending = 0; timed_out = 0; last = own; ERR_EXIT(req_in) }; break  /* PEER_GONE; R-ERR-3 */
                 :: else -> skip                                    /* the word moved: re-evaluate */
                 fi
 #ifndef NOTIMEOUT
@@ -189,14 +223,19 @@ attach:     atomic { p = phase; s = seq };
                 :: ok -> atomic { pending = 0; g_pending = 0; timed_out = 0; last = own }
                 :: else -> timed_out = 1                           /* TAKEN: keep it (late reply) */
                 fi;
+                ERR_EXIT(req_in);                                  /* R-TIME-1, R-ERR-3: TIMEOUT leaves a table word, no half payload */
                 break
 #endif
             :: atomic { !((phase == REQUESTED || phase == TAKEN || phase == REPLIED) && seq == own) }
-                -> assert(false)                                   /* R-STATE-8: unreachable without a rogue writer */
+                -> assert(rogue_done); goto req_violation          /* R-STATE-8: only after a rogue store: PROTOCOL_VIOLATION */
             od
         :: !pending && sent == MAXR -> break
         od;
-        req_done = 1
+        goto req_close;
+req_violation:
+        atomic { req_viol = 1; ERR_EXIT(req_in) };                 /* PROTOCOL_VIOLATION; R-ERR-3 */
+req_close:
+        atomic { req_done = 1; req_closed = 1; req_alive = 0 }     /* R-CLOSE-1: state = CLOSED, pid = 0; waiters re-check */
     } unless {
         atomic { crash_req -> crash_req = 0; req_alive = 0; req_in = 0;
                  pending = 0; g_pending = 0; timed_out = 0; restarted = 1 }
@@ -235,29 +274,82 @@ again:
             restarted = 0
         :: else -> skip
         fi;
-end:
+        /* no end label: after the requester closed, the responder must not wait forever (R-LIVE-4) */
         do
         :: atomic { phase == REQUESTED -> phase = TAKEN; held = seq; holding = 1 } ->   /* T2 */
             RSP_ENTER;
             assert(pay_kind == REQ);                               /* R-STATE-3: a published request */
             id = pay_id;
-            pay_kind = REP;                                        /* compute the reply in place */
-            pay_id = id;
-            reply_code = OK;
-            RSP_LEAVE;
-            atomic { cas(TAKEN, held, REPLIED, held, ok); by_t8 = 0 }   /* T3 (writes reply_code = 0 above) */
-            assert(ok);                                            /* R-STATE-3: nobody takes a held request away */
-            holding = 0
+            if
+            :: true ->
+                pay_kind = REP;                                    /* compute the reply in place */
+                pay_id = id;
+                reply_code = OK;
+                RSP_LEAVE;
+                atomic { cas(TAKEN, held, REPLIED, held, ok); if :: ok -> by_t8 = 0; by_close = 0 :: else fi }  /* T3 (reply_code = 0 above) */
+                if
+                :: ok -> skip
+                :: else -> assert(rogue_done); goto rsp_violation  /* R-STATE-3/8: nobody takes a held request away */
+                fi;
+                holding = 0
+            :: rsp_closes < MAXCL && !rogue_done ->
+                /* R-CLOSE-2: closing while holding completes the round with PEER_GONE (T3) */
+                reply_code = PG;
+                RSP_LEAVE;
+                atomic { cas(TAKEN, held, REPLIED, held, ok); if :: ok -> by_t8 = 0; by_close = 1 :: else fi };
+                if
+                :: ok -> skip
+                :: else -> assert(rogue_done); goto rsp_violation  /* R-STATE-8 */
+                fi;
+                holding = 0;
+                goto rsp_close
+            fi
+        :: rsp_closes < MAXCL && !holding -> goto rsp_close        /* close while waiting (R-CLOSE-1) */
+        :: atomic { req_closed && VALID(phase) && phase != REQUESTED && !holding } ->
+            /* R-LIVE-4: requester slot CLOSED while waiting for a request: PEER_GONE, end of service */
+            ERR_EXIT(rsp_in); goto rsp_end
+#ifndef NORSPTIMEOUT
+        :: atomic { VALID(phase) && phase != REQUESTED && phase != TAKEN && !holding && !req_closed ->
+                    p = phase; s = seq } ->
+            /* R-TIME-3: take times out: TIMEOUT, the word is left unchanged (no store on this path),
+               the responder holds nothing; R-TIME-1 / R-ERR-3: a table word, no half payload.
+               R-WAIT-5: the peer check (R-LIVE-4 above) comes before the deadline: !req_closed */
+            atomic { assert(!holding); ERR_EXIT(rsp_in); assert(VALID(p)); p = 0; s = 0 }
+#endif
         :: atomic { phase == TAKEN && !holding } -> assert(false)  /* R-STATE-8: unreachable */
-        od
+        :: atomic { !VALID(phase) } -> assert(rogue_done); goto rsp_violation   /* R-STATE-8/11 */
+        od;
+rsp_violation:
+        atomic { rsp_viol = 1; ERR_EXIT(rsp_in) };                 /* PROTOCOL_VIOLATION; R-ERR-3 */
+        goto rsp_end;
+rsp_close:
+        /* R-CLOSE-1: store state = CLOSED, pid = 0 (release); the peer's waits re-evaluate (wake) */
+        atomic { rsp_closes++; rsp_closed = 1; rsp_alive = 0; assert(!holding && !rsp_in) };
+        if
+        :: atomic { !rogue_done -> rsp_closed = 0; restarted = 1 } -> goto again   /* a new responder attaches */
+        :: true -> goto rsp_gone                                                    /* stays closed */
+        fi;
+rsp_end:
+        atomic { rsp_closed = 1; rsp_alive = 0 }                   /* R-CLOSE-1: the ending responder closes */
+
     } unless {
         atomic { crash_rsp -> crash_rsp = 0; rsp_alive = 0; rsp_in = 0; holding = 0; restarted = 1 }
     };
-    goto again
+    if
+    :: restarted -> goto again
+    :: else -> skip
+    fi;
+rsp_gone:
+    skip
 }
 
 #ifdef LIVE
-#ifdef NOTIMEOUT
+#ifdef CLOSELIVE
+/* clean close, weak fairness: a requester never waits forever after the responder closed
+   (R-CLOSE-1: CLOSED wakes the peer; R-CLOSE-2: a close while holding completes the round), and
+   a responder waiting for a request ends once the requester slot is CLOSED (R-LIVE-4) */
+ltl close_live { [] ((g_pending && rsp_closed) -> <> !g_pending) && [] (req_closed -> <> rsp_closed) }
+#elif defined(NOTIMEOUT)
 /* no crash, no timeout: every request is answered (R-STATE-*, R-WAIT-*) */
 ltl answered_all { <> (answered == MAXR) }
 #else
