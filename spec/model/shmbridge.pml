@@ -13,10 +13,12 @@
  *   - crash + restart of either side at any step (Promela `unless`), bounded by MAXC; a restarted
  *     requester recovers per R-REC-1 (T5 / T6 / wait-or-T7, attach timeout), a restarted
  *     responder per R-REC-2 (T8 with reply_code = PEER_GONE);
- *   - the liveness slot is abstracted to a flag `*_alive` (slot ATTACHED with a live process).
+ *   - the liveness slot is abstracted to a flag `*_alive` (slot ATTACHED with a live process);
+ *   - clean close (R-CLOSE-1/2, R-LIVE-4, MAXCL), responder take timeout (R-TIME-3), error exits
+ *     (ERR_EXIT: R-ERR-3, R-TIME-1), and under -DROGUE one rogue plain store (R-STATE-8/11).
  * What is abstracted away: memory ordering (each CAS is one atomic step; R-STATE-4 is assumed),
  *   the futex/event wake-ups (a waiting process is simply blocked until its guard holds),
- *   clean close (a crash is the harder case), liveness-check latency, payload contents beyond
+ *   liveness-check latency, payload contents beyond
  *   (kind, id), dtype/shape validation.
  *
  * Safety (run with -DSAFETY):  assertions below, each citing the requirement it checks, plus no
@@ -24,7 +26,7 @@
  *   the ltl properties at the end.
  *
  * Build switches:  MAXR (requests, default 3), MAXC (crashes, default 2), NOCRASH, NOTIMEOUT,
- *   LIVE, DRAFT_REPLY_CODE.  DRAFT_REPLY_CODE restores the first draft of PROTOCOL.md v1, in which
+ *   LIVE, DRAFT_REPLY_CODE, MAXCL (clean closes, default 1), NORSPTIMEOUT, CLOSELIVE, ROGUE.  DRAFT_REPLY_CODE restores the first draft of PROTOCOL.md v1, in which
  *   send (R-STATE-9) reset reply_code and R-REC-2 wrote it while TAKEN; SPIN finds a reply_code
  *   ownership race between T7 (reclaim) and R-REC-2 (recover) there.  The published spec (R-STATE-3)
  *   makes reply_code responder-only: every T3 writes it (0 on success), T8 writes PEER_GONE, send
