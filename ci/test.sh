@@ -30,6 +30,7 @@ ctest --test-dir "$build_dir" --output-on-failure -j 2 --output-junit "$repo/$re
 bash ci/sanitizers.sh
 bash ci/fuzz.sh
 bash ci/test-windows.sh  # Windows: mingw-w64 cross build, tests under wine
+bash ci/test-packaging.sh  # sdist + wheel, pip install round trip, workflow linters
 
 echo "== tox (Python tests, lint)"
 export SHMBRIDGE_CPP_BUILD_DIR="$repo/$build_dir"
