@@ -85,15 +85,19 @@ void SlotRef::claim(const char* role) {
   const std::uint32_t me = current_pid();
   auto& pid_word = atomic_u32(p_ + kSlotPid);
   for (;;) {
+    // R-LIVE-1, R-STALE-3: load pid (acquire) before start_time, so a claimer's pid is never
+    // judged by the previous owner's stamp (a claimer zeroes the stamp before its pid CAS).
     std::uint32_t seen = pid_word.load(std::memory_order_acquire);
     if (seen != 0 && process_alive(seen, start_time())) {
       raise(ErrorCode::ROLE_TAKEN, std::string("no live ") + role + " on this segment",
             "process " + std::to_string(seen) + " holding the " + role + " role",
             "stop that process, or use another segment name");
     }
+    // R-LIVE-1: start_time = 0 (release) before the pid CAS, own stamp after it.
+    atomic_u64(p_ + kSlotStartTime).store(0, std::memory_order_release);
     if (pid_word.compare_exchange_strong(seen, me, std::memory_order_acq_rel)) break;
   }
-  atomic_u64(p_ + kSlotStartTime).store(self_start_stamp(), std::memory_order_relaxed);
+  atomic_u64(p_ + kSlotStartTime).store(self_start_stamp(), std::memory_order_release);
   atomic_u64(p_ + kSlotIncarnation).fetch_add(1, std::memory_order_relaxed);
   atomic_u32(p_ + kSlotState)
       .store(static_cast<std::uint32_t>(SlotState::attached), std::memory_order_seq_cst);

@@ -101,6 +101,8 @@ Existing inspect_existing(const std::string& canonical, const std::string& os_na
   }
   validate_header(m->base(), size);  // never reclaim what cannot be validated
   SlotRef creator(m->base() + kOffCreatorSlot);
+  // R-STALE-3: pid (acquire) before start_time; a live pid with start_time 0 is a reclaimer's
+  // claim in progress and counts as alive (R-LIVE-2).
   const std::uint32_t pid = creator.pid();
   if (pid != 0 && process_alive(pid, creator.start_time())) {
     raise(ErrorCode::ALREADY_EXISTS, "no live creator of \"" + canonical + "\"",
@@ -123,12 +125,16 @@ namespace detail {
 bool reclaim_stale_segment(std::uint8_t* base, std::uint32_t dead_pid,
                            const std::string& os_name) noexcept {
   // Claim the reclaim by CAS on the dead creator's pid, so that two reclaimers never unlink each
-  // other's fresh segment.
+  // other's fresh segment. R-LIVE-1 order: start_time = 0 (release), CAS pid, then our stamp, so
+  // another reclaimer never sees our pid next to the dead creator's stamp.
+  atomic_u64(base + kOffCreatorSlot + kSlotStartTime).store(0, std::memory_order_release);
   std::uint32_t expected = dead_pid;
   if (!atomic_u32(base + kOffCreatorSlot + kSlotPid)
            .compare_exchange_strong(expected, current_pid(), std::memory_order_acq_rel)) {
     return false;
   }
+  atomic_u64(base + kOffCreatorSlot + kSlotStartTime)
+      .store(self_start_stamp(), std::memory_order_release);
   return ::shm_unlink(os_name.c_str()) == 0;
 }
 

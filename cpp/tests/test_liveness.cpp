@@ -85,6 +85,33 @@ TEST(Liveness, R_LIVE_1_SlotClaim) {
   EXPECT_EQ(s.incarnation(), 3u);
 }
 
+// R-LIVE-1, R-STALE-3: a claimer stores start_time = 0 before its pid CAS and its own stamp after,
+// and checkers load pid before start_time. A slot showing a live pid with start_time 0 is a claim
+// in progress and is judged alive (R-LIVE-2 compares the stamp only when non-zero): a second
+// claimer fails with ROLE_TAKEN instead of CASing the live claimer away.
+TEST(Liveness, R_LIVE_1_R_STALE_3_LivePidWithZeroStartTimeIsAlive) {
+  alignas(8) std::uint8_t slot[32] = {};
+  SlotRef s(slot);
+  atomic_u32(slot + layout::kSlotPid).store(current_pid());
+  atomic_u32(slot + layout::kSlotState).store(static_cast<std::uint32_t>(SlotState::attached));
+  atomic_u64(slot + layout::kSlotStartTime).store(0);
+  EXPECT_TRUE(process_alive(current_pid(), 0));
+  EXPECT_EQ(s.peer_state(), PeerState::alive);
+  EXPECT_CODE(s.claim("responder"), ErrorCode::ROLE_TAKEN);
+  EXPECT_EQ(s.pid(), current_pid());  // untouched
+  EXPECT_EQ(s.start_time(), 0u);
+  // A dead pid (reaped child) with start_time 0 is dead: the claim succeeds and ends with the
+  // claimer's own stamp.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  atomic_u32(slot + layout::kSlotPid).store(static_cast<std::uint32_t>(child));
+  EXPECT_EQ(s.peer_state(), PeerState::dead);
+  s.claim("responder");
+  EXPECT_EQ(s.pid(), current_pid());
+  EXPECT_EQ(s.start_time(), self_start_stamp());
+}
+
 // R-LIVE-1/2: a forked child writes its OWN start stamp (the cache is per pid).
 TEST(Liveness, R_LIVE_2_ForkedChildHasItsOwnStamp) {
   (void)self_start_stamp();                                    // fill the parent's cache

@@ -332,6 +332,39 @@ TEST(Segment, R_STALE_3_UnlinkOnlyAfterCasOfTheDeadPid) {
   EXPECT_EQ(creator_pid.load(), current_pid());
 }
 
+// R-STALE-3, R-LIVE-1: a reclaimer zeroes the creator start_time before its pid CAS and writes its
+// own stamp after; the reclaim path loads pid before start_time and refuses (ALREADY_EXISTS) a
+// creator slot whose pid is live with start_time 0: another reclaimer's claim in progress.
+TEST(Segment, R_STALE_3_R_LIVE_1_LiveCreatorPidWithZeroStartTimeIsNotReclaimed) {
+  UniqueName n("rezero");
+  Options keep;
+  keep.keep_segment = true;
+  { auto creator = Requester::create(n, DType::uint8, {16}, keep); }  // creator slot CLOSED, pid 0
+  auto seg = Segment::attach(n, std::chrono::seconds(1));
+  std::uint8_t* slot = seg.base() + layout::kOffCreatorSlot;
+  auto& pid_word = atomic_u32(slot + layout::kSlotPid);
+  auto& start_word = atomic_u64(slot + layout::kSlotStartTime);
+  pid_word.store(current_pid());  // a live reclaimer between its pid CAS and its stamp
+  atomic_u32(slot + layout::kSlotState).store(static_cast<std::uint32_t>(SlotState::attached));
+  start_word.store(0);
+  EXPECT_CODE(Requester::create(n, DType::float64, {2}), ErrorCode::ALREADY_EXISTS);
+  EXPECT_TRUE(std::ifstream(n.dev_shm()).good());  // not unlinked
+  EXPECT_EQ(pid_word.load(), current_pid());
+  EXPECT_EQ(start_word.load(), 0u);
+  EXPECT_EQ(read_header(n).declared.dtype, static_cast<std::uint32_t>(DType::uint8));
+  // A dead creator pid with a stale stamp: the reclaim CAS succeeds and writes our own stamp.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  pid_word.store(static_cast<std::uint32_t>(child));
+  start_word.store(12345);
+  EXPECT_TRUE(detail::reclaim_stale_segment(seg.base(), static_cast<std::uint32_t>(child),
+                                            "/" + n.str()));
+  EXPECT_EQ(pid_word.load(), current_pid());
+  EXPECT_EQ(start_word.load(), self_start_stamp());
+  EXPECT_FALSE(std::ifstream(n.dev_shm()).good());  // unlinked
+}
+
 // R-SEG-6: the creator writes every header field before the magic, which it publishes as one
 // 64-bit atomic release store (lock-free, naturally aligned: never two 32-bit halves); attach
 // reads it with one 64-bit acquire load and sees either 0 (initialising) or the whole magic.

@@ -190,10 +190,12 @@ def _read_u64(buf: Any, off: int) -> int:
 
 
 def slot_owner(buf: Any, slot: int) -> tuple[int, int, int]:
-    """(pid, state, start_time) of the slot at offset ``slot``."""
+    """(pid, state, start_time) of the slot at offset ``slot``. R-LIVE-1, R-STALE-3: ``pid``
+    is loaded (acquire) before ``start_time``, so a claimer's pid is never paired with the previous
+    owner's stamp (a claimer zeroes the stamp before its pid CAS)."""
     state = _native.load_acquire(buf, slot + SLOT_STATE)
     pid = _native.load_acquire(buf, slot + SLOT_PID)
-    return pid, state, _read_u64(buf, slot + SLOT_START_TIME)
+    return pid, state, _native.load_acquire64(buf, slot + SLOT_START_TIME)
 
 
 def slot_alive(buf: Any, slot: int) -> bool:
@@ -224,14 +226,16 @@ def claim_slot(buf: Any, slot: int, role: str) -> int:
         raise OsError(f"process id {me} does not fit the 32-bit slot")
     start = own_start_time()
     for _ in range(1000):
-        pid = _native.load_acquire(buf, slot + SLOT_PID)
-        if pid != 0 and process_alive(pid, _read_u64(buf, slot + SLOT_START_TIME)):
+        pid = _native.load_acquire(buf, slot + SLOT_PID)  # pid before start_time (R-LIVE-1)
+        if pid != 0 and process_alive(pid, _native.load_acquire64(buf, slot + SLOT_START_TIME)):
             raise RoleTaken(
                 f"the {role} role is held by live process {pid}; expected a free slot. Stop that "
                 f"process (or attach as the other role)"
             )
+        # R-LIVE-1: start_time = 0 (release) before the pid CAS, own stamp after it.
+        _native.store_release64(buf, slot + SLOT_START_TIME, 0)
         if _native.compare_exchange(buf, slot + SLOT_PID, pid, me) == pid:
-            _U64.pack_into(buf, slot + SLOT_START_TIME, start)
+            _native.store_release64(buf, slot + SLOT_START_TIME, start)
             inc = _read_u64(buf, slot + SLOT_INCARNATION)
             _U64.pack_into(buf, slot + SLOT_INCARNATION, (inc + 1) & ((1 << 64) - 1))
             _native.store_release(buf, slot + SLOT_STATE, SLOT_ATTACHED)

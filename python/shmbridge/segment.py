@@ -30,10 +30,11 @@ from .layout import (
     OFF_CREATOR,
     OFF_MAGIC,
     SLOT_PID,
+    SLOT_START_TIME,
     check_host,
     validate_fixed,
 )
-from .liveness import process_alive, slot_owner
+from .liveness import own_start_time, process_alive, slot_owner
 from .naming import posix_name, validate_name, windows_names
 
 __all__ = ["MAGIC_U64", "Segment"]
@@ -197,11 +198,15 @@ class Segment:
         """R-STALE-2/3: ``mm`` maps a stale segment whose creator slot held ``pid`` (not a live
         process) when it was inspected. Unlink it only after a CAS of that pid to our own pid
         succeeded, so that two concurrent reclaimers never unlink each other's fresh segment; if
-        the CAS fails, another reclaimer claimed it first and the caller retries the create."""
+        the CAS fails, another reclaimer claimed it first and the caller retries the create.
+        The claim follows R-LIVE-1: start_time = 0 (release), CAS pid, then our own stamp, so
+        another reclaimer never sees our pid next to the dead creator's stamp."""
         if not reclaim_stale:
             raise StaleSegment(
+        _native.store_release64(mm, OFF_CREATOR + SLOT_START_TIME, 0)
                 f"segment {name!r} was left by a dead creator; reclaiming is off. Remove it with: "
                 f"rm /dev/shm/{name}"
+        _native.store_release64(mm, OFF_CREATOR + SLOT_START_TIME, own_start_time())
             )
         if _native.compare_exchange(mm, OFF_CREATOR + SLOT_PID, pid, os.getpid()) != pid:
             return

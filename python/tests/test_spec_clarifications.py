@@ -29,7 +29,7 @@ from shmbridge.layout import (
     SLOT_START_TIME,
     SLOT_STATE,
 )
-from shmbridge.liveness import own_start_time, peer_status
+from shmbridge.liveness import claim_slot, own_start_time, peer_status, process_alive
 from shmbridge.protocol import Failure, ModelState, Peer, Phase, Transition, encode_word
 
 if os.name == "posix":
@@ -268,6 +268,41 @@ def test_r_stale_3_no_unlink_when_the_dead_pid_changed(
         monkeypatch.setattr(segment_mod, "process_alive", lambda pid, start: False)
         with sb.Requester.create(segname, "float64", (2,)) as req:
             assert req.dtype == np.float64
+    finally:
+        raw.close()
+
+
+def test_r_live_1_r_stale_3_live_pid_with_zero_start_time_is_alive(segname: str) -> None:
+    """R-LIVE-1, R-STALE-3: a claimer stores start_time = 0 before its pid CAS and its own stamp
+    after; checkers load pid before start_time. A slot with a live pid and start_time 0 is a claim
+    in progress and is judged alive (R-LIVE-2 compares the stamp only when non-zero): a second
+    claimer gets RoleTaken, and the reclaim path refuses such a creator slot (ALREADY_EXISTS)
+    without unlinking. A dead creator pid is reclaimed and ends with the reclaimer's own stamp."""
+    sb.Requester.create(segname, "uint8", (16,), keep_segment=True).close()
+    raw = _raw(segname)
+    try:
+        own = os.getpid()
+        assert process_alive(own, 0)
+        # A live reclaimer between its pid CAS and its stamp.
+        _write_slot(raw, OFF_CREATOR, own, SLOT_ATTACHED, 0)
+        assert peer_status(raw, OFF_CREATOR) is Peer.ATTACHED
+        with pytest.raises(sb.AlreadyExists):
+            sb.Requester.create(segname, "float64", (2,))
+        assert os.path.exists(f"/dev/shm/{segname}")  # not unlinked
+        assert _native.load_acquire(raw, OFF_CREATOR + SLOT_PID) == own
+        assert _native.load_acquire64(raw, OFF_CREATOR + SLOT_START_TIME) == 0
+        # The same for a role slot claim (R-LIVE-1).
+        _write_slot(raw, OFF_RESPONDER, own, SLOT_ATTACHED, 0)
+        with pytest.raises(sb.RoleTaken):
+            claim_slot(raw, OFF_RESPONDER, "responder")
+        assert _native.load_acquire(raw, OFF_RESPONDER + SLOT_PID) == own
+        # A dead creator with a stale stamp: reclaimed; the old object's slot shows our claim.
+        dead = _reaped_pid()
+        _write_slot(raw, OFF_CREATOR, dead, SLOT_ATTACHED, 12345)
+        with sb.Requester.create(segname, "float64", (2,)) as req:
+            assert req.dtype == np.float64 and req.created
+        assert _native.load_acquire(raw, OFF_CREATOR + SLOT_PID) == own
+        assert _native.load_acquire64(raw, OFF_CREATOR + SLOT_START_TIME) == own_start_time()
     finally:
         raw.close()
 

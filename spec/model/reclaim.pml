@@ -7,33 +7,36 @@
  *     shm_open(name) is a read of `name`, unlink(name) stores 0, create (O_CREAT|O_EXCL) binds
  *     a fresh segment id only if `name` is 0 (atomically);
  *   - per segment, the creator slot: `cpid` (the claim word, CAS only) and `cst` (start_time,
- *     a separate plain field, R-LIVE-1: CAS pid, then write start_time), and the ghost
+ *     a separate plain field, R-LIVE-1: store start_time = 0, CAS pid, then write start_time),
+ *     and the ghost
  *     `made_by` (who created the segment);
  *   - segment 1 is stale: made by the dead creator D (pid 3, start stamp SD);
  *   - reclaimers R1 (pid 1, stamp S1) and R2 (pid 2, stamp S2), both alive throughout.  Each
  *     opens the name, reads the slot (pid, then start_time: two loads), judges liveness
  *     (R-LIVE-2: the pid exists and its stamp equals start_time when non-zero), and if dead
- *     claims the slot by CAS pid (R-STALE-3), writes its start_time, unlinks, creates a fresh
- *     segment; ALREADY_EXISTS if the slot holds a live process.
+ *     claims the slot (R-STALE-3: start_time = 0, CAS pid), writes its start_time, unlinks,
+ *     creates a fresh segment; ALREADY_EXISTS if the slot holds a live process.  A pid that
+ *     exists with start_time 0 is alive.  run_spin.sh reclaim expects no errors.
  *
  * Property (R-STALE-3, R-ERR-3, R-SEG-3): no reclaimer unlinks a segment created by another live
  *   reclaimer (assert at the unlink).
  *
- * As written (no switch), the spec allows: R1 CASes pid D -> R1 on the stale segment; R2, which
+ * The first draft of R-STALE-3 (-DDRAFT_RECLAIM: no start_time = 0 before the CAS) allowed: R1 CASes pid D -> R1 on the stale segment; R2, which
  *   opened the stale segment too, reads pid = R1 but still start_time = SD (R1 has not written
  *   its own yet, or never does on an object it unlinks), judges "R1 with stamp SD" dead, CASes
  *   R1 -> R2 (it succeeds: the value it read), while R1 unlinks and creates a fresh segment under
- *   the name; R2 then unlinks the name, which now is R1's fresh segment.  run_spin.sh reclaim
- *   expects SPIN to find this.
+ *   the name; R2 then unlinks the name, which now is R1's fresh segment.  run_spin.sh
+ *   reclaim-draft expects SPIN to find this.
  *
  * Build switches
- *   FIX_INODE  unlink only if the name still refers to the inspected segment (fstat of a fresh
+ *   DRAFT_RECLAIM  the first draft: the claimer does not clear start_time before its pid CAS
+ *              (expected violation, mode reclaim-draft).
+ *   FIX_INODE  (with DRAFT_RECLAIM) unlink only if the name still refers to the inspected segment (fstat of a fresh
  *              shm_open compared with the inspected fd: same inode), checked in a step of its
  *              own before unlink, as an implementation can do it.  (Not enough: see README.md.)
- *   FIX_ZERO   the fix proposed in README.md: a claimer stores start_time = 0 before its pid CAS
- *              (and writes its own stamp after), and a judge loads pid before start_time; a pid
- *              that exists with start_time 0 is alive (R-LIVE-2 "when non-zero").  Then a slot
- *              never shows a live claimer's pid with another process's stamp.
+ *   (FIX_ZERO, the fix README.md proposed, is now the default and in the spec, R-LIVE-1 and
+ *   R-STALE-3: a claimer stores start_time = 0 before its pid CAS and writes its own stamp after;
+ *   a judge loads pid before start_time; a pid that exists with start_time 0 is alive.)
  */
 
 #define D   3           /* the dead creator of the stale segment */
@@ -79,8 +82,8 @@ open:
     :: ALIVE(p, t) -> goto done                         /* ALREADY_EXISTS (R-SEG-4, R-STALE-2) */
     :: else -> skip
     fi;
-#ifdef FIX_ZERO
-    cst[s] = 0;                                         /* fix: clear the stamp before the claim */
+#ifndef DRAFT_RECLAIM
+    cst[s] = 0;                                         /* R-LIVE-1, R-STALE-3: clear the stamp before the claim */
 #endif
     atomic { if :: cpid[s] == p -> cpid[s] = me; ok = 1 :: else -> ok = 0 fi };  /* R-STALE-3: CAS pid */
     if

@@ -10,10 +10,11 @@
 #                          the wrong-reply violation (trail printed), 1 if it unexpectedly passes
 #   run_spin.sh rogue      shmbridge.pml -DROGUE -DMAXC=1: one plain store of an out-of-table phase;
 #                          honest actors report PROTOCOL_VIOLATION (R-STATE-8/11); exit 0 iff no errors
-#   run_spin.sh reclaim    reclaim.pml as the spec is written (R-STALE-3); exit 0 iff SPIN FINDS the
-#                          two-reclaimer race (a reclaimer unlinks the other's fresh segment)
-#   run_spin.sh reclaim-fix  reclaim.pml -DFIX_INODE (still fails: expected violation) and -DFIX_ZERO
-#                          (the proposed fix: no errors)
+#   run_spin.sh reclaim    reclaim.pml as the spec is written (R-LIVE-1, R-STALE-3: start_time = 0
+#                          before the pid CAS); exit 0 iff no errors
+#   run_spin.sh reclaim-draft  reclaim.pml -DDRAFT_RECLAIM (the first draft of R-STALE-3) and
+#                          -DDRAFT_RECLAIM -DFIX_INODE; exit 0 iff SPIN FINDS the two-reclaimer
+#                          race in both (a reclaimer unlinks the other's fresh segment)
 #   run_spin.sh all        all of them; exit 0 iff every one behaves as expected
 #
 # Exit 77 if spin (or a C compiler) is missing.  Extra pan/cc options: PAN_OPTS, CC (default cc).
@@ -121,16 +122,16 @@ rogue() {
 }
 
 reclaim() {
-    run_expect_violation "reclaim as specified (R-STALE-3): a reclaimer unlinks the other's fresh segment" \
+    run_pass "reclaim as specified (R-LIVE-1, R-STALE-3: start_time = 0 before the pid CAS)" \
         reclaim.pml "" "-DSAFETY" "-m100000"
 }
 
-reclaim_fix() {
+reclaim_draft() {
     local rc=0
-    run_expect_violation "reclaim with an inode check before unlink (FIX_INODE): still racy" \
-        reclaim.pml "-DFIX_INODE" "-DSAFETY" "-m100000" || rc=1
-    run_pass "reclaim with start_time cleared before the pid CAS (FIX_ZERO)" \
-        reclaim.pml "-DFIX_ZERO" "-DSAFETY" "-m100000" || rc=1
+    run_expect_violation "reclaim, first draft (DRAFT_RECLAIM): a reclaimer unlinks the other's fresh segment" \
+        reclaim.pml "-DDRAFT_RECLAIM" "-DSAFETY" "-m100000" || rc=1
+    run_expect_violation "reclaim, first draft with an inode check before unlink (DRAFT_RECLAIM, FIX_INODE): still racy" \
+        reclaim.pml "-DDRAFT_RECLAIM -DFIX_INODE" "-DSAFETY" "-m100000" || rc=1
     return $rc
 }
 
@@ -140,7 +141,7 @@ case "$MODE" in
     naive) naive ;;
     rogue) rogue ;;
     reclaim) reclaim ;;
-    reclaim-fix) reclaim_fix ;;
-    all) r=0; protocol || r=1; draft || r=1; naive || r=1; rogue || r=1; reclaim || r=1; reclaim_fix || r=1; exit $r ;;
-    *) echo "usage: $0 protocol|draft|naive|rogue|reclaim|reclaim-fix|all" >&2; exit 2 ;;
+    reclaim-draft) reclaim_draft ;;
+    all) r=0; protocol || r=1; draft || r=1; naive || r=1; rogue || r=1; reclaim || r=1; reclaim_draft || r=1; exit $r ;;
+    *) echo "usage: $0 protocol|draft|naive|rogue|reclaim|reclaim-draft|all" >&2; exit 2 ;;
 esac

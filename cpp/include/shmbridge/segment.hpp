@@ -84,9 +84,10 @@ class Segment {
 
 namespace detail {
 // R-STALE-3 (POSIX): `base` maps a stale segment whose creator slot held `dead_pid` when it was
-// inspected. CASes that pid to the calling process's pid and unlinks the OS object `os_name`
-// ("/N") only if the CAS succeeded, so that two concurrent reclaimers never unlink each other's
-// fresh segment. Returns whether it unlinked. Used by Segment::create; exposed for tests.
+// inspected. Stores start_time = 0, CASes that pid to the calling process's pid (then writes its
+// own start stamp, R-LIVE-1 order) and unlinks the OS object `os_name` ("/N") only if the CAS
+// succeeded, so that two concurrent reclaimers never unlink each other's fresh segment. Returns
+// whether it unlinked. Used by Segment::create; exposed for tests.
 bool reclaim_stale_segment(std::uint8_t* base, std::uint32_t dead_pid,
                            const std::string& os_name) noexcept;
 }  // namespace detail
