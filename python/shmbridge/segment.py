@@ -203,13 +203,13 @@ class Segment:
         another reclaimer never sees our pid next to the dead creator's stamp."""
         if not reclaim_stale:
             raise StaleSegment(
-        _native.store_release64(mm, OFF_CREATOR + SLOT_START_TIME, 0)
                 f"segment {name!r} was left by a dead creator; reclaiming is off. Remove it with: "
                 f"rm /dev/shm/{name}"
-        _native.store_release64(mm, OFF_CREATOR + SLOT_START_TIME, own_start_time())
             )
+        _native.store_release64(mm, OFF_CREATOR + SLOT_START_TIME, 0)
         if _native.compare_exchange(mm, OFF_CREATOR + SLOT_PID, pid, os.getpid()) != pid:
             return
+        _native.store_release64(mm, OFF_CREATOR + SLOT_START_TIME, own_start_time())
         oname = posix_name(name)
         try:
             _posixshmem.shm_unlink(oname)
