@@ -18,11 +18,10 @@ if ! "$python" -c 'import shmbridge._native' 2>/dev/null; then
   python="$venv/bin/python"
 fi
 
-# C++ creates the segment and publishes the first request; the responder may attach after it.
+# C++ creates the segment and publishes the first request; main.py retries attaching until it exists.
 "$build_dir/cpp/examples/shared_memory_example" --name "$name" --rounds "$rounds" --quiet &
 requester=$!
 trap 'kill $requester $responder 2>/dev/null || true' EXIT
-sleep 0.2
 "$python" python/examples/main.py --name "$name" --quiet &
 responder=$!
 

@@ -389,3 +389,16 @@ TEST(Segment, R_SEG_6_MagicPublishedLastAsOne64BitAtomic) {
   EXPECT_EQ(atomic_u64(s.base() + layout::kOffMagic).load(std::memory_order_acquire), magic);
   EXPECT_NO_THROW(Segment::attach(n, std::chrono::nanoseconds::zero()));
 }
+
+// R-STALE-2, R-SEG-6: an existing object whose magic is still zero when the create deadline passes
+// (its creator died initialising it) cannot be validated: CORRUPT_HEADER, never reclaimed.
+TEST(Segment, R_STALE_2_ZeroMagicObjectIsCorruptNeverReclaimed) {
+  UniqueName n("zmagic");
+  raw_object(n, 4096);
+  Options opt;
+  opt.timeout = std::chrono::milliseconds(50);
+  EXPECT_CODE(Requester::create(n, DType::uint8, {4}, opt), ErrorCode::CORRUPT_HEADER);
+  struct stat st {};
+  ASSERT_EQ(::stat(("/dev/shm/" + std::string(n)).c_str(), &st), 0) << "the object was removed";
+  EXPECT_EQ(st.st_size, 4096);
+}

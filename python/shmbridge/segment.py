@@ -177,16 +177,13 @@ class Segment:
                         )
                     cls._reclaim(mm, name, pid, reclaim_stale)  # stale (R-STALE-1)
                     return
-                # Magic still zero: a creator is initialising it, or died doing so.
-                if mm is not None:
-                    pid, _state, start = slot_owner(mm, OFF_CREATOR)
-                    if pid != 0 and not process_alive(pid, start):
-                        cls._reclaim(mm, name, pid, reclaim_stale)
-                        return
+                # Magic still zero: a creator is initialising it, or died doing so. Its header
+                # cannot be validated, so it is never reclaimed (R-STALE-2), as in C++.
                 if time.monotonic() >= deadline:
-                    raise AlreadyExists(
-                        f"segment {name!r} exists and is still being initialised by another "
-                        "process; choose another name or remove it"
+                    raise CorruptHeader(
+                        f"segment {name!r} exists but its magic is still zero after the create "
+                        "deadline (its creator died while initialising it); expected an "
+                        f"initialised segment: remove it (shmbridge rm {name}) if no peer uses it"
                     )
             finally:
                 if mm is not None:

@@ -392,6 +392,25 @@ def test_r_stale_2_live_creator_is_never_reclaimed(names: list[str]) -> None:
         p.wait()
 
 
+def test_r_stale_2_zero_magic_object_is_corrupt_never_reclaimed(names: list[str]) -> None:
+    """R-STALE-2, R-SEG-6: an object whose magic is still zero when the create deadline passes (its
+    creator died initialising it) is CORRUPT_HEADER in both languages and is left in place."""
+    name = unique_name("zmagic")
+    names.append(name)
+    fd = os.open(shm_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, 4096)
+    finally:
+        os.close(fd)
+    ino = shm_path(name).stat().st_ino
+    with pytest.raises(errors.CorruptHeader):
+        sb.Requester.create(name, np.uint8, (4,), timeout=0.05)
+    rc, err = run_peer("--role", "requester", "--name", name, "--create", "--shape", "4",
+                       "--timeout", "0.05", "--rounds", "0")  # fmt: skip
+    assert rc == EXIT["CORRUPT_HEADER"], err
+    assert shm_path(name).stat().st_ino == ino
+
+
 def test_errors_json_exit_codes_are_distinct() -> None:
     """The exit-code mapping the C++ checks above rely on (R-ERR-1)."""
     assert len(set(EXIT.values())) == len(EXIT)
