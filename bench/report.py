@@ -229,8 +229,9 @@ def write(result: dict[str, Any], out: Path, tag: str, plots: bool = True) -> li
     stamp = m["date"][:16].replace("-", "").replace(":", "").replace("T", "-")
     base = (f"{stamp}_{m['commit']}_{slug(m['machine']['cpu_model'])}-{m['machine']['cores']}c"
             f"_{m['mode']}{'_' + slug(tag) if tag else ''}")
-    paths = [out / f"{base}.json"]
+    paths = [out / f"{base}.json", out / f"{base}.md"]
     paths[0].write_text(json.dumps(result, indent=1, default=float) + "\n")
+    paths[1].write_text(markdown(result))
     if plots:
         try:
             paths += plot(result, out, base)
@@ -405,11 +406,75 @@ def print_tables(result: dict[str, Any]) -> None:
         con.print(f"[yellow]skipped {k}[/]: {why}")
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """A compact Markdown rendering (results table, idle, targets) of one run."""
+    m = result["meta"]
+    lines = [f"# shmbridge benchmarks — {m['date']}, commit {m['commit']}",
+             "",
+             f"{m['machine']['cpu_model']}, {m['machine']['cores']} cores, kernel "
+             f"{m['machine']['kernel']}; mode {m['mode']}, {m['passes']} interleaved passes, "
+             f"{'peers pinned to CPU 0/1' if m.get('pinned') else 'not pinned'}; load average "
+             f"{m['machine'].get('loadavg_start', [0])[0]:.1f} → "
+             f"{m['machine'].get('loadavg_end', [0])[0]:.1f}; spin budgets {m.get('spin_us')} µs.",
+             "",
+             "Ratios ×work floor, ×protocol floor, ×handoff and the speedup are medians of "
+             "per-pass ratios (floor measured in the same pass).",
+             "",
+             "| payload | system | mode | p50 | p90 | p99 | max | GB/s | ×work floor "
+             "| ×protocol floor | ×handoff | speedup vs original |",
+             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in sorted(result["results"], key=lambda r: (r["size"], r["system"] != "shmbridge",
+                                                      r["mode"], r["key"])):
+        if "p50_ns" not in r:
+            lines.append(f"| {fmt_size(r['size'])} | {r['key']} | {r['mode']} | error: "
+                         f"{(r.get('error') or '')[:60]} |||||||||")
+            continue
+        name = r["key"].replace(f" {r['mode']}", "") if r["system"] == "shmbridge" else r["key"]
+        lines.append(
+            f"| {fmt_size(r['size'])} | {name} | {r['mode']} | {fmt_us(r['p50_ns'])} | "
+            f"{fmt_us(r['p90_ns'])} | {fmt_us(r['p99_ns'])} | {fmt_us(r['max_ns'])} | "
+            f"{r['gbps']:.2f} | {fmt_x(r.get('x_work_floor_paired') or r.get('x_work_floor'))} | "
+            f"{fmt_x(r.get('x_protocol_floor_paired'))} | "
+            f"{fmt_x(r.get('x_handoff_paired') or r.get('x_handoff'), 1)} | "
+            f"{fmt_x(r.get('speedup_vs_original'), 0)} |")
+    lines += ["", "| floor | " + " | ".join(fmt_size(int(s)) for s in sorted(result["floors"],
+                                                                              key=int)) + " |",
+              "|---|" + "--:|" * len(result["floors"])]
+    for k, label in (("memcpy_cpp", "memcpy C++"), ("add_cpp", "add C++"),
+                     ("work_cpp", "work C++"), ("copy_py", "copyto numpy"),
+                     ("add_py", "a += 1 numpy"), ("work_py", "work numpy"),
+                     ("proto4_spin", "protocol round, spin"),
+                     ("proto4_blocking", "protocol round, 20 µs + futex")):
+        lines.append(f"| {label} | " + " | ".join(
+            fmt_us(result["floors"][s].get(k + "_p50_ns", float("nan")))
+            for s in sorted(result["floors"], key=int)) + " |")
+    lines += ["", "| ping-pong (32-bit word, 2 processes) | p50 | p90 | p99 |", "|---|--:|--:|--:|"]
+    for k, st in result["pingpong"].items():
+        lines.append(f"| {k} | {fmt_us(st['p50_ns'])} | {fmt_us(st['p90_ns'])} | "
+                     f"{fmt_us(st['p99_ns'])} |")
+    lines += ["", "| idle responder | mode | wall | CPU | % of a core |", "|---|---|--:|--:|--:|"]
+    for r in result["idle"]:
+        lines.append(f"| {r.get('system')} {r.get('lang')} | {r.get('mode')} | "
+                     f"{r.get('wall_s', float('nan')):.1f} s | {r.get('cpu_s', float('nan')):.3f} s"
+                     f" | {r.get('cpu_pct', float('nan')):.2f} % |")
+    lines += ["", "| target | measured | limit | met | detail |", "|---|--:|--:|---|---|"]
+    for g in result["targets"]:
+        v = g["value"]
+        unit = "%" if "%" in g["target"] else "×"
+        vs = "—" if v is None else f"{v:,.2f} {unit}"
+        met = "n/a" if g["met"] is None else ("yes" if g["met"] else "**no**")
+        lines.append(f"| {g['target']} | {vs} | {g['limit']:g} | {met} | {g['detail']} |")
+    for k, why in result["skipped"].items():
+        lines.append(f"\nskipped {k}: {why}")
+    return "\n".join(lines) + "\n"
+
+
 def rebuild(path: Path, plots: bool = True) -> None:
     """Recompute the targets of a saved result, rewrite it, print the tables, redo the plots."""
     result = json.loads(path.read_text())
     result["targets"] = targets(result)
     path.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    path.with_suffix(".md").write_text(markdown(result))
     print_tables(result)
     if plots:
         plot(result, path.parent, path.name[: -len(".json")])
