@@ -6,6 +6,22 @@
 
 #include "shmbridge/errors.hpp"
 
+#if defined(_MSC_VER) && !defined(__clang__)
+// MSVC has no __builtin_{add,mul}_overflow; every use here is on unsigned 64-bit values.
+namespace {
+inline bool sb_add_overflow(std::uint64_t a, std::uint64_t b, std::uint64_t* r) noexcept {
+  *r = a + b;
+  return *r < a;
+}
+inline bool sb_mul_overflow(std::uint64_t a, std::uint64_t b, std::uint64_t* r) noexcept {
+  *r = a * b;
+  return a != 0 && *r / a != b;
+}
+}  // namespace
+#define __builtin_add_overflow(a, b, r) sb_add_overflow((a), (b), (r))
+#define __builtin_mul_overflow(a, b, r) sb_mul_overflow((a), (b), (r))
+#endif
+
 namespace shmbridge {
 namespace layout {
 

@@ -2,12 +2,17 @@
 #if defined(__APPLE__)
 #include <libproc.h>
 #include <signal.h>
+#include <sys/proc.h>  // SZOMB
 #include <sys/proc_info.h>
 #include <unistd.h>
 
 #include <cerrno>
 
 #include "shmbridge/liveness.hpp"
+
+#ifndef SZOMB
+#define SZOMB 5  // <sys/proc.h>: awaiting collection by the parent
+#endif
 
 namespace shmbridge {
 

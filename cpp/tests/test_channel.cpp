@@ -1,5 +1,7 @@
 // The channel API in one process: rounds, zero-copy, R-STATE-9/10, R-TIME-*, R-MSG-2, R-CLOSE-*.
+#if !defined(_WIN32)
 #include <sys/wait.h>
+#endif
 
 #include <thread>
 
@@ -422,6 +424,8 @@ TEST(Channel, R_TIME_1_TimeoutsLeaveAContinuableState) {
 
 // R-WAIT-4: blocking is sliced by the liveness interval, so a peer that dies without waking
 // anybody (its slot stays ATTACHED with a dead pid) ends a long wait with PEER_GONE promptly.
+// (POSIX: a dead pid from fork(); on Windows test_win32 kills real peer processes.)
+#if !defined(_WIN32)
 TEST(Channel, R_WAIT_4_SlicedWaitNoticesSilentPeerDeath) {
   UniqueName n("wait4");
   Options o;
@@ -448,6 +452,7 @@ TEST(Channel, R_WAIT_4_SlicedWaitNoticesSilentPeerDeath) {
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(3));
   EXPECT_EQ(req.word(), make_word(Phase::IDLE, 1));  // withdrawn before PEER_GONE (R-LIVE-3)
 }
+#endif
 
 // R-ERR-3: an error loses nothing: a rejected send leaves payload and word, a violation leaves
 // the rogue word, a failed attach unlinks nothing.
@@ -467,7 +472,7 @@ TEST(Channel, R_ERR_3_ErrorsLoseNothing) {
   EXPECT_CODE(Requester::attach(n), ErrorCode::ROLE_TAKEN);
   EXPECT_CODE(Responder::attach(n, DType::float32, {4}), ErrorCode::DTYPE_MISMATCH);
   EXPECT_EQ(std::memcmp(before.data(), raw.base(), before.size()), 0);  // header and payload
-  EXPECT_TRUE(std::ifstream(n.dev_shm()).good());
+  EXPECT_TRUE(n.exists());
   atomic_u32(raw.base() + layout::kOffWord).store(0x17);  // phase 7: a rogue word
   EXPECT_CODE(req.send(in, {4}), ErrorCode::PROTOCOL_VIOLATION);
   EXPECT_EQ(atomic_u32(raw.base() + layout::kOffWord).load(), 0x17u);

@@ -309,7 +309,7 @@ TEST(Segment, R_STALE_1_KeptSegmentIsStaleTinyObjectIsNot) {
   raw_object(t, layout::kHeaderSize - 1);
   EXPECT_CODE(Requester::create(t, DType::uint8, {16}), ErrorCode::CORRUPT_HEADER);
   struct stat st {};
-  ASSERT_EQ(::stat(t.dev_shm().c_str(), &st), 0);  // never reclaimed
+  ASSERT_TRUE(t.stat(st));  // never reclaimed
   EXPECT_EQ(st.st_size, static_cast<off_t>(layout::kHeaderSize - 1));
 }
 
@@ -325,10 +325,10 @@ TEST(Segment, R_STALE_3_UnlinkOnlyAfterCasOfTheDeadPid) {
   const std::uint32_t other = current_pid() + 1;  // another reclaimer's CAS won meanwhile
   creator_pid.store(other);
   EXPECT_FALSE(detail::reclaim_stale_segment(seg.base(), 0, "/" + n.str()));
-  EXPECT_TRUE(std::ifstream(n.dev_shm()).good());  // not unlinked
+  EXPECT_TRUE(n.exists());  // not unlinked
   EXPECT_EQ(creator_pid.load(), other);            // and the slot left as the winner wrote it
   EXPECT_TRUE(detail::reclaim_stale_segment(seg.base(), other, "/" + n.str()));
-  EXPECT_FALSE(std::ifstream(n.dev_shm()).good());  // the CAS succeeded: unlinked
+  EXPECT_FALSE(n.exists());  // the CAS succeeded: unlinked
   EXPECT_EQ(creator_pid.load(), current_pid());
 }
 
@@ -348,7 +348,7 @@ TEST(Segment, R_STALE_3_R_LIVE_1_LiveCreatorPidWithZeroStartTimeIsNotReclaimed) 
   atomic_u32(slot + layout::kSlotState).store(static_cast<std::uint32_t>(SlotState::attached));
   start_word.store(0);
   EXPECT_CODE(Requester::create(n, DType::float64, {2}), ErrorCode::ALREADY_EXISTS);
-  EXPECT_TRUE(std::ifstream(n.dev_shm()).good());  // not unlinked
+  EXPECT_TRUE(n.exists());  // not unlinked
   EXPECT_EQ(pid_word.load(), current_pid());
   EXPECT_EQ(start_word.load(), 0u);
   EXPECT_EQ(read_header(n).declared.dtype, static_cast<std::uint32_t>(DType::uint8));
@@ -362,7 +362,7 @@ TEST(Segment, R_STALE_3_R_LIVE_1_LiveCreatorPidWithZeroStartTimeIsNotReclaimed) 
                                             "/" + n.str()));
   EXPECT_EQ(pid_word.load(), current_pid());
   EXPECT_EQ(start_word.load(), self_start_stamp());
-  EXPECT_FALSE(std::ifstream(n.dev_shm()).good());  // unlinked
+  EXPECT_FALSE(n.exists());  // unlinked
 }
 
 // R-SEG-6: the creator writes every header field before the magic, which it publishes as one

@@ -11,6 +11,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>  // _mm_pause, __yield
+#endif
 
 #include "shmbridge/protocol.hpp"
 
@@ -33,7 +36,11 @@ inline std::atomic<std::uint64_t>& atomic_u64(std::uint8_t* p) noexcept {
 
 // One pause/yield instruction for spin loops.
 inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
+#if defined(_MSC_VER) && !defined(__clang__) && (defined(_M_X64) || defined(_M_IX86))
+  _mm_pause();
+#elif defined(_MSC_VER) && !defined(__clang__) && defined(_M_ARM64)
+  __yield();
+#elif defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
   __builtin_ia32_pause();
 #elif defined(__aarch64__) || defined(__arm__)
   asm volatile("yield" ::: "memory");
