@@ -49,6 +49,7 @@ from .layout import (
     OFF_WORD,
     PAYLOAD_OFFSET,
     SLOT_ATTACHED,
+    SLOT_CLOSED,
     Descriptor,
     Header,
     Slot,
@@ -57,7 +58,7 @@ from .layout import (
     encode_descriptor,
     encode_header,
 )
-from .liveness import claim_slot, own_start_time, peer_status, release_slot
+from .liveness import claim_slot, own_start_time, process_alive, release_slot, slot_owner
 from .naming import validate_name, windows_names
 from .protocol import Peer, Phase, encode_word, next_seq, phase_of, seq_of
 from .segment import Segment
@@ -174,6 +175,14 @@ class _Handle:
             )
         else:
             self._payload = np.zeros(0, dtype=np.uint8)
+        # The typed payload, built once: operations hand out ``.view()`` of it (cheap).
+        self._typed: np.ndarray[Any, Any] = (
+            self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
+        )
+        # R-LIVE-3 process probe cache: (pid, start_time, claiming) -> alive, until expiry.
+        self._probe_key: tuple[int, int, bool] = (0, 0, False)
+        self._probe_alive = False
+        self._probe_expiry = 0.0
         self._closed = False
         self._all_views: list[weakref.ReferenceType[np.ndarray[Any, Any]]] = []
         if os.name == "nt":  # pragma: no cover - Windows wait events (R-WAIT-1)
@@ -245,7 +254,7 @@ class _Handle:
         return ok
 
     def _view(self, lease: _Lease, writable: bool) -> np.ndarray[Any, Any]:
-        v = self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
+        v = self._typed.view()
         v.flags.writeable = writable
         if len(self._all_views) > 64:
             self._all_views = [r for r in self._all_views if r() is not None]
@@ -297,7 +306,30 @@ class _Handle:
         _U32.pack_into(self._mm, OFF_REPLY_CODE, reply_code)
 
     def _peer(self) -> Peer:
-        return peer_status(self._mm, self._peer_slot)
+        """What a waiting side sees in its peer's slot (R-LIVE-3, R-LIVE-4), as
+        :func:`liveness.peer_status`, but with the process probe cached for one liveness interval
+        (as C++ ``Core::peer_state``). The slot's state, pid and start_time are read from shared
+        memory on every call, so a CLOSED slot or a new owner is seen at once; only the probe of
+        the same (pid, start_time) is reused, for half a liveness interval."""
+        pid, state, start = slot_owner(self._mm, self._peer_slot)
+        claiming = pid != 0 and state != SLOT_ATTACHED
+        if not claiming:
+            if state == SLOT_CLOSED:
+                return Peer.GONE
+            if state != SLOT_ATTACHED:
+                return Peer.EMPTY
+        # A slot being claimed (R-LIVE-1) is judged by its pid alone: its start_time may be the
+        # previous owner's.
+        key = (pid, 0 if claiming else start, claiming)
+        now = time.monotonic()
+        if key != self._probe_key or now >= self._probe_expiry:
+            self._probe_alive = process_alive(pid, key[1])
+            self._probe_key = key
+            # Half an interval: the wait loops check every interval, so each of their checks
+            # finds the probe expired (a death is seen within interval + slice, R-LIVE-3), while
+            # back-to-back rounds reuse it.
+            self._probe_expiry = now + 0.5 * self._opts.liveness_interval
+        return Peer.ATTACHED if self._probe_alive else Peer.GONE
 
     def _wait_change(self, word: int, deadline: float, check_at: float, spun: bool) -> None:
         """Wait for the word to differ from ``word``: spin once, then block in the OS until the
@@ -340,6 +372,7 @@ class _Handle:
                 stacklevel=3,
             )
         self._seg = None
+        del self._typed
         del self._payload
         del self._mm
         with warnings.catch_warnings():
@@ -656,8 +689,7 @@ class Requester(_Handle):
         arr = self._check_array(array)
         self._prepare_send()
         if self._nbytes:
-            dst = self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
-            np.copyto(dst, arr, casting="no")
+            np.copyto(self._typed, arr, casting="no")
         return self._publish_request()
 
     def request_buffer(self) -> _RequestBuffer:
@@ -688,7 +720,7 @@ class Requester(_Handle):
         """Wait for the reply and copy it out (into ``out`` if given)."""
         self._check_open()
         self._receive(_timeout(timeout, self._opts.timeout))
-        src = self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
+        src = self._typed
         if out is None:
             copy: np.ndarray[Any, Any] = src.copy()
             return copy
@@ -834,12 +866,7 @@ class Request:
         if array is not None:
             arr = self._owner._check_array(array)
             if self._owner._nbytes and arr is not self._array:
-                dst = (
-                    self._owner._payload[: self._owner._nbytes]
-                    .view(self._owner._dtype)
-                    .reshape(self._owner._shape)
-                )
-                np.copyto(dst, arr, casting="no")
+                np.copyto(self._owner._typed, arr, casting="no")
         self._owner._reply(self.seq, 0)
         self.done = True
         self._lease.end()
