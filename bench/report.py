@@ -176,7 +176,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if r and r.get("x_protocol_floor_paired"):
             add(f"(info) 1 MiB {pairing} blocking vs the bare protocol round (no library, same "
                 "waiting policy)", r["x_protocol_floor_paired"], 1.3, "le",
-                "cross-process floor: 4 CAS + copy in/out + add, spin 20 µs then futex")
+                "cross-process floor: 4 CAS + copy in/out + add, same spin budget then futex")
         o = _row(result, "original (sleep 10 ms)", MiB)
         add(f"1 MiB {pairing} blocking ≥ 100× faster than the original",
             r["speedup_vs_original"] if r else None, 100, "ge",

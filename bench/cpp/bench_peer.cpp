@@ -37,7 +37,7 @@ struct Args {
   std::uint64_t bytes = 1 << 20;
   long rounds = 1000;
   long warmup = 100;
-  double spin_us = 20.0;
+  double spin_us = 100.0;  // the library default (R-WAIT-1)
   double timeout_s = 30.0;
   double seconds = 10.0;
   double max_seconds = 0.0;  // requester: stop the timed rounds after this long (0 = no limit)

@@ -325,7 +325,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     return pingpong(opt(argc, argv, "--kind", "spinfutex"), rounds,
-                    std::strtod(opt(argc, argv, "--spin-us", "20").c_str(), nullptr), bytes);
+                    std::strtod(opt(argc, argv, "--spin-us", "100").c_str(), nullptr), bytes);
   }
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 2;

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bytes", type=int, default=1 << 20)
     ap.add_argument("--rounds", type=int, default=1000)
     ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--spin-us", type=float, default=20.0)
+    ap.add_argument("--spin-us", type=float, default=100.0)  # library default (R-WAIT-1)
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--max-seconds", type=float, default=0.0,

@@ -82,7 +82,7 @@ class Options:
     """Channel options (names as in the C++ ``shmbridge::Options``)."""
 
     timeout: float = 5.0  #: default deadline of blocking operations and of attach, seconds
-    spin: float = 20e-6  #: spin budget before blocking in the OS (R-WAIT-1)
+    spin: float = 100e-6  #: spin budget before blocking in the OS (R-WAIT-1)
     liveness_interval: float = 0.05  #: longest OS wait between peer checks (R-WAIT-4)
     peer_timeout: float = 1.0  #: bound on noticing a dead peer (R-LIVE-3)
     reclaim_stale: bool = True  #: reclaim a segment left by a dead creator (R-STALE-2)

@@ -22,7 +22,7 @@ struct Options {
   // Deadline of every blocking operation and of attach (R-WAIT-2, R-TIME-*); 0 = try once.
   std::chrono::nanoseconds timeout = std::chrono::seconds(5);
   // Spin budget before blocking in the OS (R-WAIT-1); 0 allowed.
-  std::chrono::nanoseconds spin = std::chrono::microseconds(20);
+  std::chrono::nanoseconds spin = std::chrono::microseconds(100);  // bench: sweep_20261126-0540
   // Longest single OS wait, and how often the peer's liveness is re-checked (R-WAIT-4, R-LIVE-3).
   std::chrono::nanoseconds liveness_interval = std::chrono::milliseconds(50);
   // A creator that finds a stale segment reclaims it (R-STALE-2).
