@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import mmap
 import os
 import sys
 from collections.abc import Iterator
@@ -63,6 +64,27 @@ def make_name(request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
     yield make
     for n in names:
         _cleanup(n)
+
+
+@pytest.fixture
+def names() -> Iterator[list[str]]:
+    """A list the test appends the segment names it makes to; each is removed afterwards."""
+    made: list[str] = []
+    yield made
+    for n in made:
+        _cleanup(n)
+
+
+def map_raw(name: str, size: int = 512) -> mmap.mmap:
+    """Map the first ``size`` bytes of segment ``name`` directly (POSIX), to poke at the header
+    the way a rogue or buggy peer would."""
+    import _posixshmem
+
+    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0)
+    try:
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
 
 
 def _cleanup(name: str) -> None:

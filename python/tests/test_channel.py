@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import _posixshmem
-import mmap
 import os
 import signal
 import stat
@@ -17,19 +16,13 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import shm_path
+from conftest import map_raw, shm_path
 
 import shmbridge as sb
 from shmbridge import _native
 from shmbridge.layout import HEADER_SIZE, OFF_MESSAGE, OFF_REPLY_CODE, OFF_WORD
 
-
-def _raw(name: str, size: int = HEADER_SIZE) -> mmap.mmap:
-    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0)
-    try:
-        return mmap.mmap(fd, size)
-    finally:
-        os.close(fd)
+_raw = map_raw
 
 
 # -- segments ------------------------------------------------------------------------------------

@@ -4,13 +4,11 @@ corrupt / truncated / foreign objects; conformance and bench delegation."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +44,6 @@ def cli_json(*args: str) -> Any:
     p = cli(*args, "--json")
     assert p.stdout, p.stderr
     return json.loads(p.stdout)
-
-
-@pytest.fixture
-def names() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for n in made:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(shm_path(n))
 
 
 def sigkilled_creator(name: str) -> int:

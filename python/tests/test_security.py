@@ -17,7 +17,6 @@ C++ halves FAIL unless SHMBRIDGE_ALLOW_NO_CPP=1 (then they are skipped, with the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
@@ -85,15 +84,6 @@ def raw_object(name: str, size: int, data: bytes = b"") -> None:
         os.pwrite(fd, data[:size], 0)
     finally:
         os.close(fd)
-
-
-@pytest.fixture
-def names() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for n in made:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(shm_path(n))
 
 
 def _ids(vs: list[dict[str, Any]]) -> list[str]:

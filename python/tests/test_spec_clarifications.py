@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from conftest import map_raw
 
 import shmbridge as sb
 from shmbridge import _native, protocol
@@ -36,12 +37,7 @@ if os.name == "posix":
     import _posixshmem
 
 
-def _raw(name: str, size: int = HEADER_SIZE) -> mmap.mmap:
-    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0)
-    try:
-        return mmap.mmap(fd, size)
-    finally:
-        os.close(fd)
+_raw = map_raw
 
 
 def _rogue_store(raw: mmap.mmap, word: int) -> None:
