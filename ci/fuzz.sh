@@ -20,20 +20,7 @@ out=${SHMBRIDGE_FUZZ_DIR:-build-fuzz}
 t_start=$(date +%s)
 
 # --- toolchain (apt: clang-14, libclang-rt-14-dev) ------------------------------------------
-need=()
-command -v clang++-14 >/dev/null || need+=(clang-14)
-ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
-  need+=(libclang-rt-14-dev)
-if ((${#need[@]})); then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "fuzz: installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  else
-    echo "fuzz: FAILED: ${need[*]} missing (apt-get install ${need[*]})" >&2
-    exit 1
-  fi
-fi
+bash ci/apt-install.sh fuzz clang-14 libclang-rt-14-dev || { echo "fuzz: FAILED" >&2; exit 1; }
 cxx=clang++-14
 
 # --- build -----------------------------------------------------------------------------------

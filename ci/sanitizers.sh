@@ -31,21 +31,8 @@ status=0
 summary=()
 
 # --- toolchain (apt: clang-14, libclang-rt-14-dev, ninja-build) --------------------------------
-need=()
-command -v clang++-14 >/dev/null || need+=(clang-14)
-[[ -n $(ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.asan-x86_64.so 2>/dev/null) ]] ||
-  need+=(libclang-rt-14-dev)
-command -v ninja >/dev/null || need+=(ninja-build)
-if ((${#need[@]})); then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "sanitizers: installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  else
-    echo "sanitizers: FAILED: ${need[*]} missing" >&2
-    exit 1
-  fi
-fi
+bash ci/apt-install.sh sanitizers clang-14 libclang-rt-14-dev ninja-build ||
+  { echo "sanitizers: FAILED" >&2; exit 1; }
 
 export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:detect_stack_use_after_return=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

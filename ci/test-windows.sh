@@ -21,22 +21,8 @@ fi
 echo "== windows (mingw-w64 cross build, tests under wine)"
 
 packages=(g++-mingw-w64-x86-64-posix wine wine64)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "ci/test-windows.sh: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "ci/test-windows.sh: missing ${missing[*]} (install them, run as root on Debian, or set" \
-         "SHMBRIDGE_WINDOWS=0 to skip)" >&2
-    exit 1
-  fi
-fi
+bash ci/apt-install.sh ci/test-windows.sh "${packages[@]}" ||
+  { echo "ci/test-windows.sh: or set SHMBRIDGE_WINDOWS=0 to skip" >&2; exit 1; }
 echo "   install check: $((SECONDS - start)) s"
 
 build_dir=${SHMBRIDGE_WINDOWS_BUILD_DIR:-build-windows}
