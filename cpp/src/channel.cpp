@@ -211,6 +211,9 @@ class Core {
         if (cas(w, d.word)) return {d, w};
         continue;
       }
+      // R-LIVE-3: the peer may have published its last transition between our load of the word
+      // and the slot probe that found it gone; act on that word before reporting PEER_GONE.
+      if (d.is_error() && d.error == ErrorCode::PEER_GONE && load() != w) continue;
       if (d.is_error() || !pause(dl, w)) return {d, w};
     }
   }

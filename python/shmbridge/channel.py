@@ -1002,6 +1002,8 @@ class Responder(_Handle):
             if now >= check_at or now >= deadline:
                 check_at = now + self._opts.liveness_interval
                 if self._peer() is Peer.GONE:
+                    if _native.load_acquire(self._mm, OFF_WORD) != w:
+                        continue  # R-LIVE-3: its last request landed before it left
                     raise PeerGone(
                         f"take: the requester of {self.name!r} is gone (closed or died); "
                         "end of service"
