@@ -143,6 +143,31 @@ TEST(Channel, R_WAIT_1_BlockedReceiveWokenByReply) {
   t.join();
 }
 
+// R-WAIT-1: the spin budget counts from the start of the blocking operation; a change it does
+// not wait for (REQUESTED -> TAKEN while receiving) does not end the spin. With a budget longer
+// than the round the requester never blocks in the OS: the responder, about to reply 50 ms after
+// taking, finds nobody counted in `waiters` (the Python mirror: test_channel.py).
+TEST(Channel, R_WAIT_1_SpinBudgetSpansTheWholeOperation) {
+  UniqueName n("spinop");
+  Options opt;
+  opt.spin = std::chrono::seconds(2);
+  auto req = Requester::create(n, DType::uint8, {4}, opt);
+  auto rsp = Responder::attach(n, opt);
+  auto seg = Segment::attach(n, ms(100));
+  std::uint32_t waiters_at_reply = 99;
+  std::thread t([&] {
+    auto r = rsp.take(std::chrono::seconds(5));
+    std::this_thread::sleep_for(ms(50));  // the requester has seen TAKEN and goes on waiting
+    waiters_at_reply = atomic_u32(seg.base() + layout::kOffWaiters).load();
+    r.reply();
+  });
+  const std::uint8_t a[4] = {};
+  req.send(a, {4});
+  EXPECT_NO_THROW(req.receive(std::chrono::seconds(5)));
+  t.join();
+  EXPECT_EQ(waiters_at_reply, 0u);
+}
+
 // R-MSG-2: an error reply is raised with the responder's code after consuming it.
 TEST(Channel, R_MSG_2_ErrorReplyRaised) {
   UniqueName n("fail");

@@ -18,19 +18,19 @@ __all__ = ["block", "spin", "wake"]
 
 def spin(buf: Any, expected: int, budget_s: float) -> int:
     """Re-read the word with acquire loads for up to ``budget_s`` seconds; return the first value
-    different from ``expected`` (or ``expected`` when the budget ran out)."""
-    load = _native.load_acquire
-    word = load(buf, OFF_WORD)
-    if word != expected or budget_s <= 0:
+    different from ``expected`` (or ``expected`` when the budget ran out). The loop runs in the
+    native helper with the GIL released, in slices of <= 10 ms (Ctrl-C between slices)."""
+    native_spin = _native.spin
+    word: int = native_spin(buf, OFF_WORD, expected, budget_s)
+    if word != expected or budget_s <= 0.010:
         return word
-    end = time.perf_counter() + budget_s
-    while True:
-        for _ in range(16):
-            word = load(buf, OFF_WORD)
-            if word != expected:
-                return word
-        if time.perf_counter() >= end:
-            return word
+    end = time.monotonic() + budget_s
+    while word == expected:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        word = native_spin(buf, OFF_WORD, expected, left)
+    return word
 
 
 def block(buf: Any, expected: int, timeout_s: float, event: str = "") -> int:

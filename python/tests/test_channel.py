@@ -20,7 +20,7 @@ from conftest import map_raw, shm_path
 
 import shmbridge as sb
 from shmbridge import _native
-from shmbridge.layout import HEADER_SIZE, OFF_MESSAGE, OFF_REPLY_CODE, OFF_WORD
+from shmbridge.layout import HEADER_SIZE, OFF_MESSAGE, OFF_REPLY_CODE, OFF_WAITERS, OFF_WORD
 
 _raw = map_raw
 
@@ -412,3 +412,27 @@ def test_word_is_only_changed_by_cas(segname: str) -> None:
         assert words == [0x11, 0x14, 0x12, 0x10]
         assert [w & 3 for w in [0, *words]] == [0, 1, 0, 2, 0]
         raw.close()
+
+
+def test_r_wait_1_spin_budget_spans_the_whole_operation(segname: str) -> None:
+    """R-WAIT-1: the spin budget counts from the start of the blocking operation; a change it
+    does not wait for (REQUESTED -> TAKEN while receiving) does not end the spin. With a budget
+    longer than the round the requester never blocks in the OS: the responder, about to reply
+    50 ms after taking, finds nobody counted in `waiters`."""
+    opts = sb.Options(spin=2.0)
+    seen: list[int] = []
+    with (
+        sb.Requester.create(segname, np.float32, (4,), options=opts) as req,
+        sb.Responder.attach(segname, options=opts) as rsp,
+    ):
+
+        def responder() -> None:
+            with rsp.take(timeout=5):
+                time.sleep(0.05)  # the requester has seen TAKEN and goes on waiting
+                seen.append(_native.load_acquire(rsp._mm, OFF_WAITERS))
+
+        th = threading.Thread(target=responder)
+        th.start()
+        req.call(np.zeros(4, np.float32), timeout=5)
+        th.join()
+    assert seen == [0]

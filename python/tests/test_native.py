@@ -99,3 +99,52 @@ def test_r_wait_3_wake_and_gil_released(buf: mmap.mmap) -> None:
         th.join()
     assert 0.1 < dt < 1.0
     assert ticks > 20  # the other thread ran while we were blocked
+
+
+def test_r_wait_1_spin_returns_the_change_and_releases_the_gil(buf: mmap.mmap) -> None:
+    """R-WAIT-1: the native spin returns the new value as soon as the word changes, returns the
+    unchanged value when its budget runs out, and lets other threads run while it spins."""
+    assert _native.spin(buf, 256, 1, 1.0) == 0  # already different: at once
+    t = time.perf_counter()
+    assert _native.spin(buf, 256, 0, 0.005) == 0  # budget runs out, value unchanged
+    assert 0.004 <= time.perf_counter() - t < 0.5
+
+    def writer() -> None:
+        time.sleep(0.003)  # needs the GIL while the main thread spins
+        _native.store_release(buf, 256, 9)
+
+    th = threading.Thread(target=writer)
+    th.start()
+    word = 0
+    t = time.perf_counter()
+    while word == 0 and time.perf_counter() - t < 5.0:
+        word = _native.spin(buf, 256, 0, 1.0)  # <= 10 ms per call
+    th.join()
+    assert word == 9
+
+
+def test_r_wait_3_cas_wake_wakes_counted_waiters_only_on_success(buf: mmap.mmap) -> None:
+    """R-STATE-2/R-WAIT-3: cas_wake returns the value found; on success with a waiter counted
+    in `waiters` it wakes it; a failed CAS changes nothing and wakes nobody."""
+    assert _native.cas_wake(buf, 256, 260, 5, 6) == 0  # failed: the value found
+    assert _native.load_acquire(buf, 256) == 0
+    woke_at: list[float] = []
+
+    def waiter() -> None:
+        _native.fetch_add(buf, 260, 1)  # counted in, as wait.block does
+        _native.wait(buf, 256, 0, 5.0)
+        woke_at.append(time.perf_counter())
+        _native.fetch_add(buf, 260, -1)
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    while _native.load_acquire(buf, 260) == 0:
+        time.sleep(0.001)
+    time.sleep(0.05)  # the waiter is in FUTEX_WAIT (or about to find the word changed)
+    t = time.perf_counter()
+    assert _native.cas_wake(buf, 256, 260, 0, 0x11) == 0  # success
+    th.join(5.0)
+    assert woke_at and woke_at[0] - t < 0.04  # woken, not the 50 ms slice running out
+    assert _native.load_acquire(buf, 256) == 0x11
+    with pytest.raises(ValueError):
+        _native.cas_wake(buf, 256, 4095, 0, 1)  # waiters offset out of bounds
