@@ -127,6 +127,50 @@ void BM_roundtrip_threads(benchmark::State& st) {
 }
 BENCHMARK(BM_roundtrip_threads)->Arg(64)->Arg(4096)->Arg(1 << 20)->UseRealTime();
 
+// One round with both handles in this thread: the library's CPU cost per round (checks, CAS,
+// copies, add), without any cross-core hand-off. Compare with BM_bare_round_one_thread.
+void BM_round_one_thread(benchmark::State& st) {
+  const auto bytes = static_cast<std::uint64_t>(st.range(0));
+  const std::string name = "shmb_micro1_" + std::to_string(getpid());
+  auto req = shmbridge::Requester::create(name, shmbridge::DType::float32, {bytes / 4});
+  auto rsp = shmbridge::Responder::attach(name);
+  std::vector<float> in(bytes / 4, 1.0f), out(bytes / 4);
+  const shmbridge::Shape shape{bytes / 4};
+  for (auto _ : st) {
+    req.send(in.data(), shape);
+    auto r = rsp.take();
+    for (float& x : r.as<float>()) x += 1.0f;
+    r.reply();
+    req.receive(out.data(), shape);
+  }
+  benchmark::DoNotOptimize(out.data());
+}
+BENCHMARK(BM_round_one_thread)->Arg(64);
+
+// The same round with no library: four CAS on a word, copy in, add, copy out.
+void BM_bare_round_one_thread(benchmark::State& st) {
+  const auto bytes = static_cast<std::size_t>(st.range(0));
+  std::vector<float> in(bytes / 4, 1.0f), out(bytes / 4), payload(bytes / 4);
+  std::atomic<std::uint32_t> word{0}, waiters{0};
+  std::uint32_t w = 0;
+  for (auto _ : st) {
+    std::memcpy(payload.data(), in.data(), bytes);
+    for (const std::uint32_t phase : {1u, 4u, 2u, 0u}) {
+      const std::uint32_t next = (phase == 1u ? w + 0x10 : w) & ~0xFu;
+      std::uint32_t e = w;
+      word.compare_exchange_strong(e, next | phase);
+      w = next | phase;
+      if (waiters.load() != 0) std::abort();
+      if (phase == 4u) {
+        for (float& x : payload) x += 1.0f;
+      }
+    }
+    std::memcpy(out.data(), payload.data(), bytes);
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_bare_round_one_thread)->Arg(64);
+
 }  // namespace
 
 BENCHMARK_MAIN();

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <sstream>
+#include <utility>
 
 #include "shmbridge/liveness.hpp"
 #include "shmbridge/naming.hpp"
@@ -274,8 +275,16 @@ class Core {
   std::uint32_t reply_code() const noexcept {
     return atomic_u32(base_ + kOffReplyCode).load(std::memory_order_relaxed);
   }
+  // The two writers below store only a changed value: in steady state the message and
+  // reply_code lines then stay cached by both peers instead of changing owner every round.
   void set_reply_code(std::uint32_t code) noexcept {
-    atomic_u32(base_ + kOffReplyCode).store(code, std::memory_order_relaxed);
+    auto& rc = atomic_u32(base_ + kOffReplyCode);
+    if (rc.load(std::memory_order_relaxed) != code) rc.store(code, std::memory_order_relaxed);
+  }
+  void publish_message() noexcept {
+    if (std::memcmp(base_ + kOffMessage, declared_bytes_.data(), kDescSize) != 0) {
+      std::memcpy(base_ + kOffMessage, declared_bytes_.data(), kDescSize);
+    }
   }
 
   // ---- requester ----
@@ -311,21 +320,21 @@ class Core {
     }
   }
 
-  // Payload ownership check for request_buffer / send (without transition).
-  std::uint32_t require_send_allowed() {
+  // Payload ownership check for request_buffer / send (without transition). Returns the word
+  // and the T1 decision taken on it.
+  std::pair<std::uint32_t, Decision> require_send_allowed() {
     ensure_open();
     consume_late_reply();
     const std::uint32_t w = load();
     const Decision d = decide(role_, Op::send, w, view(PeerState::alive));
     if (!d.is_transition()) fail(Op::send, w, d.error);
-    return w;
+    return {w, d};
   }
 
   void send(const void* src) {
-    const std::uint32_t w = require_send_allowed();
-    const Decision d = decide(role_, Op::send, w, view(PeerState::alive));
+    const auto [w, d] = require_send_allowed();
     if (src) std::memcpy(payload_, src, static_cast<std::size_t>(declared_.nbytes));
-    std::memcpy(base_ + kOffMessage, declared_bytes_.data(), kDescSize);
+    publish_message();
     // reply_code is the responder's field (R-STATE-3): the requester never writes it.
     if (!cas(w, d.word)) fail(Op::send, load(), ErrorCode::PROTOCOL_VIOLATION);
     pending_ = last_ = seq_of(d.word);
