@@ -191,6 +191,20 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     if r and r.get("x_protocol_floor_paired"):
         add("(info) 64 B cpp→cpp blocking vs the bare protocol round (4 CAS, no library)",
             r["x_protocol_floor_paired"], 1.5, "le", per_pass(r, "proto4 of the same pass"))
+    floor = _row(result, "python floor cpp→py blocking", 64)
+    if floor:
+        add("(info) 64 B Python floor (C++ requester, bare Python responder: wait, 2 CAS, "
+            "a += 1) vs raw spin-then-futex ping-pong", floor.get("x_handoff_paired")
+            or floor["x_handoff"], 3.0, "le",
+            per_pass(floor, "spinfutex ping-pong of the same pass"))
+        r = _row(result, "shmbridge cpp→py blocking", 64)
+        if r:
+            fp = floor.get("pass_p50_ns", {})
+            add("(info) 64 B cpp→py blocking vs the Python floor (same pass)",
+                _median([v / fp[k] for k, v in r.get("pass_p50_ns", {}).items()
+                         if fp.get(k)]) or r["p50_ns"] / floor["p50_ns"], 2.0, "le",
+                f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(floor['p50_ns'])}; median of "
+                "per-pass ratios")
     ice = _row(result, "iceoryx2", MiB)
     for pairing in ("py→py", "cpp→py", "py→cpp"):
         for mode in ("blocking", "spin"):

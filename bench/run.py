@@ -121,6 +121,8 @@ class Tools:
     def peer_cmd(self, lang: str) -> list[str]:
         if lang == "cpp":
             return [str(self.peer)]
+        if lang == "pybare":  # the Python floor: a responder with no library logic
+            return [sys.executable, str(BENCH / "py" / "bare_peer.py")]
         return [sys.executable, str(BENCH / "py" / "bench_peer.py")]
 
 
@@ -299,8 +301,10 @@ def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float
 def _run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float,
                    pass_no: int, name: str) -> None:
     timeout = 120 + rounds * max(1.0, c.size / MiB) * 0.05
-    if c.system == "shmbridge":
+    if c.system in ("shmbridge", "python floor"):
         rq, rs = c.pairing.split("→")
+        if c.system == "python floor":
+            rs = "pybare"  # C++ library requester + bare Python responder (bench/py/bare_peer.py)
         spin = str(MODES[c.mode])
         req = tools.peer_cmd(rq) + ["requester", "--name", name, "--bytes", str(c.size),
                                     "--rounds", str(rounds), "--warmup", str(warmup),
@@ -523,6 +527,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     floors_raw: dict[str, Any] = {}
     for size in sizes:
         sc = shmbridge_cells(size, quick)
+        if size == 64:  # what any Python responder costs, to judge the 64 B C++⇄Python figures
+            sc.append(Cell("python floor cpp→py blocking", "python floor", "cpp→py", "blocking",
+                           size, rounds_for(size, quick)))
         if size <= 256 * MiB and (not quick or size == MiB or size == 64):
             sc.append(Cell("original (sleep 10 ms)", "original", "cpp→py", "poll-10ms", size,
                            original_rounds(size, quick)))
