@@ -51,9 +51,16 @@ def _p50(v: list[int]) -> float:
     return float(x[len(x) // 2]) if x else float("nan")
 
 
-def build(meta: dict[str, Any], sizes: list[int], cells: list[Any], floors_raw: dict[str, Any],
-          pingpong: dict[str, dict[str, float]], idle: list[dict[str, Any]],
-          micro: list[dict[str, Any]], skipped: dict[str, str]) -> dict[str, Any]:
+def build(
+    meta: dict[str, Any],
+    sizes: list[int],
+    cells: list[Any],
+    floors_raw: dict[str, Any],
+    pingpong: dict[str, dict[str, float]],
+    idle: list[dict[str, Any]],
+    micro: list[dict[str, Any]],
+    skipped: dict[str, str],
+) -> dict[str, Any]:
     from .run import summarize
 
     floors: dict[str, dict[str, float]] = {}
@@ -99,17 +106,28 @@ def build(meta: dict[str, Any], sizes: list[int], cells: list[Any], floors_raw: 
         except KeyError:
             return None
 
-    orig = {c.size: summarize(c.samples)["p50_ns"] for c in cells
-            if c.system == "original" and c.samples and not c.error}
+    orig = {
+        c.size: summarize(c.samples)["p50_ns"]
+        for c in cells
+        if c.system == "original" and c.samples and not c.error
+    }
     orig_pass = {c.size: c.pass_p50 for c in cells if c.system == "original" and c.pass_p50}
 
     def paired_speedup(c: Any) -> float | None:
         op = orig_pass.get(c.size, {})
         return _median([op[k] / v for k, v in c.pass_p50.items() if k in op and v])
+
     rows = []
     for c in cells:
-        row: dict[str, Any] = {"key": c.key, "system": c.system, "pairing": c.pairing,
-                               "mode": c.mode, "size": c.size, "error": c.error, **c.extra}
+        row: dict[str, Any] = {
+            "key": c.key,
+            "system": c.system,
+            "pairing": c.pairing,
+            "mode": c.mode,
+            "size": c.size,
+            "error": c.error,
+            **c.extra,
+        }
         if c.samples:
             st = summarize(c.samples)
             row.update(st)
@@ -137,11 +155,20 @@ def build(meta: dict[str, Any], sizes: list[int], cells: list[Any], floors_raw: 
                 add = f["add_cpp_p50_ns"] if rs == "cpp" else f["add_py_p50_ns"]
                 moving = p50 - add
                 row["channel_gbps"] = 2 * c.size / moving if moving > 0 else None
-                row["pct_of_memcpy_bw"] = (100.0 * row["channel_gbps"] / f["memcpy_gbps"]
-                                           if row["channel_gbps"] else None)
+                row["pct_of_memcpy_bw"] = (
+                    100.0 * row["channel_gbps"] / f["memcpy_gbps"] if row["channel_gbps"] else None
+                )
         rows.append(row)
-    result = {"meta": meta, "sizes": sizes, "floors": floors, "pingpong": pingpong,
-              "results": rows, "idle": idle, "micro": micro, "skipped": skipped}
+    result = {
+        "meta": meta,
+        "sizes": sizes,
+        "floors": floors,
+        "pingpong": pingpong,
+        "results": rows,
+        "idle": idle,
+        "micro": micro,
+        "skipped": skipped,
+    }
     result["targets"] = targets(result)
     return result
 
@@ -158,75 +185,134 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
     def add(name: str, value: float | None, limit: float, better: str, detail: str) -> None:
         met = None if value is None else (value <= limit if better == "le" else value >= limit)
-        out.append({"target": name, "value": value, "limit": limit, "better": better,
-                    "met": met, "detail": detail})
+        out.append(
+            {
+                "target": name,
+                "value": value,
+                "limit": limit,
+                "better": better,
+                "met": met,
+                "detail": detail,
+            }
+        )
 
     def per_pass(r: dict[str, Any], key: str) -> str:
         """The detail of a paired ratio: the per-pass p50s it was taken from."""
         ps = ", ".join(fmt_us(v) for _, v in sorted(r.get("pass_p50_ns", {}).items()))
         return f"p50 per pass {ps}; ratio = median of per-pass ratios ({key})"
 
-
     for pairing in ("cpp→py", "py→cpp"):
         r = _row(result, f"shmbridge {pairing} blocking", MiB)
-        add(f"1 MiB {pairing} blocking ≤ 1.3× work floor",
-            (r.get("x_work_floor_paired") or r["x_work_floor"]) if r else None, 1.3, "le",
+        add(
+            f"1 MiB {pairing} blocking ≤ 1.3× work floor",
+            (r.get("x_work_floor_paired") or r["x_work_floor"]) if r else None,
+            1.3,
+            "le",
             f"p50 {fmt_us(r['p50_ns'])} vs work floor {fmt_us(r['work_floor_ns'])}; "
-            + per_pass(r, "work floor of the same pass") if r else "not measured")
+            + per_pass(r, "work floor of the same pass")
+            if r
+            else "not measured",
+        )
         if r and r.get("x_protocol_floor_paired"):
-            add(f"(info) 1 MiB {pairing} blocking vs the bare protocol round (no library, same "
-                "waiting policy)", r["x_protocol_floor_paired"], 1.3, "le",
-                "cross-process floor: 4 CAS + copy in/out + add, same spin budget then futex")
+            add(
+                f"(info) 1 MiB {pairing} blocking vs the bare protocol round (no library, same "
+                "waiting policy)",
+                r["x_protocol_floor_paired"],
+                1.3,
+                "le",
+                "cross-process floor: 4 CAS + copy in/out + add, same spin budget then futex",
+            )
         o = _row(result, "original (sleep 10 ms)", MiB)
-        add(f"1 MiB {pairing} blocking ≥ 100× faster than the original",
-            r["speedup_vs_original"] if r else None, 100, "ge",
+        add(
+            f"1 MiB {pairing} blocking ≥ 100× faster than the original",
+            r["speedup_vs_original"] if r else None,
+            100,
+            "ge",
             f"p50 {fmt_us(r['p50_ns'])} vs original {fmt_us(o['p50_ns'])}; median of per-pass "
-            "ratios" if r and o else "not measured")
+            "ratios"
+            if r and o
+            else "not measured",
+        )
     for pairing, limit in (("cpp→cpp", 1.5), ("cpp→py", 3.0), ("py→cpp", 3.0)):
         r = _row(result, f"shmbridge {pairing} blocking", 64)
-        add(f"64 B {pairing} blocking ≤ {limit}× raw spin-then-futex ping-pong",
-            (r.get("x_handoff_paired") or r["x_handoff"]) if r else None, limit, "le",
-            per_pass(r, "spinfutex ping-pong of the same pass") if r else "not measured")
+        add(
+            f"64 B {pairing} blocking ≤ {limit}× raw spin-then-futex ping-pong",
+            (r.get("x_handoff_paired") or r["x_handoff"]) if r else None,
+            limit,
+            "le",
+            per_pass(r, "spinfutex ping-pong of the same pass") if r else "not measured",
+        )
     r = _row(result, "shmbridge cpp→cpp blocking", 64)
     if r and r.get("x_protocol_floor_paired"):
-        add("(info) 64 B cpp→cpp blocking vs the bare protocol round (4 CAS, no library)",
-            r["x_protocol_floor_paired"], 1.5, "le", per_pass(r, "proto4 of the same pass"))
+        add(
+            "(info) 64 B cpp→cpp blocking vs the bare protocol round (4 CAS, no library)",
+            r["x_protocol_floor_paired"],
+            1.5,
+            "le",
+            per_pass(r, "proto4 of the same pass"),
+        )
     floor = _row(result, "python floor cpp→py blocking", 64)
     if floor:
-        add("(info) 64 B Python floor (C++ requester, bare Python responder: wait, 2 CAS, "
-            "a += 1) vs raw spin-then-futex ping-pong", floor.get("x_handoff_paired")
-            or floor["x_handoff"], 3.0, "le",
-            per_pass(floor, "spinfutex ping-pong of the same pass"))
+        add(
+            "(info) 64 B Python floor (C++ requester, bare Python responder: wait, 2 CAS, "
+            "a += 1) vs raw spin-then-futex ping-pong",
+            floor.get("x_handoff_paired") or floor["x_handoff"],
+            3.0,
+            "le",
+            per_pass(floor, "spinfutex ping-pong of the same pass"),
+        )
         r = _row(result, "shmbridge cpp→py blocking", 64)
         if r:
             fp = floor.get("pass_p50_ns", {})
-            add("(info) 64 B cpp→py blocking vs the Python floor (same pass)",
-                _median([v / fp[k] for k, v in r.get("pass_p50_ns", {}).items()
-                         if fp.get(k)]) or r["p50_ns"] / floor["p50_ns"], 2.0, "le",
+            add(
+                "(info) 64 B cpp→py blocking vs the Python floor (same pass)",
+                _median([v / fp[k] for k, v in r.get("pass_p50_ns", {}).items() if fp.get(k)])
+                or r["p50_ns"] / floor["p50_ns"],
+                2.0,
+                "le",
                 f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(floor['p50_ns'])}; median of "
-                "per-pass ratios")
+                "per-pass ratios",
+            )
     ice = _row(result, "iceoryx2", MiB)
     for pairing in ("py→py", "cpp→py", "py→cpp"):
         for mode in ("blocking", "spin"):
             r = _row(result, f"shmbridge {pairing} {mode}", MiB)
             if r and ice:
-                add(f"1 MiB {pairing} {mode} vs iceoryx2 Python (busy-poll): time ratio ≤ 1",
-                    r["p50_ns"] / ice["p50_ns"], 1.0, "le",
-                    f"{fmt_us(r['p50_ns'])} vs {fmt_us(ice['p50_ns'])}")
+                add(
+                    f"1 MiB {pairing} {mode} vs iceoryx2 Python (busy-poll): time ratio ≤ 1",
+                    r["p50_ns"] / ice["p50_ns"],
+                    1.0,
+                    "le",
+                    f"{fmt_us(r['p50_ns'])} vs {fmt_us(ice['p50_ns'])}",
+                )
     if not ice:
-        add("1 MiB vs iceoryx2 Python", None, 1.0, "le",
-            result["skipped"].get("iceoryx2", "iceoryx2 not measured"))
+        add(
+            "1 MiB vs iceoryx2 Python",
+            None,
+            1.0,
+            "le",
+            result["skipped"].get("iceoryx2", "iceoryx2 not measured"),
+        )
     for row in result["idle"]:
         if row.get("system") == "shmbridge" and row.get("mode") == "blocking":
-            add(f"idle responder {row['lang']} blocking ≤ 1 % of a core", row.get("cpu_pct"), 1.0,
-                "le", f"{row.get('cpu_s', float('nan')):.3f} s CPU in {row.get('wall_s', 0):.1f} s")
+            add(
+                f"idle responder {row['lang']} blocking ≤ 1 % of a core",
+                row.get("cpu_pct"),
+                1.0,
+                "le",
+                f"{row.get('cpu_s', float('nan')):.3f} s CPU in {row.get('wall_s', 0):.1f} s",
+            )
     for size in (16 * MiB, 256 * MiB):
         for pairing in ("cpp→cpp", "cpp→py", "py→cpp", "py→py"):
             r = _row(result, f"shmbridge {pairing} blocking", size)
             if r:
-                add(f"{fmt_size(size)} {pairing} blocking ≥ 70 % of memcpy bandwidth",
-                    r.get("pct_of_memcpy_bw"), 70.0, "ge",
-                    f"channel {r.get('channel_gbps') or 0:.2f} GB/s (2×payload / (p50 − add))")
+                add(
+                    f"{fmt_size(size)} {pairing} blocking ≥ 70 % of memcpy bandwidth",
+                    r.get("pct_of_memcpy_bw"),
+                    70.0,
+                    "ge",
+                    f"channel {r.get('channel_gbps') or 0:.2f} GB/s (2×payload / (p50 − add))",
+                )
     return out
 
 
@@ -241,8 +327,10 @@ def write(result: dict[str, Any], out: Path, tag: str, plots: bool = True) -> li
     out.mkdir(parents=True, exist_ok=True)
     m = result["meta"]
     stamp = m["date"][:16].replace("-", "").replace(":", "").replace("T", "-")
-    base = (f"{stamp}_{m['commit']}_{slug(m['machine']['cpu_model'])}-{m['machine']['cores']}c"
-            f"_{m['mode']}{'_' + slug(tag) if tag else ''}")
+    base = (
+        f"{stamp}_{m['commit']}_{slug(m['machine']['cpu_model'])}-{m['machine']['cores']}c"
+        f"_{m['mode']}{'_' + slug(tag) if tag else ''}"
+    )
     paths = [out / f"{base}.json", out / f"{base}.md"]
     paths[0].write_text(json.dumps(result, indent=1, default=float) + "\n")
     paths[1].write_text(markdown(result))
@@ -272,39 +360,62 @@ def plot(result: dict[str, Any], out: Path, base: str) -> list[Path]:
                 continue
             if r["system"] == "shmbridge" and r["mode"] != mode:
                 continue
-            if r["system"] == "original" or r["system"] != "shmbridge":
-                label = r["key"] if r["system"] != "shmbridge" else r["key"]
-            else:
-                label = r["key"]
+            label = r["key"]
             systems.setdefault(label, []).append((r["size"], r["p50_ns"] / 1e3))
         for label, pts in sorted(systems.items()):
             pts.sort()
             style = "-o" if label.startswith("shmbridge") else "--s"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, markersize=4)
         if fsizes:
-            ax.plot(fsizes, [floors[str(s)]["work_cpp_p50_ns"] / 1e3 for s in fsizes], ":",
-                    color="black", label="floor: work C++ (memcpy+add+memcpy)")
-            ax.plot(fsizes, [floors[str(s)]["work_py_p50_ns"] / 1e3 for s in fsizes], ":",
-                    color="gray", label="floor: work numpy (copyto+add+copyto)")
-            ax.plot(fsizes, [floors[str(s)]["memcpy_cpp_p50_ns"] / 1e3 for s in fsizes], "-.",
-                    color="silver", label="floor: memcpy")
+            ax.plot(
+                fsizes,
+                [floors[str(s)]["work_cpp_p50_ns"] / 1e3 for s in fsizes],
+                ":",
+                color="black",
+                label="floor: work C++ (memcpy+add+memcpy)",
+            )
+            ax.plot(
+                fsizes,
+                [floors[str(s)]["work_py_p50_ns"] / 1e3 for s in fsizes],
+                ":",
+                color="gray",
+                label="floor: work numpy (copyto+add+copyto)",
+            )
+            ax.plot(
+                fsizes,
+                [floors[str(s)]["memcpy_cpp_p50_ns"] / 1e3 for s in fsizes],
+                "-.",
+                color="silver",
+                label="floor: memcpy",
+            )
         key = f"proto4_{mode}_p50_ns"
         ps = [x for x in fsizes if key in floors[str(x)]]
         if ps:
-            ax.plot(ps, [floors[str(x)][key] / 1e3 for x in ps], ":", color="green",
-                    label="floor: bare protocol round across 2 processes (no library)")
+            ax.plot(
+                ps,
+                [floors[str(x)][key] / 1e3 for x in ps],
+                ":",
+                color="green",
+                label="floor: bare protocol round across 2 processes (no library)",
+            )
         pp = result["pingpong"].get("spinfutex" if mode == "blocking" else "spin")
         if pp:
-            ax.axhline(pp["p50_ns"] / 1e3, color="brown", linestyle=":", linewidth=1,
-                       label=f"floor: raw {'spin-then-futex' if mode == 'blocking' else 'spin'}"
-                             " ping-pong")
+            ax.axhline(
+                pp["p50_ns"] / 1e3,
+                color="brown",
+                linestyle=":",
+                linewidth=1,
+                label=f"floor: raw {'spin-then-futex' if mode == 'blocking' else 'spin'} ping-pong",
+            )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("payload (bytes)")
         ax.set_ylabel("round-trip latency p50 (µs)")
-        ax.set_title(f"shmbridge round trip, {mode} mode — {m['machine']['cpu_model']}, "
-                     f"{m['machine']['cores']} cores\n{m['date']} commit {m['commit']}",
-                     fontsize=9)
+        ax.set_title(
+            f"shmbridge round trip, {mode} mode — {m['machine']['cpu_model']}, "
+            f"{m['machine']['cores']} cores\n{m['date']} commit {m['commit']}",
+            fontsize=9,
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
@@ -328,68 +439,136 @@ def print_tables(result: dict[str, Any]) -> None:
     con = Console(width=160)
     m = result["meta"]
     pinned = "peers pinned to CPU 0/1" if m.get("pinned") else "not pinned"
-    con.print(f"[bold]shmbridge benchmarks[/] {m['date']}  commit {m['commit']}"
-              f"{' (+uncommitted cpp/python changes)' if m.get('dirty_tree') else ''}  "
-              f"{m['machine']['cpu_model']}, {m['machine']['cores']} cores, "
-              f"kernel {m['machine']['kernel']}, mode {m['mode']}, {m['passes']} interleaved "
-              f"passes, {pinned}, load {m['machine'].get('loadavg_start', ['?'])[0]:.2f}→"
-              f"{m['machine'].get('loadavg_end', ['?'])[0]:.2f}")
+    con.print(
+        f"[bold]shmbridge benchmarks[/] {m['date']}  commit {m['commit']}"
+        f"{' (+uncommitted cpp/python changes)' if m.get('dirty_tree') else ''}  "
+        f"{m['machine']['cpu_model']}, {m['machine']['cores']} cores, "
+        f"kernel {m['machine']['kernel']}, mode {m['mode']}, {m['passes']} interleaved "
+        f"passes, {pinned}, load {m['machine'].get('loadavg_start', ['?'])[0]:.2f}→"
+        f"{m['machine'].get('loadavg_end', ['?'])[0]:.2f}"
+    )
 
     t = Table(title="Floors (p50, same run)", show_lines=False)
-    for h in ("payload", "memcpy C++", "add C++", "work C++", "copyto numpy", "a += 1 numpy",
-              "work numpy", "memcpy GB/s", "protocol round, spin", "protocol round, 20 µs+futex"):
+    for h in (
+        "payload",
+        "memcpy C++",
+        "add C++",
+        "work C++",
+        "copyto numpy",
+        "a += 1 numpy",
+        "work numpy",
+        "memcpy GB/s",
+        "protocol round, spin",
+        "protocol round, 20 µs+futex",
+    ):
         t.add_column(h, justify="right")
     for s in sorted(result["floors"], key=int):
         f = result["floors"][s]
-        t.add_row(fmt_size(int(s)), fmt_us(f["memcpy_cpp_p50_ns"]), fmt_us(f["add_cpp_p50_ns"]),
-                  fmt_us(f["work_cpp_p50_ns"]), fmt_us(f["copy_py_p50_ns"]),
-                  fmt_us(f["add_py_p50_ns"]), fmt_us(f["work_py_p50_ns"]),
-                  f"{f['memcpy_gbps']:.1f}", fmt_us(f.get("proto4_spin_p50_ns", float("nan"))),
-                  fmt_us(f.get("proto4_blocking_p50_ns", float("nan"))))
+        t.add_row(
+            fmt_size(int(s)),
+            fmt_us(f["memcpy_cpp_p50_ns"]),
+            fmt_us(f["add_cpp_p50_ns"]),
+            fmt_us(f["work_cpp_p50_ns"]),
+            fmt_us(f["copy_py_p50_ns"]),
+            fmt_us(f["add_py_p50_ns"]),
+            fmt_us(f["work_py_p50_ns"]),
+            f"{f['memcpy_gbps']:.1f}",
+            fmt_us(f.get("proto4_spin_p50_ns", float("nan"))),
+            fmt_us(f.get("proto4_blocking_p50_ns", float("nan"))),
+        )
     con.print(t)
 
     t = Table(title="Raw cross-process ping-pong of a 32-bit word (2 forked C++ processes)")
     for h in ("kind", "p50", "p90", "p99", "max"):
         t.add_column(h, justify="right")
     for k, st in result["pingpong"].items():
-        t.add_row(k, fmt_us(st["p50_ns"]), fmt_us(st["p90_ns"]), fmt_us(st["p99_ns"]),
-                  fmt_us(st["max_ns"]))
+        t.add_row(
+            k,
+            fmt_us(st["p50_ns"]),
+            fmt_us(st["p90_ns"]),
+            fmt_us(st["p99_ns"]),
+            fmt_us(st["max_ns"]),
+        )
     con.print(t)
 
-    t = Table(title="Round trip requester → responder (+1.0) → requester, per payload. ×work "
-              "floor, ×handoff and the speedup are medians of per-pass ratios (floor and system "
-              "measured in the same pass); ×(work+handoff) uses the merged p50s",
-              show_lines=False)
-    for h in ("payload", "system", "mode", "p50", "p90", "p99", "max", "GB/s", "×work floor",
-              "×protocol floor", "×(work+handoff)", "×handoff", "speedup vs original"):
+    t = Table(
+        title="Round trip requester → responder (+1.0) → requester, per payload. ×work "
+        "floor, ×handoff and the speedup are medians of per-pass ratios (floor and system "
+        "measured in the same pass); ×(work+handoff) uses the merged p50s",
+        show_lines=False,
+    )
+    for h in (
+        "payload",
+        "system",
+        "mode",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "GB/s",
+        "×work floor",
+        "×protocol floor",
+        "×(work+handoff)",
+        "×handoff",
+        "speedup vs original",
+    ):
         t.add_column(h, justify="right" if h not in ("system", "mode") else "left")
     last = None
-    for r in sorted(result["results"], key=lambda r: (r["size"], r["system"] != "shmbridge",
-                                                      r["mode"], r["key"])):
+    for r in sorted(
+        result["results"],
+        key=lambda r: (r["size"], r["system"] != "shmbridge", r["mode"], r["key"]),
+    ):
         if last is not None and r["size"] != last:
             t.add_section()
         last = r["size"]
         if "p50_ns" not in r:
-            t.add_row(fmt_size(r["size"]), r["key"], r["mode"], "[red]error[/]", "", "", "", "",
-                      "", "", "", "", (r.get("error") or "")[:40])
+            t.add_row(
+                fmt_size(r["size"]),
+                r["key"],
+                r["mode"],
+                "[red]error[/]",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                (r.get("error") or "")[:40],
+            )
             continue
         name = r["key"].replace(f" {r['mode']}", "") if r["system"] == "shmbridge" else r["key"]
-        t.add_row(fmt_size(r["size"]), name, r["mode"], fmt_us(r["p50_ns"]), fmt_us(r["p90_ns"]),
-                  fmt_us(r["p99_ns"]), fmt_us(r["max_ns"]), f"{r['gbps']:.2f}",
-                  fmt_x(r.get("x_work_floor_paired") or r.get("x_work_floor")),
-                  fmt_x(r.get("x_protocol_floor_paired")),
-                  fmt_x(r.get("x_floor")),
-                  fmt_x(r.get("x_handoff_paired") or r.get("x_handoff"), 1),
-                  fmt_x(r.get("speedup_vs_original"), 0))
+        t.add_row(
+            fmt_size(r["size"]),
+            name,
+            r["mode"],
+            fmt_us(r["p50_ns"]),
+            fmt_us(r["p90_ns"]),
+            fmt_us(r["p99_ns"]),
+            fmt_us(r["max_ns"]),
+            f"{r['gbps']:.2f}",
+            fmt_x(r.get("x_work_floor_paired") or r.get("x_work_floor")),
+            fmt_x(r.get("x_protocol_floor_paired")),
+            fmt_x(r.get("x_floor")),
+            fmt_x(r.get("x_handoff_paired") or r.get("x_handoff"), 1),
+            fmt_x(r.get("speedup_vs_original"), 0),
+        )
     con.print(t)
 
     t = Table(title="Idle: CPU time of a responder waiting for a request that never comes")
     for h in ("system", "lang", "mode", "wall", "CPU", "% of a core", "outcome"):
         t.add_column(h, justify="right")
     for r in result["idle"]:
-        t.add_row(r.get("system", ""), r.get("lang", ""), r.get("mode", ""),
-                  f"{r.get('wall_s', float('nan')):.2f} s", f"{r.get('cpu_s', float('nan')):.3f} s",
-                  f"{r.get('cpu_pct', float('nan')):.2f} %", r.get("outcome", r.get("error", "")))
+        t.add_row(
+            r.get("system", ""),
+            r.get("lang", ""),
+            r.get("mode", ""),
+            f"{r.get('wall_s', float('nan')):.2f} s",
+            f"{r.get('cpu_s', float('nan')):.3f} s",
+            f"{r.get('cpu_pct', float('nan')):.2f} %",
+            r.get("outcome", r.get("error", "")),
+        )
     con.print(t)
 
     if result["micro"]:
@@ -412,8 +591,11 @@ def print_tables(result: dict[str, Any]) -> None:
         v = g["value"]
         unit = "%" if "%" in g["target"] else "×"
         vs = "—" if v is None else (f"{v:.2f} {unit}" if v < 1000 else f"{v:,.0f} {unit}")
-        met = "[yellow]n/a[/]" if g["met"] is None else ("[green]yes[/]" if g["met"] else
-                                                          "[red]no[/]")
+        met = (
+            "[yellow]n/a[/]"
+            if g["met"] is None
+            else ("[green]yes[/]" if g["met"] else "[red]no[/]")
+        )
         t.add_row(g["target"], vs, f"{g['limit']:g}", met, g["detail"])
     con.print(t)
     for k, why in result["skipped"].items():
@@ -423,25 +605,31 @@ def print_tables(result: dict[str, Any]) -> None:
 def markdown(result: dict[str, Any]) -> str:
     """A compact Markdown rendering (results table, idle, targets) of one run."""
     m = result["meta"]
-    lines = [f"# shmbridge benchmarks — {m['date']}, commit {m['commit']}",
-             "",
-             f"{m['machine']['cpu_model']}, {m['machine']['cores']} cores, kernel "
-             f"{m['machine']['kernel']}; mode {m['mode']}, {m['passes']} interleaved passes, "
-             f"{'peers pinned to CPU 0/1' if m.get('pinned') else 'not pinned'}; load average "
-             f"{m['machine'].get('loadavg_start', [0])[0]:.1f} → "
-             f"{m['machine'].get('loadavg_end', [0])[0]:.1f}; spin budgets {m.get('spin_us')} µs.",
-             "",
-             "Ratios ×work floor, ×protocol floor, ×handoff and the speedup are medians of "
-             "per-pass ratios (floor measured in the same pass).",
-             "",
-             "| payload | system | mode | p50 | p90 | p99 | max | GB/s | ×work floor "
-             "| ×protocol floor | ×handoff | speedup vs original |",
-             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for r in sorted(result["results"], key=lambda r: (r["size"], r["system"] != "shmbridge",
-                                                      r["mode"], r["key"])):
+    lines = [
+        f"# shmbridge benchmarks — {m['date']}, commit {m['commit']}",
+        "",
+        f"{m['machine']['cpu_model']}, {m['machine']['cores']} cores, kernel "
+        f"{m['machine']['kernel']}; mode {m['mode']}, {m['passes']} interleaved passes, "
+        f"{'peers pinned to CPU 0/1' if m.get('pinned') else 'not pinned'}; load average "
+        f"{m['machine'].get('loadavg_start', [0])[0]:.1f} → "
+        f"{m['machine'].get('loadavg_end', [0])[0]:.1f}; spin budgets {m.get('spin_us')} µs.",
+        "",
+        "Ratios ×work floor, ×protocol floor, ×handoff and the speedup are medians of "
+        "per-pass ratios (floor measured in the same pass).",
+        "",
+        "| payload | system | mode | p50 | p90 | p99 | max | GB/s | ×work floor "
+        "| ×protocol floor | ×handoff | speedup vs original |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in sorted(
+        result["results"],
+        key=lambda r: (r["size"], r["system"] != "shmbridge", r["mode"], r["key"]),
+    ):
         if "p50_ns" not in r:
-            lines.append(f"| {fmt_size(r['size'])} | {r['key']} | {r['mode']} | error: "
-                         f"{(r.get('error') or '')[:60]} |||||||||")
+            lines.append(
+                f"| {fmt_size(r['size'])} | {r['key']} | {r['mode']} | error: "
+                f"{(r.get('error') or '')[:60]} |||||||||"
+            )
             continue
         name = r["key"].replace(f" {r['mode']}", "") if r["system"] == "shmbridge" else r["key"]
         lines.append(
@@ -450,27 +638,45 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r['gbps']:.2f} | {fmt_x(r.get('x_work_floor_paired') or r.get('x_work_floor'))} | "
             f"{fmt_x(r.get('x_protocol_floor_paired'))} | "
             f"{fmt_x(r.get('x_handoff_paired') or r.get('x_handoff'), 1)} | "
-            f"{fmt_x(r.get('speedup_vs_original'), 0)} |")
-    lines += ["", "| floor | " + " | ".join(fmt_size(int(s)) for s in sorted(result["floors"],
-                                                                              key=int)) + " |",
-              "|---|" + "--:|" * len(result["floors"])]
-    for k, label in (("memcpy_cpp", "memcpy C++"), ("add_cpp", "add C++"),
-                     ("work_cpp", "work C++"), ("copy_py", "copyto numpy"),
-                     ("add_py", "a += 1 numpy"), ("work_py", "work numpy"),
-                     ("proto4_spin", "protocol round, spin"),
-                     ("proto4_blocking", "protocol round, 20 µs + futex")):
-        lines.append(f"| {label} | " + " | ".join(
-            fmt_us(result["floors"][s].get(k + "_p50_ns", float("nan")))
-            for s in sorted(result["floors"], key=int)) + " |")
+            f"{fmt_x(r.get('speedup_vs_original'), 0)} |"
+        )
+    lines += [
+        "",
+        "| floor | "
+        + " | ".join(fmt_size(int(s)) for s in sorted(result["floors"], key=int))
+        + " |",
+        "|---|" + "--:|" * len(result["floors"]),
+    ]
+    for k, label in (
+        ("memcpy_cpp", "memcpy C++"),
+        ("add_cpp", "add C++"),
+        ("work_cpp", "work C++"),
+        ("copy_py", "copyto numpy"),
+        ("add_py", "a += 1 numpy"),
+        ("work_py", "work numpy"),
+        ("proto4_spin", "protocol round, spin"),
+        ("proto4_blocking", "protocol round, 20 µs + futex"),
+    ):
+        lines.append(
+            f"| {label} | "
+            + " | ".join(
+                fmt_us(result["floors"][s].get(k + "_p50_ns", float("nan")))
+                for s in sorted(result["floors"], key=int)
+            )
+            + " |"
+        )
     lines += ["", "| ping-pong (32-bit word, 2 processes) | p50 | p90 | p99 |", "|---|--:|--:|--:|"]
     for k, st in result["pingpong"].items():
-        lines.append(f"| {k} | {fmt_us(st['p50_ns'])} | {fmt_us(st['p90_ns'])} | "
-                     f"{fmt_us(st['p99_ns'])} |")
+        lines.append(
+            f"| {k} | {fmt_us(st['p50_ns'])} | {fmt_us(st['p90_ns'])} | {fmt_us(st['p99_ns'])} |"
+        )
     lines += ["", "| idle responder | mode | wall | CPU | % of a core |", "|---|---|--:|--:|--:|"]
     for r in result["idle"]:
-        lines.append(f"| {r.get('system')} {r.get('lang')} | {r.get('mode')} | "
-                     f"{r.get('wall_s', float('nan')):.1f} s | {r.get('cpu_s', float('nan')):.3f} s"
-                     f" | {r.get('cpu_pct', float('nan')):.2f} % |")
+        lines.append(
+            f"| {r.get('system')} {r.get('lang')} | {r.get('mode')} | "
+            f"{r.get('wall_s', float('nan')):.1f} s | {r.get('cpu_s', float('nan')):.3f} s"
+            f" | {r.get('cpu_pct', float('nan')):.2f} % |"
+        )
     lines += ["", "| target | measured | limit | met | detail |", "|---|--:|--:|---|---|"]
     for g in result["targets"]:
         v = g["value"]

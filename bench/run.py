@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -71,10 +71,22 @@ def cpu_model() -> str:
 
 def git_commit() -> tuple[str, bool]:
     try:
-        c = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, text=True,
-                           capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "cpp", "python"], cwd=REPO,
-                               text=True, capture_output=True).stdout.strip() != ""
+        c = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", "cpp", "python"],
+                cwd=REPO,
+                text=True,
+                capture_output=True,
+            ).stdout.strip()
+            != ""
+        )
         return c, dirty
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
@@ -87,9 +99,15 @@ def machine_info() -> dict[str, Any]:
         load = os.getloadavg()
     except OSError:
         load = (0.0, 0.0, 0.0)
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
-            "host": socket.gethostname(), "python": sys.version.split()[0],
-            "numpy": numpy.__version__, "loadavg_start": list(load)}
+    return {
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "host": socket.gethostname(),
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "loadavg_start": list(load),
+    }
 
 
 def python_env(args: argparse.Namespace) -> dict[str, str]:
@@ -104,8 +122,10 @@ def python_env(args: argparse.Namespace) -> dict[str, str]:
     alt["PYTHONPATH"] = str(REPO / "python") + os.pathsep + env.get("PYTHONPATH", "")
     if subprocess.run(probe, env=alt, capture_output=True).returncode == 0:
         return alt
-    raise SystemExit("bench: the shmbridge Python package is not importable; run `pip install .` "
-                     "from the repository root (or pass --pythonpath DIR)")
+    raise SystemExit(
+        "bench: the shmbridge Python package is not importable; run `pip install .` "
+        "from the repository root (or pass --pythonpath DIR)"
+    )
 
 
 @dataclass
@@ -114,7 +134,7 @@ class Tools:
     peer: Path
     floors: Path
     original: Path
-    micro: Optional[Path]
+    micro: Path | None
     env: dict[str, str]
     alternatives: dict[str, Any] = field(default_factory=dict)
 
@@ -128,17 +148,27 @@ class Tools:
 
 def find_tools(args: argparse.Namespace) -> Tools:
     b = Path(args.build_dir).resolve() / "bench"
-    need = {"bench_peer": b / "bench_peer", "bench_floors": b / "bench_floors",
-            "bench_original": b / "bench_original"}
+    need = {
+        "bench_peer": b / "bench_peer",
+        "bench_floors": b / "bench_floors",
+        "bench_original": b / "bench_original",
+    }
     missing = [k for k, p in need.items() if not p.exists()]
     if missing:
         raise SystemExit(
             f"bench: {', '.join(missing)} not found in {b}; build them with\n"
             f"  cmake -S . -B {args.build_dir} -G Ninja -DCMAKE_BUILD_TYPE=Release "
-            f"-DSHMBRIDGE_BUILD_BENCH=ON && cmake --build {args.build_dir} -j2")
+            f"-DSHMBRIDGE_BUILD_BENCH=ON && cmake --build {args.build_dir} -j2"
+        )
     micro = b / "bench_micro"
-    return Tools(b, need["bench_peer"], need["bench_floors"], need["bench_original"],
-                 micro if micro.exists() else None, python_env(args))
+    return Tools(
+        b,
+        need["bench_peer"],
+        need["bench_floors"],
+        need["bench_original"],
+        micro if micro.exists() else None,
+        python_env(args),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,23 +210,40 @@ def _pinner(cpu: int, env: dict[str, str]) -> Any:
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
-def run_pair(req_cmd: list[str], rsp_cmd: Optional[list[str]], env: dict[str, str],
-             timeout: float, what: str) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
+def run_pair(
+    req_cmd: list[str], rsp_cmd: list[str] | None, env: dict[str, str], timeout: float, what: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Start the requester (creator), wait for READY, start the responder; collect both JSONs.
     With --pin the requester runs on CPU 0 and the responder on CPU 1."""
-    req = subprocess.Popen(req_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env=env, cwd=REPO, preexec_fn=_pinner(0, env))
+    req = subprocess.Popen(
+        req_cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+        preexec_fn=_pinner(0, env),
+    )
     rsp = None
     try:
         assert req.stdout is not None
         line = req.stdout.readline()
         if line.strip() != "READY":
             _kill(req)
-            raise PeerError(f"{what}: requester failed to start: {line.strip()} "
-                            f"{req.stderr.read().strip() if req.stderr else ''}")
+            raise PeerError(
+                f"{what}: requester failed to start: {line.strip()} "
+                f"{req.stderr.read().strip() if req.stderr else ''}"
+            )
         if rsp_cmd:
-            rsp = subprocess.Popen(rsp_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, env=env, cwd=REPO, preexec_fn=_pinner(1, env))
+            rsp = subprocess.Popen(
+                rsp_cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=REPO,
+                preexec_fn=_pinner(1, env),
+            )
         out, err = req.communicate(timeout=timeout)
         if req.returncode != 0:
             raise PeerError(f"{what}: requester exited {req.returncode}: {err.strip()[-400:]}")
@@ -204,7 +251,7 @@ def run_pair(req_cmd: list[str], rsp_cmd: Optional[list[str]], env: dict[str, st
         rres = None
         if rsp is not None:
             try:
-                rout, rerr = rsp.communicate(timeout=10)
+                rout, _ = rsp.communicate(timeout=10)
                 if rsp.returncode == 0:
                     rres = _json_line(rout, what + " responder")
             except (subprocess.TimeoutExpired, PeerError, ValueError):
@@ -236,15 +283,20 @@ def run_json(cmd: list[str], env: dict[str, str], timeout: float, what: str) -> 
 def pct(sorted_x: list[int], q: float) -> float:
     if not sorted_x:
         return float("nan")
-    i = min(len(sorted_x) - 1, max(0, int(round(q * (len(sorted_x) - 1)))))
+    i = min(len(sorted_x) - 1, max(0, round(q * (len(sorted_x) - 1))))
     return float(sorted_x[i])
 
 
 def summarize(samples: list[int]) -> dict[str, float]:
     x = sorted(samples)
-    return {"n": len(x), "p50_ns": pct(x, 0.50), "p90_ns": pct(x, 0.90), "p99_ns": pct(x, 0.99),
-            "max_ns": float(x[-1]) if x else float("nan"),
-            "mean_ns": (sum(x) / len(x)) if x else float("nan")}
+    return {
+        "n": len(x),
+        "p50_ns": pct(x, 0.50),
+        "p90_ns": pct(x, 0.90),
+        "p99_ns": pct(x, 0.99),
+        "max_ns": float(x[-1]) if x else float("nan"),
+        "mean_ns": (sum(x) / len(x)) if x else float("nan"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +315,7 @@ class Cell:
     samples: list[int] = field(default_factory=list)
     pass_p50: dict[str, float] = field(default_factory=dict)  # pass number -> p50 of that pass
     extra: dict[str, Any] = field(default_factory=dict)
-    error: Optional[str] = None
+    error: str | None = None
 
     def add(self, res: dict[str, Any], pass_no: int = 0) -> None:
         self.samples.extend(int(v) for v in res["samples_ns"])
@@ -278,8 +330,16 @@ def shmbridge_cells(size: int, quick: bool) -> list[Cell]:
     out = []
     for mode in MODES:
         for rq, rs in PAIRINGS:
-            out.append(Cell(f"shmbridge {rq}→{rs} {mode}", "shmbridge", f"{rq}→{rs}", mode, size,
-                            rounds_for(size, quick)))
+            out.append(
+                Cell(
+                    f"shmbridge {rq}→{rs} {mode}",
+                    "shmbridge",
+                    f"{rq}→{rs}",
+                    mode,
+                    size,
+                    rounds_for(size, quick),
+                )
+            )
     return out
 
 
@@ -289,8 +349,9 @@ def _unlink_segment(name: str) -> None:
         Path("/dev/shm", name).unlink()
 
 
-def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float,
-                  pass_no: int = 0) -> None:
+def run_cell_pass(
+    c: Cell, tools: Tools, rounds: int, warmup: int, budget: float, pass_no: int = 0
+) -> None:
     name = seg_name()
     try:
         _run_cell_pass(c, tools, rounds, warmup, budget, pass_no, name)
@@ -298,76 +359,182 @@ def run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float
         _unlink_segment(name)
 
 
-def _run_cell_pass(c: Cell, tools: Tools, rounds: int, warmup: int, budget: float,
-                   pass_no: int, name: str) -> None:
+def _run_cell_pass(
+    c: Cell, tools: Tools, rounds: int, warmup: int, budget: float, pass_no: int, name: str
+) -> None:
     timeout = 120 + rounds * max(1.0, c.size / MiB) * 0.05
     if c.system in ("shmbridge", "python floor"):
         rq, rs = c.pairing.split("→")
         if c.system == "python floor":
             rs = "pybare"  # C++ library requester + bare Python responder (bench/py/bare_peer.py)
         spin = str(MODES[c.mode])
-        req = tools.peer_cmd(rq) + ["requester", "--name", name, "--bytes", str(c.size),
-                                    "--rounds", str(rounds), "--warmup", str(warmup),
-                                    "--spin-us", spin, "--timeout", "60",
-                                    "--max-seconds", str(budget)]
-        rsp = tools.peer_cmd(rs) + ["responder", "--name", name, "--spin-us", spin,
-                                    "--timeout", "60"]
+        req = [
+            *tools.peer_cmd(rq),
+            "requester",
+            "--name",
+            name,
+            "--bytes",
+            str(c.size),
+            "--rounds",
+            str(rounds),
+            "--warmup",
+            str(warmup),
+            "--spin-us",
+            spin,
+            "--timeout",
+            "60",
+            "--max-seconds",
+            str(budget),
+        ]
+        rsp = [
+            *tools.peer_cmd(rs),
+            "responder",
+            "--name",
+            name,
+            "--spin-us",
+            spin,
+            "--timeout",
+            "60",
+        ]
         res, rres = run_pair(req, rsp, tools.env, timeout, c.key)
         c.add(res, pass_no)
         if rres:
             c.extra["responder_cpu_s"] = c.extra.get("responder_cpu_s", 0) + rres.get("cpu_s", 0)
-            c.extra["responder_minor_faults"] = (c.extra.get("responder_minor_faults", 0)
-                                                 + rres.get("minor_faults", 0))
+            c.extra["responder_minor_faults"] = c.extra.get("responder_minor_faults", 0) + rres.get(
+                "minor_faults", 0
+            )
     elif c.system == "original":
         rows, cols = (512, 512) if c.size == MiB else (1, c.size // 4)
-        req = [str(tools.original), "--name", name, "--rounds", str(rounds), "--warmup",
-               str(min(warmup, 3)), "--rows", str(rows), "--cols", str(cols)]
-        rsp = [sys.executable, str(BENCH / "original" / "original.py"), "--name", name,
-               "--rounds", str(rounds + min(warmup, 3)), "--rows", str(rows), "--cols", str(cols)]
+        req = [
+            str(tools.original),
+            "--name",
+            name,
+            "--rounds",
+            str(rounds),
+            "--warmup",
+            str(min(warmup, 3)),
+            "--rows",
+            str(rows),
+            "--cols",
+            str(cols),
+        ]
+        rsp = [
+            sys.executable,
+            str(BENCH / "original" / "original.py"),
+            "--name",
+            name,
+            "--rounds",
+            str(rounds + min(warmup, 3)),
+            "--rows",
+            str(rows),
+            "--cols",
+            str(cols),
+        ]
         res, _ = run_pair(req, rsp, tools.env, timeout + rounds * 0.5, c.key)
         c.add(res, pass_no)
     else:  # alternatives: python requester + spawned python responder in one command
-        cmd = [sys.executable, str(BENCH / "py" / "alt_peers.py"), c.system, "--bytes",
-               str(c.size), "--rounds", str(rounds), "--warmup", str(warmup),
-               "--max-seconds", str(budget)]
+        cmd = [
+            sys.executable,
+            str(BENCH / "py" / "alt_peers.py"),
+            c.system,
+            "--bytes",
+            str(c.size),
+            "--rounds",
+            str(rounds),
+            "--warmup",
+            str(warmup),
+            "--max-seconds",
+            str(budget),
+        ]
         c.add(run_json(cmd, tools.env, timeout, c.key), pass_no)
 
 
-def floors_pass(size: int, rounds: int, tools: Tools, fl: dict[str, Any], pass_no: int = 0,
-                pp_rounds: int = 0) -> None:
+def floors_pass(
+    size: int, rounds: int, tools: Tools, fl: dict[str, Any], pass_no: int = 0, pp_rounds: int = 0
+) -> None:
     """memcpy / add / work floors of C++ and numpy at `size` (one pass), and the raw ping-pong
     floors (spin, spinfutex) of this pass, so that every ratio can be taken within one pass."""
     per_pass = fl.setdefault("_passes", {}).setdefault(str(size), {})
     cur: dict[str, float] = {}
     for kind in ("spin", "spinfutex") if pp_rounds else ():
-        r = run_json([str(tools.floors), "pingpong", "--kind", kind, "--rounds", str(pp_rounds),
-                      "--spin-us", str(SPIN_BLOCKING_US)], tools.env, 120, f"pingpong {kind}")
+        r = run_json(
+            [
+                str(tools.floors),
+                "pingpong",
+                "--kind",
+                kind,
+                "--rounds",
+                str(pp_rounds),
+                "--spin-us",
+                str(SPIN_BLOCKING_US),
+            ],
+            tools.env,
+            120,
+            f"pingpong {kind}",
+        )
         cur["pingpong_" + kind] = summarize(r["samples_ns"])["p50_ns"]
     # The bare protocol round at this size (4 CAS, copy in/out, add; no library), with the
     # waiting policy of each mode: the cross-process floor of a round.
     if size <= 16 * MiB:
         pr = 2000 if size <= 64 * KiB else 200 if size <= MiB else 20
         for mode, spin in MODES.items():
-            r = run_json([str(tools.floors), "pingpong", "--kind", "proto4", "--bytes", str(size),
-                          "--rounds", str(pr), "--spin-us", str(spin)], tools.env, 300,
-                         f"proto4 {size} {mode}")
+            r = run_json(
+                [
+                    str(tools.floors),
+                    "pingpong",
+                    "--kind",
+                    "proto4",
+                    "--bytes",
+                    str(size),
+                    "--rounds",
+                    str(pr),
+                    "--spin-us",
+                    str(spin),
+                ],
+                tools.env,
+                300,
+                f"proto4 {size} {mode}",
+            )
             cur["proto4_" + mode] = summarize(r["samples_ns"])["p50_ns"]
             fl.setdefault("_proto4", {}).setdefault(str(size), {}).setdefault(mode, []).extend(
-                r["samples_ns"])
-    r = run_json([str(tools.floors), "copy", "--bytes", str(size), "--rounds", str(rounds)],
-                 tools.env, 600, f"floors copy {size}")
-    p = run_json([sys.executable, str(BENCH / "py" / "alt_peers.py"), "pyfloor", "--bytes",
-                  str(size), "--rounds", str(rounds)], tools.env, 600, f"floors numpy {size}")
-    d = fl.setdefault(str(size), {k: [] for k in ("memcpy_cpp", "add_cpp", "work_cpp",
-                                                  "copy_py", "add_py", "work_py")})
+                r["samples_ns"]
+            )
+    r = run_json(
+        [str(tools.floors), "copy", "--bytes", str(size), "--rounds", str(rounds)],
+        tools.env,
+        600,
+        f"floors copy {size}",
+    )
+    p = run_json(
+        [
+            sys.executable,
+            str(BENCH / "py" / "alt_peers.py"),
+            "pyfloor",
+            "--bytes",
+            str(size),
+            "--rounds",
+            str(rounds),
+        ],
+        tools.env,
+        600,
+        f"floors numpy {size}",
+    )
+    d = fl.setdefault(
+        str(size),
+        {k: [] for k in ("memcpy_cpp", "add_cpp", "work_cpp", "copy_py", "add_py", "work_py")},
+    )
     d["memcpy_cpp"] += r["memcpy_ns"]
     d["add_cpp"] += r["add_ns"]
     d["work_cpp"] += r["work_ns"]
     d["copy_py"] += p["copy_ns"]
     d["add_py"] += p["add_ns"]
     d["work_py"] += p["work_ns"]
-    for k, v in (("memcpy_cpp", r["memcpy_ns"]), ("add_cpp", r["add_ns"]),
-                 ("copy_py", p["copy_ns"]), ("add_py", p["add_ns"])):
+    for k, v in (
+        ("memcpy_cpp", r["memcpy_ns"]),
+        ("add_cpp", r["add_ns"]),
+        ("copy_py", p["copy_ns"]),
+        ("add_py", p["add_ns"]),
+    ):
         cur[k] = summarize(v)["p50_ns"]
     per_pass[str(pass_no)] = cur
 
@@ -376,11 +543,23 @@ def pingpong_floors(tools: Tools, rounds: int, passes: int) -> dict[str, dict[st
     kinds = ["spin", "futex", "spinfutex", "spinyield", "proto4"]
     samples: dict[str, list[int]] = {k: [] for k in kinds}
     for i in range(passes):
-        order = kinds[i % len(kinds):] + kinds[: i % len(kinds)]
+        order = kinds[i % len(kinds) :] + kinds[: i % len(kinds)]
         for k in order:
-            r = run_json([str(tools.floors), "pingpong", "--kind", k, "--rounds",
-                          str(rounds // passes), "--spin-us", str(SPIN_BLOCKING_US)],
-                         tools.env, 300, f"pingpong {k}")
+            r = run_json(
+                [
+                    str(tools.floors),
+                    "pingpong",
+                    "--kind",
+                    k,
+                    "--rounds",
+                    str(rounds // passes),
+                    "--spin-us",
+                    str(SPIN_BLOCKING_US),
+                ],
+                tools.env,
+                300,
+                f"pingpong {k}",
+            )
             samples[k] += r["samples_ns"]
     return {k: summarize(v) for k, v in samples.items()}
 
@@ -394,16 +573,37 @@ def run_idle(tools: Tools, seconds: float) -> list[dict[str, Any]]:
     for lang in ("cpp", "py"):
         for mode, spin in MODES.items():
             names.append(seg_name())
-            cmd = tools.peer_cmd(lang) + ["idle", "--name", names[-1], "--seconds", str(seconds),
-                                          "--spin-us", str(spin), "--bytes", str(MiB)]
+            cmd = [
+                *tools.peer_cmd(lang),
+                "idle",
+                "--name",
+                names[-1],
+                "--seconds",
+                str(seconds),
+                "--spin-us",
+                str(spin),
+                "--bytes",
+                str(MiB),
+            ]
             procs.append(({"system": "shmbridge", "lang": lang, "mode": mode}, cmd))
-    procs.append(({"system": "original", "lang": "py", "mode": "poll-10ms"},
-                  [sys.executable, str(BENCH / "original" / "original.py"), "--idle",
-                   str(seconds), "--name", seg_name()]))
+    procs.append(
+        (
+            {"system": "original", "lang": "py", "mode": "poll-10ms"},
+            [
+                sys.executable,
+                str(BENCH / "original" / "original.py"),
+                "--idle",
+                str(seconds),
+                "--name",
+                seg_name(),
+            ],
+        )
+    )
     running = []
     for meta, cmd in procs:
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=tools.env, cwd=REPO)
+        p = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tools.env, cwd=REPO
+        )
         running.append((meta, p))
     out = []
     deadline = time.monotonic() + seconds + 60
@@ -419,9 +619,12 @@ def run_idle(tools: Tools, seconds: float) -> list[dict[str, Any]]:
                 continue
             so = p.stdout.read() if p.stdout else ""
             res = _json_line(so, f"idle {meta}")
-            row.update(wall_s=res["wall_s"], cpu_s=res["cpu_s"],
-                       cpu_pct=100.0 * res["cpu_s"] / max(res["wall_s"], 1e-9),
-                       outcome=res.get("outcome", ""))
+            row.update(
+                wall_s=res["wall_s"],
+                cpu_s=res["cpu_s"],
+                cpu_pct=100.0 * res["cpu_s"] / max(res["wall_s"], 1e-9),
+                outcome=res.get("outcome", ""),
+            )
         except (PeerError, ValueError) as e:
             row["error"] = str(e)
         out.append(row)
@@ -434,17 +637,27 @@ def run_micro(tools: Tools, quick: bool) -> list[dict[str, Any]]:
     if tools.micro is None:
         return []
     # A plain number of seconds: accepted by Google Benchmark 1.7 (Debian 12) and later.
-    cmd = [str(tools.micro), "--benchmark_format=json",
-           "--benchmark_min_time=0.02" if quick else "--benchmark_min_time=0.2"]
+    cmd = [
+        str(tools.micro),
+        "--benchmark_format=json",
+        "--benchmark_min_time=0.02" if quick else "--benchmark_min_time=0.2",
+    ]
     if quick:
         cmd.append("--benchmark_filter=steady|relax|cas|futex|decide")
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     if p.returncode != 0:
         return [{"error": p.stderr.strip()[-300:]}]
     data = json.loads(p.stdout)
-    return [{"name": b["name"], "real_time_ns": b["real_time"] if b.get("time_unit") == "ns"
-             else b["real_time"] * {"us": 1e3, "ms": 1e6, "s": 1e9}.get(b.get("time_unit"), 1),
-             "bytes_per_second": b.get("bytes_per_second")} for b in data.get("benchmarks", [])]
+    return [
+        {
+            "name": b["name"],
+            "real_time_ns": b["real_time"]
+            if b.get("time_unit") == "ns"
+            else b["real_time"] * {"us": 1e3, "ms": 1e6, "s": 1e9}.get(b.get("time_unit"), 1),
+            "bytes_per_second": b.get("bytes_per_second"),
+        }
+        for b in data.get("benchmarks", [])
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,22 +665,33 @@ def run_micro(tools: Tools, quick: bool) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="CI mode: sizes up to 16 MiB, fewer "
-                    "rounds, idle 3 s")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="CI mode: sizes up to 16 MiB, fewer rounds, idle 3 s"
+    )
     ap.add_argument("--build-dir", default=os.environ.get("SHMBRIDGE_BUILD_DIR", "build"))
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--sizes", help="comma-separated payload sizes in bytes")
     ap.add_argument("--passes", type=int, help="interleaved passes per size (default 3, quick 1)")
     ap.add_argument("--idle-seconds", type=float)
-    ap.add_argument("--cell-seconds", type=float, help="time budget of one system's timed rounds "
-                    "per pass (default 3, quick 0.4)")
+    ap.add_argument(
+        "--cell-seconds",
+        type=float,
+        help="time budget of one system's timed rounds per pass (default 3, quick 0.4)",
+    )
     ap.add_argument("--pythonpath", help="prepended to PYTHONPATH of the Python peers")
-    ap.add_argument("--pin", action="store_true", help="pin the requester to CPU 0 and the "
-                    "responder to CPU 1 (all systems and the ping-pong floor): removes the "
-                    "scheduler's choice of putting both peers on one core")
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the requester to CPU 0 and the "
+        "responder to CPU 1 (all systems and the ping-pong floor): removes the "
+        "scheduler's choice of putting both peers on one core",
+    )
     ap.add_argument("--no-alternatives", action="store_true")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--tag", default="", help="appended to the result file names")
@@ -478,11 +702,16 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quick = args.quick
-    sizes = ([int(s) for s in args.sizes.split(",")] if args.sizes
-             else SIZES_QUICK if quick else SIZES_FULL)
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else SIZES_QUICK
+        if quick
+        else SIZES_FULL
+    )
     passes = args.passes or (1 if quick else 3)
     idle_s = args.idle_seconds or (3.0 if quick else 10.0)
     tools = find_tools(args)
@@ -498,18 +727,32 @@ def main(argv: Optional[list[str]] = None) -> int:
     t_start = time.monotonic()
     now = _dt.datetime.now(_dt.timezone.utc)
     commit, dirty = git_commit()
-    meta = {"date": now.isoformat(timespec="seconds"), "commit": commit, "dirty_tree": dirty,
-            "mode": "quick" if quick else "full", "passes": passes, "machine": machine_info(),
-            "spin_us": MODES, "pinned": bool(args.pin)}
+    meta = {
+        "date": now.isoformat(timespec="seconds"),
+        "commit": commit,
+        "dirty_tree": dirty,
+        "mode": "quick" if quick else "full",
+        "passes": passes,
+        "machine": machine_info(),
+        "spin_us": MODES,
+        "pinned": bool(args.pin),
+    }
     skipped: dict[str, str] = {}
     alts: list[str] = []
     if not args.no_alternatives:
         try:
-            probe = run_json([sys.executable, str(BENCH / "py" / "alt_peers.py"), "probe"],
-                             tools.env, 120, "probe")
+            probe = run_json(
+                [sys.executable, str(BENCH / "py" / "alt_peers.py"), "probe"],
+                tools.env,
+                120,
+                "probe",
+            )
         except PeerError as e:
-            probe = {"zmq": {"ok": False, "reason": str(e)},
-                     "iceoryx2": {"ok": False, "reason": str(e)}, "pipe": {"ok": True}}
+            probe = {
+                "zmq": {"ok": False, "reason": str(e)},
+                "iceoryx2": {"ok": False, "reason": str(e)},
+                "pipe": {"ok": True},
+            }
         for name in ("pipe", "zmq", "iceoryx2"):
             if probe.get(name, {}).get("ok"):
                 alts.append(name)
@@ -518,8 +761,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 log(f"skipping {name}: {skipped[name]}")
     meta["alternatives"] = {k: v for k, v in (probe.items() if not args.no_alternatives else [])}
 
-    log(f"{meta['machine']['cpu_model']}, {meta['machine']['cores']} cores, commit {commit}; "
-        f"sizes {sizes}, {passes} passes")
+    log(
+        f"{meta['machine']['cpu_model']}, {meta['machine']['cores']} cores, commit {commit}; "
+        f"sizes {sizes}, {passes} passes"
+    )
     log("raw ping-pong floors")
     pingpong = pingpong_floors(tools, 20000 if not quick else 2000, passes)
 
@@ -528,23 +773,53 @@ def main(argv: Optional[list[str]] = None) -> int:
     for size in sizes:
         sc = shmbridge_cells(size, quick)
         if size == 64:  # what any Python responder costs, to judge the 64 B C++⇄Python figures
-            sc.append(Cell("python floor cpp→py blocking", "python floor", "cpp→py", "blocking",
-                           size, rounds_for(size, quick)))
+            sc.append(
+                Cell(
+                    "python floor cpp→py blocking",
+                    "python floor",
+                    "cpp→py",
+                    "blocking",
+                    size,
+                    rounds_for(size, quick),
+                )
+            )
         if size <= 256 * MiB and (not quick or size == MiB or size == 64):
-            sc.append(Cell("original (sleep 10 ms)", "original", "cpp→py", "poll-10ms", size,
-                           original_rounds(size, quick)))
+            sc.append(
+                Cell(
+                    "original (sleep 10 ms)",
+                    "original",
+                    "cpp→py",
+                    "poll-10ms",
+                    size,
+                    original_rounds(size, quick),
+                )
+            )
         for a in alts:
             if a == "iceoryx2" and size > 16 * MiB:
                 continue  # default iceoryx2 pools; measured up to 16 MiB
-            sc.append(Cell(f"{a}", a, "py→py", "busy-poll" if a == "iceoryx2" else "kernel",
-                           size, rounds_for(size, quick)))
+            sc.append(
+                Cell(
+                    f"{a}",
+                    a,
+                    "py→py",
+                    "busy-poll" if a == "iceoryx2" else "kernel",
+                    size,
+                    rounds_for(size, quick),
+                )
+            )
         cells += sc
         fl_rounds = max(20 * passes if size >= 16 * MiB else 20, min(2000, rounds_for(size, quick)))
         for i in range(passes):
             log(f"size {size}: pass {i + 1}/{passes}")
             try:
-                floors_pass(size, max(4, fl_rounds // passes), tools, floors_raw, i,
-                            3000 if size <= MiB else 0)
+                floors_pass(
+                    size,
+                    max(4, fl_rounds // passes),
+                    tools,
+                    floors_raw,
+                    i,
+                    3000 if size <= MiB else 0,
+                )
             except PeerError as e:
                 log(f"floors failed: {e}")
             k = i % len(sc)
@@ -570,7 +845,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     with contextlib.suppress(OSError):
         meta["machine"]["loadavg_end"] = list(os.getloadavg())
 
-    from . import report  # noqa: PLC0415 - rich/matplotlib only needed here
+    from . import report  # rich/matplotlib only needed here
 
     result = report.build(meta, sizes, cells, floors_raw, pingpong, idle, micro, skipped)
     paths = report.write(result, Path(args.out), args.tag, plots=not args.no_plots)

@@ -32,8 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(BENCH / "results"))
     a = ap.parse_args(argv)
     tools = find_tools(a)
-    cells = [(p, int(s), float(sp)) for s in a.sizes.split(",") for p in a.pairings.split(",")
-             for sp in a.spins.split(",")]
+    cells = [
+        (p, int(s), float(sp))
+        for s in a.sizes.split(",")
+        for p in a.pairings.split(",")
+        for sp in a.spins.split(",")
+    ]
     samples: dict[tuple[str, int, float], list[int]] = {c: [] for c in cells}
     cpu: dict[tuple[str, int, float], list[float]] = {c: [] for c in cells}
     for i in range(a.passes):
@@ -42,11 +46,23 @@ def main(argv: list[str] | None = None) -> int:
             p, size, spin = c
             rq, rs = p.split("→")
             name = seg_name()
-            req = tools.peer_cmd(rq) + ["requester", "--name", name, "--bytes", str(size),
-                                        "--rounds", str(a.rounds), "--warmup", "100",
-                                        "--spin-us", str(spin), "--max-seconds",
-                                        str(a.cell_seconds)]
-            rsp = tools.peer_cmd(rs) + ["responder", "--name", name, "--spin-us", str(spin)]
+            req = [
+                *tools.peer_cmd(rq),
+                "requester",
+                "--name",
+                name,
+                "--bytes",
+                str(size),
+                "--rounds",
+                str(a.rounds),
+                "--warmup",
+                "100",
+                "--spin-us",
+                str(spin),
+                "--max-seconds",
+                str(a.cell_seconds),
+            ]
+            rsp = [*tools.peer_cmd(rs), "responder", "--name", name, "--spin-us", str(spin)]
             try:
                 res, rres = run_pair(req, rsp, tools.env, 120, f"sweep {c}")
             except PeerError as e:
@@ -59,8 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for c in cells:
         st = summarize(samples[c])
-        rows.append({"pairing": c[0], "size": c[1], "spin_us": c[2], **st,
-                     "cpu_per_round_us": 1e6 * sum(cpu[c]) / max(1, len(cpu[c]))})
+        rows.append(
+            {
+                "pairing": c[0],
+                "size": c[1],
+                "spin_us": c[2],
+                **st,
+                "cpu_per_round_us": 1e6 * sum(cpu[c]) / max(1, len(cpu[c])),
+            }
+        )
     try:
         from rich.console import Console
         from rich.table import Table
@@ -73,9 +96,15 @@ def main(argv: list[str] | None = None) -> int:
             if last and (r["pairing"], r["size"]) != last:
                 t.add_section()
             last = (r["pairing"], r["size"])
-            t.add_row(r["pairing"], fmt_size(r["size"]), f"{r['spin_us']:g} µs",
-                      fmt_us(r["p50_ns"]), fmt_us(r["p90_ns"]), fmt_us(r["p99_ns"]),
-                      fmt_us(r["cpu_per_round_us"] * 1e3))
+            t.add_row(
+                r["pairing"],
+                fmt_size(r["size"]),
+                f"{r['spin_us']:g} µs",
+                fmt_us(r["p50_ns"]),
+                fmt_us(r["p90_ns"]),
+                fmt_us(r["p99_ns"]),
+                fmt_us(r["cpu_per_round_us"] * 1e3),
+            )
         Console(width=120).print(t)
     except ImportError:
         print(json.dumps(rows, indent=1))

@@ -30,8 +30,9 @@ class SharedMemoryHandler:
         self.dtype = np.float32
         self.metadata_size = METADATA_SIZE
         nbytes = int(np.prod(shape)) * 4
-        self.shm = shared_memory.SharedMemory(name=name, create=create,
-                                              size=METADATA_SIZE + nbytes if create else 0)
+        self.shm = shared_memory.SharedMemory(
+            name=name, create=create, size=METADATA_SIZE + nbytes if create else 0
+        )
         if not create:
             # Python < 3.13 registers an attached segment with the resource tracker, which would
             # unlink the C++ side's segment at exit (a known flaw of the original, not measured).
@@ -54,7 +55,7 @@ class SharedMemoryHandler:
     def write_to_cpp(self, array: np.ndarray) -> None:
         while self.get_status() != 0:  # wait for C++ to read
             time.sleep(0.01)
-        self.shm.buf[self.metadata_size:] = array.tobytes()
+        self.shm.buf[self.metadata_size :] = array.tobytes()
         self.set_status(2)  # Python wrote
 
 
@@ -76,9 +77,16 @@ def main() -> int:
             while h.get_status() != 1 and time.monotonic() - t0 < a.idle:
                 time.sleep(0.01)
             c1 = os.times()
-            print(json.dumps({"lang": "py", "role": "original_idle",
-                              "wall_s": time.monotonic() - t0,
-                              "cpu_s": (c1.user - c0.user) + (c1.system - c0.system)}))
+            print(
+                json.dumps(
+                    {
+                        "lang": "py",
+                        "role": "original_idle",
+                        "wall_s": time.monotonic() - t0,
+                        "cpu_s": (c1.user - c0.user) + (c1.system - c0.system),
+                    }
+                )
+            )
         finally:
             h.shm.close()
             h.shm.unlink()

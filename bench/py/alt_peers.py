@@ -50,8 +50,9 @@ def cpu_s() -> float:
     return t.user + t.system
 
 
-def _rounds(a: argparse.Namespace, one_round: Callable[[np.ndarray, np.ndarray], None],
-            system: str) -> dict[str, Any]:
+def _rounds(
+    a: argparse.Namespace, one_round: Callable[[np.ndarray, np.ndarray], None], system: str
+) -> dict[str, Any]:
     shape = shape_for(a.bytes)
     n = a.bytes // 4
     src = (np.arange(n, dtype=np.float32) % 1024).reshape(shape)
@@ -73,11 +74,20 @@ def _rounds(a: argparse.Namespace, one_round: Callable[[np.ndarray, np.ndarray],
             samples.append(t1 - t0)
             if a.max_seconds and time.perf_counter() - w0 > a.max_seconds:
                 break
-    return {"lang": "py", "system": system, "bytes": a.bytes, "rounds": len(samples), "errors": bad,
-            "wall_s": time.perf_counter() - w0, "cpu_s": cpu_s() - c0, "samples_ns": samples}
+    return {
+        "lang": "py",
+        "system": system,
+        "bytes": a.bytes,
+        "rounds": len(samples),
+        "errors": bad,
+        "wall_s": time.perf_counter() - w0,
+        "cpu_s": cpu_s() - c0,
+        "samples_ns": samples,
+    }
 
 
 # -- multiprocessing Pipe (pickle) -----------------------------------------------------------
+
 
 def _pipe_responder(conn: Any) -> None:
     pin(1)
@@ -107,6 +117,7 @@ def run_pipe(a: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- pyzmq REQ/REP ----------------------------------------------------------------------------
+
 
 def _zmq_responder(addr: str, nbytes: int) -> None:
     pin(1)
@@ -155,6 +166,7 @@ def run_zmq(a: argparse.Namespace) -> dict[str, Any]:
 
 # -- iceoryx2 request/response ----------------------------------------------------------------
 
+
 def _iox_view(ptr: int, nbytes: int) -> np.ndarray:
     # np.frombuffer over a ctypes char array: ~1 µs (np.ctypeslib.as_array takes ~18 µs at 1 MiB).
     return np.frombuffer((ctypes.c_char * nbytes).from_address(ptr), dtype=np.float32)
@@ -165,9 +177,11 @@ def _iox_service(name: str, nbytes: int) -> tuple[Any, Any]:
 
     iox2.set_log_level(iox2.LogLevel.Error)
     node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
-    svc = (node.service_builder(iox2.ServiceName.new(name))
-           .request_response(iox2.Slice[ctypes.c_uint8], iox2.Slice[ctypes.c_uint8])
-           .open_or_create())
+    svc = (
+        node.service_builder(iox2.ServiceName.new(name))
+        .request_response(iox2.Slice[ctypes.c_uint8], iox2.Slice[ctypes.c_uint8])
+        .open_or_create()
+    )
     return node, svc
 
 
@@ -196,7 +210,7 @@ def _iox_responder(name: str, nbytes: int, ready: Any) -> None:
 
 def run_iceoryx2(a: argparse.Namespace) -> dict[str, Any]:
     name = f"shmb_bench/iox/{os.getpid()}"
-    node, svc = _iox_service(name, a.bytes)
+    _node, svc = _iox_service(name, a.bytes)  # held: the node lives as long as the service
     client = svc.client_builder().initial_max_slice_len(a.bytes).create()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
@@ -235,6 +249,7 @@ def run_iceoryx2(a: argparse.Namespace) -> dict[str, Any]:
 
 # -- Python floors ------------------------------------------------------------------------------
 
+
 def run_pyfloor(a: argparse.Namespace) -> dict[str, Any]:
     shape = shape_for(a.bytes)
     n = a.bytes // 4
@@ -268,7 +283,7 @@ def probe() -> dict[str, Any]:
         import zmq
 
         res["zmq"] = {"ok": True, "version": zmq.__version__}
-    except Exception as e:  # noqa: BLE001 - any failure means "skip with this reason"
+    except Exception as e:  # any failure means "skip with this reason"
         res["zmq"] = {"ok": False, "reason": f"pyzmq not importable ({e}); pip install pyzmq"}
     try:
         import iceoryx2 as iox2
@@ -276,10 +291,11 @@ def probe() -> dict[str, Any]:
         node, svc = _iox_service(f"shmb_bench/probe/{os.getpid()}", 64)
         del svc, node
         res["iceoryx2"] = {"ok": True, "version": getattr(iox2, "__version__", "?")}
-    except Exception as e:  # noqa: BLE001
-        res["iceoryx2"] = {"ok": False,
-                           "reason": f"iceoryx2 not usable ({type(e).__name__}: {e}); "
-                                     "pip install iceoryx2"}
+    except Exception as e:
+        res["iceoryx2"] = {
+            "ok": False,
+            "reason": f"iceoryx2 not usable ({type(e).__name__}: {e}); pip install iceoryx2",
+        }
     res["pipe"] = {"ok": True, "version": sys.version.split()[0]}
     return res
 

@@ -63,8 +63,9 @@ def responder(a: argparse.Namespace) -> int:
     mm = seg.mm
     assert mm is not None
     header = decode_header(mm, len(mm))
-    payload = np.frombuffer(mm, dtype=np.float32, count=header.declared.nbytes // 4,
-                            offset=PAYLOAD_OFFSET)
+    payload = np.frombuffer(
+        mm, dtype=np.float32, count=header.declared.nbytes // 4, offset=PAYLOAD_OFFSET
+    )
     load, cas_wake = _native.load_acquire, _native.cas_wake
     spin_s = a.spin_us * 1e-6
     served = 0
@@ -79,8 +80,17 @@ def responder(a: argparse.Namespace) -> int:
                     w = spin(mm, w, spin_end - now)
                     continue
                 if slot_owner(mm, OFF_REQUESTER)[1] == SLOT_CLOSED:
-                    print(json.dumps({"lang": "pybare", "role": "responder", "served": served,
-                                      "cpu_s": cpu_s() - c0}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "lang": "pybare",
+                                "role": "responder",
+                                "served": served,
+                                "cpu_s": cpu_s() - c0,
+                            }
+                        ),
+                        flush=True,
+                    )
                     seg.close()
                     return 0
                 w = block(mm, w, 0.05)

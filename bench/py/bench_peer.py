@@ -74,9 +74,17 @@ def requester(a: argparse.Namespace) -> int:
             samples.append(t1 - t0)
             if a.max_seconds and time.perf_counter() - w0 > a.max_seconds:
                 break
-    res = {"lang": "py", "role": "requester", "bytes": a.bytes, "rounds": len(samples),
-           "errors": bad, "wall_s": time.perf_counter() - w0, "cpu_s": cpu_s() - c0,
-           "minor_faults": minflt() - f0, "samples_ns": samples}
+    res = {
+        "lang": "py",
+        "role": "requester",
+        "bytes": a.bytes,
+        "rounds": len(samples),
+        "errors": bad,
+        "wall_s": time.perf_counter() - w0,
+        "cpu_s": cpu_s() - c0,
+        "minor_faults": minflt() - f0,
+        "samples_ns": samples,
+    }
     print(json.dumps(res), flush=True)
     req.close()
     return 1 if bad else 0
@@ -98,8 +106,18 @@ def responder(a: argparse.Namespace) -> int:
         arr += 1.0  # the reply is computed in place
 
     served = rsp.serve(handler)
-    print(json.dumps({"lang": "py", "role": "responder", "served": served,
-                      "cpu_s": cpu_s() - c0, "minor_faults": minflt() - f0}), flush=True)
+    print(
+        json.dumps(
+            {
+                "lang": "py",
+                "role": "responder",
+                "served": served,
+                "cpu_s": cpu_s() - c0,
+                "minor_faults": minflt() - f0,
+            }
+        ),
+        flush=True,
+    )
     rsp.close()
     return 0
 
@@ -113,8 +131,13 @@ def idle(a: argparse.Namespace) -> int:
         rsp.take(timeout=a.seconds)
     except shmbridge.Error as e:
         outcome = e.code.name
-    res = {"lang": "py", "role": "idle", "outcome": outcome, "wall_s": time.monotonic() - t0,
-           "cpu_s": cpu_s() - c0}
+    res = {
+        "lang": "py",
+        "role": "idle",
+        "outcome": outcome,
+        "wall_s": time.monotonic() - t0,
+        "cpu_s": cpu_s() - c0,
+    }
     print(json.dumps(res), flush=True)
     rsp.close()
     return 0
@@ -130,8 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spin-us", type=float, default=100.0)  # library default (R-WAIT-1)
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--max-seconds", type=float, default=0.0,
-                    help="requester: stop the timed rounds after this long (0 = no limit)")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="requester: stop the timed rounds after this long (0 = no limit)",
+    )
     a = ap.parse_args(argv)
     if a.bytes < 4 or a.bytes % 4:
         ap.error("--bytes must be a positive multiple of 4")
