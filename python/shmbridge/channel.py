@@ -117,6 +117,8 @@ def _options(opts: Options | None, kw: dict[str, Any]) -> Options:
 def _timeout(value: float | None, default: float) -> float:
     if value is None:
         return default  # validated once by Options
+    if type(value) is float and value >= 0:  # the common case (NaN fails the comparison)
+        return value
     t = value
     if not isinstance(t, (int, float)) or math.isnan(t) or t < 0:
         raise InvalidArgument(f"timeout must be a number >= 0 (seconds), found {value!r}")
@@ -145,9 +147,8 @@ class _Lease:
     def __init__(self) -> None:
         self.views: list[weakref.ReferenceType[np.ndarray[Any, Any]]] = []
 
-    def add(self, view: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        self.views.append(weakref.ref(view))
-        return view
+    def add(self, ref: weakref.ReferenceType[np.ndarray[Any, Any]]) -> None:
+        self.views.append(ref)
 
     def end(self) -> None:
         for ref in self.views:
@@ -260,13 +261,15 @@ class _Handle:
         return found == expected
 
     def _view(self, lease: _Lease, writable: bool) -> np.ndarray[Any, Any]:
-        v = self._typed.view()  # writable like its base
+        v: np.ndarray[Any, Any] = self._typed.view()  # writable like its base
         if not writable:
             v.setflags(write=False)
         if len(self._all_views) > 64:
             self._all_views = [r for r in self._all_views if r() is not None]
-        self._all_views.append(weakref.ref(v))
-        return lease.add(v)
+        ref = weakref.ref(v)  # one weakref for both lists
+        self._all_views.append(ref)
+        lease.add(ref)
+        return v
 
     def _check_array(self, array: Any) -> np.ndarray[Any, Any]:
         arr = np.asarray(array)
@@ -317,7 +320,9 @@ class _Handle:
         nobody writes while the request is TAKEN: only error replies rewrite it."""
         if reply_code:
             self._write_message()
-        _U32.pack_into(self._mm, OFF_REPLY_CODE, reply_code)
+        # Stored only when it changes (as C++ set_reply_code): the line stays shared.
+        if _U32.unpack_from(self._mm, OFF_REPLY_CODE)[0] != reply_code:
+            _U32.pack_into(self._mm, OFF_REPLY_CODE, reply_code)
 
     def _peer(self) -> Peer:
         """What a waiting side sees in its peer's slot (R-LIVE-3, R-LIVE-4), as
@@ -869,6 +874,8 @@ class Request:
     ``reply``/``fail`` (R-CLOSE-3). As a context manager, a block that ends without replying
     replies in place, or, if it raised, fails the round with the error's code (R-MSG-2)."""
 
+    __slots__ = ("_array", "_lease", "_owner", "done", "seq")
+
     def __init__(self, owner: Responder, seq: int) -> None:
         self._owner = owner
         self.seq = seq
@@ -1094,16 +1101,21 @@ class Responder(_Handle):
         reply with its result (None: in place). Returns the number of rounds when the requester
         closes (PEER_GONE, R-LIVE-4). A handler exception fails the round (R-MSG-2) and is
         re-raised."""
+        t = _timeout(timeout, self._opts.timeout)  # validated once, not per round
         n = 0
         while True:
             try:
-                req = self.take(timeout)
+                req = self.take(t)
             except PeerGone:
                 return n
-            with req:
+            # ``with req:`` spelled out: the same completion rules without two calls per round.
+            try:
                 result = handler(req.array)
                 if not req.done:
                     req.reply(None if result is None or result is req.array else result)
+            except BaseException as e:
+                req.__exit__(type(e), e, e.__traceback__)
+                raise
             n += 1
 
     def close(self) -> None:
