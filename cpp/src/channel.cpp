@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 #include "shmbridge/liveness.hpp"
@@ -66,6 +67,7 @@ struct Deadline {
   bool started = false;
   Clock::time_point end{};
   Clock::time_point spin_end{};
+  SpinYield yield{};
 };
 
 class Core {
@@ -189,6 +191,7 @@ class Core {
     if (now >= dl.end) return false;
     if (now < dl.spin_end) {
       for (int i = 0; i < 64 && word_->load(std::memory_order_acquire) == w; ++i) cpu_relax();
+      if (dl.yield.due(w, now)) std::this_thread::yield();  // a peer on this core runs
       return true;
     }
     const nanoseconds left = dl.end - now;

@@ -92,3 +92,22 @@ TEST(Wait, R_WAIT_3_WakeWithoutWaitersIsCheap) {
   EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(20));
   EXPECT_EQ(s.waiters().load(), 0u);
 }
+
+// R-WAIT-1: a spinning waiter yields the CPU only after 20 us without seeing the word change,
+// then every 5 us; a change of the word starts the count again (the Python helper mirrors the
+// constants: test_native.py).
+TEST(Wait, R_WAIT_1_SpinYieldsOnlyAfterAFruitlessWhile) {
+  using std::chrono::microseconds;
+  EXPECT_EQ(kSpinYieldAfter, microseconds(20));
+  EXPECT_EQ(kSpinYieldEvery, microseconds(5));
+  SpinYield y;
+  const auto t0 = Clock::now();
+  EXPECT_FALSE(y.due(7, t0));                       // the wait starts
+  EXPECT_FALSE(y.due(7, t0 + microseconds(19)));    // a 64 B wait never gets further
+  EXPECT_TRUE(y.due(7, t0 + microseconds(20)));
+  EXPECT_FALSE(y.due(7, t0 + microseconds(24)));
+  EXPECT_TRUE(y.due(7, t0 + microseconds(25)));
+  EXPECT_FALSE(y.due(8, t0 + microseconds(40)));    // the word changed: start over
+  EXPECT_FALSE(y.due(8, t0 + microseconds(59)));
+  EXPECT_TRUE(y.due(8, t0 + microseconds(60)));
+}

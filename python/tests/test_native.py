@@ -148,3 +148,10 @@ def test_r_wait_3_cas_wake_wakes_counted_waiters_only_on_success(buf: mmap.mmap)
     assert _native.load_acquire(buf, 256) == 0x11
     with pytest.raises(ValueError):
         _native.cas_wake(buf, 256, 4095, 0, 1)  # waiters offset out of bounds
+
+
+def test_r_wait_1_spin_yield_constants_mirror_cpp() -> None:
+    """R-WAIT-1: the native spin yields the CPU after 20 us without a change, then every 5 us,
+    the same constants as C++ SpinYield (cpp/include/shmbridge/wait.hpp, tested there)."""
+    assert _native.SPIN_YIELD_AFTER_US == 20
+    assert _native.SPIN_YIELD_EVERY_US == 5
