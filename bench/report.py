@@ -367,27 +367,18 @@ def plot(result: dict[str, Any], out: Path, base: str) -> list[Path]:
             style = "-o" if label.startswith("shmbridge") else "--s"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, markersize=4)
         if fsizes:
-            ax.plot(
-                fsizes,
-                [floors[str(s)]["work_cpp_p50_ns"] / 1e3 for s in fsizes],
-                ":",
-                color="black",
-                label="floor: work C++ (memcpy+add+memcpy)",
-            )
-            ax.plot(
-                fsizes,
-                [floors[str(s)]["work_py_p50_ns"] / 1e3 for s in fsizes],
-                ":",
-                color="gray",
-                label="floor: work numpy (copyto+add+copyto)",
-            )
-            ax.plot(
-                fsizes,
-                [floors[str(s)]["memcpy_cpp_p50_ns"] / 1e3 for s in fsizes],
-                "-.",
-                color="silver",
-                label="floor: memcpy",
-            )
+            for key, style, color, label in (
+                ("work_cpp_p50_ns", ":", "black", "floor: work C++ (memcpy+add+memcpy)"),
+                ("work_py_p50_ns", ":", "gray", "floor: work numpy (copyto+add+copyto)"),
+                ("memcpy_cpp_p50_ns", "-.", "silver", "floor: memcpy"),
+            ):
+                ax.plot(
+                    fsizes,
+                    [floors[str(s)][key] / 1e3 for s in fsizes],
+                    style,
+                    color=color,
+                    label=label,
+                )
         key = f"proto4_{mode}_p50_ns"
         ps = [x for x in fsizes if key in floors[str(x)]]
         if ps:

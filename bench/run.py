@@ -210,20 +210,25 @@ def _pinner(cpu: int, env: dict[str, str]) -> Any:
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
-def run_pair(
-    req_cmd: list[str], rsp_cmd: list[str] | None, env: dict[str, str], timeout: float, what: str
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Start the requester (creator), wait for READY, start the responder; collect both JSONs.
-    With --pin the requester runs on CPU 0 and the responder on CPU 1."""
-    req = subprocess.Popen(
-        req_cmd,
+def _spawn(cmd: list[str], env: dict[str, str], cpu: int) -> subprocess.Popen[str]:
+    """A peer process with piped text output, pinned to ``cpu`` under --pin."""
+    return subprocess.Popen(
+        cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
         cwd=REPO,
-        preexec_fn=_pinner(0, env),
+        preexec_fn=_pinner(cpu, env),
     )
+
+
+def run_pair(
+    req_cmd: list[str], rsp_cmd: list[str] | None, env: dict[str, str], timeout: float, what: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Start the requester (creator), wait for READY, start the responder; collect both JSONs.
+    With --pin the requester runs on CPU 0 and the responder on CPU 1."""
+    req = _spawn(req_cmd, env, cpu=0)
     rsp = None
     try:
         assert req.stdout is not None
@@ -235,15 +240,7 @@ def run_pair(
                 f"{req.stderr.read().strip() if req.stderr else ''}"
             )
         if rsp_cmd:
-            rsp = subprocess.Popen(
-                rsp_cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-                cwd=REPO,
-                preexec_fn=_pinner(1, env),
-            )
+            rsp = _spawn(rsp_cmd, env, cpu=1)
         out, err = req.communicate(timeout=timeout)
         if req.returncode != 0:
             raise PeerError(f"{what}: requester exited {req.returncode}: {err.strip()[-400:]}")
