@@ -4,7 +4,8 @@
 # build/ (or $SHMBRIDGE_BUILD_DIR), and runs `python -m bench --quick`, which prints the table
 # with the ratios to the floors and to the original design and writes JSON + PNG plots to
 # bench/results/. Extra arguments go to the harness (e.g. `ci/bench.sh --sizes 64,1048576`);
-# BENCH_FULL=1 runs the full measurement (up to 256 MiB, idle 10 s) instead.
+# BENCH_FULL=1 runs the full measurement (up to 256 MiB, idle 10 s) instead; BENCH_PIN=0 runs the
+# peers unpinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${SHMBRIDGE_BUILD_DIR:-build}
@@ -37,4 +38,9 @@ cmake --build "$build_dir" -j "${SHMBRIDGE_JOBS:-2}" --target "${targets[@]}"
 echo "== bench: run"
 mode=(--quick)
 [[ ${BENCH_FULL:-0} == 1 ]] && mode=()
-exec "$py" -m bench "${mode[@]}" --build-dir "$build_dir" "$@"
+# Pinned (requester on CPU 0, responder on CPU 1) like the README table: unpinned, a 2-core
+# machine often puts both peers on one core and the figures measure the scheduler (bench/README).
+# BENCH_PIN=0 runs unpinned.
+pin=()
+[[ ${BENCH_PIN:-1} == 1 && $(nproc 2>/dev/null || echo 1) -ge 2 ]] && pin=(--pin)
+exec "$py" -m bench "${mode[@]}" "${pin[@]}" --build-dir "$build_dir" "$@"
