@@ -5,6 +5,7 @@
 
 #include "shmbridge/errors.hpp"
 #include "shmbridge/layout.hpp"
+#include "shmbridge/segment.hpp"
 #include "shmbridge/wait.hpp"
 
 namespace shmbridge {
@@ -128,6 +129,17 @@ PeerState SlotRef::peer_state() const noexcept {
       return PeerState::dead;  // not a state a live peer writes
   }
   return process_alive(owner, start_time()) ? PeerState::alive : PeerState::dead;
+}
+
+std::uint32_t detail::refuse_live_creator(std::uint8_t* base, const std::string& canonical) {
+  SlotRef creator(base + kOffCreatorSlot);
+  const std::uint32_t pid = creator.pid();
+  if (pid != 0 && process_alive(pid, creator.start_time())) {
+    raise(ErrorCode::ALREADY_EXISTS, "no live creator of \"" + canonical + "\"",
+          "process " + std::to_string(pid) + " created it and is alive",
+          "attach to it instead of creating it, or choose another name");
+  }
+  return pid;
 }
 
 }  // namespace shmbridge

@@ -110,15 +110,7 @@ Existing inspect_existing(const std::string& canonical, const std::string& os_na
           "all-zero magic under " + os_name + " (its creator died while initialising it)", todo);
   }
   validate_header(m->base(), size);  // never reclaim what cannot be validated
-  SlotRef creator(m->base() + kOffCreatorSlot);
-  // R-STALE-3: pid (acquire) before start_time; a live pid with start_time 0 is a reclaimer's
-  // claim in progress and counts as alive (R-LIVE-2).
-  const std::uint32_t pid = creator.pid();
-  if (pid != 0 && process_alive(pid, creator.start_time())) {
-    raise(ErrorCode::ALREADY_EXISTS, "no live creator of \"" + canonical + "\"",
-          "process " + std::to_string(pid) + " created it and is alive",
-          "attach to it instead of creating it, or choose another name");
-  }
+  const std::uint32_t pid = detail::refuse_live_creator(m->base(), canonical);
   if (!opt.reclaim_stale) {
     raise(ErrorCode::STALE_SEGMENT, "no segment named \"" + canonical + "\"",
           "a stale segment left by dead process " + std::to_string(pid),

@@ -64,13 +64,7 @@ std::shared_ptr<Mapping> map_handle(HANDLE h, const std::string& os_name) {
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   validate_header(m->base(), m->size());
-  SlotRef creator(m->base() + kOffCreatorSlot);
-  const std::uint32_t pid = creator.pid();
-  if (pid != 0 && process_alive(pid, creator.start_time())) {
-    raise(ErrorCode::ALREADY_EXISTS, "no live creator of \"" + canonical + "\"",
-          "process " + std::to_string(pid) + " created it and is alive",
-          "attach to it instead of creating it, or choose another name");
-  }
+  detail::refuse_live_creator(m->base(), canonical);
   raise(ErrorCode::STALE_SEGMENT, "no segment named \"" + canonical + "\"",
         "a stale segment: its creator is gone but another process still holds " + os_name +
             " open, and Windows cannot remove a mapping (R-SEG-7)",

@@ -90,6 +90,12 @@ namespace detail {
 // whether it unlinked. Used by Segment::create; exposed for tests.
 bool reclaim_stale_segment(std::uint8_t* base, std::uint32_t dead_pid,
                            const std::string& os_name) noexcept;
+
+// R-STALE-2/3: throws ALREADY_EXISTS when the creator slot of the validated header at `base`
+// names a live process (pid loaded before start_time; a live pid with start_time 0 is a
+// reclaimer's claim in progress and counts as alive, R-LIVE-2). Returns the pid it judged dead (or
+// 0): the one a reclaimer must CAS (R-STALE-3). Both platforms' create use it.
+std::uint32_t refuse_live_creator(std::uint8_t* base, const std::string& canonical);
 }  // namespace detail
 
 }  // namespace shmbridge
