@@ -299,7 +299,7 @@ def check_requirement_ids(c: Checker, text: str, tj, docs: dict) -> set[str]:
     for rel, doc in docs.items():
         if doc is None:
             continue
-        for group in ("valid", "invalid", "sequences"):
+        for group in ("valid", "invalid", "sequences", "cases"):
             for v in doc.get(group, []):
                 for rid in v.get("requirements", []):
                     cited.append((f"{rel} {v.get('id')}", rid))
@@ -340,6 +340,13 @@ def check_vectors(c: Checker, ej, dj, docs: dict) -> None:
                     bad.append(f"{q.get('id')} step {i}: result {r!r}")
                 if st.get("op") == "reply_error" and st.get("code") not in names:
                     bad.append(f"{q.get('id')} step {i}: code {st.get('code')!r}")
+    p = docs.get("vectors/procstat.json")
+    if p is not None:
+        for v in p.get("cases", []):
+            ids.append(v.get("id"))
+            exp = v.get("expect", {})
+            if not isinstance(exp.get("exists"), bool) or not isinstance(exp.get("start_stamp"), int):
+                bad.append(f"{v.get('id')}: expect needs exists (bool) and start_stamp (int)")
     c.check(not bad, "vectors use unknown error/dtype names or bad hex: " + "; ".join(bad))
     dup = sorted({i for i in ids if ids.count(i) > 1})
     c.check(not dup, f"duplicate vector ids: {dup}")
@@ -358,7 +365,7 @@ def run(spec_dir: str) -> Checker:
     dj = c.load("dtypes.json")
     lj = c.load("layout.json")
     docs = {}
-    for rel in ("vectors/headers.json", "vectors/sequences.json"):
+    for rel in ("vectors/headers.json", "vectors/sequences.json", "vectors/procstat.json"):
         if os.path.exists(os.path.join(spec_dir, rel)):
             docs[rel] = c.load(rel)
     check_transitions(c, text, tj)

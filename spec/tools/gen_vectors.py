@@ -2,8 +2,8 @@
 """Reference encoder and transition model for shmbridge protocol v1.
 
 Written only from spec/PROTOCOL.md (standard library only: struct, json).
-Generates spec/vectors/headers.json and spec/vectors/sequences.json in the format of
-spec/vectors/README.md.
+Generates spec/vectors/headers.json, spec/vectors/sequences.json and spec/vectors/procstat.json in
+the format of spec/vectors/README.md.
 
     python3 spec/tools/gen_vectors.py           # (re)write the vector files
     python3 spec/tools/gen_vectors.py --check   # exit 1 if the committed files differ
@@ -662,6 +662,11 @@ SEQUENCES = [
      "cancelled requests still consume seq: send/timeout twice, then a round with seq 3",
      [R("send", value=1), R("receive", "TIMEOUT"), R("send", value=2),
       R("receive", "TIMEOUT")] + ROUND(3)),
+    ("S-SEQ-RESPONDER-WRAP", ["R-STATE-8", "R-STATE-1"],
+     "a responder accepts any seq (R-STATE-8 compares seqs for equality only): after taking seq "
+     "2^28-1 it takes seq 2, numerically smaller, after the wrap and two withdrawn requests",
+     ROUND(1) + [R("send", value=2), R("receive", "TIMEOUT"), R("send", value=3),
+                 R("receive", "TIMEOUT")] + ROUND(4), "float32", [4], SEQ_MAX - 1),
     ("S-TIME-LATE-RECEIVE", ["R-TIME-2", "R-STATE-6"],
      "receive times out while TAKEN: the request stays outstanding; a later receive gets it",
      [R("send", value=1), P("take"), R("receive", "TIMEOUT"), R("receive", "TIMEOUT"),
@@ -835,6 +840,67 @@ def build_sequences():
     return {"generator": "spec/tools/gen_vectors.py", "protocol_version": 1, "sequences": out}
 
 
+# ---------------------------------------------------------------- /proc/PID/stat (R-LIVE-7)
+def _stat_line(comm: str, state: str, starttime: str = "123456", tail: int = 30) -> str:
+    """A /proc/PID/stat text: pid (comm) state, then fields 4.. with field 22 = starttime."""
+    fields = [str(k) for k in range(4, 22)] + [starttime] + [str(k) for k in range(23, 23 + tail)]
+    return f"4242 ({comm}) {state} " + " ".join(fields) + "\n"
+
+
+def parse_stat(text: str) -> dict:
+    """The reference reading of R-LIVE-7: fields after the last ')'; Z/X/x dead; no bytes: gone;
+    unparsable: exists with an unknown stamp (0)."""
+    if text == "":
+        return {"exists": False, "start_stamp": 0}
+    close = text.rfind(")")
+    toks = text[close + 1:].split() if close >= 0 else []
+    if close < 0 or len(toks) < 20:
+        return {"exists": True, "start_stamp": 0}
+    if toks[0] in ("Z", "X", "x"):
+        return {"exists": False, "start_stamp": 0}
+    if not toks[19].isdigit() or not toks[19].isascii():
+        return {"exists": True, "start_stamp": 0}
+    return {"exists": True, "start_stamp": int(toks[19])}
+
+
+PROCSTAT = [
+    # id, description, text, hand-derived (exists, start_stamp)
+    ("P-PLAIN", "a sleeping process: field 22 is the start stamp",
+     _stat_line("python3", "S"), (True, 123456)),
+    ("P-RUNNING", "state R, a large stamp", _stat_line("peer", "R", "18446744073709551"),
+     (True, 18446744073709551)),
+    ("P-COMM-SPACES", "a command name with spaces", _stat_line("my peer 2", "S"), (True, 123456)),
+    ("P-COMM-PAREN", "a command name that contains ') ' and digits: count after the LAST ')'",
+     _stat_line("a) Z 1 2 3 (b", "S", "777"), (True, 777)),
+    ("P-COMM-EMPTY", "an empty command name", _stat_line("", "S", "9"), (True, 9)),
+    ("P-ZOMBIE", "state Z: a zombie is not alive", _stat_line("worker", "Z"), (False, 0)),
+    ("P-DEAD-X", "state X: dead", _stat_line("worker", "X"), (False, 0)),
+    ("P-DEAD-x", "state x: dead (old kernels)", _stat_line("worker", "x"), (False, 0)),
+    ("P-STOPPED", "state T (stopped) is alive", _stat_line("worker", "T", "5"), (True, 5)),
+    ("P-EMPTY-READ", "the read returned no bytes: the process exited between open and read", "",
+     (False, 0)),
+    ("P-NO-PAREN", "no ')' at all: unparsable, exists with an unknown stamp", "4242 garbage\n",
+     (True, 0)),
+    ("P-SHORT", "fewer than 20 fields after the last ')': exists, unknown stamp",
+     "4242 (x) S 1 2 3\n", (True, 0)),
+    ("P-NONDECIMAL", "field 22 is not a decimal number: exists, unknown stamp",
+     _stat_line("x", "S", "12a4"), (True, 0)),
+    ("P-NO-NEWLINE", "no trailing newline", _stat_line("x", "S", "42").rstrip("\n"), (True, 42)),
+]
+
+
+def build_procstat():
+    out = []
+    for pid_, descr, text, (exists, stamp) in PROCSTAT:
+        got = parse_stat(text)
+        want = {"exists": exists, "start_stamp": stamp}
+        if got != want:
+            raise SystemExit(f"{pid_}: hand-derived {want}, reference parser {got}")
+        out.append({"id": pid_, "requirements": ["R-LIVE-7", "R-LIVE-2"], "description": descr,
+                    "text": text, "expect": want})
+    return {"generator": "spec/tools/gen_vectors.py", "protocol_version": 1, "cases": out}
+
+
 # ---------------------------------------------------------------- output
 def render(obj) -> str:
     """JSON with one vector/step per line group: stable, diff-friendly."""
@@ -848,7 +914,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=VEC, help="output directory (default spec/vectors)")
     a = ap.parse_args(argv)
     files = {"headers.json": render(build_headers()),
-             "sequences.json": render(build_sequences())}
+             "sequences.json": render(build_sequences()),
+             "procstat.json": render(build_procstat())}
     bad = 0
     for name, text in files.items():
         path = os.path.join(a.out, name)
