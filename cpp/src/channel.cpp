@@ -122,12 +122,15 @@ class Core {
 
   // ---- liveness (R-LIVE-3): slot state read every time, process probe cached per interval ----
   PeerState peer_state() {
-    const auto st = static_cast<SlotState>(peer_.state());
+    // R-LIVE-6: pid (acquire) first, then state, then start_time: a closer stores CLOSED before
+    // pid = 0 (R-CLOSE-1), so pid 0 read here comes with its CLOSED.
     const std::uint32_t pid = peer_.pid();
-    // R-LIVE-3: gone is ATTACHED with a dead process or CLOSED with pid 0; a slot with pid != 0
-    // that is not yet ATTACHED is being claimed (R-LIVE-1) and is judged by its pid alone.
-    if (pid == 0 && st == SlotState::empty) return PeerState::empty;
-    if (pid == 0 && st == SlotState::closed) return PeerState::closed;
+    const auto st = static_cast<SlotState>(peer_.state());
+    // pid 0: closed, or nobody holds the slot (EMPTY; ATTACHED = a claim that completed between
+    // the two loads): no peer yet, which does not end a wait (R-LIVE-3).
+    if (pid == 0) return st == SlotState::closed ? PeerState::closed : PeerState::empty;
+    // R-LIVE-3: a slot with pid != 0 that is not ATTACHED is being claimed (R-LIVE-1) or closed
+    // (R-CLOSE-1) and is judged by its pid alone.
     const bool claiming = st != SlotState::attached;
     const std::uint64_t inc = peer_.incarnation();
     const auto now = Clock::now();
@@ -140,6 +143,11 @@ class Core {
       cache_expiry_ = now + opt_.liveness_interval;
     }
     return cache_alive_ ? PeerState::alive : PeerState::dead;
+  }
+
+  // R-LIVE-5: the reason of a PEER_GONE decided on peer state `p`.
+  static PeerGoneReason reason_of(PeerState p) noexcept {
+    return p == PeerState::closed ? PeerGoneReason::closed : PeerGoneReason::died;
   }
 
   ActorState view(PeerState peer, bool orphan_is_own = false) const noexcept {
@@ -159,6 +167,7 @@ class Core {
     if (d.is_wait() || op == Op::reclaim) {
       const PeerState p = peer_state();
       if (p != PeerState::alive) d = decide(role_, op, w, view(p, orphan_is_own));
+      last_peer_ = p;
     }
     return d;
   }
@@ -240,18 +249,30 @@ class Core {
         raise(code, "a control word reachable by legal transitions (R-STATE-8)", found + mine,
               "another process wrote the control word; stop it and restart both peers");
       case ErrorCode::PEER_GONE:
-        raise(code,
-              std::string("the ") + (role_ == Actor::requester ? "responder" : "requester") +
-                  " attached and alive",
-              std::string("its slot ") + peer_state_name(const_cast<Core*>(this)->peer_state()) +
-                  " while " + found,
-              "restart the peer and retry");
+        throw peer_gone(found + mine, reason_of(last_peer_));
       case ErrorCode::TIMEOUT:
         raise(code, std::string(op_name(op)) + " to complete within " + seconds_text(timeout),
               found + mine, "check that the peer is running, or pass a longer timeout");
       default:
         raise(code, std::string(op_name(op)) + " to succeed", found + mine, "see the error code");
     }
+  }
+
+  // R-LIVE-5: PEER_GONE with its reason; the message says which (a supervisor restarts a peer that
+  // died, not one that closed).
+  Error peer_gone(const std::string& context, PeerGoneReason reason) const {
+    const std::string peer = role_ == Actor::requester ? "responder" : "requester";
+    const std::string what =
+        reason == PeerGoneReason::closed
+            ? "it closed the channel (slot CLOSED, pid 0)"
+            : "it died: process " + std::to_string(cache_pid_) + " is gone without closing";
+    Error e(ErrorCode::PEER_GONE,
+            "expected the " + peer + " attached and alive, found that " + what + "; " + context +
+                "; " +
+                (reason == PeerGoneReason::closed ? "attach a new " + peer + " to go on"
+                                                  : "restart the " + peer + " (it crashed)"));
+    e.set_peer_gone_reason(reason);
+    return e;
   }
 
   // ---- R-MSG-1: the message descriptor must equal declared ----
@@ -352,20 +373,41 @@ class Core {
     if (o.decision.is_transition()) {
       const std::uint32_t seq = seq_of(o.word);
       settled(seq);
+      // R-MSG-5: T4 is done (the channel is IDLE and ours); reply_code first, then the
+      // descriptor of a successful reply. Every error raised here carries the reply_code.
       const std::uint32_t code = reply_code();
       if (code != 0) {  // R-MSG-2
-        const auto ec =
-            is_error_code(code) ? static_cast<ErrorCode>(code) : ErrorCode::PROTOCOL_VIOLATION;
-        throw Error(ec, "the responder rejected request #" + std::to_string(seq) +
-                            ": expected a "
-                            "reply, found reply_code " +
-                            std::to_string(code) + " (" + error_name(ec) +
-                            "); fix the request or the responder and send again");
+        if (!is_error_code(code)) {
+          throw Error(ErrorCode::PROTOCOL_VIOLATION,
+                      "the responder rejected request #" + std::to_string(seq) +
+                          ": expected a reply_code of spec/errors.json, found " +
+                          std::to_string(code) +
+                          ", which no version of the protocol defines; restart both peers")
+              .set_reply_code(code);
+        }
+        const auto ec = static_cast<ErrorCode>(code);
+        const std::string rejected = "the responder rejected request #" + std::to_string(seq) +
+                                     ": reply_code " + std::to_string(code) + " (" +
+                                     error_name(ec) + ")";
+        if (ec == ErrorCode::PEER_GONE) {
+          // R-LIVE-5: a responder closing while holding stores CLOSED before its T3 (R-CLOSE-1);
+          // anything else is a new responder that completed a dead predecessor's round (T8).
+          const bool closed = peer_.state() == static_cast<std::uint32_t>(SlotState::closed);
+          throw Error(ec, rejected + (closed ? ": it closed the channel while holding the "
+                                               "request; attach a new responder and send again"
+                                             : ": it died holding the request, a new responder "
+                                               "completed the round; send again"))
+              .set_reply_code(code)
+              .set_peer_gone_reason(closed ? PeerGoneReason::closed : PeerGoneReason::died);
+        }
+        throw Error(ec, rejected + "; fix the request or the responder and send again")
+            .set_reply_code(code);
       }
       std::string why;
       const ErrorCode m = check_message(&why);
       if (m != ErrorCode::ok) {
-        throw Error(m, "reply #" + std::to_string(seq) + ": " + why + "; restart both peers");
+        throw Error(m, "reply #" + std::to_string(seq) + ": " + why + "; restart both peers")
+            .set_reply_code(0);
       }
       return seq;
     }
@@ -447,6 +489,9 @@ class Core {
       const std::uint32_t w = load();
       const Decision d = decide(role_, Op::reply, w, view(PeerState::alive));
       if (!d.is_transition()) fail(Op::reply, w, d.error);
+      // R-MSG-4: every reply leaves message = declared (a rejected request's descriptor may
+      // differ); a successful reply follows a take that found it equal.
+      if (code != 0) publish_message();
       set_reply_code(code);
       if (cas(w, d.word)) break;
     }
@@ -459,13 +504,18 @@ class Core {
     if (phase_bits(w) != static_cast<std::uint32_t>(Phase::TAKEN)) return;
     const Decision d = decide(role_, Op::recover, w, view(PeerState::alive));
     if (!d.is_transition()) return;
+    publish_message();  // R-MSG-4: T8 leaves message = declared too
     set_reply_code(static_cast<std::uint32_t>(ErrorCode::PEER_GONE));
     cas(w, d.word);
   }
 
   // ---- close (R-CLOSE-*) ----
+  // R-CLOSE-1, in its order: (1) CLOSED, (2) a held request completed (R-CLOSE-2), (3) pid 0,
+  // (4) the creator slot likewise, (5) wake; the mapping goes with the last owner (6), the
+  // creator unlinks (7). start_time and incarnation are left as they are.
   void close() {
     if (!open_) return;
+    if (claimed_) own_.mark_closed();
     if (role_ == Actor::responder && held_) {
       try {
         answer(static_cast<std::uint32_t>(ErrorCode::PEER_GONE));  // R-CLOSE-2
@@ -476,7 +526,7 @@ class Core {
     open_ = false;
     pending_.reset();
     if (claimed_) {
-      own_.release();
+      own_.clear_pid();
       if (seg_.is_creator()) SlotRef(base_ + kOffCreatorSlot).release();
       // Wake a peer blocked on the word so that it notices the CLOSED slot at once.
       waiter_.wake(*word_, *waiters_);
@@ -526,6 +576,7 @@ class Core {
   bool cache_alive_ = false;
   bool cache_claiming_ = false;
   Clock::time_point cache_expiry_{};
+  PeerState last_peer_ = PeerState::alive;  // the peer state of the last liveness decision
 };
 
 namespace {
@@ -556,6 +607,8 @@ std::shared_ptr<Core> attach_core(Actor role, std::string_view name, const DType
           "code " + std::to_string(static_cast<std::uint32_t>(*dtype)),
           "use one of the dtypes of spec/dtypes.json");
   }
+  // R-ATTACH-2: one deadline for the whole attach (the wait for the segment and R-REC-1).
+  const auto deadline = Clock::now() + opt.timeout;
   Segment seg = Segment::attach(std::string(name), opt.timeout);
   auto core = std::make_shared<Core>(role, opt, std::move(seg));
   // R-LAYOUT-7: compare with declared before touching the segment.
@@ -572,7 +625,7 @@ std::shared_ptr<Core> attach_core(Actor role, std::string_view name, const DType
   core->claim_role();
   try {
     if (role == Actor::requester) {
-      core->recover_requester(opt.timeout);
+      core->recover_requester(std::max(nanoseconds::zero(), deadline - Clock::now()));
     } else {
       core->recover_responder();
     }
@@ -712,7 +765,6 @@ void Responder::fail(ErrorCode code) { core().answer(static_cast<std::uint32_t>(
 std::optional<std::uint32_t> Responder::held() const { return core().held(); }
 
 void Responder::serve(const std::function<void(Request&)>& handler) {
-  auto& c = core();
   for (;;) {
     Request r;
     try {
@@ -726,11 +778,9 @@ void Responder::serve(const std::function<void(Request&)>& handler) {
         case ErrorCode::CORRUPT_HEADER:
           continue;  // R-MSG-2: already answered with an error reply
         case ErrorCode::PEER_GONE:
-          // R-LIVE-4: a requester that detached cleanly ends the service normally.
-          if (SlotRef(c.segment().base() + kOffRequesterSlot).state() ==
-              static_cast<std::uint32_t>(SlotState::closed)) {
-            return;
-          }
+          // R-LIVE-4: a requester that detached cleanly ends the service normally; one that died
+          // is reported (reason DIED, R-LIVE-5), so a supervisor sees the crash.
+          if (e.peer_gone_reason() == PeerGoneReason::closed) return;
           throw;
         default:
           throw;

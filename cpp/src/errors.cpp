@@ -65,6 +65,18 @@ bool error_from_name(const std::string& name, ErrorCode& out) noexcept {
   return false;
 }
 
+const char* peer_gone_reason_name(PeerGoneReason reason) noexcept {
+  switch (reason) {
+    case PeerGoneReason::closed:
+      return "CLOSED";
+    case PeerGoneReason::died:
+      return "DIED";
+    case PeerGoneReason::none:
+      break;
+  }
+  return "NONE";
+}
+
 Error::Error(ErrorCode code, const std::string& message)
     : std::runtime_error(format(code, message)), code_(code) {}
 

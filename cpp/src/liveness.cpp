@@ -69,6 +69,20 @@ bool parse_proc_stat(const char* text, char& state, std::uint64_t& start_stamp) 
   return false;
 }
 
+ProcessInfo process_info_from_stat(const char* text) noexcept {
+  ProcessInfo info;
+  if (!text || !*text) return info;  // no bytes: it exited between open and read
+  char state = '?';
+  std::uint64_t stamp = 0;
+  if (!parse_proc_stat(text, state, stamp)) {
+    info.exists = true;  // present but unreadable: exists, stamp unknown
+    return info;
+  }
+  info.exists = state != 'Z' && state != 'X' && state != 'x';  // a zombie or dead task is dead
+  if (info.exists) info.start_stamp = stamp;
+  return info;
+}
+
 std::uint32_t SlotRef::pid() const noexcept {
   return atomic_u32(p_ + kSlotPid).load(std::memory_order_acquire);
 }
@@ -104,29 +118,36 @@ void SlotRef::claim(const char* role) {
       .store(static_cast<std::uint32_t>(SlotState::attached), std::memory_order_seq_cst);
 }
 
-void SlotRef::release() noexcept {
+void SlotRef::mark_closed() noexcept {
   atomic_u32(p_ + kSlotState)
       .store(static_cast<std::uint32_t>(SlotState::closed), std::memory_order_seq_cst);
+}
+
+void SlotRef::clear_pid() noexcept {
+  // R-CLOSE-1: stored after CLOSED, so a reader that loads pid first (R-LIVE-6) and sees 0 also
+  // sees CLOSED: a clean close is never read as a death.
   atomic_u32(p_ + kSlotPid).store(0, std::memory_order_seq_cst);
 }
 
+void SlotRef::release() noexcept {
+  mark_closed();
+  clear_pid();
+}
+
 PeerState SlotRef::peer_state() const noexcept {
-  const std::uint32_t st = state();
+  // R-LIVE-6: pid (acquire) before state before start_time.
   const std::uint32_t owner = pid();
-  if (owner != 0 && st != static_cast<std::uint32_t>(SlotState::attached)) {
-    // R-LIVE-3: a slot with pid != 0 that is not yet ATTACHED is being claimed (R-LIVE-1) and is
-    // judged by its pid alone (its start_time may still be the previous owner's).
-    return process_alive(owner, 0) ? PeerState::alive : PeerState::dead;
+  const std::uint32_t st = state();
+  if (owner == 0) {
+    // Nobody holds the slot: closed, or no peer (yet) — EMPTY, or a claim that completed between
+    // the two loads (ATTACHED), seen as such by the next check.
+    return st == static_cast<std::uint32_t>(SlotState::closed) ? PeerState::closed
+                                                               : PeerState::empty;
   }
-  switch (static_cast<SlotState>(st)) {
-    case SlotState::empty:
-      return PeerState::empty;
-    case SlotState::closed:
-      return PeerState::closed;
-    case SlotState::attached:
-      break;
-    default:
-      return PeerState::dead;  // not a state a live peer writes
+  if (st != static_cast<std::uint32_t>(SlotState::attached)) {
+    // A claim (R-LIVE-1) or a close (R-CLOSE-1) in progress: judged by the pid alone (the
+    // start_time may still be the previous owner's).
+    return process_alive(owner, 0) ? PeerState::alive : PeerState::dead;
   }
   return process_alive(owner, start_time()) ? PeerState::alive : PeerState::dead;
 }

@@ -28,17 +28,8 @@ ProcessInfo probe_process(std::uint32_t pid) noexcept {
   char buf[1024];
   ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
-  if (n <= 0) return info;  // the process vanished between open and read
-  buf[n] = '\0';
-  char state = '?';
-  std::uint64_t stamp = 0;
-  if (!parse_proc_stat(buf, state, stamp)) {
-    info.exists = true;  // unparsable but present: count as existing
-    return info;
-  }
-  info.exists = state != 'Z' && state != 'X' && state != 'x';  // a zombie is dead
-  info.start_stamp = stamp;
-  return info;
+  buf[n > 0 ? n : 0] = '\0';           // no bytes: the process vanished between open and read
+  return process_info_from_stat(buf);  // R-LIVE-7
 }
 
 }  // namespace shmbridge

@@ -197,46 +197,45 @@ Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeou
     raise(ErrorCode::VERSION_MISMATCH, "a little-endian host", "a big-endian host",
           "shmbridge v1 runs on little-endian hosts only");
   }
-  const auto deadline = Clock::now() + timeout;
+  // R-ATTACH-1: wait for the name to appear and for its magic, until the deadline.
+  AttachPoll poll(timeout);
   for (;;) {
+    std::string missing;
     Fd f;
     f.fd = ::shm_open(os_name.c_str(), O_RDWR, 0);
     if (f.fd < 0) {
-      if (errno == ENOENT) {
-        raise(ErrorCode::SEGMENT_NOT_FOUND, "a segment named \"" + canonical + "\"",
-              "no object " + os_name, "start the creator first, or check the name");
-      }
       if (errno == EACCES) permission_denied(os_name);
-      os_error("shm_open", os_name, errno);
-    }
-    const std::uint64_t size = fd_size(f.fd, os_name);
-    if (size > 0 && size < kHeaderSize) {
-      // A truncated object: a creator sizes it to segment_size at once (R-SEG-1), so only size 0
-      // means "still being initialised" (R-SEG-6, spec/vectors D16). Never mapped or read.
-      raise(ErrorCode::CORRUPT_HEADER, "an OS object of at least the 512-byte header",
-            std::to_string(size) + " bytes under " + os_name,
-            "the segment is truncated or not a shmbridge segment; remove it (rm /dev/shm" +
-                os_name + ") and restart the creator");
-    }
-    std::shared_ptr<Mapping> m;
-    if (size >= kHeaderSize) {
-      m = map_fd(f.fd, size, os_name, /*prefault=*/true);
-      if (atomic_u64(m->base() + kOffMagic).load(std::memory_order_acquire) != 0) {
-        validate_header(m->base(), size);
-        Segment s;
-        s.mapping_ = std::move(m);
-        s.name_ = canonical;
-        s.creator_ = false;
-        return s;
+      if (errno != ENOENT) os_error("shm_open", os_name, errno);
+      missing = "no object " + os_name;
+    } else {
+      const std::uint64_t size = fd_size(f.fd, os_name);
+      if (size > 0 && size < kHeaderSize) {
+        // A truncated object: a creator sizes it to segment_size at once (R-SEG-1), so only size
+        // 0 means "still being initialised" (R-SEG-6, spec/vectors D16). Never mapped or read.
+        raise(ErrorCode::CORRUPT_HEADER, "an OS object of at least the 512-byte header",
+              std::to_string(size) + " bytes under " + os_name,
+              "the segment is truncated or not a shmbridge segment; remove it (rm /dev/shm" +
+                  os_name + ") and restart the creator");
       }
+      if (size >= kHeaderSize) {
+        auto m = map_fd(f.fd, size, os_name, /*prefault=*/true);
+        if (atomic_u64(m->base() + kOffMagic).load(std::memory_order_acquire) != 0) {
+          validate_header(m->base(), size);
+          Segment s;
+          s.mapping_ = std::move(m);
+          s.name_ = canonical;
+          s.creator_ = false;
+          return s;
+        }
+      }
+      // R-SEG-6: still being initialised.
+      missing = "a segment still being initialised (size " + std::to_string(size) + ", magic 0)";
     }
-    // R-SEG-6: still being initialised; retry until the deadline.
-    if (Clock::now() >= deadline) {
-      raise(ErrorCode::SEGMENT_NOT_FOUND, "an initialised segment \"" + canonical + "\"",
-            "a segment still being initialised (size " + std::to_string(size) + ", magic 0)",
-            "start the creator first, or give attach a longer timeout");
+    if (!poll.pause()) {
+      raise(ErrorCode::SEGMENT_NOT_FOUND, "a segment named \"" + canonical + "\"",
+            missing + " " + poll.waited(),
+            "start the creator first, check the name, or give attach a longer timeout");
     }
-    std::this_thread::sleep_for(kInitPoll);
   }
 }
 

@@ -109,36 +109,36 @@ void Segment::publish() noexcept {
 Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeout) {
   const std::string canonical = normalize_name(name);
   const std::string os_name = win32_mapping_name(canonical);
-  const auto deadline = Clock::now() + timeout;
+  // R-ATTACH-1: wait for the mapping to appear and for its magic, until the deadline.
+  AttachPoll poll(timeout);
   for (;;) {
+    std::string missing;
     HANDLE h = OpenFileMappingW(FILE_MAP_ALL_ACCESS, FALSE, widen(os_name).c_str());
     if (!h) {
       DWORD e = GetLastError();
-      if (e == ERROR_FILE_NOT_FOUND) {
-        raise(ErrorCode::SEGMENT_NOT_FOUND, "a segment named \"" + canonical + "\"",
-              "no mapping " + os_name, "start the creator first, or check the name");
-      }
       if (e == ERROR_ACCESS_DENIED) {
         raise(ErrorCode::PERMISSION_DENIED, "access to " + os_name, "ERROR_ACCESS_DENIED",
               "run both peers as the same user");
       }
-      os_error("OpenFileMappingW", os_name, e);
+      if (e != ERROR_FILE_NOT_FOUND) os_error("OpenFileMappingW", os_name, e);
+      missing = "no mapping " + os_name;
+    } else {
+      auto m = map_handle(h, os_name);
+      if (m->size() >= kHeaderSize &&
+          atomic_u64(m->base() + kOffMagic).load(std::memory_order_acquire) != 0) {
+        validate_header(m->base(), m->size());
+        Segment s;
+        s.mapping_ = std::move(m);
+        s.name_ = canonical;
+        return s;
+      }
+      missing = "a segment still being initialised (magic 0)";
     }
-    auto m = map_handle(h, os_name);
-    if (m->size() >= kHeaderSize &&
-        atomic_u64(m->base() + kOffMagic).load(std::memory_order_acquire) != 0) {
-      validate_header(m->base(), m->size());
-      Segment s;
-      s.mapping_ = std::move(m);
-      s.name_ = canonical;
-      return s;
+    if (!poll.pause()) {
+      raise(ErrorCode::SEGMENT_NOT_FOUND, "a segment named \"" + canonical + "\"",
+            missing + " " + poll.waited(),
+            "start the creator first, check the name, or give attach a longer timeout");
     }
-    if (Clock::now() >= deadline) {
-      raise(ErrorCode::SEGMENT_NOT_FOUND, "an initialised segment \"" + canonical + "\"",
-            "a segment still being initialised (magic 0)",
-            "start the creator first, or give attach a longer timeout");
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
 }
 

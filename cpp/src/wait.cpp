@@ -1,6 +1,25 @@
 #include "shmbridge/wait.hpp"
 
+#include <algorithm>
+#include <sstream>
+#include <thread>
+
 namespace shmbridge {
+
+bool AttachPoll::pause() {
+  const auto now = Clock::now();
+  if (now >= deadline_) return false;
+  std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(next_, deadline_ - now));
+  next_ = std::min<std::chrono::nanoseconds>(next_ * 2, kMaxPause);
+  return true;
+}
+
+std::string AttachPoll::waited() const {
+  if (deadline_ == start_) return "after one check (timeout 0)";
+  std::ostringstream s;
+  s << "after waiting " << std::chrono::duration<double>(Clock::now() - start_).count() << " s";
+  return s.str();
+}
 
 struct Waiter::Impl {
   detail::WaitHandles* handles = nullptr;

@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 #endif
 
+#include <cstring>
+#include <optional>
 #include <thread>
 
 #include "test_util.hpp"
@@ -501,4 +503,223 @@ TEST(Channel, R_ERR_3_ErrorsLoseNothing) {
   atomic_u32(raw.base() + layout::kOffWord).store(0x17);  // phase 7: a rogue word
   EXPECT_CODE(req.send(in, {4}), ErrorCode::PROTOCOL_VIOLATION);
   EXPECT_EQ(atomic_u32(raw.base() + layout::kOffWord).load(), 0x17u);
+}
+
+// ---- PROTOCOL.md 1.1 ---------------------------------------------------------------------------
+
+namespace {
+bool message_is_declared(const std::uint8_t* base) {
+  return std::memcmp(base + layout::kOffMessage, base + layout::kOffDeclared, layout::kDescSize) ==
+         0;
+}
+std::uint32_t reply_code_in(const std::uint8_t* base) {
+  return layout::load_u32(base + layout::kOffReplyCode);
+}
+// The requester's receive, returning the Error it throws (code ok if none).
+template <class F>
+Error error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e;
+  }
+  return Error(ErrorCode::ok, "no error");
+}
+}  // namespace
+
+// R-MSG-4, R-MSG-5: a request rejected at take (its descriptor has another shape, then another
+// dtype) is answered with message = declared and reply_code = the error; the requester consumes
+// it (T4) and raises that error carrying reply_code. (1.0 C++ left the wrong descriptor.)
+TEST(Channel, R_MSG_4_RejectedRequestLeavesDeclaredDescriptor) {
+  UniqueName n("msg4");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  auto seg = Segment::attach(n, ms(100));
+  const std::uint8_t a[4] = {};
+  struct Bad {
+    std::size_t off;
+    std::uint64_t value;
+    std::size_t size;
+    ErrorCode code;
+  };
+  for (const Bad& bad :
+       {Bad{layout::kOffMessage + layout::kDescShape, 2, 8, ErrorCode::SHAPE_MISMATCH},
+        Bad{layout::kOffMessage, 6, 4, ErrorCode::DTYPE_MISMATCH}}) {
+    req.send(a, {4});
+    if (bad.size == 8) {
+      layout::store_u64(seg.base() + bad.off, bad.value);
+      layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescNbytes, 2);  // valid
+    } else {  // int32 (1,): a valid descriptor (4 bytes fit) whose dtype differs
+      layout::store_u32(seg.base() + bad.off, static_cast<std::uint32_t>(bad.value));
+      layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescShape, 1);
+      layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescNbytes, 4);
+    }
+    EXPECT_CODE(rsp.take(), bad.code);
+    ASSERT_EQ(req.phase(), Phase::REPLIED);
+    EXPECT_TRUE(message_is_declared(seg.base()));  // what the reply leaves (R-MSG-4)
+    EXPECT_EQ(reply_code_in(seg.base()), static_cast<std::uint32_t>(bad.code));
+    const Error e = error_of([&] { req.receive(); });
+    EXPECT_EQ(e.code(), bad.code);
+    EXPECT_EQ(e.reply_code(), std::optional<std::uint32_t>(static_cast<std::uint32_t>(bad.code)));
+    EXPECT_EQ(req.phase(), Phase::IDLE);  // consumed before raising (R-MSG-2)
+  }
+}
+
+// R-MSG-4, R-REC-2, R-LIVE-5: T8 (a new responder completing a dead predecessor's round) leaves
+// message = declared with reply_code PEER_GONE; the requester reads the reason DIED.
+TEST(Channel, R_MSG_4_RecoveredRoundLeavesDeclaredDescriptor) {
+  UniqueName n("msg4t8");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto seg = Segment::attach(n, ms(100));
+  const std::uint8_t a[4] = {};
+  req.send(a, {4});
+  {
+    auto dying = Responder::attach(n);
+    auto r = dying.take();
+    // The request carried another shape and its responder dies holding it (a reaped child's pid
+    // in its slot, no close).
+    layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescShape, 2);
+    layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescNbytes, 2);
+#if !defined(_WIN32)
+    const pid_t child = ::fork();
+    if (child == 0) ::_exit(0);
+    ::waitpid(child, nullptr, 0);
+    atomic_u32(seg.base() + layout::kOffResponderSlot + layout::kSlotPid)
+        .store(static_cast<std::uint32_t>(child));
+#endif
+    auto fresh = Responder::attach(n);  // R-REC-2: T8
+    EXPECT_EQ(req.phase(), Phase::REPLIED);
+    EXPECT_TRUE(message_is_declared(seg.base()));
+    EXPECT_EQ(reply_code_in(seg.base()), static_cast<std::uint32_t>(ErrorCode::PEER_GONE));
+    const Error e = error_of([&] { req.receive(); });
+    EXPECT_EQ(e.code(), ErrorCode::PEER_GONE);
+    EXPECT_EQ(e.peer_gone_reason(), PeerGoneReason::died) << e.what();
+    EXPECT_EQ(e.reply_code(), std::optional<std::uint32_t>(7u));
+  }
+}
+
+// R-MSG-5: an unknown reply_code is PROTOCOL_VIOLATION naming the code, after T4; a successful
+// reply whose descriptor a rogue changed raises the descriptor error with reply_code 0.
+TEST(Channel, R_MSG_5_ReplyCodeFirstThenDescriptor) {
+  UniqueName n("msg5");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  auto seg = Segment::attach(n, ms(100));
+  const std::uint8_t a[4] = {};
+  req.send(a, {4});
+  rsp.take();
+  rsp.fail(static_cast<ErrorCode>(99));
+  Error e = error_of([&] { req.receive(); });
+  EXPECT_EQ(e.code(), ErrorCode::PROTOCOL_VIOLATION);
+  EXPECT_NE(std::string(e.what()).find("99"), std::string::npos) << e.what();
+  EXPECT_EQ(e.reply_code(), std::optional<std::uint32_t>(99u));
+  EXPECT_EQ(req.phase(), Phase::IDLE);
+  req.send(a, {4});
+  rsp.take().reply();
+  layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescShape, 2);  // rogue
+  layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescNbytes, 2);
+  e = error_of([&] { req.receive(); });
+  EXPECT_EQ(e.code(), ErrorCode::SHAPE_MISMATCH);
+  EXPECT_EQ(e.reply_code(), std::optional<std::uint32_t>(0u));
+  EXPECT_EQ(req.phase(), Phase::IDLE);
+  // Errors that did not come from a reply carry no reply_code.
+  e = error_of([&] { req.try_receive(); });
+  EXPECT_EQ(e.code(), ErrorCode::OUT_OF_TURN);
+  EXPECT_FALSE(e.reply_code().has_value());
+}
+
+// R-LIVE-5, R-CLOSE-1/2: a responder that closes while holding the request stores CLOSED before
+// its PEER_GONE reply: the requester's PEER_GONE has reason CLOSED.
+TEST(Channel, R_LIVE_5_ResponderClosedWhileHoldingIsClosed) {
+  UniqueName n("closed5");
+  auto req = Requester::create(n, DType::uint8, {4});
+  auto rsp = Responder::attach(n);
+  const std::uint8_t a[4] = {};
+  req.send(a, {4});
+  auto r = rsp.take();
+  rsp.close();
+  const Error e = error_of([&] { req.receive(); });
+  EXPECT_EQ(e.code(), ErrorCode::PEER_GONE);
+  EXPECT_EQ(e.peer_gone_reason(), PeerGoneReason::closed) << e.what();
+  EXPECT_EQ(e.reply_code(), std::optional<std::uint32_t>(7u));
+  EXPECT_NE(std::string(e.what()).find("closed"), std::string::npos) << e.what();
+  // A requester waiting on a responder that closed without holding anything: CLOSED too.
+  req.send(a, {4});
+  const Error w = error_of([&] { req.receive(ms(500)); });
+  EXPECT_EQ(w.code(), ErrorCode::PEER_GONE);
+  EXPECT_EQ(w.peer_gone_reason(), PeerGoneReason::closed);
+  EXPECT_FALSE(w.reply_code().has_value());  // withdrawn (T5), not a reply
+  EXPECT_EQ(std::string(peer_gone_reason_name(w.peer_gone_reason())), "CLOSED");
+}
+
+#if !defined(_WIN32)
+// R-LIVE-5, R-LIVE-4: a requester that died (a reaped child's pid in its ATTACHED slot) is
+// PEER_GONE with reason DIED: take() says so, and serve() raises it instead of ending normally.
+TEST(Channel, R_LIVE_5_DeadRequesterIsDiedAndServeRaises) {
+  UniqueName n("died5");
+  Options o = fast_options();
+  auto rsp = Responder::create(n, DType::uint8, {4}, o);
+  auto seg = Segment::attach(n, ms(100));
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  std::uint8_t* slot = seg.base() + layout::kOffRequesterSlot;
+  atomic_u32(slot + layout::kSlotPid).store(static_cast<std::uint32_t>(child));
+  atomic_u32(slot + layout::kSlotState).store(static_cast<std::uint32_t>(SlotState::attached));
+  Error e = error_of([&] { rsp.take(ms(500)); });
+  EXPECT_EQ(e.code(), ErrorCode::PEER_GONE);
+  EXPECT_EQ(e.peer_gone_reason(), PeerGoneReason::died) << e.what();
+  EXPECT_NE(std::string(e.what()).find("died"), std::string::npos) << e.what();
+  e = error_of([&] { rsp.serve([](Request&) {}); });
+  EXPECT_EQ(e.code(), ErrorCode::PEER_GONE);
+  EXPECT_EQ(e.peer_gone_reason(), PeerGoneReason::died);
+  EXPECT_EQ(Error(ErrorCode::TIMEOUT, "x").peer_gone_reason(), PeerGoneReason::none);
+}
+#endif
+
+// R-WAIT-6: an over-counted waiters (processes killed while blocked) costs wake calls only: rounds
+// with blocking waits still complete, and nobody repairs or resets the count.
+TEST(Channel, R_WAIT_6_WaitersOverCountIsHarmless) {
+  UniqueName n("waiters6");
+  Options o;
+  o.spin = std::chrono::nanoseconds::zero();  // every wait blocks in the OS
+  auto req = Requester::create(n, DType::uint32, {1}, o);
+  auto rsp = Responder::attach(n, o);
+  auto seg = Segment::attach(n, ms(100));
+  auto& waiters = atomic_u32(seg.base() + layout::kOffWaiters);
+  waiters.store(3);  // three dead waiters
+  std::thread server([&] {
+    for (int i = 0; i < 20; ++i) {
+      auto r = rsp.take();
+      r.data<std::uint32_t>()[0] += 1;
+      r.reply();
+    }
+  });
+  std::uint32_t v = 0;
+  for (int i = 0; i < 20; ++i) {
+    std::uint32_t out = 0;
+    req.call(&v, &out, {1});
+    EXPECT_EQ(out, v + 1);
+    v = out;
+  }
+  server.join();
+  EXPECT_EQ(waiters.load(), 3u);
+}
+
+// R-LAYOUT-7, R-STATE-9, R-MSG-1: when dtype and shape both differ, DTYPE_MISMATCH everywhere.
+TEST(Channel, R_LAYOUT_7_DtypeIsComparedBeforeShape) {
+  UniqueName n("both7");
+  auto req = Requester::create(n, DType::uint8, {4});
+  EXPECT_CODE(Responder::attach(n, DType::int32, {5}), ErrorCode::DTYPE_MISMATCH);
+  auto rsp = Responder::attach(n);
+  const std::int32_t wrong[5] = {};
+  EXPECT_CODE(req.send(wrong, {5}), ErrorCode::DTYPE_MISMATCH);
+  const std::uint8_t a[4] = {};
+  req.send(a, {4});
+  auto seg = Segment::attach(n, ms(100));
+  layout::store_u32(seg.base() + layout::kOffMessage, 6);  // int32 (1,): valid, both differ
+  layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescShape, 1);
+  layout::store_u64(seg.base() + layout::kOffMessage + layout::kDescNbytes, 4);
+  EXPECT_CODE(rsp.take(), ErrorCode::DTYPE_MISMATCH);
+  EXPECT_CODE(req.receive(), ErrorCode::DTYPE_MISMATCH);
 }

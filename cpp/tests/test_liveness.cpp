@@ -170,3 +170,51 @@ TEST(Liveness, R_LIVE_3_SlotBeingClaimedIsJudgedByPid) {
   write_slot(slot, 0, SlotState::empty, 0);  // EMPTY: no peer yet, not gone
   EXPECT_EQ(ref.peer_state(), PeerState::empty);
 }
+
+// R-LIVE-7, R-LIVE-2: every case of the shared vectors spec/vectors/procstat.json (fields counted
+// after the last ')'; Z/X/x dead; no bytes: gone; unparsable: exists with an unknown stamp).
+TEST(Liveness, R_LIVE_7_ProcStatVectors) {
+  const auto doc = load_spec("vectors/procstat.json");
+  ASSERT_GE(doc["cases"].size(), 10u);
+  for (const auto& c : doc["cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    const ProcessInfo info = process_info_from_stat(text.c_str());
+    EXPECT_EQ(info.exists, c["expect"]["exists"].get<bool>()) << c["id"];
+    EXPECT_EQ(info.start_stamp, c["expect"]["start_stamp"].get<std::uint64_t>()) << c["id"];
+  }
+}
+
+// R-LIVE-6: pid is read first; pid 0 is CLOSED (gone) or nobody (no peer yet, also for ATTACHED,
+// a claim completed between the loads); pid != 0 not ATTACHED is judged by the pid alone.
+TEST(Liveness, R_LIVE_6_SlotReadingTable) {
+  alignas(8) std::uint8_t slot[32] = {};
+  SlotRef s(slot);
+  const std::uint32_t dead = reaped_pid();
+  write_slot(slot, 0, SlotState::closed, 0);
+  EXPECT_EQ(s.peer_state(), PeerState::closed);
+  write_slot(slot, 0, SlotState::attached, self_start_stamp());
+  EXPECT_EQ(s.peer_state(), PeerState::empty);
+  write_slot(slot, 0, SlotState::empty, 0);
+  EXPECT_EQ(s.peer_state(), PeerState::empty);
+  atomic_u32(slot + layout::kSlotState).store(7);  // a state outside the table, nobody holds it
+  EXPECT_EQ(s.peer_state(), PeerState::empty);
+  write_slot(slot, current_pid(), SlotState::closed, self_start_stamp() + 1);  // closing
+  EXPECT_EQ(s.peer_state(), PeerState::alive);
+  write_slot(slot, dead, SlotState::closed, 0);  // died while closing or claiming
+  EXPECT_EQ(s.peer_state(), PeerState::dead);
+  write_slot(slot, current_pid(), SlotState::attached, self_start_stamp() + 1);  // pid reused
+  EXPECT_EQ(s.peer_state(), PeerState::dead);
+}
+
+// R-CLOSE-1: release() stores CLOSED, then pid 0, and keeps start_time and incarnation.
+TEST(Liveness, R_CLOSE_1_ReleaseKeepsStampAndIncarnation) {
+  alignas(8) std::uint8_t slot[32] = {};
+  SlotRef s(slot);
+  s.claim("requester");
+  s.mark_closed();  // step (1): CLOSED with the pid still set is judged by the pid: alive
+  EXPECT_EQ(s.peer_state(), PeerState::alive);
+  s.clear_pid();  // step (3)
+  EXPECT_EQ(s.peer_state(), PeerState::closed);
+  EXPECT_EQ(s.start_time(), self_start_stamp());
+  EXPECT_EQ(s.incarnation(), 1u);
+}

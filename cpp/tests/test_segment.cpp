@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <cstring>
+#include <optional>
 #include <thread>
 
 #include "test_util.hpp"
@@ -44,7 +46,7 @@ Header read_header(const std::string& name) {
 TEST(Segment, R_SEG_2_CreatedWithMode0600AndSized) {
   UniqueName n("mode");
   auto req = Requester::create(n, DType::float32, {3, 4});
-  struct stat st {};
+  struct stat st{};
   ASSERT_TRUE(n.stat(st));
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 #if defined(__APPLE__)
@@ -61,12 +63,75 @@ TEST(Segment, R_SEG_2_CreatedWithMode0600AndSized) {
   EXPECT_EQ(h.word, 0u);  // R-STATE-1: a new segment starts IDLE, seq 0
 }
 
-// R-SEG-4
+// R-SEG-4, R-ATTACH-1: a missing name is SEGMENT_NOT_FOUND once the attach deadline has passed;
+// timeout 0 checks once; the message says how long attach waited.
 TEST(Segment, R_SEG_4_AttachMissingIsSegmentNotFound) {
   UniqueName n("missing");
-  EXPECT_CODE(Responder::attach(n), ErrorCode::SEGMENT_NOT_FOUND);
-  EXPECT_CODE(Requester::attach(n), ErrorCode::SEGMENT_NOT_FOUND);
-  EXPECT_FALSE(n.exists());  // nothing was created
+  Options once;
+  once.timeout = std::chrono::nanoseconds::zero();
+  EXPECT_CODE(Responder::attach(n, once), ErrorCode::SEGMENT_NOT_FOUND);
+  try {
+    Requester::attach(n, once);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("one check (timeout 0)"), std::string::npos) << e.what();
+  }
+  Options shortly;
+  shortly.timeout = std::chrono::milliseconds(150);
+  const auto t0 = Clock::now();
+  try {
+    Requester::attach(n, shortly);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::SEGMENT_NOT_FOUND);
+    EXPECT_NE(std::string(e.what()).find("after waiting 0.1"), std::string::npos) << e.what();
+  }
+  EXPECT_GE(Clock::now() - t0, std::chrono::milliseconds(150));  // it waited for the creator
+  EXPECT_FALSE(n.exists());                                      // nothing was created
+}
+
+// R-ATTACH-1: either side may start first: attach waits for a creator that comes later.
+TEST(Segment, R_ATTACH_1_AttachWaitsForTheCreator) {
+  UniqueName n("later");
+  std::thread creator_thread;
+  std::optional<Requester> creator;
+  creator_thread = std::thread([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(120));
+    creator.emplace(Requester::create(n, DType::uint8, {4}));
+  });
+  Options opt;
+  opt.timeout = std::chrono::seconds(5);
+  const auto t0 = Clock::now();
+  auto rsp = Responder::attach(n, DType::uint8, {4}, opt);
+  EXPECT_GE(Clock::now() - t0, std::chrono::milliseconds(100));
+  creator_thread.join();
+  const std::uint8_t a[4] = {1, 2, 3, 4};
+  creator->send(a, {4});
+  rsp.take().reply();
+  EXPECT_NO_THROW(creator->receive());
+}
+
+// R-ATTACH-2: one deadline per attach: the wait for the segment and the requester's recovery
+// (R-REC-1, waiting for the late reply of a live responder holding a request) share it.
+TEST(Segment, R_ATTACH_2_OneDeadlineForSegmentAndRecovery) {
+  UniqueName n("onedl");
+  std::optional<Responder> creator;
+  std::optional<Segment> raw;
+  std::thread creator_thread([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    creator.emplace(Responder::create(n, DType::uint8, {4}));
+    // A request TAKEN by this live responder (a previous requester's): the attaching requester
+    // must wait for its late reply (R-REC-1), which never comes.
+    raw.emplace(Segment::attach(n, std::chrono::seconds(0)));
+    atomic_u32(raw->base() + layout::kOffWord).store(make_word(Phase::TAKEN, 1));
+  });
+  Options opt;
+  opt.timeout = std::chrono::milliseconds(600);
+  const auto t0 = Clock::now();
+  EXPECT_CODE(Requester::attach(n, opt), ErrorCode::TIMEOUT);
+  const auto took = Clock::now() - t0;
+  creator_thread.join();
+  EXPECT_LT(took, std::chrono::milliseconds(950));  // not 400 ms + a fresh 600 ms
 }
 
 // R-SEG-4, R-STALE-2: a live creator's name cannot be created again.
@@ -99,7 +164,9 @@ TEST(Segment, R_SEG_3_OnlyCreatorUnlinks) {
   EXPECT_FALSE(n.exists());
   Options keep;
   keep.keep_segment = true;
-  { auto rsp = Responder::create(n, DType::uint8, {8}, keep); }
+  {
+    auto rsp = Responder::create(n, DType::uint8, {8}, keep);
+  }
   EXPECT_TRUE(n.exists());
   // A failed attach (mismatch) does not unlink either.
   EXPECT_CODE(Requester::attach(n, DType::uint16, {8}), ErrorCode::DTYPE_MISMATCH);
@@ -292,7 +359,9 @@ TEST(Segment, R_STALE_1_KeptSegmentIsStaleTinyObjectIsNot) {
   UniqueName n("kept");
   Options keep;
   keep.keep_segment = true;
-  { auto creator = Requester::create(n, DType::uint8, {16}, keep); }
+  {
+    auto creator = Requester::create(n, DType::uint8, {16}, keep);
+  }
   const Header kept = read_header(n);
   EXPECT_EQ(kept.creator.state, static_cast<std::uint32_t>(SlotState::closed));
   EXPECT_EQ(kept.creator.pid, 0u);
@@ -309,9 +378,46 @@ TEST(Segment, R_STALE_1_KeptSegmentIsStaleTinyObjectIsNot) {
   UniqueName t("tiny511");
   raw_object(t, layout::kHeaderSize - 1);
   EXPECT_CODE(Requester::create(t, DType::uint8, {16}), ErrorCode::CORRUPT_HEADER);
-  struct stat st {};
+  struct stat st{};
   ASSERT_TRUE(t.stat(st));  // never reclaimed
   EXPECT_EQ(st.st_size, static_cast<off_t>(layout::kHeaderSize - 1));
+}
+
+// R-SEG-6: the slots are written before magic: a published segment shows the creator slot and
+// the creator's role slot claimed (incarnation 1, ATTACHED) and the other role's slot EMPTY.
+TEST(Segment, R_SEG_6_SlotsAreWrittenBeforeMagic) {
+  UniqueName n("slots");
+  auto rsp = Responder::create(n, DType::uint8, {4});
+  const Header h = read_header(n);
+  for (const Slot* s : {&h.creator, &h.responder}) {
+    EXPECT_EQ(s->pid, current_pid());
+    EXPECT_EQ(s->state, static_cast<std::uint32_t>(SlotState::attached));
+    EXPECT_EQ(s->start_time, self_start_stamp());
+    EXPECT_EQ(s->incarnation, 1u);
+  }
+  EXPECT_EQ(h.requester.pid, 0u);
+  EXPECT_EQ(h.requester.state, static_cast<std::uint32_t>(SlotState::empty));
+}
+
+// R-STALE-1: an EMPTY creator slot in a published segment is stale (no conforming creator leaves
+// it): reclaimed by default, STALE_SEGMENT with reclaiming off; never ALREADY_EXISTS or a wait.
+TEST(Segment, R_STALE_1_EmptyCreatorSlotIsStale) {
+  UniqueName n("emptycr");
+  Options keep;
+  keep.keep_segment = true;
+  {
+    auto creator = Requester::create(n, DType::uint8, {16}, keep);
+  }
+  {
+    auto seg = Segment::attach(n, std::chrono::seconds(0));
+    std::memset(seg.base() + layout::kOffCreatorSlot, 0, layout::kSlotSize);  // EMPTY
+  }
+  Options no_reclaim;
+  no_reclaim.reclaim_stale = false;
+  no_reclaim.timeout = std::chrono::seconds(1);
+  EXPECT_CODE(Requester::create(n, DType::float64, {2}, no_reclaim), ErrorCode::STALE_SEGMENT);
+  auto fresh = Requester::create(n, DType::float64, {2});  // reclaimed
+  EXPECT_EQ(read_header(n).declared.dtype, static_cast<std::uint32_t>(DType::float64));
 }
 
 // R-STALE-3: a reclaimer unlinks only after CASing the creator pid it read as dead to its own
@@ -320,14 +426,16 @@ TEST(Segment, R_STALE_3_UnlinkOnlyAfterCasOfTheDeadPid) {
   UniqueName n("recas");
   Options keep;
   keep.keep_segment = true;
-  { auto creator = Requester::create(n, DType::uint8, {16}, keep); }  // creator slot CLOSED, pid 0
+  {
+    auto creator = Requester::create(n, DType::uint8, {16}, keep);
+  }  // creator slot CLOSED, pid 0
   auto seg = Segment::attach(n, std::chrono::seconds(1));
   auto& creator_pid = atomic_u32(seg.base() + layout::kOffCreatorSlot + layout::kSlotPid);
   const std::uint32_t other = current_pid() + 1;  // another reclaimer's CAS won meanwhile
   creator_pid.store(other);
   EXPECT_FALSE(detail::reclaim_stale_segment(seg.base(), 0, "/" + n.str()));
-  EXPECT_TRUE(n.exists());  // not unlinked
-  EXPECT_EQ(creator_pid.load(), other);            // and the slot left as the winner wrote it
+  EXPECT_TRUE(n.exists());               // not unlinked
+  EXPECT_EQ(creator_pid.load(), other);  // and the slot left as the winner wrote it
   EXPECT_TRUE(detail::reclaim_stale_segment(seg.base(), other, "/" + n.str()));
   EXPECT_FALSE(n.exists());  // the CAS succeeded: unlinked
   EXPECT_EQ(creator_pid.load(), current_pid());
@@ -340,7 +448,9 @@ TEST(Segment, R_STALE_3_R_LIVE_1_LiveCreatorPidWithZeroStartTimeIsNotReclaimed) 
   UniqueName n("rezero");
   Options keep;
   keep.keep_segment = true;
-  { auto creator = Requester::create(n, DType::uint8, {16}, keep); }  // creator slot CLOSED, pid 0
+  {
+    auto creator = Requester::create(n, DType::uint8, {16}, keep);
+  }  // creator slot CLOSED, pid 0
   auto seg = Segment::attach(n, std::chrono::seconds(1));
   std::uint8_t* slot = seg.base() + layout::kOffCreatorSlot;
   auto& pid_word = atomic_u32(slot + layout::kSlotPid);
@@ -359,8 +469,8 @@ TEST(Segment, R_STALE_3_R_LIVE_1_LiveCreatorPidWithZeroStartTimeIsNotReclaimed) 
   ::waitpid(child, nullptr, 0);
   pid_word.store(static_cast<std::uint32_t>(child));
   start_word.store(12345);
-  EXPECT_TRUE(detail::reclaim_stale_segment(seg.base(), static_cast<std::uint32_t>(child),
-                                            "/" + n.str()));
+  EXPECT_TRUE(
+      detail::reclaim_stale_segment(seg.base(), static_cast<std::uint32_t>(child), "/" + n.str()));
   EXPECT_EQ(pid_word.load(), current_pid());
   EXPECT_EQ(start_word.load(), self_start_stamp());
   EXPECT_FALSE(n.exists());  // unlinked
@@ -399,7 +509,7 @@ TEST(Segment, R_STALE_2_ZeroMagicObjectIsCorruptNeverReclaimed) {
   Options opt;
   opt.timeout = std::chrono::milliseconds(50);
   EXPECT_CODE(Requester::create(n, DType::uint8, {4}, opt), ErrorCode::CORRUPT_HEADER);
-  struct stat st {};
+  struct stat st{};
   ASSERT_EQ(::stat(("/dev/shm/" + std::string(n)).c_str(), &st), 0) << "the object was removed";
   EXPECT_EQ(st.st_size, 4096);
 }
@@ -424,8 +534,8 @@ TEST(Segment, MappingIsPrefaulted) {
   auto req = Requester::create(n, DType::uint8, {kBytes});
   auto seg = Segment::attach(n, std::chrono::seconds(0));
   std::uint8_t* payload = seg.base() + layout::kOffPayload;
-  struct rusage before {};
-  struct rusage after {};
+  struct rusage before{};
+  struct rusage after{};
   ::getrusage(RUSAGE_SELF, &before);
   for (std::uint64_t off = 0; off < kBytes; off += 4096) payload[off] = 1;
   ::getrusage(RUSAGE_SELF, &after);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -43,6 +44,15 @@ bool error_from_name(const std::string& name, ErrorCode& out) noexcept;
 // True for the codes 1..17.
 bool is_error_code(std::uint32_t value) noexcept;
 
+// R-LIVE-5: why a PEER_GONE peer is gone. `none` on every error whose code is not PEER_GONE.
+enum class PeerGoneReason : std::uint8_t {
+  none = 0,
+  closed = 1,  // the peer detached cleanly (its slot CLOSED with pid 0, or R-CLOSE-2's reply)
+  died = 2,    // the peer's process is gone without closing (or R-REC-2 completed its round)
+};
+// "NONE", "CLOSED", "DIED" (the names of the peers' event log, spec/PEER.md §2).
+const char* peer_gone_reason_name(PeerGoneReason reason) noexcept;
+
 // R-ERR-2: every error carries its code, its name and a message saying what was expected, what was
 // found and what to do.
 class Error : public std::runtime_error {
@@ -51,9 +61,25 @@ class Error : public std::runtime_error {
   ErrorCode code() const noexcept { return code_; }
   const char* name() const noexcept { return error_name(code_); }
   int exit_code() const noexcept { return shmbridge::exit_code(code_); }
+  // R-LIVE-5: set on PEER_GONE (closed or died), none otherwise.
+  PeerGoneReason peer_gone_reason() const noexcept { return reason_; }
+  // R-MSG-5: the reply_code of the reply this error was raised from (after T4); empty for an
+  // error that did not come from a reply (a timeout, a withdrawn request, a local check, ...).
+  const std::optional<std::uint32_t>& reply_code() const noexcept { return reply_code_; }
+
+  Error& set_peer_gone_reason(PeerGoneReason reason) noexcept {
+    reason_ = reason;
+    return *this;
+  }
+  Error& set_reply_code(std::uint32_t reply_code) noexcept {
+    reply_code_ = reply_code;
+    return *this;
+  }
 
  private:
   ErrorCode code_;
+  PeerGoneReason reason_ = PeerGoneReason::none;
+  std::optional<std::uint32_t> reply_code_;
 };
 
 // Builds "NAME: expected <expected>, found <found>; <todo>".

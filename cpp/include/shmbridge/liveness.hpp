@@ -31,6 +31,12 @@ bool process_alive(std::uint32_t pid, std::uint64_t start_time) noexcept;
 // spaces and parentheses: fields are counted after the last ')'.
 bool parse_proc_stat(const char* text, char& state, std::uint64_t& start_stamp) noexcept;
 
+// R-LIVE-7: what one read of /proc/PID/stat that returned `text` says (spec/vectors/procstat.json):
+// an empty text (the process exited between open and read) or a zombie/dead state (Z, X, x) is a
+// process that does not exist; a text that cannot be parsed is a process that exists with an
+// unknown stamp (0): a checker never judges a process dead from a text it cannot read.
+ProcessInfo process_info_from_stat(const char* text) noexcept;
+
 // A liveness slot in a mapped header (32 bytes, 8-aligned).
 class SlotRef {
  public:
@@ -42,9 +48,15 @@ class SlotRef {
 
   // R-LIVE-1: claim the slot for the calling process, or throw ROLE_TAKEN naming `role`.
   void claim(const char* role);
-  // R-CLOSE-1: state = CLOSED, pid = 0 (release).
+  // R-CLOSE-1 step (1): state = CLOSED (release); the slot is then judged by its pid alone, so the
+  // owner still counts as alive until clear_pid().
+  void mark_closed() noexcept;
+  // R-CLOSE-1 step (3): pid = 0 (release), after mark_closed().
+  void clear_pid() noexcept;
+  // R-CLOSE-1: mark_closed() then clear_pid().
   void release() noexcept;
-  // One full liveness check of the slot's owner, as seen by its peer.
+  // One full liveness check of the slot's owner, as seen by its peer (R-LIVE-6: pid is loaded
+  // before state and start_time; pid 0 with CLOSED is closed, pid 0 otherwise empty).
   PeerState peer_state() const noexcept;
   std::uint8_t* raw() const noexcept { return p_; }
 

@@ -103,6 +103,29 @@ class Waiter {
   std::unique_ptr<Impl> impl_;
 };
 
+// R-ATTACH-1: the one wait of the protocol that polls with sleeps, attach waiting for a segment
+// that does not exist yet or is still being initialised (no OS offers a portable wait for a name
+// to appear; this is not the data path). Pauses start at 2 ms and double up to 50 ms, and never
+// sleep past the deadline.
+class AttachPoll {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds kFirstPause{2};
+  static constexpr std::chrono::milliseconds kMaxPause{50};
+
+  explicit AttachPoll(std::chrono::nanoseconds timeout)
+      : start_(Clock::now()), deadline_(start_ + timeout) {}
+  // Sleeps until the next check and returns true; returns false at once when the deadline has
+  // passed (timeout 0: after the first check).
+  bool pause();
+  // "after waiting 1.5 s", or "after one check (timeout 0)".
+  std::string waited() const;
+
+ private:
+  Clock::time_point start_, deadline_;
+  std::chrono::nanoseconds next_ = kFirstPause;
+};
+
 namespace detail {
 // Platform primitives (wait_linux.cpp / wait_darwin.cpp / wait_win32.cpp). os_wait returns after
 // a wake, a timeout, a spurious wake, or at once if *word != expected.
