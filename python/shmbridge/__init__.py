@@ -1,4 +1,4 @@
-"""shmbridge: a C++ <-> Python channel moving n-d arrays through shared memory, protocol v1.
+"""shmbridge: a C++ <-> Python channel moving n-d arrays through shared memory, protocol v1.1.
 
 This is the Python implementation of spec/PROTOCOL.md, independent of the C++ library; only the
 atomics and the cross-process wait/wake are native (``shmbridge._native``).
@@ -21,6 +21,7 @@ from .errors import (
     OsError,
     OutOfTurn,
     PeerGone,
+    PeerGoneReason,
     PermissionDenied,
     ProtocolViolation,
     RoleTaken,
@@ -37,7 +38,7 @@ from .protocol import Phase
 from .segment import SegmentBusyWarning
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = (1, 0)
+PROTOCOL_VERSION = (1, 1)  # spec/PROTOCOL.md 1.1; the header still says 1.0 (R-LAYOUT-4)
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -55,6 +56,7 @@ __all__ = [
     "OsError",
     "OutOfTurn",
     "PeerGone",
+    "PeerGoneReason",
     "PermissionDenied",
     "Phase",
     "ProtocolViolation",

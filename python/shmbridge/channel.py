@@ -32,6 +32,7 @@ from .errors import (
     InvalidArgument,
     OutOfTurn,
     PeerGone,
+    PeerGoneReason,
     ProtocolViolation,
     ShapeMismatch,
     Timeout,
@@ -59,7 +60,14 @@ from .layout import (
     encode_descriptor,
     encode_header,
 )
-from .liveness import claim_slot, own_start_time, process_alive, release_slot, slot_owner
+from .liveness import (
+    claim_slot,
+    mark_slot_closed,
+    own_start_time,
+    process_alive,
+    release_slot,
+    slot_owner,
+)
 from .naming import validate_name, windows_names
 from .protocol import SEQ_MASK, Peer, Phase, encode_word, phase_of, seq_of
 from .segment import Segment
@@ -75,6 +83,7 @@ _IDLE, _REQUESTED, _TAKEN, _REPLIED = (
 # The phase values of the table as plain ints: the hot paths test membership here instead of
 # building a Phase enum per word (``phase_of``), which costs more than the rest of the check.
 _PHASES = frozenset(int(p) for p in Phase)
+_ERROR_CODES = frozenset(int(c) for c in ErrorCode)
 
 
 class ViewEscapedWarning(ResourceWarning):
@@ -88,13 +97,14 @@ class Options:
 
     timeout: float = 5.0  #: default deadline of blocking operations and of attach, seconds
     spin: float = 100e-6  #: spin budget before blocking in the OS (R-WAIT-1)
-    liveness_interval: float = 0.05  #: longest OS wait between peer checks (R-WAIT-4)
-    peer_timeout: float = 1.0  #: bound on noticing a dead peer (R-LIVE-3)
+    #: longest OS wait between peer checks (R-WAIT-4); a dead peer is noticed within about two
+    #: intervals (the peer timeout of R-LIVE-3 is this bound, not a setting)
+    liveness_interval: float = 0.05
     reclaim_stale: bool = True  #: reclaim a segment left by a dead creator (R-STALE-2)
     keep_segment: bool = False  #: creator: do not unlink on close (R-SEG-3)
 
     def __post_init__(self) -> None:
-        for field in ("timeout", "spin", "liveness_interval", "peer_timeout"):
+        for field in ("timeout", "spin", "liveness_interval"):
             v = getattr(self, field)
             if not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
                 raise InvalidArgument(f"option {field} must be a number >= 0, found {v!r}")
@@ -191,6 +201,7 @@ class _Handle:
         self._probe_key: tuple[int, int, bool] = (0, 0, False)
         self._probe_alive = False
         self._probe_expiry = 0.0
+        self._gone_reason = PeerGoneReason.DIED  # why _peer() last returned GONE (R-LIVE-5)
         self._closed = False
         self._all_views: list[weakref.ReferenceType[np.ndarray[Any, Any]]] = []
         if os.name == "nt":  # pragma: no cover - Windows wait events (R-WAIT-1)
@@ -330,15 +341,17 @@ class _Handle:
         (as C++ ``Core::peer_state``). The slot's state, pid and start_time are read from shared
         memory on every call, so a CLOSED slot or a new owner is seen at once; only the probe of
         the same (pid, start_time) is reused, for half a liveness interval."""
-        pid, state, start = slot_owner(self._mm, self._peer_slot)
-        claiming = pid != 0 and state != SLOT_ATTACHED
-        if not claiming:
+        pid, state, start = slot_owner(self._mm, self._peer_slot)  # pid first (R-LIVE-6)
+        if pid == 0:
+            # Closed, or nobody holds the slot (EMPTY; ATTACHED = a claim completed between the
+            # two loads): no peer yet, which does not end a wait (R-LIVE-3).
             if state == SLOT_CLOSED:
+                self._gone_reason = PeerGoneReason.CLOSED
                 return Peer.GONE
-            if state != SLOT_ATTACHED:
-                return Peer.EMPTY
-        # A slot being claimed (R-LIVE-1) is judged by its pid alone: its start_time may be the
-        # previous owner's.
+            return Peer.EMPTY
+        # A slot being claimed (R-LIVE-1) or closed (R-CLOSE-1) is judged by its pid alone: its
+        # start_time may be the previous owner's.
+        claiming = state != SLOT_ATTACHED
         key = (pid, 0 if claiming else start, claiming)
         now = time.monotonic()
         if key != self._probe_key or now >= self._probe_expiry:
@@ -348,7 +361,27 @@ class _Handle:
             # finds the probe expired (a death is seen within interval + slice, R-LIVE-3), while
             # back-to-back rounds reuse it.
             self._probe_expiry = now + 0.5 * self._opts.liveness_interval
-        return Peer.ATTACHED if self._probe_alive else Peer.GONE
+        if self._probe_alive:
+            return Peer.ATTACHED
+        self._gone_reason = PeerGoneReason.DIED
+        return Peer.GONE
+
+    def _peer_gone(self, what: str) -> PeerGone:
+        """PEER_GONE with the reason of the last _peer() that found the peer gone (R-LIVE-5)."""
+        other = "responder" if self._role == "requester" else "requester"
+        if self._gone_reason is PeerGoneReason.CLOSED:
+            how = f"the {other} of {self.name!r} closed the channel (slot CLOSED, pid 0)"
+            todo = f"attach a new {other} to go on"
+        else:
+            how = (
+                f"the {other} of {self.name!r} died: process {self._probe_key[0]} is gone "
+                "without closing"
+            )
+            todo = f"restart the {other} (it crashed)"
+        return PeerGone(
+            f"{what}: expected the {other} attached and alive, found that {how}; {todo}",
+            reason=self._gone_reason,
+        )
 
     def _wait_change(self, word: int, deadline: float, check_at: float, spin_end: float) -> None:
         """Wait for the word to differ from ``word``: spin until ``spin_end``, then block in the OS
@@ -374,7 +407,8 @@ class _Handle:
     # -- closing ------------------------------------------------------------------------------
 
     def _release(self) -> None:
-        """Common close steps (R-CLOSE-1): slot CLOSED and pid 0, wake, unmap, creator unlinks."""
+        """Common close steps (R-CLOSE-1): slot CLOSED (if a responder's close did not store it
+        already) and pid 0, then the creator slot, wake, unmap, creator unlinks."""
         seg = self._seg
         if seg is None:
             return
@@ -448,11 +482,12 @@ class _Handle:
 
     @classmethod
     def _attach_segment(
-        cls, name: str, dtype: Any, shape: Any, opts: Options
+        cls, name: str, dtype: Any, shape: Any, opts: Options, deadline: float
     ) -> tuple[Segment, Header]:
+        """Waits for the segment until ``deadline`` (R-ATTACH-1), validates it, compares the
+        expectations (R-LAYOUT-7) and claims the role's slot (R-LIVE-1)."""
         want_dtype = None if dtype is None else dtype_code(dtype)
         want_shape = None if shape is None else _shape_tuple(shape)
-        deadline = time.monotonic() + opts.timeout
         seg = Segment.attach(name, deadline=deadline)
         try:
             mm = seg.mm
@@ -594,10 +629,11 @@ class Requester(_Handle):
         """Attach as the requester; recover an orphan round left by a previous requester
         (R-REC-1)."""
         opts = _options(options, kw)
-        seg, header = cls._attach_segment(name, dtype, shape, opts)
+        deadline = time.monotonic() + opts.timeout  # one deadline for the attach (R-ATTACH-2)
+        seg, header = cls._attach_segment(name, dtype, shape, opts, deadline)
         self = cls(seg, header, opts)
         try:
-            self._recover(time.monotonic() + opts.timeout)
+            self._recover(deadline)
         except BaseException:
             self._closed = True
             self._release()
@@ -819,10 +855,9 @@ class Requester(_Handle):
                         self._pending = None
                         self._timed_out = False
                         self._last_seq = pending
-                        raise PeerGone(
-                            f"receive: the responder of {self.name!r} is gone (closed or died) "
-                            f"with request #{pending} {'taken' if ph == _TAKEN else 'pending'}; "
-                            "the request was withdrawn: start a responder and send again"
+                        raise self._peer_gone(
+                            f"receive: request #{pending} "
+                            f"{'taken' if ph == _TAKEN else 'pending'} was withdrawn"
                         )
                     continue
             if now >= deadline:
@@ -845,13 +880,43 @@ class Requester(_Handle):
             self._wait_change(w, deadline, check_at, spin_end)
 
     def _finish_receive(self, seq: int) -> int:
-        """After T4 (the requester owns the payload): reply_code and message checks (R-MSG-*)."""
+        """After T4 (the requester owns the payload and the channel is IDLE): reply_code first,
+        then the descriptor of a successful reply (R-MSG-5). Every error raised here carries the
+        reply_code it read."""
         code = _U32.unpack_from(self._mm, OFF_REPLY_CODE)[0]
         if code != 0:
-            # Named through the error table (HANDLER_FAILED = 18 included, R-MSG-3).
-            raise error_for(code, f"the responder rejected request #{seq}: {error_name(code)}")
+            rejected = f"the responder rejected request #{seq}: reply_code {code}"
+            if code not in _ERROR_CODES:
+                err: Error = ProtocolViolation(
+                    f"{rejected}, expected a reply_code of spec/errors.json; no version of the "
+                    "protocol defines it: restart both peers"
+                )
+            elif code == ErrorCode.PEER_GONE:
+                # R-LIVE-5: a responder closing while it holds the request stores CLOSED before
+                # its T3 (R-CLOSE-1); otherwise a new responder completed a dead one's round (T8).
+                _pid, state, _start = slot_owner(self._mm, OFF_RESPONDER)
+                if state == SLOT_CLOSED:
+                    err = PeerGone(
+                        f"{rejected} (PEER_GONE): it closed the channel while holding the "
+                        "request; attach a new responder and send again",
+                        reason=PeerGoneReason.CLOSED,
+                    )
+                else:
+                    err = PeerGone(
+                        f"{rejected} (PEER_GONE): it died holding the request and a new "
+                        "responder completed the round; send again",
+                        reason=PeerGoneReason.DIED,
+                    )
+            else:
+                # Named through the error table (HANDLER_FAILED = 18 included, R-MSG-3).
+                err = error_for(
+                    code, f"{rejected} ({error_name(code)}); fix the request or the responder"
+                )
+            err.reply_code = code
+            raise err
         bad = self._check_message("receive")
         if bad is not None:
+            bad.reply_code = 0
             raise bad
         return seq
 
@@ -983,7 +1048,7 @@ class Responder(_Handle):
         """Attach as the responder; complete a round left TAKEN by a dead predecessor with
         PEER_GONE (R-REC-2, T8)."""
         opts = _options(options, kw)
-        seg, header = cls._attach_segment(name, dtype, shape, opts)
+        seg, header = cls._attach_segment(name, dtype, shape, opts, time.monotonic() + opts.timeout)
         self = cls(seg, header, opts)
         try:
             w = _native.load_acquire(self._mm, OFF_WORD)
@@ -1049,10 +1114,7 @@ class Responder(_Handle):
                 if self._peer() is Peer.GONE:
                     if _native.load_acquire(self._mm, OFF_WORD) != w:
                         continue  # R-LIVE-3: its last request landed before it left
-                    raise PeerGone(
-                        f"take: the requester of {self.name!r} is gone (closed or died); "
-                        "end of service"
-                    )
+                    raise self._peer_gone("take")
             if now >= deadline:
                 raise Timeout(f"take: no request within {t} s; the channel is unchanged")
             self._wait_change(w, deadline, check_at, spin_end)
@@ -1099,15 +1161,18 @@ class Responder(_Handle):
     def serve(self, handler: Handler, *, timeout: float | None = math.inf) -> int:
         """Loop: take a request, call ``handler(array)`` (array is a writable zero-copy view),
         reply with its result (None: in place). Returns the number of rounds when the requester
-        closes (PEER_GONE, R-LIVE-4). A handler exception fails the round (R-MSG-2) and is
-        re-raised."""
+        closes (PEER_GONE with reason CLOSED, R-LIVE-4); raises PeerGone when it died (reason
+        DIED, R-LIVE-5), so that a supervisor sees the crash. A handler exception fails the round
+        (R-MSG-2) and is re-raised."""
         t = _timeout(timeout, self._opts.timeout)  # validated once, not per round
         n = 0
         while True:
             try:
                 req = self.take(t)
-            except PeerGone:
-                return n
+            except PeerGone as e:
+                if e.reason is PeerGoneReason.CLOSED:
+                    return n
+                raise
             # ``with req:`` spelled out: the same completion rules without two calls per round.
             try:
                 result = handler(req.array)
@@ -1119,9 +1184,12 @@ class Responder(_Handle):
             n += 1
 
     def close(self) -> None:
-        """R-CLOSE-1/-2: a held request is completed with PEER_GONE first. Idempotent."""
+        """R-CLOSE-1/-2, in order: slot CLOSED; a held request completed with PEER_GONE; pid 0
+        (then the creator slot, wake, unmap, unlink). Idempotent."""
         if self._closed:
             return
+        if self._seg is not None:
+            mark_slot_closed(self._mm, self._slot)  # R-CLOSE-1 (1): a close, not a death (R-LIVE-5)
         if self._held is not None and self._request is not None and not self._request.done:
             with contextlib.suppress(Error):
                 self._request.fail(ErrorCode.PEER_GONE)

@@ -19,6 +19,7 @@ __all__ = [
     "OsError",
     "OutOfTurn",
     "PeerGone",
+    "PeerGoneReason",
     "PermissionDenied",
     "ProtocolViolation",
     "RoleTaken",
@@ -80,15 +81,26 @@ def exit_code(code: int) -> int:
         return EXIT_INTERNAL
 
 
+class PeerGoneReason(enum.Enum):
+    """Why a peer is gone (R-LIVE-5): a supervisor restarts a peer that DIED, not one that
+    CLOSED. The values are the names of the peers' event log (spec/PEER.md §2)."""
+
+    CLOSED = "CLOSED"  #: the peer detached cleanly (its slot CLOSED with pid 0, or R-CLOSE-2)
+    DIED = "DIED"  #: the peer's process is gone without closing (or R-REC-2 completed its round)
+
+
 class Error(Exception):
     """Base of every shmbridge error. Carries ``code``, ``name``, ``exit_code`` and a message that
-    states what was expected, what was found and what to do (R-ERR-2)."""
+    states what was expected, what was found and what to do (R-ERR-2). ``reply_code`` is the
+    reply_code of the reply the error was raised from (after T4, R-MSG-5), None for an error that
+    did not come from a reply."""
 
     code: ClassVar[ErrorCode]
 
-    def __init__(self, message: str = "") -> None:
+    def __init__(self, message: str = "", *, reply_code: int | None = None) -> None:
         super().__init__(message or self.default_message())
         self.message: str = message or self.default_message()
+        self.reply_code: int | None = reply_code
 
     @classmethod
     def default_message(cls) -> str:
@@ -105,8 +117,9 @@ class Error(Exception):
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
 
-    def __reduce__(self) -> tuple[type[Error], tuple[str]]:
-        return (type(self), (self.message,))
+    def __reduce__(self) -> tuple[type[Error], tuple[str], dict[str, object]]:
+        # the state carries reply_code (and PeerGone.reason) across pickling
+        return (type(self), (self.message,), dict(self.__dict__))
 
 
 class SegmentNotFound(Error, FileNotFoundError):
@@ -134,7 +147,19 @@ class Timeout(Error, TimeoutError):
 
 
 class PeerGone(Error, ConnectionError):
+    """The other side is gone; ``reason`` says whether it CLOSED or DIED (R-LIVE-5)."""
+
     code = ErrorCode.PEER_GONE
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        reason: PeerGoneReason = PeerGoneReason.DIED,
+        reply_code: int | None = None,
+    ) -> None:
+        super().__init__(message, reply_code=reply_code)
+        self.reason: PeerGoneReason = reason
 
 
 class OutOfTurn(Error):

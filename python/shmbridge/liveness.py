@@ -29,9 +29,11 @@ from .protocol import Peer
 
 __all__ = [
     "claim_slot",
+    "mark_slot_closed",
     "own_start_time",
     "peer_status",
     "process_alive",
+    "process_info_from_stat",
     "process_start_time",
     "release_slot",
 ]
@@ -42,23 +44,35 @@ _U64 = struct.Struct("<Q")
 _GONE = -1
 
 
+def process_info_from_stat(data: bytes) -> tuple[bool, int]:
+    """R-LIVE-7: what one read of /proc/PID/stat that returned ``data`` says, as
+    ``(exists, start_stamp)`` (spec/vectors/procstat.json). No bytes (it exited between open and
+    read) or a zombie/dead state (Z, X, x): does not exist. A text that cannot be parsed: exists
+    with an unknown stamp (0), so a process is never judged dead from a text we cannot read."""
+    if not data:
+        return False, 0
+    close = data.rfind(b")")  # comm (field 2) may contain spaces and ')'
+    rest = data[close + 1 :].split() if close >= 0 else []
+    # rest[0] is field 3 (state), so field 22 is rest[19].
+    if len(rest) < 20:
+        return True, 0
+    if rest[0] in (b"Z", b"X", b"x"):
+        return False, 0
+    if not rest[19].isdigit():
+        return True, 0
+    return True, int(rest[19])
+
+
 def _linux_start_time(pid: int) -> int:
-    """Field 22 of /proc/PID/stat, or _GONE if the process does not exist or is a zombie."""
+    """Field 22 of /proc/PID/stat, 0 if unknown, or _GONE if the process does not exist or is a
+    zombie (R-LIVE-7). A file that cannot be opened falls back to ``kill(pid, 0)``."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return _GONE
-    except PermissionError:
-        return 0  # exists, stamp unknown
-    # comm (field 2) may contain spaces and ')': parse after the last ')'.
-    rest = data[data.rfind(b")") + 2 :].split()
-    # rest[0] is field 3 (state), so field 22 is rest[19].
-    if len(rest) < 20:
-        return _GONE
-    if rest[0] in (b"Z", b"X", b"x"):
-        return _GONE
-    return int(rest[19])
+    except OSError:
+        return _generic_start_time(pid)
+    exists, stamp = process_info_from_stat(data)
+    return stamp if exists else _GONE
 
 
 class _ProcBsdInfo(ctypes.Structure):
@@ -190,11 +204,12 @@ def _read_u64(buf: Any, off: int) -> int:
 
 
 def slot_owner(buf: Any, slot: int) -> tuple[int, int, int]:
-    """(pid, state, start_time) of the slot at offset ``slot``. R-LIVE-1, R-STALE-3: ``pid``
-    is loaded (acquire) before ``start_time``, so a claimer's pid is never paired with the previous
-    owner's stamp (a claimer zeroes the stamp before its pid CAS)."""
-    state = _native.load_acquire(buf, slot + SLOT_STATE)
+    """(pid, state, start_time) of the slot at offset ``slot``, loaded in this order (R-LIVE-6):
+    a closer stores CLOSED before pid 0 (R-CLOSE-1), so a pid 0 read here comes with its CLOSED;
+    a claimer zeroes the stamp before its pid CAS (R-LIVE-1, R-STALE-3), so a claimer's pid is
+    never paired with the previous owner's stamp."""
     pid = _native.load_acquire(buf, slot + SLOT_PID)
+    state = _native.load_acquire(buf, slot + SLOT_STATE)
     return pid, state, _native.load_acquire64(buf, slot + SLOT_START_TIME)
 
 
@@ -204,18 +219,16 @@ def slot_alive(buf: Any, slot: int) -> bool:
 
 
 def peer_status(buf: Any, slot: int) -> Peer:
-    """What a waiting side sees in its peer's slot (R-LIVE-3, R-LIVE-4): gone is ATTACHED with a
-    dead process or CLOSED with pid 0; a slot with pid != 0 that is not yet ATTACHED is being
-    claimed (R-LIVE-1) and is judged by its pid alone (its start_time may be the previous
-    owner's)."""
+    """What a waiting side sees in its peer's slot (R-LIVE-6): pid 0 is gone if CLOSED, else
+    nobody (no peer yet: EMPTY, or ATTACHED by a claim completed between the loads); a pid that
+    is not ATTACHED is a claim or a close in progress, judged by the pid alone (its start_time may
+    be the previous owner's); an ATTACHED pid is alive iff R-LIVE-2 holds."""
     pid, state, start = slot_owner(buf, slot)
-    if pid != 0 and state != SLOT_ATTACHED:
+    if pid == 0:
+        return Peer.GONE if state == SLOT_CLOSED else Peer.EMPTY
+    if state != SLOT_ATTACHED:
         return Peer.ATTACHED if process_alive(pid, 0) else Peer.GONE
-    if state == SLOT_CLOSED:
-        return Peer.GONE
-    if state == SLOT_ATTACHED:
-        return Peer.ATTACHED if process_alive(pid, start) else Peer.GONE
-    return Peer.EMPTY
+    return Peer.ATTACHED if process_alive(pid, start) else Peer.GONE
 
 
 def claim_slot(buf: Any, slot: int, role: str) -> int:
@@ -243,8 +256,17 @@ def claim_slot(buf: Any, slot: int, role: str) -> int:
     raise RoleTaken(f"the {role} slot keeps changing; another process is claiming it")
 
 
+def mark_slot_closed(buf: Any, slot: int) -> bool:
+    """R-CLOSE-1 step (1): state = CLOSED (release), the pid still set (the slot is then judged by
+    the pid alone: alive). Only if this process owns the slot; returns whether it does."""
+    if _native.load_acquire(buf, slot + SLOT_PID) != os.getpid():
+        return False
+    _native.store_release(buf, slot + SLOT_STATE, SLOT_CLOSED)
+    return True
+
+
 def release_slot(buf: Any, slot: int) -> None:
-    """R-CLOSE-1: state = CLOSED, pid = 0 (release). Only if this process still owns it."""
-    if _native.load_acquire(buf, slot + SLOT_PID) == os.getpid():
-        _native.store_release(buf, slot + SLOT_STATE, SLOT_CLOSED)
+    """R-CLOSE-1: state = CLOSED, then pid = 0 (release; a CAS from our own pid). Only if this
+    process still owns it. start_time and incarnation are left as they are."""
+    if mark_slot_closed(buf, slot):
         _native.compare_exchange(buf, slot + SLOT_PID, os.getpid(), 0)

@@ -46,6 +46,19 @@ if _POSIX:
     import _posixshmem
 
 
+# R-ATTACH-1: attach polls for a segment that does not exist yet (no OS offers a portable wait for
+# a name to appear; not the data path): pauses of 2 ms doubling to 50 ms, never past the deadline.
+_ATTACH_FIRST_PAUSE = 0.002
+_ATTACH_MAX_PAUSE = 0.05
+
+
+def _waited(start: float, deadline: float, now: float) -> str:
+    """How long attach waited, for its SEGMENT_NOT_FOUND message."""
+    if deadline <= start:
+        return "after one check (timeout 0)"
+    return f"after waiting {now - start:.3g} s"
+
+
 class SegmentBusyWarning(ResourceWarning):
     """A segment was closed while zero-copy views into it were still alive (R-CLOSE-3); the
     mapping stays valid until the last view is gone."""
@@ -230,21 +243,31 @@ class Segment:
 
     @classmethod
     def attach(cls, name: str, *, deadline: float) -> Segment:
-        """Open and map an existing segment; retry while it is still being initialised (size 0 or
-        magic 0, R-SEG-6) until ``deadline`` (time.monotonic), then SEGMENT_NOT_FOUND. The header
-        is validated (R-LAYOUT-*). Never registers anything that unlinks (R-SEG-3)."""
+        """Open and map an existing segment; wait while it does not exist yet or is still being
+        initialised (size 0 or magic 0, R-SEG-6) until ``deadline`` (time.monotonic), polling
+        every 2 ms doubling to 50 ms (R-ATTACH-1), then SEGMENT_NOT_FOUND. The header is
+        validated (R-LAYOUT-*). Never registers anything that unlinks (R-SEG-3)."""
         check_host()
         name = validate_name(name)
         if not _POSIX:  # pragma: no cover
             return cls._attach_windows(name)
         oname = posix_name(name)
+        start = time.monotonic()
+        pause = _ATTACH_FIRST_PAUSE
         while True:
             try:
                 fd = _posixshmem.shm_open(oname, os.O_RDWR, 0)
             except FileNotFoundError:
-                raise SegmentNotFound(
-                    f"no segment named {name!r} (expected /dev/shm/{name}); start the creator first"
-                ) from None
+                now = time.monotonic()
+                if now >= deadline:
+                    raise SegmentNotFound(
+                        f"no segment named {name!r} (expected /dev/shm/{name}) "
+                        f"{_waited(start, deadline, now)}; start the creator first, check the "
+                        "name, or give attach a longer timeout"
+                    ) from None
+                time.sleep(min(pause, deadline - now))
+                pause = min(2 * pause, _ATTACH_MAX_PAUSE)
+                continue
             except OSError as exc:
                 raise _os_error(exc, "cannot open segment", name) from None
             try:
@@ -267,12 +290,15 @@ class Segment:
                 return cls(name, mm, size, created=False)
             if mm is not None:
                 mm.close()
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise SegmentNotFound(
                     f"segment {name!r} exists but its creator has not finished initialising it "
-                    "(magic still zero); start the creator or wait longer"
+                    f"(size {size}, magic still zero) {_waited(start, deadline, now)}; start the "
+                    "creator or give attach a longer timeout"
                 )
-            time.sleep(0.001)
+            time.sleep(min(pause, deadline - now))
+            pause = min(2 * pause, _ATTACH_MAX_PAUSE)
 
     @classmethod
     def _attach_windows(cls, name: str) -> Segment:  # pragma: no cover

@@ -62,7 +62,7 @@ def test_r_seg_4_not_found_and_already_exists(segname: str) -> None:
     """R-SEG-4: attach without an object is SEGMENT_NOT_FOUND; create over a live creator is
     ALREADY_EXISTS (and leaves it intact)."""
     with pytest.raises(sb.SegmentNotFound):
-        sb.Responder.attach(segname)
+        sb.Responder.attach(segname, timeout=0)  # R-ATTACH-1: timeout 0 checks once
     with sb.Requester.create(segname, np.float32, (2,)) as req:
         with pytest.raises(sb.AlreadyExists):
             sb.Responder.create(segname, np.float32, (2,))
