@@ -2,12 +2,14 @@
 // 1.0 to every element in place, and serves until the requester closes.
 //
 // Usage: responder_example [--name NAME] [--timeout SEC] [--wait SEC] [--quiet]
-// --wait: how long to wait for the requester to create the segment (default 10 s).
+// --wait: how long attach waits for the requester to create the segment (R-ATTACH-1; default
+// 10 s); --timeout: the slice of each wait for a request (serve() keeps serving after it).
+// Exit: 0 when the requester closed; 16 (PEER_GONE) when it crashed (R-LIVE-5); the spec exit
+// code of any other shmbridge error; 1 internal error; 2 usage error.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-#include <thread>
 
 #include "shmbridge/shmbridge.hpp"
 
@@ -36,32 +38,37 @@ int main(int argc, char** argv) {
     }
   }
   using namespace std::chrono;
+  unsigned long served = 0;
   try {
-    shmbridge::Options opt;
-    opt.timeout = duration_cast<nanoseconds>(duration<double>(timeout));
-    const auto give_up = steady_clock::now() + duration_cast<nanoseconds>(duration<double>(wait));
-    shmbridge::Responder rsp = [&] {
-      for (;;) {  // the requester creates the segment; it may not exist yet
-        try {
-          return shmbridge::Responder::attach(name, shmbridge::DType::float32, {512, 512}, opt);
-        } catch (const shmbridge::Error& e) {
-          if (e.code() != shmbridge::ErrorCode::SEGMENT_NOT_FOUND ||
-              steady_clock::now() >= give_up) {
-            throw;
-          }
-          std::this_thread::sleep_for(milliseconds(20));
-        }
-      }
-    }();
+    // The requester creates the segment; attach waits for it up to --wait (R-ATTACH-1).
+    shmbridge::Options attach_opt;
+    attach_opt.timeout = duration_cast<nanoseconds>(duration<double>(wait));
+    shmbridge::Responder rsp =
+        shmbridge::Responder::attach(name, shmbridge::DType::float32, {512, 512}, attach_opt);
     if (!quiet) std::printf("responder: attached to %s\n", rsp.name().c_str());
-    unsigned long served = 0;
-    rsp.serve([&](shmbridge::Request& r) {
+    const auto slice = duration_cast<nanoseconds>(duration<double>(timeout));
+    for (;;) {
+      shmbridge::Request r;
+      try {
+        r = rsp.take(slice);
+      } catch (const shmbridge::Error& e) {
+        if (e.code() == shmbridge::ErrorCode::TIMEOUT) continue;  // no request yet
+        // R-LIVE-4/5: the requester closed: the end of service; a crash is reported below.
+        if (e.peer_gone_reason() == shmbridge::PeerGoneReason::closed) break;
+        throw;
+      }
       for (float& x : r.as<float>()) x += 1.0f;
+      r.reply();
       ++served;
-    });
+    }
     std::printf("responder: served %lu requests; the requester closed\n", served);
   } catch (const shmbridge::Error& e) {
-    std::fprintf(stderr, "responder: %s\n", e.what());
+    if (e.peer_gone_reason() == shmbridge::PeerGoneReason::died) {
+      std::fprintf(stderr, "responder: the requester crashed after %lu requests: %s\n", served,
+                   e.what());
+    } else {
+      std::fprintf(stderr, "responder: %s\n", e.what());
+    }
     return e.exit_code();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "responder: internal error: %s\n", e.what());

@@ -4,7 +4,8 @@
 //
 // Usage: shared_memory_example [--rounds N] [--timeout SEC] [--name NAME] [--quiet]
 // Exit: 0 all rounds verified; 1 a verification failure or internal error; 2 usage error; the
-// spec exit code (10..26) on a shmbridge error.
+// spec exit code (10..26) on a shmbridge error, e.g. 16 (PEER_GONE) when the responder closed or
+// crashed (the message says which, R-LIVE-5).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -95,7 +96,11 @@ int main(int argc, char** argv) {
     }
     req.close();
   } catch (const shmbridge::Error& e) {
-    std::fprintf(stderr, "requester: %s\n", e.what());
+    if (e.peer_gone_reason() == shmbridge::PeerGoneReason::died) {  // R-LIVE-5: a crash
+      std::fprintf(stderr, "requester: the responder crashed: %s\n", e.what());
+    } else {
+      std::fprintf(stderr, "requester: %s\n", e.what());
+    }
     return e.exit_code();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "requester: internal error: %s\n", e.what());

@@ -3,13 +3,16 @@
 
 Attaches as the responder to the segment the C++ program created (``SimpleShm``, float32
 (512, 512)), prints the shape and the unique values of each request, adds 1.0 in place (zero-copy:
-no ``tobytes()``, no new array per round) and publishes the reply. Serves until the requester
-closes the channel (PEER_GONE is the normal end of service, R-LIVE-4).
+no ``tobytes()``, no new array per round) and publishes the reply. Either side may start first:
+attach waits for the segment (R-ATTACH-1). Serves until the requester closes the channel
+(PEER_GONE with reason CLOSED is the normal end of service, R-LIVE-4); a requester that crashed
+(PEER_GONE with reason DIED, R-LIVE-5) is reported as a crash.
 
     python python/examples/main.py [--name SimpleShm] [--timeout SEC] [--quiet]
 
-Exit codes: 0 after the requester closed; the spec's exit code of the first error otherwise
-(spec/errors.json: 10 SEGMENT_NOT_FOUND, 15 TIMEOUT, ...); 2 for a usage error; 130 on Ctrl-C.
+Exit codes: 0 after the requester closed; 16 (PEER_GONE) when the requester crashed; the spec's
+exit code of the first other error (spec/errors.json: 10 SEGMENT_NOT_FOUND, 15 TIMEOUT, ...); 2 for
+a usage error; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,17 +31,10 @@ DTYPE = np.float32
 
 
 def attach(name: str, timeout: float) -> shmbridge.Responder:
-    """Attach, retrying while the C++ creator has not created the segment yet."""
-    deadline = time.monotonic() + (timeout if math.isfinite(timeout) else 10.0)
-    while True:
-        try:
-            return shmbridge.Responder.attach(
-                name, dtype=DTYPE, shape=SHAPE, timeout=min(timeout, 10.0)
-            )
-        except shmbridge.SegmentNotFound:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
+    """Attach; the library waits for the C++ creator to create the segment (R-ATTACH-1), at most
+    ``timeout`` (10 s when waiting for requests without a limit)."""
+    wait = timeout if math.isfinite(timeout) else 10.0
+    return shmbridge.Responder.attach(name, dtype=DTYPE, shape=SHAPE, timeout=wait)
 
 
 def describe(a: np.ndarray, limit: int = 8) -> str:  # type: ignore[type-arg]
@@ -78,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             while True:
                 try:
                     request = rsp.take(timeout=args.timeout)
-                except shmbridge.PeerGone:
+                except shmbridge.PeerGone as e:
+                    if e.reason is shmbridge.PeerGoneReason.DIED:
+                        # R-LIVE-5: a crash is not an end of service; a supervisor must see it.
+                        print(
+                            f"main.py: the requester crashed after {rounds} requests: {e}",
+                            file=sys.stderr,
+                        )
+                        return e.exit_code
                     break  # the requester closed: normal end of service
                 with request:
                     if not args.quiet:

@@ -129,3 +129,79 @@ def test_python_requester_cpp_responder(segname: str) -> None:
     out, err = cpp.communicate(timeout=30)
     assert cpp.returncode == 0, f"C++ responder failed ({cpp.returncode}): {out}\n{err}"
     print(f"\nPython requester <-> C++ responder, 1 MiB round trip median: {median * 1e6:.1f} us")
+
+
+def test_main_py_reports_a_killed_requester_as_a_crash(segname: str) -> None:
+    """R-LIVE-5 (issue 12, point 13): SIGKILL to the C++ requester of the demo makes main.py say
+    that the requester crashed and exit 16 (PEER_GONE), not "the requester closed" with exit 0.
+    main.py starts first: attach waits for the segment (R-ATTACH-1)."""
+    exe = cpp_example("shared_memory_example")
+    py = subprocess.Popen(
+        [sys.executable, str(MAIN_PY), "--name", segname, "--quiet", "--timeout", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    cpp = subprocess.Popen(
+        [str(exe), "--name", segname, "--rounds", "1000000", "--quiet", "--every", "1000000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not shm_path(segname).exists() or b"\x01" not in _responder_state(segname):
+            assert time.monotonic() < deadline and py.poll() is None, py.stderr
+            time.sleep(0.01)
+        time.sleep(0.2)  # some rounds
+        cpp.kill()
+        cpp.wait()
+        out, err = py.communicate(timeout=20)
+    finally:
+        for p in (cpp, py):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert py.returncode == sb.exit_code(sb.ErrorCode.PEER_GONE) == 16, (out, err)
+    assert "the requester crashed" in err and "died" in err, err
+    assert "closed the channel" not in out
+
+
+def test_cpp_responder_example_reports_a_dead_requester_as_a_crash(segname: str) -> None:
+    """R-LIVE-5: a Python requester that dies without closing makes the C++ responder_example
+    report a crash and exit 16; the responder starts first and waits for the segment."""
+    exe = cpp_example("responder_example")
+    cpp = subprocess.Popen(
+        [str(exe), "--name", segname, "--quiet", "--wait", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    script = (
+        "import os, numpy as np, shmbridge as sb\n"
+        f"r = sb.Requester.create({segname!r}, np.float32, (512, 512), timeout=20)\n"
+        "for _ in range(5):\n"
+        "    r.call(np.zeros((512, 512), np.float32))\n"
+        "os._exit(0)  # dies without closing\n"
+    )
+    try:
+        time.sleep(0.2)  # the responder is waiting for the segment
+        child = subprocess.run(
+            [sys.executable, "-c", script], env=child_env(), timeout=60, capture_output=True
+        )
+        assert child.returncode == 0, child.stderr
+        out, err = cpp.communicate(timeout=20)
+    finally:
+        if cpp.poll() is None:
+            cpp.kill()
+            cpp.wait()
+    assert cpp.returncode == 16, (out, err)
+    assert "the requester crashed after 5 requests" in err, err
+
+
+def _responder_state(name: str) -> bytes:
+    """The responder slot's state word, read as a plain diagnostic (R-STATE-4 allows it)."""
+    with open(shm_path(name), "rb") as fh:
+        fh.seek(0x164)
+        return fh.read(4)
