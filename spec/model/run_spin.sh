@@ -4,8 +4,9 @@
 #   run_spin.sh protocol   safety (crashes, timeouts, restarts) + liveness (weak fairness, no crash)
 #                          of shmbridge.pml (PROTOCOL.md v1); exit 0 iff no errors
 #   run_spin.sh draft      shmbridge.pml with -DDRAFT_REPLY_CODE (the first draft of v1, before
-#                          R-STATE-3 made reply_code responder-only); exit 0 iff SPIN finds the
-#                          T7/R-REC-2 reply_code race it had (README.md)
+#                          R-STATE-3 made reply_code responder-only) and with -DDRAFT_CLOSE_ORDER
+#                          (1.0's close: T3 before state = CLOSED); exit 0 iff SPIN finds the
+#                          T7/R-REC-2 reply_code race and the close read as a death (README.md)
 #   run_spin.sh naive      naive.pml (original 0/1/0/2 word + timeout/retry); exit 0 iff SPIN FINDS
 #                          the wrong-reply violation (trail printed), 1 if it unexpectedly passes
 #   run_spin.sh rogue      shmbridge.pml -DROGUE -DMAXC=1: one plain store of an out-of-table phase;
@@ -105,8 +106,13 @@ protocol() {
 }
 
 draft() {
+    local rc=0
     run_expect_violation "first draft (DRAFT_REPLY_CODE): T7 vs R-REC-2 reply_code race" \
-        shmbridge.pml "-DDRAFT_REPLY_CODE" "-DSAFETY" "-m1000000"
+        shmbridge.pml "-DDRAFT_REPLY_CODE" "-DSAFETY" "-m1000000" || rc=1
+    # PROTOCOL.md 1.0's close (R-CLOSE-1/2): T3 with PEER_GONE before state = CLOSED
+    run_expect_violation "1.0 close order (DRAFT_CLOSE_ORDER): a clean close read as a death (R-LIVE-5)" \
+        shmbridge.pml "-DDRAFT_CLOSE_ORDER" "-DSAFETY" "-m1000000" || rc=1
+    return $rc
 }
 
 naive() {

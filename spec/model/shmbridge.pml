@@ -26,7 +26,11 @@
  *   the ltl properties at the end.
  *
  * Build switches:  MAXR (requests, default 3), MAXC (crashes, default 2), NOCRASH, NOTIMEOUT,
- *   LIVE, DRAFT_REPLY_CODE, MAXCL (clean closes, default 1), NORSPTIMEOUT, CLOSELIVE, ROGUE.  DRAFT_REPLY_CODE restores the first draft of PROTOCOL.md v1, in which
+ *   LIVE, DRAFT_REPLY_CODE, DRAFT_CLOSE_ORDER, MAXCL (clean closes, default 1), NORSPTIMEOUT,
+ *   CLOSELIVE, ROGUE.  DRAFT_CLOSE_ORDER restores the 1.0 close of a responder holding a request
+ *   (T3 with PEER_GONE first, then state = CLOSED): the requester's reason read after its T4 can
+ *   then say DIED for a clean close (R-LIVE-5); 1.1's R-CLOSE-1 stores CLOSED before that T3.
+ *   DRAFT_REPLY_CODE restores the first draft of PROTOCOL.md v1, in which
  *   send (R-STATE-9) reset reply_code and R-REC-2 wrote it while TAKEN; SPIN finds a reply_code
  *   ownership race between T7 (reclaim) and R-REC-2 (recover) there.  The published spec (R-STATE-3)
  *   makes reply_code responder-only: every T3 writes it (0 on success), T8 writes PEER_GONE, send
@@ -82,7 +86,9 @@ bit g_pending;          /* ghost copy of the requester's "request outstanding" *
 bit req_done;
 bit by_close;           /* ghost: the current REPLIED was published by a responder closing while holding */
 bit req_closed;         /* requester slot CLOSED (R-CLOSE-1); the slot is then not alive either */
-bit rsp_closed;         /* responder slot CLOSED */
+bit rsp_closed;         /* responder slot CLOSED with pid 0 (R-CLOSE-1 done) */
+bit rsp_closing;        /* responder slot state CLOSED, pid still set: judged alive (R-LIVE-6) */
+bit rsp_reattached;     /* ghost: a new responder attached since the current reply was published */
 byte rsp_closes;        /* clean closes of the responder so far (bounded by MAXCL) */
 bit rogue_done;         /* ghost: the rogue writer made its plain store (ROGUE) */
 bit req_viol;           /* ghost: the requester reported PROTOCOL_VIOLATION */
@@ -202,6 +208,9 @@ attach:     atomic { p = phase; s = seq };
             do
             :: atomic { phase == REPLIED && seq == own -> phase = IDLE;
                         assert(!rogue_done) } ->                   /* T4; R-STATE-8/11: never after a rogue store */
+                /* R-LIVE-5: after its T4 the requester reads the responder slot's state; a reply a
+                   responder published while closing (by_close) must read CLOSED (R-CLOSE-1 order) */
+                assert(!(reply_code == PG && by_close && !rsp_reattached) || rsp_closing || rsp_closed);
                 REQ_ENTER;
                 /* R-STATE-6: an accepted reply was computed from this request;
                    R-MSG-2 / R-REC-2: PEER_GONE only when a restarted responder completed it (T8) */
@@ -258,7 +267,7 @@ again:
     {
         if
         :: restarted ->
-            rsp_alive = 1;
+            atomic { rsp_alive = 1; rsp_closing = 0; rsp_reattached = 1 };  /* a new claim: ATTACHED */
             /* R-REC-2: complete a round left TAKEN by the dead predecessor with PEER_GONE (T8) */
             atomic { p = phase; s = seq };
             if
@@ -270,7 +279,7 @@ again:
                 reply_code = PG;
                 RSP_LEAVE;
 #endif
-                atomic { cas(TAKEN, s, REPLIED, s, ok); if :: ok -> by_t8 = 1 :: else -> skip fi }  /* T8; may fail: T7 won */
+                atomic { cas(TAKEN, s, REPLIED, s, ok); if :: ok -> by_t8 = 1; by_close = 0; rsp_reattached = 0 :: else -> skip fi }  /* T8; may fail: T7 won */
             :: else -> skip
             fi;
             restarted = 0
@@ -288,17 +297,21 @@ again:
                 pay_id = id;
                 reply_code = OK;
                 RSP_LEAVE;
-                atomic { cas(TAKEN, held, REPLIED, held, ok); if :: ok -> by_t8 = 0; by_close = 0 :: else fi }  /* T3 (reply_code = 0 above) */
+                atomic { cas(TAKEN, held, REPLIED, held, ok); if :: ok -> by_t8 = 0; by_close = 0; rsp_reattached = 0 :: else fi }  /* T3 (reply_code = 0 above) */
                 if
                 :: ok -> skip
                 :: else -> assert(rogue_done); goto rsp_violation  /* R-STATE-3/8: nobody takes a held request away */
                 fi;
                 holding = 0
             :: rsp_closes < MAXCL && !rogue_done ->
-                /* R-CLOSE-2: closing while holding completes the round with PEER_GONE (T3) */
+                /* R-CLOSE-2: closing while holding completes the round with PEER_GONE (T3),
+                   after R-CLOSE-1 (1) stored CLOSED (the pid still set: judged alive, no T7) */
+#ifndef DRAFT_CLOSE_ORDER
+                rsp_closing = 1;
+#endif
                 reply_code = PG;
                 RSP_LEAVE;
-                atomic { cas(TAKEN, held, REPLIED, held, ok); if :: ok -> by_t8 = 0; by_close = 1 :: else fi };
+                atomic { cas(TAKEN, held, REPLIED, held, ok); if :: ok -> by_t8 = 0; by_close = 1; rsp_reattached = 0 :: else fi };
                 if
                 :: ok -> skip
                 :: else -> assert(rogue_done); goto rsp_violation  /* R-STATE-8 */
@@ -326,13 +339,13 @@ rsp_violation:
         goto rsp_end;
 rsp_close:
         /* R-CLOSE-1: store state = CLOSED, pid = 0 (release); the peer's waits re-evaluate (wake) */
-        atomic { rsp_closes++; rsp_closed = 1; rsp_alive = 0; assert(!holding && !rsp_in) };
+        atomic { rsp_closes++; rsp_closing = 1; rsp_closed = 1; rsp_alive = 0; assert(!holding && !rsp_in) };
         if
-        :: atomic { !rogue_done -> rsp_closed = 0; restarted = 1 } -> goto again   /* a new responder attaches */
+        :: atomic { !rogue_done -> rsp_closed = 0; rsp_closing = 0; rsp_reattached = 1; restarted = 1 } -> goto again   /* a new responder attaches */
         :: true -> goto rsp_gone                                                    /* stays closed */
         fi;
 rsp_end:
-        atomic { rsp_closed = 1; rsp_alive = 0 }                   /* R-CLOSE-1: the ending responder closes */
+        atomic { rsp_closing = 1; rsp_closed = 1; rsp_alive = 0 }                 /* R-CLOSE-1: the ending responder closes */
 
     } unless {
         atomic { crash_rsp -> crash_rsp = 0; rsp_alive = 0; rsp_in = 0; holding = 0; restarted = 1 }
