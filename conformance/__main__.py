@@ -46,6 +46,10 @@ def build_parser():
     r.add_argument("--html")
     r.add_argument("--allow-skip", action="store_true",
                    help="exit 0 even when a peer is unavailable (its runs are skipped)")
+    r.add_argument("--minimal", metavar="NAME",
+                   help="NAME (a --peer) supports only the minimal level of spec/PEER.md §6: give "
+                        "it only cases whose processes it plays stay within that level; without "
+                        "--pairing, pair it with cpp and py both ways and with itself")
     r.add_argument("--quiet", action="store_true")
     ls = sub.add_parser("list", help="list the cases")
     ls.add_argument("--ids", nargs="+", action="extend", default=[])
@@ -63,12 +67,23 @@ def pairings_for(case, requested, known_bad):
         ps = KNOWN_BAD_PAIRINGS[kb.get("naive", "either")]
         return [p for p in ps if not requested or p in requested]
     if not requested:
-        return list(case.pairings)
+        return [p for p in ALL_PAIRINGS if any(catalogue.pairing_matches(c, p) for c in case.pairings)]
     if case.pairings == ALL_PAIRINGS:
         return list(requested)
     if case.pairings == SOLO_PAIRINGS:
         return [p for p in requested if p.split("-")[0] == p.split("-")[1]]
-    return [p for p in case.pairings if p in requested]
+    return [p for p in requested if any(catalogue.pairing_matches(c, p) for c in case.pairings)]
+
+
+def minimal_plan(plan, name):
+    """--minimal NAME: drop the runs in which NAME plays a process beyond the minimal level."""
+    out = []
+    for c, p in plan:
+        req, rsp = p.split("-")
+        mine = [pr for pr in c.procs if (req if pr.impl == "requester" else rsp) == name]
+        if all(catalogue.minimal_args(pr.args) and not pr.comm for pr in mine):
+            out.append((c, p))
+    return out
 
 
 def cmd_run(a) -> int:
@@ -80,11 +95,16 @@ def cmd_run(a) -> int:
         print("no case selected", file=sys.stderr)
         return 2
     requested = [norm_pairing(p) for p in a.pairing]
+    if a.minimal and not requested:
+        m = a.minimal
+        requested = [f"{m}-cpp", f"cpp-{m}", f"{m}-py", f"py-{m}", f"{m}-{m}"]
     impls = runner.default_impls(a.cpp_peer, a.python)
     for spec_ in a.peer:
         pi = runner.parse_peer_option(spec_)
         impls[pi.name] = pi
     plan = [(c, p) for c in sel for p in pairings_for(c, requested, a.known_bad)]
+    if a.minimal:
+        plan = minimal_plan(plan, a.minimal)
     needed = {x for _, p in plan for x in p.split("-")}
     for n in sorted(needed):
         if n not in impls:
@@ -104,6 +124,8 @@ def cmd_run(a) -> int:
         prefix += " --known-bad"
     if a.stress:
         prefix += " --stress"
+    if a.minimal:
+        prefix += f" --minimal {shlex.quote(a.minimal)}"
     opt = runner.Options(impls, Path(a.workdir), stress=a.stress, slack_ms=a.slack_ms, rerun_prefix=prefix)
     t0 = time.monotonic()
     results = execute(plan, opt, a.jobs, quiet=a.quiet, known_bad=a.known_bad)

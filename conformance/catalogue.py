@@ -14,10 +14,16 @@ A file holds ``[[case]]`` tables and ``[[matrix]]`` generators. A case::
     known_bad = {category = "crash", naive = "requester"}   # also in the known-bad matrix
     one_ok = ["a", "b"]                    # exactly one of these procs exits OK (a race's winner)
       [[case.proc]]
-      name = "req"; role = "requester"; start = "first" | "after:PROC:ready" | "after:PROC:exit"
+      name = "req"; role = "requester"
+      start = "first" | "after:PROC:ready" | "after:PROC:exit" | "after:PROC:started"
+                                           # started: PROC logged its start line (PEER.md §2)
       delay_ms = 0; impl = "requester"|"responder"  (whose implementation; default: its role's)
       args = "--create --rounds {rounds}"  # {name} = the run's segment name, {rounds} = rounds
       expect = {exit = "OK", verified = 5, events = [{op = "send", result = "OUT_OF_TURN"}]}
+      kill_after_ms = 300                  # the runner sends SIGKILL this long after the start
+      zombie_ms = 2000                     # a process that crashed stays unreaped (a zombie)
+      comm = "a) Z 1 (b"                   # run the executable through a symlink of this name
+                                           # (its /proc comm, R-LIVE-7; a native peer only)
 
 A matrix expands a case template over the cartesian product of ``vars``; ``{var}`` in any string
 of the template is replaced (a table value binds each of its keys).
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +48,17 @@ from . import spec
 CASES_DIR = Path(__file__).resolve().parent / "cases"
 ALL_PAIRINGS = ["cpp-py", "py-cpp", "cpp-cpp", "py-py"]
 SOLO_PAIRINGS = ["cpp-cpp", "py-py"]
+# spec/PEER.md §6: the flags a minimal peer supports (spec/IMPLEMENTING.md). A run gives a peer
+# under --minimal only cases whose processes it plays use nothing else.
+MINIMAL_FLAGS = {"--role", "--name", "--label", "--create", "--attach", "--dtype", "--shape",
+                 "--capacity", "--rounds", "--timeout", "--op", "--seed", "--no-reclaim", "--keep",
+                 "--hold-ms", "--on-peer-gone", "--wait-peer", "--print-clock", "--delay-before",
+                 "--delay-after", "--crash-at", "--crash-mode", "--wrong-shape", "--wrong-dtype"}
+MINIMAL_OPS = {"add1", "echo", "checksum"}
 EXPECT_KEYS = {"exit", "rounds_ok", "verified", "mismatches", "events", "no_events", "max_op_ms",
-               "peer_gone_within_ms", "summary", "max_median_round_ms"}
-PROC_KEYS = {"name", "role", "start", "delay_ms", "impl", "args", "expect"}
+               "min_op_ms", "peer_gone_within_ms", "summary", "max_median_round_ms"}
+PROC_KEYS = {"name", "role", "start", "delay_ms", "impl", "args", "expect", "kill_after_ms",
+             "zombie_ms", "comm"}
 CASE_KEYS = {"id", "requirements", "purpose", "category", "pairings", "timing", "leftover",
              "watchdog_s", "known_bad", "proc", "rounds", "stress_rounds", "history", "checksums",
              "one_ok"}
@@ -62,6 +77,9 @@ class Proc:
     delay_ms: float = 0
     impl: str = ""
     expect: dict = field(default_factory=dict)
+    kill_after_ms: float | None = None
+    zombie_ms: float = 0
+    comm: str = ""
 
 
 @dataclass
@@ -148,7 +166,9 @@ def _make_case(d: dict, where: str) -> Case:
             raise CatalogueError(f"{where}: case {d['id']}: proc role must be requester|responder")
         procs.append(Proc(name=p["name"], role=p["role"], args=p.get("args", ""),
                           start=p.get("start", "first"), delay_ms=p.get("delay_ms", 0),
-                          impl=p.get("impl", p["role"]), expect=exp))
+                          impl=p.get("impl", p["role"]), expect=exp,
+                          kill_after_ms=p.get("kill_after_ms"), zombie_ms=p.get("zombie_ms", 0),
+                          comm=p.get("comm", "")))
     names = [p.name for p in procs]
     if len(set(names)) != len(names):
         raise CatalogueError(f"{where}: case {d['id']}: duplicate proc names")
@@ -157,7 +177,7 @@ def _make_case(d: dict, where: str) -> Case:
             raise CatalogueError(f"{where}: case {d['id']}: one_ok names no proc {n!r}")
     for p in procs:
         if p.start != "first":
-            m = re.fullmatch(r"after:([^:]+):(ready|exit)", p.start)
+            m = re.fullmatch(r"after:([^:]+):(ready|exit|started)", p.start)
             if not m or m.group(1) not in names:
                 raise CatalogueError(f"{where}: case {d['id']}: bad start {p.start!r}")
     pairings = d.get("pairings", ALL_PAIRINGS)
@@ -189,6 +209,27 @@ def load(directory: Path | None = None) -> list[Case]:
     if dup:
         raise CatalogueError(f"duplicate case ids: {sorted(dup)}")
     return cases
+
+
+def minimal_args(args: str) -> bool:
+    """Whether a process's args stay within the minimal level of spec/PEER.md §6."""
+    toks = shlex.split(args.replace("{name}", "n").replace("{rounds}", "1"))
+    for i, tok in enumerate(toks):
+        if not tok.startswith("--"):
+            continue
+        flag, _, value = tok.partition("=")
+        if flag not in MINIMAL_FLAGS:
+            return False
+        if flag == "--op" and (value or (toks[i + 1] if i + 1 < len(toks) else "")) \
+                not in MINIMAL_OPS:
+            return False
+    return True
+
+
+def pairing_matches(pattern: str, pairing: str) -> bool:
+    """``cpp-*`` matches every pairing whose requester is cpp (e.g. a case that needs a native
+    requester, whatever the responder)."""
+    return all(p in ("*", x) for p, x in zip(pattern.split("-"), pairing.split("-")))
 
 
 def select(cases: list[Case], prefixes: list[str] | None = None, exact: list[str] | None = None,

@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -125,6 +126,8 @@ class ProcResult:
     stdout_path: str = ""
     stderr_path: str = ""
     stderr_tail: str = ""
+    killed_ns: int | None = None  # when the runner sent SIGKILL (kill_after_ms)
+    crash_seen: float | None = None  # monotonic time its crash event was read (zombie_ms)
 
     @property
     def summary(self) -> dict | None:
@@ -222,10 +225,19 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
     deadline = t_start + case.watchdog_s * (4 if opt.stress and case.stress_rounds else 1)
     ready_at: dict[str, float] = {}
     exited_at: dict[str, float] = {}
+    started_at: dict[str, float] = {}
+    logged_start: dict[str, float] = {}
     for p in case.procs:
         impl = opt.impls[req_impl if p.impl == "requester" else rsp_impl]
         args = proc_args(case, p, name, rounds)
-        procs[p.name] = ProcResult(p.name, p.role, impl.name, impl.argv(args))
+        argv = impl.argv(args)
+        if p.comm:  # R-LIVE-7: its /proc comm is the name of the file it was executed from
+            link = rundir / p.comm
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(os.path.realpath(argv[0]))
+            argv = [str(link)] + argv[1:]
+        procs[p.name] = ProcResult(p.name, p.role, impl.name, argv)
     res.procs = list(procs.values())
 
     def read_new(pname):
@@ -249,8 +261,12 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
                 if not isinstance(obj, dict):
                     raise ValueError
                 pr.lines.append(obj)
+                if obj.get("event") == "start":
+                    logged_start.setdefault(pname, time.monotonic())
                 if obj.get("op") in ("create", "attach") and obj.get("result") == "ok":
                     ready_at.setdefault(pname, time.monotonic())
+                if obj.get("op") == "crash" and pr.crash_seen is None:
+                    pr.crash_seen = time.monotonic()
             except ValueError:
                 pr.bad_lines.append(raw.decode(errors="replace")[:200])
 
@@ -262,9 +278,10 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
                 ok = p.start == "first"
                 if not ok:
                     _, dep, what = p.start.split(":")
-                    t_dep = (ready_at if what == "ready" else exited_at).get(dep)
+                    t_dep = {"ready": ready_at, "exit": exited_at,
+                             "started": logged_start}[what].get(dep)
                     ok = t_dep is not None and now >= t_dep + p.delay_ms / 1000
-                    if t_dep is None and dep in exited_at and what == "ready":
+                    if t_dep is None and dep in exited_at and what in ("ready", "started"):
                         pending.remove(p)  # its dependency died before it became ready
                         continue
                 elif p.delay_ms and now < t_start + p.delay_ms / 1000:
@@ -278,12 +295,21 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
                     files[p.name] = (open(pr.stdout_path, "wb"), open(pr.stderr_path, "wb"))
                     env = dict(os.environ, **impl.env)
                     pr.start_ns = time.monotonic_ns()
+                    started_at[p.name] = time.monotonic()
                     popen[p.name] = subprocess.Popen(
                         pr.argv, stdout=files[p.name][0], stderr=files[p.name][1],
                         stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env, start_new_session=True)
                     pr.started = True
             for pname, po in popen.items():
                 read_new(pname)
+                pr, pc = procs[pname], case.proc(pname)
+                if (pc.kill_after_ms is not None and pr.killed_ns is None and pname not in exited_at
+                        and now >= started_at[pname] + pc.kill_after_ms / 1000):
+                    pr.killed_ns = time.monotonic_ns()  # R-WAIT-6: killed wherever it is
+                    _kill_group(po)
+                if pc.zombie_ms and pr.crash_seen is not None and \
+                        time.monotonic() < pr.crash_seen + pc.zombie_ms / 1000:
+                    continue  # not reaped yet: a zombie (R-LIVE-2, R-LIVE-7)
                 if pname not in exited_at and po.poll() is not None:
                     read_new(pname)
                     exited_at[pname] = time.monotonic()
@@ -294,7 +320,7 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
                 break
             if not running and pending:
                 # nothing runs and nothing more can start
-                if all(not _startable(p, ready_at, exited_at) for p in pending):
+                if all(not _startable(p, ready_at, exited_at, logged_start) for p in pending):
                     break
             if now > deadline:
                 for n in running:
@@ -331,11 +357,11 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
     return res
 
 
-def _startable(p, ready_at, exited_at) -> bool:
+def _startable(p, ready_at, exited_at, logged_start) -> bool:
     if p.start == "first":
         return True
     _, dep, what = p.start.split(":")
-    return (dep in ready_at) if what == "ready" else (dep in exited_at)
+    return dep in {"ready": ready_at, "exit": exited_at, "started": logged_start}[what]
 
 
 def _kill_group(po: subprocess.Popen):
@@ -398,7 +424,7 @@ def _last_error(pr: ProcResult) -> str:
 def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Options):
     checks = res.checks
     slack = opt.slack_ms
-    crash_t = {n: next((e["t_call"] for e in pr.events() if e.get("op") == "crash"), None)
+    crash_t = {n: next((e["t_call"] for e in pr.events() if e.get("op") == "crash"), pr.killed_ns)
                for n, pr in procs.items()}
     for p in case.procs:
         pr = procs[p.name]
@@ -487,6 +513,16 @@ def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Opti
             hit = [e for e in evs if _match(e, pat)]
             checks.append(Check("no event", not hit, case.requirements, f"no event {_fmt_pat(pat)}",
                                 "none" if not hit else json.dumps(hit[0])[:200], proc=p.name))
+        for bound in _as_list_dicts(exp.get("min_op_ms")):
+            pat = {k: v for k, v in bound.items() if k != "ms"}
+            hit = [e for e in evs if _match(e, pat)]
+            dur = min(((e["t_return"] - e["t_call"]) / 1e6 for e in hit), default=None)
+            checks.append(Check("waited", dur is not None and dur >= bound["ms"],
+                                ["R-WAIT-2"] + case.requirements,
+                                f"{_fmt_pat(pat)} returns no earlier than {bound['ms']} ms",
+                                "no such event" if dur is None else f"{dur:.1f} ms", proc=p.name))
+        if pr.impl != "naive":  # the naive peer logs PEER.md 1.0 (it is known-bad anyway)
+            _check_replies(checks, p.name, evs)
         for bound in _as_list_dicts(exp.get("max_op_ms")):
             pat = {k: v for k, v in bound.items() if k != "ms"}
             hit = [e for e in evs if _match(e, pat)]
@@ -539,6 +575,67 @@ def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Opti
     if leftover and case.leftover != "expected":
         checks.append(Check("leftover segment", False, ["R-SEG-3", "R-CLOSE-1"],
                             f"no /dev/shm/{res.name} after the case", "left behind (removed by the runner)"))
+
+
+def _desc_text(hexstr) -> str:
+    """A descriptor's 80 bytes (hex, PEER.md §2) as 'dtype D ndim N shape (..) nbytes B'."""
+    try:
+        raw = bytes.fromhex(hexstr)
+        dt, nd, *rest = struct.unpack("<II8QQ", raw)
+    except (TypeError, ValueError, struct.error):
+        return repr(hexstr)
+    shape, nbytes = rest[:8], rest[8]
+    return f"dtype {dt} ndim {nd} shape {tuple(shape[:nd]) if nd <= 8 else shape} nbytes {nbytes}"
+
+
+REPLY_ERRORS_OF_OK = {"SHAPE_MISMATCH", "DTYPE_MISMATCH", "CORRUPT_HEADER"}
+
+
+def _check_replies(checks: list, proc: str, evs: list) -> None:
+    """PEER.md 1.1 fields: what every consumed reply left (R-MSG-4, R-MSG-5) and the reason of
+    every PEER_GONE (R-LIVE-5)."""
+    declared = next((e.get("declared_desc") for e in evs
+                     if e.get("op") in ("create", "attach") and e.get("result") == "ok"), None)
+    if declared is None and any(e.get("op") in ("create", "attach") and e.get("result") == "ok"
+                                for e in evs):
+        checks.append(Check("log fields", False, ["R-MSG-4"],
+                            "a successful create/attach logs declared_desc (PEER.md §2)", "absent",
+                            proc=proc))
+    names = spec.errors()
+    by_code = {v["code"]: k for k, v in names.items()}
+    for e in evs:
+        if e.get("result") == "PEER_GONE" and e.get("reason") not in ("CLOSED", "DIED"):
+            checks.append(Check("peer gone reason", False, ["R-LIVE-5"],
+                                "every PEER_GONE logs reason CLOSED or DIED (PEER.md §2)",
+                                f"{e.get('op')} -> PEER_GONE with reason {e.get('reason')!r}",
+                                proc=proc))
+        if e.get("op") != "receive":
+            continue
+        consumed = e.get("result") == "ok" or "reply_code" in e
+        if not consumed:
+            continue
+        rc, desc = e.get("reply_code"), e.get("message_desc")
+        where = f"receive round {e.get('round')} -> {e.get('result')}"
+        if rc is None or desc is None:
+            checks.append(Check("log fields", False, ["R-MSG-4", "R-MSG-5"],
+                                "a receive that consumed a reply logs reply_code and message_desc "
+                                "(PEER.md §2)", f"{where}: absent", proc=proc))
+            continue
+        if declared is not None and desc != declared:
+            checks.append(Check("reply descriptor", False, ["R-MSG-4", "R-MSG-1"],
+                                f"the reply leaves message = declared ({_desc_text(declared)})",
+                                f"{where}: message is {_desc_text(desc)}", proc=proc))
+        if e.get("result") == "ok":
+            want = None if rc == 0 else "a reply_code of 0"
+        elif rc == 0:
+            want = (None if e.get("result") in REPLY_ERRORS_OF_OK
+                    else "a descriptor error (R-MSG-1) for a reply with reply_code 0")
+        else:
+            name = by_code.get(rc, "PROTOCOL_VIOLATION")
+            want = None if e.get("result") == name else f"the error of reply_code {rc}: {name}"
+        if want is not None:
+            checks.append(Check("reply code", False, ["R-MSG-5", "R-MSG-2"], want,
+                                f"{where} with reply_code {rc}", proc=proc))
 
 
 def _round_trips(evs) -> list:

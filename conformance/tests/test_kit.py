@@ -149,3 +149,55 @@ def test_probe_detects_missing_peer(tmp_path):
     impl = runner.PeerImpl("wrongclock", [sys.executable, "-c", 'print(\'{"event":"clock","t":1}\')'])
     runner.probe(impl)
     assert not impl.available and "clock" in impl.why_unavailable
+
+
+# ---- PEER.md 1.1: what every consumed reply left (R-MSG-4/5), the reason of PEER_GONE (R-LIVE-5)
+
+DECLARED = struct.pack("<II8QQ", 11, 2, 6, 5, 0, 0, 0, 0, 0, 0, 120).hex()
+WRONG = struct.pack("<II8QQ", 11, 2, 3, 5, 0, 0, 0, 0, 0, 0, 60).hex()
+
+
+def _reply_checks(events):
+    checks = []
+    runner._check_replies(checks, "req", [{"op": "create", "result": "ok",
+                                           "declared_desc": DECLARED}] + events)
+    return checks
+
+
+def test_replies_that_leave_declared_and_their_code_pass():
+    assert _reply_checks([
+        {"op": "receive", "result": "ok", "reply_code": 0, "message_desc": DECLARED},
+        {"op": "receive", "result": "SHAPE_MISMATCH", "reply_code": 3, "message_desc": DECLARED},
+        {"op": "receive", "result": "PROTOCOL_VIOLATION", "reply_code": 99,
+         "message_desc": DECLARED},
+        {"op": "receive", "result": "PEER_GONE", "reason": "CLOSED", "reply_code": 7,
+         "message_desc": DECLARED},
+        {"op": "receive", "result": "TIMEOUT"},  # consumed no reply: nothing to check
+    ]) == []
+
+
+def test_a_reply_that_leaves_another_descriptor_fails_r_msg_4():
+    checks = _reply_checks([
+        {"op": "receive", "result": "SHAPE_MISMATCH", "reply_code": 3, "message_desc": WRONG}])
+    assert [c.name for c in checks] == ["reply descriptor"]
+    assert "R-MSG-4" in checks[0].requirements and "shape (3, 5)" in checks[0].actual
+
+
+def test_a_reply_code_that_disagrees_with_the_result_fails_r_msg_5():
+    checks = _reply_checks([
+        {"op": "receive", "result": "ok", "reply_code": 3, "message_desc": DECLARED},
+        {"op": "receive", "result": "SHAPE_MISMATCH", "reply_code": 18, "message_desc": DECLARED},
+        {"op": "receive", "result": "TIMEOUT", "reply_code": 0, "message_desc": DECLARED},
+    ])
+    assert [c.name for c in checks] == ["reply code"] * 3
+    assert all("R-MSG-5" in c.requirements for c in checks)
+
+
+def test_missing_1_1_fields_and_reasons_fail():
+    checks = []
+    runner._check_replies(checks, "req", [
+        {"op": "attach", "result": "ok"},
+        {"op": "receive", "result": "ok"},
+        {"op": "take", "result": "PEER_GONE"},
+    ])
+    assert sorted(c.name for c in checks) == ["log fields", "log fields", "peer gone reason"]

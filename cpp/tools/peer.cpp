@@ -117,6 +117,12 @@ struct Fields {
   Fields& opt_str(const char* k, const std::optional<std::string>& v) {
     return raw(k, v ? jstr(*v) : "null");
   }
+  // Appends pre-rendered `"k":v,...` fields (nothing if empty).
+  Fields& extra(const std::string& kv) {
+    if (!kv.empty()) os << (first ? "{" : ",") << kv;
+    first = first && kv.empty();
+    return *this;
+  }
   std::string done() { return os.str() + "}"; }
 };
 
@@ -602,6 +608,7 @@ constexpr FieldInfo kFields[] = {
     {"message_nbytes", 0x0D8, 8},
     {"reply_code", 0x0E0, 4},
     {"word", 0x100, 4},
+    {"creator_slot", 0x180, 32},  // zeroed: an EMPTY creator slot (R-STALE-1)
 };
 
 const FieldInfo* field_info(const std::string& f) {
@@ -661,7 +668,9 @@ std::uint64_t corrupt_header(const std::string& name, const std::string& field,
   auto* h = static_cast<unsigned char*>(m);
   unsigned char* p = h + fi->off;
   std::uint64_t v = 0;
-  if (field == "magic") {
+  if (field == "creator_slot") {
+    std::memset(p, 0, fi->size);
+  } else if (field == "magic") {
     std::string raw = value ? *value : "SHMBRIDX";
     if (raw == "0") raw = std::string(8, '\0');
     raw.resize(8, '\0');
@@ -696,6 +705,72 @@ std::uint64_t corrupt_header(const std::string& name, const std::string& field,
 #endif
   return v;
 }
+
+// A separate read-only view of the OS object, opened once after create/attach (plain reads, as
+// --wait-peer's): it reads the same object even after its creator unlinked the name.
+class HeaderView {
+ public:
+  explicit HeaderView(const std::string& name) {
+    const std::string bare = name.rfind('/', 0) == 0 ? name.substr(1) : name;
+#if defined(_WIN32)
+    const std::string win_name = "Local\\" + bare;
+    HANDLE mh = OpenFileMappingW(FILE_MAP_READ, FALSE,
+                                 std::wstring(win_name.begin(), win_name.end()).c_str());
+    if (!mh) return;
+    view_ = static_cast<const unsigned char*>(MapViewOfFile(mh, FILE_MAP_READ, 0, 0, 512));
+    CloseHandle(mh);  // the view keeps the mapping alive
+#else
+    fd_ = ::shm_open(("/" + bare).c_str(), O_RDONLY, 0);
+#endif
+  }
+  ~HeaderView() {
+#if defined(_WIN32)
+    if (view_) UnmapViewOfFile(view_);
+#else
+    if (fd_ >= 0) ::close(fd_);
+#endif
+  }
+  HeaderView(const HeaderView&) = delete;
+  HeaderView& operator=(const HeaderView&) = delete;
+
+  bool read(std::size_t off, std::size_t n, unsigned char* out) const {
+#if defined(_WIN32)
+    if (!view_) return false;
+    std::memcpy(out, view_ + off, n);
+    return true;
+#else
+    return fd_ >= 0 && ::pread(fd_, out, n, static_cast<off_t>(off)) == static_cast<ssize_t>(n);
+#endif
+  }
+
+  // spec/PEER.md §2 `declared_desc` / `message_desc`: the 80 descriptor bytes at `off` as hex.
+  std::string desc_field(const char* key, std::size_t off) const {
+    unsigned char d[80];
+    if (!read(off, sizeof d, d)) return "";
+    static const char* digits = "0123456789abcdef";
+    std::string hex;
+    for (unsigned char c : d) {
+      hex += digits[c >> 4];
+      hex += digits[c & 15];
+    }
+    return std::string("\"") + key + "\":\"" + hex + "\"";
+  }
+
+  // spec/PEER.md §2: what the reply a receive consumed left (R-MSG-4): reply_code, message_desc.
+  std::string reply_fields() const {
+    unsigned char rc[4];
+    if (!read(0x0E0, 4, rc)) return "";
+    return "\"reply_code\":" + std::to_string(load_le(rc, 4)) + "," +
+           desc_field("message_desc", 0x090);
+  }
+
+ private:
+#if defined(_WIN32)
+  const unsigned char* view_ = nullptr;
+#else
+  int fd_ = -1;
+#endif
+};
 
 // --wait-peer: poll the other role's slot state (a plain read) until ATTACHED (1).
 bool wait_peer(const std::string& name, const std::string& role, double timeout) {
@@ -827,7 +902,7 @@ class Peer {
   void event(const std::string& op, long rnd, std::int64_t t0, std::int64_t t1,
              const std::string& result, std::optional<long long> seq, std::optional<std::string> cs,
              bool injected = false, const std::string& message = "",
-             std::optional<bool> verified = std::nullopt) {
+             std::optional<bool> verified = std::nullopt, const std::string& extra = "") {
     Fields f;
     f.str("peer", a_.label)
         .str("op", op)
@@ -841,6 +916,7 @@ class Peer {
     if (injected) f.raw("injected", "true");
     if (!message.empty()) f.str("message", message.substr(0, 300));
     if (verified) f.raw("verified", *verified ? "true" : "false");
+    f.extra(extra);
     emit(f.done());
   }
 
@@ -855,7 +931,18 @@ class Peer {
       return "ok";
     } catch (const sb::Error& e) {
       t1 = now_ns();
-      event(op, rnd, t0, t1, e.name(), std::nullopt, std::nullopt, injected, e.what());
+      // PEER.md §2: the reason of a PEER_GONE (R-LIVE-5); what a consumed reply left (R-MSG-5).
+      std::string extra;
+      if (e.code() == sb::ErrorCode::PEER_GONE) {
+        extra =
+            std::string("\"reason\":\"") + sb::peer_gone_reason_name(e.peer_gone_reason()) + "\"";
+      }
+      if (op == "receive" && e.reply_code()) {
+        const std::string r = view_ ? view_->reply_fields() : "";
+        extra += (extra.empty() || r.empty() ? "" : ",") + r;
+      }
+      event(op, rnd, t0, t1, e.name(), std::nullopt, std::nullopt, injected, e.what(), std::nullopt,
+            extra);
       if (exit_code) *exit_code = e.exit_code();
       return e.name();
     }
@@ -917,7 +1004,7 @@ class Peer {
     TerminateProcess(GetCurrentProcess(), 137);  // as SIGKILL: no cleanup, no close
 #else
     if (a_.crash_mode == "abort") {
-      struct rlimit rl {};
+      struct rlimit rl{};
       ::setrlimit(RLIMIT_CORE, &rl);
       std::abort();
     }
@@ -954,8 +1041,7 @@ class Peer {
       dt = d;
     }
     std::optional<sb::Shape> shape;
-    std::string result = call(
-        op, 0, [&] { shape = parse_shape(a_.shape); }, t0, t1, false, &ec);
+    std::string result = call(op, 0, [&] { shape = parse_shape(a_.shape); }, t0, t1, false, &ec);
     if (result != "ok") fail(result, ec);
     if (a_.attach) {
       if (a_.wrong_dtype) {
@@ -992,7 +1078,9 @@ class Peer {
         t0, t1, false, &ec);
     if (result != "ok") fail(result, ec);
     sb::Handle* h = handle();
-    event(op, 0, t0, t1, "ok", h->seq(), std::nullopt);
+    view_.emplace(a_.name);
+    event(op, 0, t0, t1, "ok", h->seq(), std::nullopt, false, "", std::nullopt,
+          view_->desc_field("declared_desc", 0x040));
     dtype_ = h->dtype();
     shape_ = h->shape();
     nbytes_ = count_of(shape_) * sb::itemsize(dtype_);
@@ -1003,8 +1091,7 @@ class Peer {
   bool send(long rnd, const std::vector<unsigned char>& data, sb::DType dt, const sb::Shape& shape,
             bool injected, std::string& result, int& ec) {
     std::int64_t t0, t1;
-    result = call(
-        "send", rnd, [&] { req_->send(data.data(), dt, shape); }, t0, t1, injected, &ec);
+    result = call("send", rnd, [&] { req_->send(data.data(), dt, shape); }, t0, t1, injected, &ec);
     if (result != "ok") return false;
     event("send", rnd, t0, t1, "ok",
           req_->pending() ? std::optional<long long>(*req_->pending())
@@ -1036,10 +1123,9 @@ class Peer {
         if (rnd == 1 && a_.out_of_turn == std::optional<std::string>("receive")) {
           std::int64_t t0, t1;
           sb::ArrayView view;
-          if (call(
-                  "receive", rnd, [&] { view = req_->try_receive(); }, t0, t1, true) == "ok")
+          if (call("receive", rnd, [&] { view = req_->try_receive(); }, t0, t1, true) == "ok")
             event("receive", rnd, t0, t1, "ok", view.seq(), hexsum(view.data(), view.nbytes()),
-                  true);
+                  true, "", std::nullopt, view_->reply_fields());
         }
         if (rnd == 1 && a_.create && (a_.wrong_shape || a_.wrong_dtype)) {
           const sb::DType bd = a_.wrong_dtype ? wrong_dtype(dtype_) : dtype_;
@@ -1059,7 +1145,7 @@ class Peer {
       if (res == "ok") {
         const bool good = verify(data, reply);
         event("receive", rnd, t0, t1, "ok", req_->seq(), hexsum(reply.data(), reply.size()), false,
-              "", good);
+              "", good, view_->reply_fields());
         ++rounds_ok_;
         verified_ += good;
         mismatches_ += !good;
@@ -1110,14 +1196,12 @@ class Peer {
       const long nr = rnd + 1;
       std::int64_t t0, t1;
       if (nr == 1 && a_.out_of_turn == std::optional<std::string>("reply") && gone_since < 0)
-        if (call(
-                "reply", nr, [&] { rsp_->reply(); }, t0, t1, true) == "ok")
+        if (call("reply", nr, [&] { rsp_->reply(); }, t0, t1, true) == "ok")
           event("reply", nr, t0, t1, "ok", std::nullopt, std::nullopt, true);
       point("before", "take", nr);
       if (a_.op == "fail") serve_failing(nr, ec);
       std::optional<sb::Request> req;
-      std::string res = call(
-          "take", nr, [&] { req.emplace(rsp_->take()); }, t0, t1, false, &ec);
+      std::string res = call("take", nr, [&] { req.emplace(rsp_->take()); }, t0, t1, false, &ec);
       if (res == "PEER_GONE") {
         const std::int64_t now = now_ns();
         if (a_.on_peer_gone == "retry") {
@@ -1146,8 +1230,7 @@ class Peer {
       apply_op(a_.op, dtype_, req->data(), req->nbytes());
       point("before", "reply", rnd);
       const std::string cs = hexsum(req->data(), req->nbytes());
-      res = call(
-          "reply", rnd, [&] { req->reply(); }, t0, t1, false, &ec);
+      res = call("reply", rnd, [&] { req->reply(); }, t0, t1, false, &ec);
       if (res != "ok") fail(res, ec);
       event("reply", rnd, t0, t1, "ok", req->seq(), cs);
       ++rounds_ok_;
@@ -1208,6 +1291,7 @@ class Peer {
   std::mt19937_64 rng_;
   std::optional<sb::Requester> req_;
   std::optional<sb::Responder> rsp_;
+  std::optional<HeaderView> view_;  // opened after create/attach (PEER.md §2 header fields)
   sb::DType dtype_ = sb::DType::float32;
   sb::Shape shape_;
   std::uint64_t nbytes_ = 0;

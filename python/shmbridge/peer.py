@@ -21,7 +21,7 @@ from typing import Any, Callable, NoReturn, TextIO, Union
 
 import numpy as np
 
-from . import Error, HandlerFailed, Phase, Requester, Responder
+from . import Error, HandlerFailed, PeerGone, Phase, Requester, Responder
 
 __all__ = ["checksum", "main", "pattern"]
 
@@ -67,6 +67,7 @@ FIELDS = {
     "message_nbytes": (0x0D8, "<Q"),
     "reply_code": (0x0E0, "<I"),
     "word": (0x100, "<I"),
+    "creator_slot": (0x180, "32s"),  # zeroed: an EMPTY creator slot (R-STALE-1)
 }
 EXIT_USAGE, EXIT_VERIFY, EXIT_INTERNAL = 2, 3, 1
 
@@ -337,6 +338,9 @@ def corrupt_header(name: str, field: str, value: str | None) -> int:
         os.close(fd)
     try:
         cur = struct.unpack_from(fmt, m, off)[0]
+        if field == "creator_slot":
+            struct.pack_into(fmt, m, off, bytes(32))
+            return 0
         if field == "magic":
             raw = b"\0" * 8 if value == "0" else (value or "SHMBRIDX").encode()[:8].ljust(8, b"\0")
             struct.pack_into("8s", m, off, raw)
@@ -379,6 +383,36 @@ def _word_value(value: str | None, cur: int) -> int:
     return int(value, 0) & 0xFFFFFFFF
 
 
+class HeaderView:
+    """A read-only descriptor of the OS object, opened once after create/attach: it reads the same
+    object even after its creator unlinked the name (plain reads, as --wait-peer's)."""
+
+    def __init__(self, name: str) -> None:
+        try:
+            self.fd: int | None = os.open(_shm_path(name), os.O_RDONLY)
+        except OSError:
+            self.fd = None
+
+    def read(self, off: int, n: int) -> bytes | None:
+        if self.fd is None:
+            return None
+        data = os.pread(self.fd, n, off)
+        return data if len(data) == n else None
+
+    def declared_field(self) -> dict[str, Any]:
+        """PEER.md §2 ``declared_desc``: the 80 bytes of ``declared`` as hex."""
+        d = self.read(0x040, 80)
+        return {} if d is None else {"declared_desc": d.hex()}
+
+    def reply_fields(self) -> dict[str, Any]:
+        """PEER.md §2: what the reply a receive consumed left (R-MSG-4): reply_code and
+        message_desc."""
+        rc, desc = self.read(0x0E0, 4), self.read(0x090, 80)
+        if rc is None or desc is None:
+            return {}
+        return {"reply_code": struct.unpack("<I", rc)[0], "message_desc": desc.hex()}
+
+
 def wait_peer(name: str, role: str, timeout: float) -> bool:
     """--wait-peer: poll the other role's slot state (a plain read) until ATTACHED (1)."""
     off = (0x160 if role == "requester" else 0x140) + 4
@@ -418,6 +452,7 @@ class Peer:
         self.f: Faults = a.faults
         self.log = Log(a.label, a.role, a.name, out)
         self.h: Handle | None = None
+        self.view: HeaderView | None = None
         self.rounds_ok = 0
         self.verified = 0
         self.mismatches = 0
@@ -442,17 +477,25 @@ class Peer:
         try:
             value = fn()
         except Error as e:
+            t1 = now_ns()
+            # PEER.md §2: the reason of a PEER_GONE (R-LIVE-5); what a consumed reply left.
+            extra: dict[str, Any] = {}
+            if isinstance(e, PeerGone):
+                extra["reason"] = e.reason.value
+            if op == "receive" and e.reply_code is not None:
+                extra.update(self.reply_fields())
             self.log.event(
                 op,
                 rnd,
                 t0,
-                now_ns(),
+                t1,
                 e.name,
                 None,
                 self.phase(),
                 None,
                 injected=injected or None,
                 message=str(e)[:300],
+                **extra,
             )
             return e.name, e
         except Exception as e:
@@ -470,6 +513,10 @@ class Peer:
             )
             raise
         return "ok", (t0, now_ns(), value)
+
+    def reply_fields(self) -> dict[str, Any]:
+        """What the reply a receive consumed left in the header (PEER.md §2)."""
+        return self.view.reply_fields() if self.view is not None else {}
 
     def point(self, when: str, where: str, rnd: int) -> None:
         f = self.f
@@ -549,7 +596,10 @@ class Peer:
         if res != "ok":
             self.fail(res, val)
         t0, t1, self.h = val
-        self.log.event(op, 0, t0, t1, "ok", self.h.seq(), self.phase())
+        self.view = HeaderView(a.name)
+        self.log.event(
+            op, 0, t0, t1, "ok", self.h.seq(), self.phase(), **self.view.declared_field()
+        )
         self.dtype = self.h.dtype.name
         self.shape: tuple[int, ...] = tuple(self.h.shape)
         self.point("after", "ready", 0)
@@ -598,6 +648,7 @@ class Peer:
                     self.phase(),
                     hexsum(reply),
                     verified=good,
+                    **self.reply_fields(),
                 )
                 self.rounds_ok += 1
                 self.verified += int(good)
@@ -652,7 +703,16 @@ class Peer:
         if res == "ok":
             t0, t1, reply = val
             self.log.event(
-                "receive", rnd, t0, t1, "ok", h.seq(), self.phase(), hexsum(reply), injected=True
+                "receive",
+                rnd,
+                t0,
+                t1,
+                "ok",
+                h.seq(),
+                self.phase(),
+                hexsum(reply),
+                injected=True,
+                **self.reply_fields(),
             )
 
     def verify(self, sent: np.ndarray[Any, Any], reply: np.ndarray[Any, Any]) -> bool:
