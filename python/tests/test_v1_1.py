@@ -409,3 +409,31 @@ def test_r_close_1_release_keeps_stamp_and_incarnation(segname: str) -> None:
         assert U64.unpack_from(raw, OFF_RESPONDER + SLOT_INCARNATION)[0] == 1
         rsp._closed = True  # released by hand above
         raw.close()
+
+
+def test_r_close_1_closed_is_stored_before_the_held_round_is_completed(
+    segname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R-CLOSE-1/2 order: a responder closing while it holds a request stores CLOSED (pid still
+    set) before its PEER_GONE reply (T3) and pid 0 after it, so a requester that reads the slot
+    right after its T4 sees CLOSED (R-LIVE-5). Observed at the moment of the T3."""
+    seen: list[tuple[int, int]] = []
+    original = sb.Responder._reply
+
+    def spy(self: sb.Responder, seq: int, code: int) -> None:
+        pid, state, _start = struct.unpack_from("<IIQ", self._mm, OFF_RESPONDER)
+        seen.append((pid, state))
+        original(self, seq, code)
+
+    monkeypatch.setattr(sb.Responder, "_reply", spy)
+    with sb.Requester.create(segname, np.uint8, (4,)) as req:
+        rsp = sb.Responder.attach(segname)
+        req.send(np.zeros(4, np.uint8))
+        rsp.take()
+        rsp.close()
+        assert seen == [(os.getpid(), SLOT_CLOSED)]
+        raw = map_raw(segname)
+        assert struct.unpack_from("<II", raw, OFF_RESPONDER) == (0, SLOT_CLOSED)
+        raw.close()
+        e = _error_of(req.receive)
+        assert isinstance(e, sb.PeerGone) and e.reason is PeerGoneReason.CLOSED
