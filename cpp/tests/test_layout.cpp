@@ -1,5 +1,6 @@
 // R-LAYOUT-1..7: the 512-byte header, against spec/layout.json and spec/vectors/headers.json.
 #include <memory>
+#include <set>
 
 #include "test_util.hpp"
 
@@ -104,6 +105,29 @@ TEST(Layout, R_LAYOUT_2_OffsetsMatchSpecLayoutJson) {
     ++matched;
   }
   EXPECT_EQ(matched, ours.size());
+}
+
+// R-LAYOUT-8: layout.json marks atomic exactly the fields this library accesses with atomics
+// (magic as one u64, word, waiters, and each slot's pid, state, start_time), each naturally
+// aligned in every slot, so that a full-width atomic access is possible.
+TEST(Layout, R_LAYOUT_8_AtomicFieldsAreNaturallyAligned) {
+  const auto spec = load_spec("layout.json");
+  std::set<std::string> atomic;
+  for (const char* part : {"header", "slot"}) {
+    for (const auto& f : spec[part]["fields"]) {
+      if (!f.value("atomic", false)) continue;
+      atomic.insert(std::string(part) + "." + f["field"].get<std::string>());
+      EXPECT_EQ(f["offset"].get<std::size_t>() % f["size"].get<std::size_t>(), 0u) << f["field"];
+    }
+  }
+  const std::set<std::string> ours = {"header.magic", "header.word", "header.waiters",
+                                      "slot.pid",     "slot.state",  "slot.start_time"};
+  EXPECT_EQ(atomic, ours);
+  EXPECT_EQ(kOffMagic % 8, 0u);
+  EXPECT_EQ(kOffWord % 4 + kOffWaiters % 4, 0u);
+  for (std::size_t slot : {kOffRequesterSlot, kOffResponderSlot, kOffCreatorSlot}) {
+    EXPECT_EQ((slot + kSlotPid) % 4 + (slot + kSlotState) % 4 + (slot + kSlotStartTime) % 8, 0u);
+  }
 }
 
 // R-LAYOUT-2: the control word is alone on its cache line and the payload is 64-byte aligned.
@@ -232,9 +256,7 @@ TEST(Layout, R_LAYOUT_5_DescriptorChecks) {
   bad.nbytes = 0;
   EXPECT_EQ(code_of([&] { validate_descriptor(bad, 80, "x"); }), ErrorCode::CORRUPT_HEADER);
   // Extents of 0 and scalars are valid.
-  EXPECT_EQ(code_of([&] {
-              validate_descriptor(Descriptor::make(DType::int32, {0, 3}), 0, "x");
-            }),
+  EXPECT_EQ(code_of([&] { validate_descriptor(Descriptor::make(DType::int32, {0, 3}), 0, "x"); }),
             ErrorCode::ok);
   const Descriptor scalar = Descriptor::make(DType::float64, Shape{});
   EXPECT_EQ(scalar.nbytes, 8u);

@@ -437,3 +437,30 @@ def test_r_close_1_closed_is_stored_before_the_held_round_is_completed(
         raw.close()
         e = _error_of(req.receive)
         assert isinstance(e, sb.PeerGone) and e.reason is PeerGoneReason.CLOSED
+
+
+# -- point 3: R-LAYOUT-8 -------------------------------------------------------------------------
+
+
+def test_r_layout_8_atomic_fields_are_naturally_aligned() -> None:
+    """R-LAYOUT-8: layout.json marks atomic exactly the fields this package accesses through the
+    native atomics (magic as one u64, word, waiters, each slot's pid, state and start_time), each
+    naturally aligned in every slot."""
+    lj = load_spec_json("layout.json")
+    atomic = set()
+    for part in ("header", "slot"):
+        for f in lj[part]["fields"]:
+            if f.get("atomic"):
+                atomic.add(f"{part}.{f['field']}")
+                assert f["offset"] % f["size"] == 0, f
+    assert atomic == {
+        "header.magic",
+        "header.word",
+        "header.waiters",
+        "slot.pid",
+        "slot.state",
+        "slot.start_time",
+    }
+    for slot in (OFF_REQUESTER, OFF_RESPONDER, OFF_CREATOR):
+        assert (slot + SLOT_PID) % 4 == (slot + SLOT_STATE) % 4 == (slot + SLOT_START_TIME) % 8 == 0
+    assert OFF_WORD % 4 == OFF_WAITERS % 4 == 0
