@@ -13,6 +13,19 @@ using namespace shmbridge;
 using namespace shmbridge::test;
 using Clock = std::chrono::steady_clock;
 
+namespace {
+// Runs `f` and returns the Error it throws (code ok if none), with its reason and reply_code.
+template <class F>
+Error error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e;
+  }
+  return Error(ErrorCode::ok, "no error");
+}
+}  // namespace
+
 // R-STATE-1..3: one round with copy in/out; status 0,1,0,2,0.
 TEST(Channel, R_STATE_1_RoundTripCopy) {
   UniqueName n("round");
@@ -220,7 +233,8 @@ TEST(Channel, R_LIVE_4_ServeEndsWhenRequesterCloses) {
   server.join();  // returns: PEER_GONE from a CLOSED requester is a normal end
 }
 
-// R-CLOSE-2: a responder closing while holding completes the round with PEER_GONE.
+// R-CLOSE-2: a responder closing while holding completes the round with PEER_GONE. R-LIVE-5,
+// R-CLOSE-1: it stored CLOSED before that reply, so the requester's PEER_GONE has reason CLOSED.
 TEST(Channel, R_CLOSE_2_ResponderCloseWhileHolding) {
   UniqueName n("closeh");
   auto req = Requester::create(n, DType::uint8, {4});
@@ -230,7 +244,11 @@ TEST(Channel, R_CLOSE_2_ResponderCloseWhileHolding) {
   auto r = rsp.take();
   rsp.close();
   EXPECT_EQ(req.phase(), Phase::REPLIED);
-  EXPECT_CODE(req.receive(), ErrorCode::PEER_GONE);
+  const Error e = error_of([&] { req.receive(); });
+  EXPECT_EQ(e.code(), ErrorCode::PEER_GONE);
+  EXPECT_EQ(e.peer_gone_reason(), PeerGoneReason::closed) << e.what();
+  EXPECT_EQ(e.reply_code(), std::optional<std::uint32_t>(7u));
+  EXPECT_NE(std::string(e.what()).find("closed"), std::string::npos) << e.what();
   EXPECT_CODE(r.reply(), ErrorCode::OUT_OF_TURN);
 }
 
@@ -515,16 +533,6 @@ bool message_is_declared(const std::uint8_t* base) {
 std::uint32_t reply_code_in(const std::uint8_t* base) {
   return layout::load_u32(base + layout::kOffReplyCode);
 }
-// The requester's receive, returning the Error it throws (code ok if none).
-template <class F>
-Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  return Error(ErrorCode::ok, "no error");
-}
 }  // namespace
 
 // R-MSG-4, R-MSG-5: a request rejected at take (its descriptor has another shape, then another
@@ -628,22 +636,13 @@ TEST(Channel, R_MSG_5_ReplyCodeFirstThenDescriptor) {
   EXPECT_FALSE(e.reply_code().has_value());
 }
 
-// R-LIVE-5, R-CLOSE-1/2: a responder that closes while holding the request stores CLOSED before
-// its PEER_GONE reply: the requester's PEER_GONE has reason CLOSED.
-TEST(Channel, R_LIVE_5_ResponderClosedWhileHoldingIsClosed) {
+// R-LIVE-5: a requester waiting on a responder that closed (slot CLOSED, pid 0): reason CLOSED,
+// and the withdrawn request (T5) carries no reply_code.
+TEST(Channel, R_LIVE_5_WaitingOnAClosedResponderIsClosed) {
   UniqueName n("closed5");
   auto req = Requester::create(n, DType::uint8, {4});
-  auto rsp = Responder::attach(n);
+  Responder::attach(n).close();
   const std::uint8_t a[4] = {};
-  req.send(a, {4});
-  auto r = rsp.take();
-  rsp.close();
-  const Error e = error_of([&] { req.receive(); });
-  EXPECT_EQ(e.code(), ErrorCode::PEER_GONE);
-  EXPECT_EQ(e.peer_gone_reason(), PeerGoneReason::closed) << e.what();
-  EXPECT_EQ(e.reply_code(), std::optional<std::uint32_t>(7u));
-  EXPECT_NE(std::string(e.what()).find("closed"), std::string::npos) << e.what();
-  // A requester waiting on a responder that closed without holding anything: CLOSED too.
   req.send(a, {4});
   const Error w = error_of([&] { req.receive(ms(500)); });
   EXPECT_EQ(w.code(), ErrorCode::PEER_GONE);

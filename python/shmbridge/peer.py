@@ -518,6 +518,23 @@ class Peer:
         """What the reply a receive consumed left in the header (PEER.md §2)."""
         return self.view.reply_fields() if self.view is not None else {}
 
+    def log_receive(
+        self, h: Requester, rnd: int, t0: int, t1: int, reply: Any, **extra: Any
+    ) -> None:
+        """A successful receive, with what its reply left in the header (PEER.md §2)."""
+        self.log.event(
+            "receive",
+            rnd,
+            t0,
+            t1,
+            "ok",
+            h.seq(),
+            self.phase(),
+            hexsum(reply),
+            **extra,
+            **self.reply_fields(),
+        )
+
     def point(self, when: str, where: str, rnd: int) -> None:
         f = self.f
         if when == "after" and f.corrupt and f.corrupt[2] == where and rnd <= 1:
@@ -638,18 +655,7 @@ class Peer:
             if res == "ok":
                 t0, t1, reply = val
                 good = self.verify(data, reply)
-                self.log.event(
-                    "receive",
-                    rnd,
-                    t0,
-                    t1,
-                    "ok",
-                    h.seq(),
-                    self.phase(),
-                    hexsum(reply),
-                    verified=good,
-                    **self.reply_fields(),
-                )
+                self.log_receive(h, rnd, t0, t1, reply, verified=good)
                 self.rounds_ok += 1
                 self.verified += int(good)
                 self.mismatches += int(not good)
@@ -702,18 +708,7 @@ class Peer:
         res, val = self.call("receive", rnd, lambda: h.receive_copy(timeout=0), injected=True)
         if res == "ok":
             t0, t1, reply = val
-            self.log.event(
-                "receive",
-                rnd,
-                t0,
-                t1,
-                "ok",
-                h.seq(),
-                self.phase(),
-                hexsum(reply),
-                injected=True,
-                **self.reply_fields(),
-            )
+            self.log_receive(h, rnd, t0, t1, reply, injected=True)
 
     def verify(self, sent: np.ndarray[Any, Any], reply: np.ndarray[Any, Any]) -> bool:
         if self.a.op == "checksum":

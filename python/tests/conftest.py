@@ -75,6 +75,15 @@ def names() -> Iterator[list[str]]:
         _cleanup(n)
 
 
+def reaped_pid() -> int:
+    """The pid of a child that has exited and been reaped: a process that is certainly dead."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
 def map_raw(name: str, size: int = 512) -> mmap.mmap:
     """Map the first ``size`` bytes of segment ``name`` directly (POSIX), to poke at the header
     the way a rogue or buggy peer would."""

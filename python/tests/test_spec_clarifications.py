@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from conftest import map_raw
+from conftest import map_raw, reaped_pid
 
 import shmbridge as sb
 from shmbridge import _native, protocol
@@ -155,14 +155,6 @@ def test_r_state_11_model_attach_over_invalid_phase() -> None:
 # -- R-LIVE-3 ----------------------------------------------------------------------------------
 
 
-def _reaped_pid() -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        os._exit(0)
-    os.waitpid(pid, 0)
-    return pid
-
-
 def _write_slot(raw: mmap.mmap, slot: int, pid: int, state: int, start: int) -> None:
     _native.store_release(raw, slot + SLOT_PID, pid)
     _native.store_release(raw, slot + SLOT_STATE, state)
@@ -186,7 +178,7 @@ def test_r_live_3_slot_being_claimed_is_judged_by_pid(segname: str) -> None:
                 req.try_receive()
             _write_slot(raw, OFF_RESPONDER, own, SLOT_EMPTY, 0)  # first claim in progress
             assert peer_status(raw, OFF_RESPONDER) is Peer.ATTACHED
-            dead = _reaped_pid()
+            dead = reaped_pid()
             _write_slot(raw, OFF_RESPONDER, dead, SLOT_CLOSED, 0)  # the claimer died
             assert peer_status(raw, OFF_RESPONDER) is Peer.GONE
             _write_slot(raw, OFF_RESPONDER, 0, SLOT_CLOSED, 0)  # CLOSED with pid 0: gone
@@ -293,7 +285,7 @@ def test_r_live_1_r_stale_3_live_pid_with_zero_start_time_is_alive(segname: str)
             claim_slot(raw, OFF_RESPONDER, "responder")
         assert _native.load_acquire(raw, OFF_RESPONDER + SLOT_PID) == own
         # A dead creator with a stale stamp: reclaimed; the old object's slot shows our claim.
-        dead = _reaped_pid()
+        dead = reaped_pid()
         _write_slot(raw, OFF_CREATOR, dead, SLOT_ATTACHED, 12345)
         with sb.Requester.create(segname, "float64", (2,)) as req:
             assert req.dtype == np.float64 and req.created

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import load_spec_json, map_raw
+from conftest import load_spec_json, map_raw, reaped_pid
 
 import shmbridge as sb
 from shmbridge import PeerGoneReason
@@ -52,14 +52,6 @@ U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 DESC_SHAPE0 = OFF_MESSAGE + 8
 DESC_NBYTES = OFF_MESSAGE + 72
-
-
-def _reaped_pid() -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        os._exit(0)
-    os.waitpid(pid, 0)
-    return pid
 
 
 def _message_is_declared(raw: Any) -> bool:
@@ -127,7 +119,7 @@ def test_r_msg_4_recovered_round_leaves_declared_descriptor(segname: str) -> Non
         dying.take()
         U64.pack_into(raw, DESC_SHAPE0, 2)
         U64.pack_into(raw, DESC_NBYTES, 2)
-        U32.pack_into(raw, OFF_RESPONDER + SLOT_PID, _reaped_pid())  # it dies without closing
+        U32.pack_into(raw, OFF_RESPONDER + SLOT_PID, reaped_pid())  # it dies without closing
         with sb.Responder.attach(segname):  # R-REC-2: T8
             assert req.phase() is Phase.REPLIED
             assert _message_is_declared(raw)
@@ -189,7 +181,7 @@ def test_r_live_5_dead_requester_is_died_and_serve_raises(segname: str) -> None:
     serve raises it instead of returning (1.0 Python returned normally)."""
     with sb.Responder.create(segname, np.uint8, (4,), liveness_interval=0.02) as rsp:
         raw = map_raw(segname)
-        _write_slot(raw, OFF_REQUESTER, _reaped_pid(), SLOT_ATTACHED)
+        _write_slot(raw, OFF_REQUESTER, reaped_pid(), SLOT_ATTACHED)
         e = _error_of(lambda: rsp.take(timeout=0.5))
         assert isinstance(e, sb.PeerGone) and e.reason is PeerGoneReason.DIED, e
         assert "died" in str(e)
@@ -379,7 +371,7 @@ def test_r_live_6_slot_reading_table(segname: str) -> None:
     ATTACHED); a pid that is not ATTACHED is judged by the pid alone."""
     with sb.Requester.create(segname, np.uint8, (4,)):
         raw = map_raw(segname)
-        dead = _reaped_pid()
+        dead = reaped_pid()
         me, stamp = os.getpid(), own_start_time()
         table = [
             ((0, SLOT_CLOSED, 0), Peer.GONE),
