@@ -201,3 +201,45 @@ def test_missing_1_1_fields_and_reasons_fail():
         {"op": "take", "result": "PEER_GONE"},
     ])
     assert sorted(c.name for c in checks) == ["log fields", "log fields", "peer gone reason"]
+
+
+# ---- the minimal level (spec/PEER.md §6, --minimal)
+
+
+def test_minimal_level_by_flags():
+    assert catalogue.minimal_args("--create --dtype float32 --shape 4 --rounds {rounds} --op echo")
+    assert catalogue.minimal_args("--attach --wrong-shape --crash-at T2@2 --crash-mode abort")
+    assert not catalogue.minimal_args("--create --corrupt magic")
+    assert not catalogue.minimal_args("--attach --close-at T2@2")
+    assert not catalogue.minimal_args("--attach --op fail")
+    assert not catalogue.minimal_args("--attach --op=fail")
+
+
+def test_pairing_wildcards():
+    assert catalogue.pairing_matches("cpp-*", "cpp-mini")
+    assert catalogue.pairing_matches("cpp-py", "cpp-py")
+    assert not catalogue.pairing_matches("cpp-*", "mini-cpp")
+
+
+def test_minimal_plan_keeps_runs_within_the_level():
+    from conformance.__main__ import minimal_plan
+    cases = {c.id: c for c in catalogue.load()}
+    plan = [(cases["header/bad-magic"], "cpp-mini"), (cases["header/bad-magic"], "mini-cpp"),
+            (cases["kill/requester/hostile-comm"], "cpp-mini"),
+            (cases["handler/failed"], "mini-cpp"), (cases["handler/failed"], "cpp-mini")]
+    kept = [(c.id, p) for c, p in minimal_plan(plan, "mini")]
+    # mini may attach to a corrupted segment but not corrupt one; it may judge a hostile comm
+    # but not run under one; it may send to a failing handler but not be one.
+    assert kept == [("header/bad-magic", "cpp-mini"), ("kill/requester/hostile-comm", "cpp-mini"),
+                    ("handler/failed", "mini-cpp")]
+
+
+def test_minimal_peer_refuses_flags_beyond_its_level(tmp_path):
+    import subprocess
+    r = subprocess.run([sys.executable, "-m", "conformance.minimal_peer", "--role", "requester",
+                        "--name", "x", "--create", "--corrupt", "magic"],
+                       capture_output=True, text=True, cwd=str(spec.REPO_ROOT))
+    assert r.returncode == 2 and "minimal peer does not support --corrupt" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "conformance.minimal_peer", "--print-clock"],
+                       capture_output=True, text=True, cwd=str(spec.REPO_ROOT))
+    assert r.returncode == 0 and json.loads(r.stdout)["event"] == "clock"
