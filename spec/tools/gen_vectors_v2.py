@@ -554,7 +554,7 @@ def schemas_block(request, reply) -> dict:
 
 
 def build_headers() -> dict:
-    from vectors_v2_cases import header_cases   # the case lists (they import this module)
+    from vectors_v2_cases import header_cases  # the case lists (they import this module)
     valid, invalid, decode_only = header_cases()
     ids: set = set()
     for v in valid + invalid + decode_only:

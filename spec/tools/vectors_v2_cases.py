@@ -11,10 +11,17 @@ import json
 import struct
 
 from gen_vectors import DTYPES, U64, slot
-from gen_vectors import fields_for as v1_fields_for
 from gen_vectors import encode as v1_encode
+from gen_vectors import fields_for as v1_fields_for
 from gen_vectors_v2 import (
-    RECORD, encode, encode_table, fields_for, initial_table, place, product, record_of,
+    RECORD,
+    encode,
+    encode_table,
+    fields_for,
+    initial_table,
+    place,
+    product,
+    record_of,
     schemas_block,
 )
 
@@ -102,7 +109,8 @@ def header_cases():
               "16 request fields (every dtype, 0-d to 3-d, fixed and variable) and 16 reply fields "
               "(8 in place, 8 own): header_size 4608", max_fields_schemas())
     add_valid("H2-VALID-SCALARS", ["R-SCHEMA-6", "R-SCHEMA-7"],
-              "0-d fields only: t float64, n int32 -> ok bool, z complex128 (max_nbytes = itemsize)",
+              "0-d fields only: t float64, n int32 -> ok bool, z complex128 "
+              "(max_nbytes = itemsize)",
               SCALARS)
     add_valid("H2-VALID-MIXED", ["R-SCHEMA-4", "R-SCHEMA-6", "R-SCHEMA-7"],
               "several variable extents in one field, and an in-place reply field with variable "
@@ -575,7 +583,7 @@ def message_cases():
             [G("image", "uint16", 480, 640, 3), stp], "DTYPE_MISMATCH", "S4", "image")
         add("SEND-DTYPE-SCALAR", R4, "stamp as float32 (no conversion)", "SCH-CAMERA", "request",
             "copy", [img, G("stamp", "float32")], "DTYPE_MISMATCH", "S4", "stamp")
-        add("SEND-DTYPE-UNSUPPORTED", R4 + ["R-DTYPE-1"],
+        add("SEND-DTYPE-UNSUPPORTED", [*R4, "R-DTYPE-1"],
             "stamp with an unsupported dtype ('object')", "SCH-CAMERA", "request", "copy",
             [img, G("stamp", "object")], "DTYPE_MISMATCH", "S4", "stamp")
         add("SEND-NDIM", R4, "image (480, 640)", "SCH-CAMERA", "request", "copy",
@@ -649,7 +657,7 @@ def message_cases():
             "boxes prepared as (5, 6), then copied as (2, 6): the copy wins", "SCH-CAMERA",
             "reply", "copy", [G("boxes", "float32", 2, 6)], shapes=[["boxes", [2, 6]]],
             taken=[B("image", 480, 640, 3), B("stamp")], prepared=[B("boxes", 5, 6)])
-        add("REPLY-INPLACE-OMITTED", R6 + ["R-SCHEMA-4"],
+        add("REPLY-INPLACE-OMITTED", [*R6, "R-SCHEMA-4"],
             "the in-place field omitted: published with the request's shape (the v1 case)",
             "SCH-INPLACE", "reply", "copy", [], shapes=[["array", [512, 512]]],
             taken=[B("array", 512, 512)])
@@ -712,7 +720,7 @@ def message_cases():
         add("X-FEWER", RX, "only image expected: the segment's 'stamp' is named", "SCH-CAMERA",
             [req[0]], None, "SCHEMA_MISMATCH", "X1", "stamp")
         add("X-MORE", RX, "an extra expected field 'seq'", "SCH-CAMERA",
-            req + [F("seq", "uint64")], None, "SCHEMA_MISMATCH", "X1", "seq")
+            [*req, F("seq", "uint64")], None, "SCHEMA_MISMATCH", "X1", "seq")
         add("X-SWAPPED", RX, "stamp, image expected: position 0 differs", "SCH-CAMERA",
             [req[1], req[0]], None, "SCHEMA_MISMATCH", "X1", "stamp")
         add("X-EMPTY-EXPECTED", RX, "no fields expected: the segment's first field is named",
@@ -764,37 +772,37 @@ def message_cases():
                         "check": check})
 
         R3 = ["R-SCHEMA-3"]
-        I = "INVALID_ARGUMENT"
-        req, rep = CAMERA
-        add("C-TOO-MANY", R3 + ["R-SCHEMA-1"], "17 request fields",
-            [F(f"f{k}", "int8") for k in range(17)], [], I, "C1", None)
+        INV = "INVALID_ARGUMENT"
+        req, _rep = CAMERA
+        add("C-TOO-MANY", [*R3, "R-SCHEMA-1"], "17 request fields",
+            [F(f"f{k}", "int8") for k in range(17)], [], INV, "C1", None)
         add("C-TOO-MANY-BEFORE-NAME-ORDER", R3,
             "17 reply fields, the first with a bad name: C1 comes first", [],
-            [F("1bad", "int8")] + [F(f"f{k}", "int8") for k in range(16)], I, "C1", None)
-        add("C-NAME-EMPTY", R3 + ["R-SCHEMA-2"], "name ''", [F("", "int8")], [], I, "C2", "")
-        add("C-NAME-TOO-LONG", R3 + ["R-SCHEMA-2"], "a name of 32 characters",
-            [F("a" * 32, "int8")], [], I, "C2", "a" * 32)
-        add("C-NAME-LEADING-DIGIT", R3 + ["R-SCHEMA-2"], "name '2d'", req,
-            [F("2d", "float32", 3)], I, "C2", "2d")
-        add("C-NAME-DASH", R3 + ["R-SCHEMA-2"], "name 'a-b'", [F("a-b", "int8")], [], I, "C2",
+            [F("1bad", "int8")] + [F(f"f{k}", "int8") for k in range(16)], INV, "C1", None)
+        add("C-NAME-EMPTY", [*R3, "R-SCHEMA-2"], "name ''", [F("", "int8")], [], INV, "C2", "")
+        add("C-NAME-TOO-LONG", [*R3, "R-SCHEMA-2"], "a name of 32 characters",
+            [F("a" * 32, "int8")], [], INV, "C2", "a" * 32)
+        add("C-NAME-LEADING-DIGIT", [*R3, "R-SCHEMA-2"], "name '2d'", req,
+            [F("2d", "float32", 3)], INV, "C2", "2d")
+        add("C-NAME-DASH", [*R3, "R-SCHEMA-2"], "name 'a-b'", [F("a-b", "int8")], [], INV, "C2",
             "a-b")
-        add("C-NAME-NON-ASCII", R3 + ["R-SCHEMA-2"], "name 'é'", [F("é", "int8")], [], I, "C2",
+        add("C-NAME-NON-ASCII", [*R3, "R-SCHEMA-2"], "name 'é'", [F("é", "int8")], [], INV, "C2",
             "é")
-        add("C-NAME-DUPLICATE", R3 + ["R-SCHEMA-2"], "'image' twice in the request",
-            [req[0], F("image", "uint8", 3)], [], I, "C3", "image")
-        add("C-INPLACE-IN-REQUEST", R3 + ["R-SCHEMA-4"], "an in-place field in the request",
-            [req[0], IP("copy", "image")], [], I, "C4", "copy")
-        add("C-INPLACE-NO-TARGET", R3 + ["R-SCHEMA-4"], "in place onto 'missing'", req,
-            [IP("boxes", "missing")], I, "C4", "boxes")
-        add("C-INPLACE-TWICE", R3 + ["R-SCHEMA-4"], "two reply fields in place onto 'image'", req,
-            [IP("a", "image"), IP("b", "image")], I, "C4", "b")
-        add("C-DTYPE", R3 + ["R-DTYPE-1"], "an unsupported dtype ('object')",
+        add("C-NAME-DUPLICATE", [*R3, "R-SCHEMA-2"], "'image' twice in the request",
+            [req[0], F("image", "uint8", 3)], [], INV, "C3", "image")
+        add("C-INPLACE-IN-REQUEST", [*R3, "R-SCHEMA-4"], "an in-place field in the request",
+            [req[0], IP("copy", "image")], [], INV, "C4", "copy")
+        add("C-INPLACE-NO-TARGET", [*R3, "R-SCHEMA-4"], "in place onto 'missing'", req,
+            [IP("boxes", "missing")], INV, "C4", "boxes")
+        add("C-INPLACE-TWICE", [*R3, "R-SCHEMA-4"], "two reply fields in place onto 'image'", req,
+            [IP("a", "image"), IP("b", "image")], INV, "C4", "b")
+        add("C-DTYPE", [*R3, "R-DTYPE-1"], "an unsupported dtype ('object')",
             [F("x", "object", 3)], [], "DTYPE_MISMATCH", "C5", "x")
         add("C-NDIM-9", R3, "9 dimensions", [F("x", "uint8", *([1] * 9))], [], "SHAPE_MISMATCH",
             "C6", "x")
-        add("C-NEGATIVE", R3, "extent -1", [F("x", "uint8", 3, -1)], [], I, "C7", "x")
-        add("C-NEGATIVE-MAXIMUM", R3, "upto(-1)", [], [F("y", "float32", up(-1))], I, "C7", "y")
-        add("C-EXTENT-2^64", R3, "extent 2^64 (not a u64)", [F("x", "uint8", 1 << 64)], [], I,
+        add("C-NEGATIVE", R3, "extent -1", [F("x", "uint8", 3, -1)], [], INV, "C7", "x")
+        add("C-NEGATIVE-MAXIMUM", R3, "upto(-1)", [], [F("y", "float32", up(-1))], INV, "C7", "y")
+        add("C-EXTENT-2^64", R3, "extent 2^64 (not a u64)", [F("x", "uint8", 1 << 64)], [], INV,
             "C7", "x")
         add("C-MAX-NBYTES-OVERFLOW", R3, "uint16 (<=2^63): 2^64 bytes",
             [F("x", "uint16", up(1 << 63))], [], "CAPACITY_EXCEEDED", "C8", "x")
@@ -805,7 +813,7 @@ def message_cases():
             "a bad reply name and an unsupported request dtype: the request schema comes first",
             [F("x", "object")], [F("-", "int8")], "DTYPE_MISMATCH", "C5", "x")
         add("C-NAME-BEFORE-DTYPE-ORDER", R3, "name '1x' with dtype 'object': C2 comes first",
-            [F("1x", "object")], [], I, "C2", "1x")
+            [F("1x", "object")], [], INV, "C2", "1x")
         return out
 
     return {"schemas": schemas,
