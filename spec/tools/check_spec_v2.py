@@ -227,7 +227,7 @@ def check_vectors_v2(c, labels: dict, ej, dj, h2, m2, ids_defined: set) -> None:
                     bad.append(f"{v.get('id')}: unknown schema {v.get('schema')!r}")
                 elif len(v.get("hex", "")) != 160 * len(s.get(v.get("side"), [])):
                     bad.append(f"{v.get('id')}: hex is not 80 bytes per {v.get('side')} field")
-        for group, family in (("send", "S"), ("expect", "X"), ("declare", "C")):
+        for group, family in (("send", "S"), ("expect", "XC"), ("declare", "C")):
             for v in m2.get(group, []):
                 vec(v, "messages_v2.json", family)
                 if group != "declare" and v.get("schema") not in schemas:

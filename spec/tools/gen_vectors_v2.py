@@ -83,7 +83,21 @@ def fixed_only(field: dict) -> bool:
 
 def declare(request: list, reply: list) -> tuple[list, list]:
     """R-SCHEMA-3 (checks C1-C9): the records of both schemas, offsets placed by R-SCHEMA-7."""
+    check_declared(request, reply, expectation=False)
+    req = [record_of(f, None) for f in request]
+    rep = [record_of(f, req) for f in reply]
+    g = place(req, rep)
+    if g["segment_size"] > U64:
+        raise V2Error("CAPACITY_EXCEEDED", "C9", "segment_size overflows 64 bits")
+    return req, rep
+
+
+def check_declared(request, reply, expectation: bool) -> None:
+    """C1-C8 on each given schema (None: not stated). For an attacher's expectations
+    (R-SCHEMA-10) C4 does not ask whether the target exists: that is X6."""
     for side, schema in (("request", request), ("reply", reply)):
+        if schema is None:
+            continue
         if len(schema) > MAX_FIELDS:
             raise V2Error("INVALID_ARGUMENT", "C1", f"{side} schema has {len(schema)} fields")
         seen: set[str] = set()
@@ -98,7 +112,8 @@ def declare(request: list, reply: list) -> tuple[list, list]:
             seen.add(name)
             if "inplace" in f:
                 t = f["inplace"]
-                if side == "request" or t not in {g["name"] for g in request} or t in targets:
+                missing = not expectation and t not in {g["name"] for g in request}
+                if side == "request" or missing or t in targets:
                     raise V2Error("INVALID_ARGUMENT", "C4", f"bad in-place target {t!r}", name)
                 targets.add(t)
                 continue
@@ -112,12 +127,6 @@ def declare(request: list, reply: list) -> tuple[list, list]:
                     raise V2Error("INVALID_ARGUMENT", "C7", f"extent {v!r}", name)
             if itemsize(DTYPE_CODE[f["dtype"]]) * product(max_shape_of(f)) > U64:
                 raise V2Error("CAPACITY_EXCEEDED", "C8", "max_nbytes overflows 64 bits", name)
-    req = [record_of(f, None) for f in request]
-    rep = [record_of(f, req) for f in reply]
-    g = place(req, rep)
-    if g["segment_size"] > U64:
-        raise V2Error("CAPACITY_EXCEEDED", "C9", "segment_size overflows 64 bits")
-    return req, rep
 
 
 def max_shape_of(f: dict) -> list:
@@ -469,6 +478,7 @@ def check_send(case: dict, schema: dict) -> list:
 
 # ---------------------------------------------------------------- attach expectations (R-SCHEMA-10)
 def check_expect(schema: dict, expected: dict) -> None:
+    check_declared(expected.get("request"), expected.get("reply"), expectation=True)
     req = schema["request_schema"]
     for side in ("request", "reply"):
         exp = expected.get(side)

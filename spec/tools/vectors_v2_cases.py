@@ -761,6 +761,20 @@ def message_cases():
             [F("action", "float32", up(8)), F("grid", "int16", up(4), 5, up(6)),
              F("code", "int8")], "DTYPE_MISMATCH", "X2", "grid")
         add("X-EMPTY-OK", RX, "empty schemas expected and found", "SCH-EMPTY", [], [])
+        add("X-DECLARE-TOO-MANY", [*RX, "R-SCHEMA-3"],
+            "17 expected request fields: the stated schema is checked by C1-C8 before any OS "
+            "object", "SCH-CAMERA", [F(f"f{k}", "int8") for k in range(17)], None,
+            "INVALID_ARGUMENT", "C1", None)
+        add("X-DECLARE-BAD-NAME", [*RX, "R-SCHEMA-3"],
+            "an expected reply field named '1boxes' (C2 before any comparison)", "SCH-CAMERA",
+            None, [F("1boxes", "float32", up(100), 6)], "INVALID_ARGUMENT", "C2", "1boxes")
+        add("X-DECLARE-INPLACE-TWICE", [*RX, "R-SCHEMA-3"],
+            "two expected reply fields in place onto 'array' (C4 for expectations)",
+            "SCH-INPLACE", None, [IP("array", "array"), IP("copy", "array")],
+            "INVALID_ARGUMENT", "C4", "copy")
+        add("X-DECLARE-TARGET-UNCHECKED", RX,
+            "in place onto 'nothing': not a C4 error for an expectation, X6 against the segment",
+            "SCH-INPLACE", None, [IP("array", "nothing")], "SCHEMA_MISMATCH", "X6", "array")
         return out
 
     def declare_cases():
