@@ -545,19 +545,7 @@ def parse_spec(text: str) -> list:
     return out
 
 
-# ---------------------------------------------------------------- vector helpers
-def F(name, dtype, *shape):
-    return {"name": name, "dtype": dtype, "shape": list(shape)}
-
-
-def up(n):
-    return {"upto": n}
-
-
-def IP(name, target):
-    return {"name": name, "inplace": target}
-
-
+# ---------------------------------------------------------------- building the files
 def schemas_block(request, reply) -> dict:
     return {"request": request, "reply": reply,
             "spec": {"request": format_spec(request), "reply": format_spec(reply)}}
