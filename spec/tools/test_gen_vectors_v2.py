@@ -138,3 +138,21 @@ def test_mutated_offset_is_caught():
     with pytest.raises(g2.V2Error) as e:
         g2.decode(bytes(raw), v["mapping_size"])
     assert e.value.check == "F9"
+
+
+def test_readme_counts():
+    """spec/vectors/README.md states the v2 vector counts; they must match the files."""
+    import re
+    with open(os.path.join(SPEC, "vectors", "README.md"), encoding="utf-8") as fh:
+        text = " ".join(fh.read().split())
+    h = re.search(r"`headers_v2.json` has (\d+) valid, (\d+) invalid and (\d+) decode-only", text)
+    assert h and [int(x) for x in h.groups()] == [
+        len(HEADERS[k]) for k in ("valid", "invalid", "decode_only")]
+    m = re.search(r"`messages_v2.json` has (\d+) schemas, (\d+) valid and (\d+) invalid message "
+                  r"tables, (\d+) send/reply cases \((\d+) succeed\), (\d+) attach expectation "
+                  r"cases \((\d+) succeed\) and (\d+) declaration cases", text)
+    ok = [len([v for v in MESSAGES[g] if v["error"] == "ok"]) for g in ("send", "expect")]
+    assert m and [int(x) for x in m.groups()] == [
+        len(MESSAGES["schemas"]), len(MESSAGES["tables"]["valid"]),
+        len(MESSAGES["tables"]["invalid"]), len(MESSAGES["send"]), ok[0],
+        len(MESSAGES["expect"]), ok[1], len(MESSAGES["declare"])]
