@@ -30,6 +30,8 @@ constexpr Row kRows[] = {
     {"INVALID_ARGUMENT", 25, "a caller argument is invalid (e.g. negative timeout)"},
     {"OS_ERROR", 26, "any other operating-system failure (errno in the message)"},
     {"HANDLER_FAILED", 27, "the responder's handler failed with a non-shmbridge error (R-MSG-3)"},
+    {"SCHEMA_MISMATCH", 28,
+     "the fields given or expected differ from the schema: names, count or in-place storage (v2)"},
 };
 
 std::string format(ErrorCode code, const std::string& message) {

@@ -23,6 +23,7 @@ __all__ = [
     "PermissionDenied",
     "ProtocolViolation",
     "RoleTaken",
+    "SchemaMismatch",
     "SegmentNotFound",
     "ShapeMismatch",
     "StaleSegment",
@@ -55,6 +56,7 @@ class ErrorCode(enum.IntEnum):
     INVALID_ARGUMENT = 16
     OS_ERROR = 17
     HANDLER_FAILED = 18
+    SCHEMA_MISMATCH = 19
 
 
 #: Process exit code of a command-line peer for each error (R-ERR-1): ``code + 9``.
@@ -208,6 +210,13 @@ class HandlerFailed(Error):
     code = ErrorCode.HANDLER_FAILED
 
 
+class SchemaMismatch(Error, KeyError):
+    """Protocol v2: the fields given or expected differ from the schema. A ``KeyError`` so that a
+    message mapping raises it for an unknown field name (PROTOCOL.md R-FIELD-12)."""
+
+    code = ErrorCode.SCHEMA_MISMATCH
+
+
 _BY_CODE: dict[ErrorCode, type[Error]] = {
     cls.code: cls
     for cls in (
@@ -229,6 +238,7 @@ _BY_CODE: dict[ErrorCode, type[Error]] = {
         InvalidArgument,
         OsError,
         HandlerFailed,
+        SchemaMismatch,
     )
 }
 

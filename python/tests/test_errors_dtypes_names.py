@@ -35,6 +35,7 @@ API_CLASSES = {
     "INVALID_ARGUMENT": ("InvalidArgument", ValueError),
     "OS_ERROR": ("OsError", OSError),
     "HANDLER_FAILED": ("HandlerFailed", None),
+    "SCHEMA_MISMATCH": ("SchemaMismatch", KeyError),
 }
 
 

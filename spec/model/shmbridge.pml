@@ -21,6 +21,12 @@
  *   liveness-check latency, payload contents beyond
  *   (kind, id), dtype/shape validation.
  *
+ * Protocol v2 (PROTOCOL.md Part II) inherits this state machine unchanged (R-VER-1) and applies the
+ *   payload ownership rule to both areas and both message tables as one unit (R-FIELD-3): the
+ *   payload modelled here stands for the request area, the reply area and their tables; the
+ *   in-place reply fields of v2 live inside the request area and follow the same rule.  No v2
+ *   ownership rule differs, so this model checks v2 as it stands (spec/model/README.md).
+ *
  * Safety (run with -DSAFETY):  assertions below, each citing the requirement it checks, plus no
  *   invalid end state (no deadlock).  Liveness (spin -DLIVE -DNOCRASH [-DNOTIMEOUT], pan -a -f):
  *   the ltl properties at the end.

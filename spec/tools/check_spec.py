@@ -9,6 +9,7 @@ Checks that the Markdown tables of spec/PROTOCOL.md agree with the machine-reada
   - §3 header, §3.1 descriptor, §3.3 slot tables  <->  layout.json
 that no requirement id is defined twice, and that every requirement id cited by
 transitions.json and the vectors (and every error / dtype name they use) exists.
+Part II (protocol v2) is checked by check_spec_v2.py against layout_v2.json and the v2 vectors.
 
     python3 spec/tools/check_spec.py [--spec-dir DIR]
 
@@ -374,6 +375,8 @@ def run(spec_dir: str) -> Checker:
     check_layout(c, text, lj)
     check_requirement_ids(c, text, tj, docs)
     check_vectors(c, ej, dj, docs)
+    import check_spec_v2  # Part II (protocol v2); imports this module's table helpers
+    check_spec_v2.check_part2(c, text, c.load)
     return c
 
 

@@ -20,9 +20,10 @@ import gen_vectors  # noqa: E402
 def spec_copy(tmp_path):
     dst = tmp_path / "spec"
     os.makedirs(dst / "vectors")
-    for name in ("PROTOCOL.md", "transitions.json", "errors.json", "dtypes.json", "layout.json"):
+    for name in ("PROTOCOL.md", "transitions.json", "errors.json", "dtypes.json", "layout.json",
+                 "layout_v2.json"):
         shutil.copy(os.path.join(SPEC, name), dst / name)
-    for name in ("headers.json", "sequences.json"):
+    for name in ("headers.json", "sequences.json", "headers_v2.json", "messages_v2.json"):
         shutil.copy(os.path.join(SPEC, "vectors", name), dst / "vectors" / name)
     return dst
 
@@ -152,3 +153,107 @@ def test_header_vectors_roundtrip():
         with pytest.raises(gen_vectors.HeaderError) as e:
             gen_vectors.decode(bytes.fromhex(v["hex"]), v["mapping_size"])
         assert e.value.name == v["error"], v["id"]
+
+
+# ------------------------------------------------------------------ Part II (protocol v2)
+def test_real_spec_checks_part2():
+    c = check_spec.run(SPEC)
+    assert c.failures == []
+    assert c.passed > 900          # the v2 tables, example, check labels and vectors add ~600
+
+
+V2_MD_MUTATIONS = [
+    ("| 0x040  | 80   | geometry  | `geometry`", "| 0x048  | 80   | geometry  | `geometry`",
+     "v2 header row 0x048 geometry: offset"),
+    ("| 0x0E0  | 4    | u32       | `reply_code`     | as v1", "| 0x0E0  | 8    | u32       "
+     "| `reply_code`     | as v1", "v2 header row 0x0E0 reply_code: size"),
+    ("| +16    | 8    | u64  | `request_area_size`", "| +24    | 8    | u64  | `request_area_size`",
+     "v2 geometry row +24 request_area_size: offset"),
+    ("| +112   | 8    | u64      | `offset`", "| +104   | 8    | u64      | `offset`",
+     "v2 schema record row +104 offset: offset"),
+    ("| +72    | 8    | u64    | `nbytes` | `itemsize × product(shape)` |",
+     "| +64    | 8    | u64    | `nbytes` | `itemsize × product(shape)` |",
+     "v2 message table entry row +64 nbytes: offset"),
+    ("### II.3.2 Schema record (128 bytes)", "### II.3.2 Schema record (120 bytes)",
+     "schema_record size in its heading"),
+    ("| `image.offset` | 1088 |", "| `image.offset` | 1152 |", "example image.offset"),
+    ("| `segment_size` | 925312 |", "| `segment_size` | 925376 |", "example segment_size"),
+    ("| `max_fields` | 16 |", "| `max_fields` | 15 |", "limit max_fields"),
+    ("`header_size = 512 + 128 × (request_fields + reply_fields)`",
+     "`header_size = 512 + 64 × (request_fields + reply_fields)`", "R-SCHEMA-5 header_size"),
+    ("| R-WAIT-3 | inherited | — | |\n", "", "inheritance table must list every Part I id"),
+    ("| R-MSG-1 | replaced | R-FIELD-8, R-FIELD-9 |", "| R-MSG-1 | replaced | R-FIELD-99 |",
+     "inheritance table R-MSG-1 (replaced)"),
+    ("| R-STATE-2 | inherited | — |", "| R-STATE-2 | kept | — |",
+     "inheritance table R-STATE-2"),
+    ("| E8 | every variable extent ≤ its maximum | CORRUPT_HEADER |",
+     "| E8 | every variable extent ≤ its maximum | CAPACITY_EXCEEDED |", "check E8 gives"),
+    ("| F9 | `offset` =", "| F10 | `offset` =", "v2-record-checks labels"),
+    ("| 19 | SCHEMA_MISMATCH | 28 |", "| 19 | SCHEMA_MISMATCH | 29 |", "error 19.exit"),
+    ("- **R-SCHEMA-5** A v2 header", "- **R-V2-5** A v2 header", "R-V2"),
+    ("- **R-VER-7** A creator", "- **R-LAYOUT-8** A creator", "Part II defines ids outside"),
+    ("# Part II — protocol version 2", "# Protocol version 2", "'# Part II' (protocol v2) not found"),
+]
+
+
+@pytest.mark.parametrize("old,new,expect", V2_MD_MUTATIONS, ids=[m[2] for m in V2_MD_MUTATIONS])
+def test_part2_markdown_mutation_detected(spec_copy, old, new, expect):
+    edit_text(spec_copy / "PROTOCOL.md", old, new)
+    f = failures(spec_copy)
+    assert f, "checker passed a mutated PROTOCOL.md Part II"
+    assert any(expect in x for x in f), f
+
+
+def _field(doc, table, name):
+    return next(f for f in doc[table]["fields"] if f["field"] == name)
+
+
+def _vector(doc, group, vid):
+    return next(v for v in doc[group] if v["id"] == vid)
+
+
+V2_JSON_MUTATIONS = [
+    ("layout_v2.json", lambda d: _field(d, "header", "geometry").update(offset=72),
+     "v2 header row 0x040 geometry: offset"),
+    ("layout_v2.json", lambda d: _field(d, "schema_record", "offset").update(offset=104),
+     "v2 schema record row +112 offset: offset"),
+    ("layout_v2.json", lambda d: _field(d, "header", "word").update(atomic=False),
+     "word: atomic"),
+    ("layout_v2.json", lambda d: d["limits"].update(max_fields=17), "limit max_fields"),
+    ("layout_v2.json", lambda d: d["geometry"].update(struct="<IIQQQQ32x"), "geometry.struct"),
+    ("layout.json", lambda d: _field(d, "header", "reply_code").update(offset=228),
+     "v2 header field reply_code vs layout.json"),
+    ("vectors/headers_v2.json",
+     lambda d: _vector(d, "valid", "H2-VALID-CAMERA")["fields"]["reply_schema"][0]
+     .update(offset=922944), "example boxes.offset"),
+    ("vectors/headers_v2.json", lambda d: _vector(d, "invalid", "H2-BAD-FLAGS").update(check="H2"),
+     "check H2 gives 'SEGMENT_NOT_FOUND'"),
+    ("vectors/headers_v2.json",
+     lambda d: _vector(d, "invalid", "H2-BAD-FLAGS").update(requirements=["R-SCHEMA-99"]),
+     "unknown requirement ids cited by v2 vectors"),
+    ("vectors/headers_v2.json", lambda d: _vector(d, "invalid", "H2-BAD-FLAGS").update(check="E1"),
+     "is not one of HF"),
+    ("vectors/messages_v2.json",
+     lambda d: d["tables"]["invalid"][0].update(error="BAD_DTYPE"), "error 'BAD_DTYPE'"),
+    ("vectors/messages_v2.json", lambda d: d["send"][0].update(schema="SCH-NONE"),
+     "unknown schema"),
+    ("vectors/messages_v2.json", lambda d: d["send"].append(dict(d["send"][0])),
+     "duplicate v2 vector ids"),
+    ("vectors/messages_v2.json",
+     lambda d: d["tables"]["valid"][0].update(hex=d["tables"]["valid"][0]["hex"][:-2]),
+     "hex is not 80 bytes per request field"),
+]
+
+
+@pytest.mark.parametrize("rel,fn,expect", V2_JSON_MUTATIONS,
+                         ids=[m[2] + " " + m[0] for m in V2_JSON_MUTATIONS])
+def test_part2_json_mutation_detected(spec_copy, rel, fn, expect):
+    edit_json(spec_copy / rel, fn)
+    f = failures(spec_copy)
+    assert f, f"checker passed a mutated {rel}"
+    assert any(expect in x for x in f), f
+
+
+def test_part2_needs_v2_files(spec_copy):
+    os.remove(spec_copy / "layout_v2.json")
+    assert any("cannot load layout_v2.json" in x for x in failures(spec_copy))

@@ -28,10 +28,11 @@ enum class ErrorCode : std::uint32_t {
   STALE_SEGMENT = 15,
   INVALID_ARGUMENT = 16,
   OS_ERROR = 17,
-  HANDLER_FAILED = 18,  // R-MSG-3
+  HANDLER_FAILED = 18,   // R-MSG-3
+  SCHEMA_MISMATCH = 19,  // protocol v2 (PROTOCOL.md Part II)
 };
 
-inline constexpr std::uint32_t kMaxErrorCode = 18;
+inline constexpr std::uint32_t kMaxErrorCode = 19;
 
 // "SEGMENT_NOT_FOUND" etc.; "OK" for ErrorCode::ok; "UNKNOWN" for anything else.
 const char* error_name(ErrorCode code) noexcept;
@@ -41,7 +42,7 @@ int exit_code(ErrorCode code) noexcept;
 const char* error_meaning(ErrorCode code) noexcept;
 // Parses an error name; returns false if unknown.
 bool error_from_name(const std::string& name, ErrorCode& out) noexcept;
-// True for the codes 1..17.
+// True for the codes 1..kMaxErrorCode.
 bool is_error_code(std::uint32_t value) noexcept;
 
 // R-LIVE-5: why a PEER_GONE peer is gone. `none` on every error whose code is not PEER_GONE.
