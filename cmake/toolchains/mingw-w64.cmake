@@ -11,7 +11,7 @@
 #   gtest_discover_tests. Start `wineserver -p` first, or each process pays ~3 s of wine start-up.
 # - Test dependencies that are header-only or source-only on the host are used from the host:
 #   GoogleTest from /usr/src/googletest (FetchContent source dir, built with this compiler),
-#   nlohmann-json from /usr/include/nlohmann (via mingw-w64-host-deps/, never adding /usr/include
+#   nlohmann-json from /usr/include/nlohmann (via host-deps/, never adding /usr/include
 #   itself to the include path). RapidCheck has no Windows package: set SHMBRIDGE_TEST_RAPIDCHECK
 #   OFF (ci/test-windows.sh does).
 
@@ -49,5 +49,5 @@ if(EXISTS /usr/src/googletest/CMakeLists.txt AND NOT DEFINED FETCHCONTENT_SOURCE
   set(FETCHCONTENT_SOURCE_DIR_GOOGLETEST /usr/src/googletest CACHE PATH "GoogleTest sources")
 endif()
 if(EXISTS /usr/include/nlohmann/json.hpp AND NOT DEFINED nlohmann_json_DIR)
-  set(nlohmann_json_DIR ${CMAKE_CURRENT_LIST_DIR}/mingw-w64-host-deps CACHE PATH "nlohmann-json")
+  set(nlohmann_json_DIR ${CMAKE_CURRENT_LIST_DIR}/host-deps CACHE PATH "nlohmann-json")
 endif()

@@ -60,10 +60,10 @@ from .layout import (
     encode_header,
 )
 from .liveness import claim_slot, own_start_time, process_alive, release_slot, slot_owner
-from .naming import validate_name, windows_names
+from .naming import validate_name
 from .protocol import SEQ_MASK, Peer, Phase, encode_word, phase_of, seq_of
 from .segment import Segment
-from .wait import block, spin, wake
+from .wait import block, open_events, spin, wake
 
 __all__ = ["Options", "Reply", "Request", "Requester", "Responder", "ViewEscapedWarning"]
 
@@ -193,13 +193,8 @@ class _Handle:
         self._probe_expiry = 0.0
         self._closed = False
         self._all_views: list[weakref.ReferenceType[np.ndarray[Any, Any]]] = []
-        if os.name == "nt":  # pragma: no cover - Windows wait events (R-WAIT-1)
-            _m, req_ev, rsp_ev = windows_names(seg.name)
-            self._my_event, self._peer_event = (
-                (req_ev, rsp_ev) if self._role == "requester" else (rsp_ev, req_ev)
-            )
-        else:
-            self._my_event = self._peer_event = ""
+        # Windows wait events, opened once per handle (R-WAIT-1); None on POSIX.
+        self._events = open_events(seg.name, self._role)
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -257,7 +252,7 @@ class _Handle:
 
     def _cas(self, expected: int, desired: int) -> bool:
         """R-STATE-2 CAS of the word and, if it changed, the R-WAIT-3 wake: one native call."""
-        found: int = _cas_wake(self._mm, OFF_WORD, OFF_WAITERS, expected, desired, self._peer_event)
+        found: int = _cas_wake(self._mm, OFF_WORD, OFF_WAITERS, expected, desired, self._events)
         return found == expected
 
     def _view(self, lease: _Lease, writable: bool) -> np.ndarray[Any, Any]:
@@ -362,7 +357,7 @@ class _Handle:
             return
         limit = min(deadline, check_at) - now
         if limit > 0:
-            block(self._mm, word, limit, self._my_event)
+            block(self._mm, word, limit, self._events)
 
     def _violation(self, word: int, what: str) -> ProtocolViolation:
         return ProtocolViolation(
@@ -382,7 +377,9 @@ class _Handle:
         release_slot(mm, self._slot)
         if seg.created:
             release_slot(mm, OFF_CREATOR)
-        wake(mm, self._peer_event)  # R-CLOSE-1 / R-WAIT-3: let blocked peers see CLOSED
+        wake(mm, self._events)  # R-CLOSE-1 / R-WAIT-3: let blocked peers see CLOSED
+        if self._events is not None:
+            self._events.close()
         escaped = [v for v in (r() for r in self._all_views) if v is not None]
         for v in escaped:
             v.flags.writeable = False
