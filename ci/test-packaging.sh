@@ -37,7 +37,8 @@ sdist=$(ls "$out/dist"/shmbridge-"$version".tar.gz)
 wheel=$(ls "$out/dist"/shmbridge-"$version"-*.whl)
 echo "   built $(basename "$sdist") and $(basename "$wheel") ($((SECONDS - start)) s)"
 listing=$(tar -tzf "$sdist")
-for f in pyproject.toml python/CMakeLists.txt python/shmbridge/_native.cpp spec/PROTOCOL.md; do
+for f in pyproject.toml python/CMakeLists.txt python/shmbridge/_native.cpp spec/PROTOCOL.md \
+         cpp/include/shmbridge/detail/os_sync_darwin.h; do
   grep -qx "shmbridge-$version/$f" <<<"$listing" || { echo "sdist lacks $f" >&2; exit 1; }
 done
 python3 - "$wheel" <<'EOF'
