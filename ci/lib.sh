@@ -89,7 +89,7 @@ ci_venv() {
 
 # The tools venv (<build>/tools): ci_tools PIP-ARGS... installs what is missing; sets TOOLS_BIN.
 ci_tools() {
-  ci_venv "${CI_TOOLS_VENV:-${SHMBRIDGE_BUILD_DIR:-build}/tools}" "$@" || return 1
+  ci_venv "${CI_TOOLS_VENV:-$(pwd)/${SHMBRIDGE_BUILD_DIR:-build}/tools}" "$@" || return 1
   TOOLS_BIN=$(dirname "$VENV_PY")
 }
 

@@ -65,6 +65,15 @@ set(CMAKE_CXX_COMPILER ${SHMBRIDGE_ZIG_WRAPPERS}/zig-c++)
 set(CMAKE_C_COMPILER ${SHMBRIDGE_ZIG_WRAPPERS}/zig-cc)
 set(CMAKE_AR ${SHMBRIDGE_ZIG_WRAPPERS}/zig-ar CACHE FILEPATH "zig ar")
 set(CMAKE_RANLIB ${SHMBRIDGE_ZIG_WRAPPERS}/zig-ranlib CACHE FILEPATH "zig ranlib")
+# CMake requires install_name_tool on Darwin; it is used only to install shared libraries, which
+# this build neither makes nor installs. A stand-in that fails loudly if it is ever called.
+set(_file ${SHMBRIDGE_ZIG_WRAPPERS}/install_name_tool)
+if(NOT EXISTS ${_file})
+  file(WRITE ${_file} "#!/bin/sh\necho \"install_name_tool is not available in the zig cross build\" >&2\nexit 1\n")
+  file(CHMOD ${_file} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE
+                                  WORLD_READ WORLD_EXECUTE)
+endif()
+set(CMAKE_INSTALL_NAME_TOOL ${_file} CACHE FILEPATH "stand-in (nothing is installed)" FORCE)
 # zig passes the target and its SDK itself: no -arch, no -isysroot, no xcrun.
 set(CMAKE_OSX_ARCHITECTURES "" CACHE STRING "" FORCE)
 set(CMAKE_OSX_SYSROOT "" CACHE PATH "" FORCE)

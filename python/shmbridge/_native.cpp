@@ -278,10 +278,11 @@ uint32_t spin(nb::handle buffer, long long offset, long long expected_ll, double
     }
 }
 
-// Block while the word equals `expected`, at most `timeout_s` seconds, in slices of <= 50 ms with the
+// Block while the word equals `expected` (not named `wait`: macOS headers declare wait(2)), at
+// most `timeout_s` seconds, in slices of <= 50 ms with the
 // GIL released; between slices pending signals are handled (KeyboardInterrupt propagates).
 // Returns True if the word was seen different from `expected`, False on timeout.
-bool wait(nb::handle buffer, long long offset, long long expected_ll, double timeout_s,
+bool wait_while_equal(nb::handle buffer, long long offset, long long expected_ll, double timeout_s,
           const WaitEvents* events) {
     const uint32_t expected = checked_u32(expected_ll, "expected");
     if (!(timeout_s >= 0.0)) {
@@ -416,7 +417,7 @@ NB_MODULE(_native, m) {
         "compare_exchange and, on success, the R-WAIT-3 wake of the waiters counted at "
         "`waiters_offset`, in one call; returns the value found (== expected on success).");
 
-    m.def("wait", &wait, nb::arg("buffer"), nb::arg("offset"), nb::arg("expected"),
+    m.def("wait", &wait_while_equal, nb::arg("buffer"), nb::arg("offset"), nb::arg("expected"),
           nb::arg("timeout_s"), nb::arg("events").none() = nb::none(),
           "Block while the u32 at `offset` equals `expected`, at most timeout_s seconds (GIL "
           "released, sliced <= 50 ms, Ctrl-C aware). True if it changed, False on timeout.");
