@@ -84,10 +84,5 @@ set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 
-# Host-provided test dependencies (see above). Only defaults: a -D on the command line wins.
-if(EXISTS /usr/src/googletest/CMakeLists.txt AND NOT DEFINED FETCHCONTENT_SOURCE_DIR_GOOGLETEST)
-  set(FETCHCONTENT_SOURCE_DIR_GOOGLETEST /usr/src/googletest CACHE PATH "GoogleTest sources")
-endif()
-if(EXISTS /usr/include/nlohmann/json.hpp AND NOT DEFINED nlohmann_json_DIR)
-  set(nlohmann_json_DIR ${CMAKE_CURRENT_LIST_DIR}/host-deps CACHE PATH "nlohmann-json")
-endif()
+# Host-provided test dependencies (see above).
+include(${CMAKE_CURRENT_LIST_DIR}/host-deps.cmake)

@@ -34,7 +34,7 @@ from .errors import (
     exit_code,
 )
 from .protocol import Phase
-from .segment import SegmentBusyWarning
+from .segment import SegmentBusyWarning, SegmentNameRemovedWarning
 
 __version__ = "0.1.0"
 PROTOCOL_VERSION = (1, 0)
@@ -64,6 +64,7 @@ __all__ = [
     "Responder",
     "RoleTaken",
     "SegmentBusyWarning",
+    "SegmentNameRemovedWarning",
     "SegmentNotFound",
     "ShapeMismatch",
     "StaleSegment",

@@ -62,7 +62,7 @@ from .layout import (
 from .liveness import claim_slot, own_start_time, process_alive, release_slot, slot_owner
 from .naming import validate_name
 from .protocol import SEQ_MASK, Peer, Phase, encode_word, phase_of, seq_of
-from .segment import Segment
+from .segment import Segment, SegmentNameRemovedWarning, name_removed_message
 from .wait import block, open_events, spin, wake
 
 __all__ = ["Options", "Reply", "Request", "Requester", "Responder", "ViewEscapedWarning"]
@@ -195,6 +195,7 @@ class _Handle:
         self._all_views: list[weakref.ReferenceType[np.ndarray[Any, Any]]] = []
         # Windows wait events, opened once per handle (R-WAIT-1); None on POSIX.
         self._events = open_events(seg.name, self._role)
+        self._name_removed = False  # R-SEG-9, latched
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -221,6 +222,21 @@ class _Handle:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def name_removed(self) -> bool:
+        """R-SEG-9 (creator, POSIX): another process removed the segment's name while it is
+        mapped (e.g. a Python < 3.13 script that attached with multiprocessing.shared_memory).
+        Not an error: the channel keeps working for the peers already attached, but no new peer
+        can attach by name. Checked now and with each liveness probe while waiting; stays True
+        once seen, and the first time issues a SegmentNameRemovedWarning."""
+        return self._check_name()
+
+    def _check_name(self) -> bool:
+        if not self._name_removed and self._seg is not None and self._seg.name_removed():
+            self._name_removed = True
+            warnings.warn(name_removed_message(self._seg.name), SegmentNameRemovedWarning, 3)
+        return self._name_removed
 
     def word(self) -> int:
         """The control word (acquire load)."""
@@ -338,6 +354,7 @@ class _Handle:
         now = time.monotonic()
         if key != self._probe_key or now >= self._probe_expiry:
             self._probe_alive = process_alive(pid, key[1])
+            self._check_name()  # R-SEG-9: the creator checks its name with each probe
             self._probe_key = key
             # Half an interval: the wait loops check every interval, so each of their checks
             # finds the probe expired (a death is seen within interval + slice, R-LIVE-3), while
