@@ -121,7 +121,7 @@ def inspect(name: str) -> dict[str, Any]:
     try:
         raw, size, st = _read_object(path)
     except FileNotFoundError:
-        removed = find_removed(canonical) if SHM_DIR == Path("/dev/shm") else []
+        removed = find_removed(canonical) if Path("/dev/shm") == SHM_DIR else []
         if removed:
             return _inspect_removed(removed[0])
         raise SegmentNotFound(f"no segment named {canonical!r} ({path} does not exist)") from None
@@ -227,7 +227,7 @@ def list_segments() -> list[dict[str, Any]]:
             out.append(inspect(e.name))
         except (OSError, Error):
             continue
-    if SHM_DIR == Path("/dev/shm"):  # R-SEG-10: shmbridge segments whose name was removed
+    if Path("/dev/shm") == SHM_DIR:  # R-SEG-10: shmbridge segments whose name was removed
         out += [i for i in map(_inspect_removed, find_removed()) if i.get("magic") == "SHMBRIDG"]
     return out
 

@@ -383,7 +383,7 @@ class RemovedSegment:
 
     name: str  #: the name it had
     holders: tuple[int, ...]  #: pids that map it or hold a descriptor of it
-    path: str  #: a path that opens it (/proc/PID/fd/N, or /proc/PID/map_files/... as root); "" if none
+    path: str  #: opens it: /proc/PID/fd/N, or /proc/PID/map_files/... (root); "" if none
 
 
 def find_removed(name: str | None = None) -> list[RemovedSegment]:
@@ -412,7 +412,7 @@ def find_removed(name: str | None = None) -> list[RemovedSegment]:
             continue
         for line in maps:
             fields = line.split(maxsplit=5)
-            if len(fields) < 6 or not fields[5].startswith(prefix) or not fields[5].endswith(suffix):
+            if len(fields) < 6 or not (fields[5].startswith(prefix) and fields[5].endswith(suffix)):
                 continue
             seg = fields[5][len(prefix) : -len(suffix)]
             if name is None or seg == name:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 from . import _native
 from .errors import OsError
@@ -22,7 +22,7 @@ __all__ = ["block", "open_events", "spin", "wake"]
 USES_EVENTS = os.name == "nt"
 
 
-def open_events(name: str, role: str) -> Optional[_native.WaitEvents]:
+def open_events(name: str, role: str) -> _native.WaitEvents | None:
     """The wait events of one channel handle: on Windows ``Local\\N.req`` / ``Local\\N.rsp``,
     opened once here and kept by the handle until it closes (as the C++ ``Waiter``), so that a
     wake between two wait slices is never lost; None where waits need no events."""
@@ -54,7 +54,7 @@ def spin(buf: Any, expected: int, budget_s: float) -> int:
 
 
 def block(
-    buf: Any, expected: int, timeout_s: float, events: Optional[_native.WaitEvents] = None
+    buf: Any, expected: int, timeout_s: float, events: _native.WaitEvents | None = None
 ) -> int:
     """Block in the OS while the word equals ``expected``, at most ``timeout_s`` (R-WAIT-3: count
     ourselves in ``waiters`` before re-checking the word, and out after waking). Returns the word
@@ -70,7 +70,7 @@ def block(
         _native.fetch_add(buf, OFF_WAITERS, -1)
 
 
-def wake(buf: Any, events: Optional[_native.WaitEvents] = None) -> None:
+def wake(buf: Any, events: _native.WaitEvents | None = None) -> None:
     """After changing the word: read ``waiters`` (sequentially consistent, as a fetch_add of 0) and
     wake everybody blocked on the word if it is non-zero (R-WAIT-3)."""
     if _native.fetch_add(buf, OFF_WAITERS, 0) != 0:

@@ -7,13 +7,13 @@ avoids it). The live channel keeps working, but nobody can attach by name any mo
 
 from __future__ import annotations
 
+import _posixshmem
 import json
 import os
 import subprocess
 import sys
 import warnings
 
-import _posixshmem
 import numpy as np
 import pytest
 
@@ -72,9 +72,9 @@ def test_r_seg_9_waiting_creator_notices_with_its_liveness_probe(segname: str) -
     req, rsp = pair(segname, spin=0, liveness_interval=0.01)
     req.send(np.zeros(4, np.float32))
     _posixshmem.shm_unlink("/" + segname)
-    with pytest.warns(SegmentNameRemovedWarning, match="resource tracker"):
-        with pytest.raises(shmbridge.Timeout):
-            req.receive(timeout=0.1)  # nobody asked: the wait's liveness probe noticed
+    warned = pytest.warns(SegmentNameRemovedWarning, match="resource tracker")
+    with warned, pytest.raises(shmbridge.Timeout):
+        req.receive(timeout=0.1)  # nobody asked: the wait's liveness probe noticed
     assert req.name_removed
     rsp.close()
     req.close()

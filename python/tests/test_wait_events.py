@@ -79,4 +79,3 @@ def test_r_wait_1_events_opened_once_per_handle(
     req.close()
     assert req_ev.closed and rsp_ev.closed
     assert len(events_on["opened"]) == 2
-
