@@ -122,7 +122,7 @@ ci_python_headers() {  # WHO DIR
 }
 
 # The fresh-machine guard of ci/test.sh. A fresh Debian/Ubuntu system python3 has none of the
-# project's Python dependencies and refuses pip installs (PEP 668); this machine's python3 may
+# project's Python dependencies and refuses installs by pip (PEP 668); this machine's python3 may
 # have them. So that a step that runs project code with the system python3 fails here as it would
 # there, DIR/bin (put first on PATH) holds python3/python/pip shims that run the system
 # interpreter with these modules hidden (importing one raises ModuleNotFoundError naming the
@@ -141,7 +141,7 @@ ci_guard_system_python() {  # DIR
 import sys
 raise ModuleNotFoundError(
     "ci/test.sh guard: '$mod' imported by the system interpreter " + sys.executable + ". A fresh "
-    "machine's system python3 has no '$mod' and refuses pip installs (PEP 668): run this step "
+    "machine's system python3 has no '$mod' and refuses installs by pip (PEP 668): run this step "
     "with a venv's python (build/venv or build/tools, see ci/lib.sh).", name="$mod")
 PY
   done

@@ -51,7 +51,7 @@ if any(n.endswith(".cpp") for n in names):
     sys.exit("wheel ships C++ sources")
 EOF
 
-echo "== packaging: pip install of the wheel, one round trip"
+echo "== packaging: the wheel installed into a venv, one round trip"
 python3 -m venv "$out/venv"
 "$out/venv/bin/python" -m pip install -q "$wheel"
 (cd "$out" && "$out/venv/bin/python" - "$version" <<'EOF'

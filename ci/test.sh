@@ -38,7 +38,7 @@ bash ci/sanitizers.sh
 bash ci/fuzz.sh
 bash ci/test-windows.sh  # Windows: mingw-w64 cross build, tests under wine
 bash ci/test-macos.sh  # macOS: zig cross build of the library, examples, peer and tests (arm64, x86_64)
-bash ci/test-packaging.sh  # sdist + wheel, pip install round trip, workflow linters
+bash ci/test-packaging.sh  # sdist + wheel, installed into a venv + round trip, workflow linters
 
 echo "== tox (Python tests, lint)"
 export SHMBRIDGE_CPP_BUILD_DIR="$repo/$build_dir"
