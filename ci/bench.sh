@@ -6,25 +6,25 @@
 # bench/results/. Extra arguments go to the harness (e.g. `ci/bench.sh --sizes 64,1048576`);
 # BENCH_FULL=1 runs the full measurement (up to 256 MiB, idle 10 s) instead; BENCH_PIN=0 runs the
 # peers unpinned.
+#
+# Python: the project venv build/venv (ci/lib.sh; $SHMBRIDGE_PYTHON if set), never the system
+# interpreter; the optional comparison packages are installed into that venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=ci/lib.sh
+source ci/lib.sh
 build_dir=${SHMBRIDGE_BUILD_DIR:-build}
-py=${PYTHON:-python3}
 
 echo "== bench: Python packages"
+ci_project_venv bench || { echo "bench: could not build the project venv $build_dir/venv" >&2; exit 1; }
+py=$SHMBRIDGE_PYTHON
 pip_quiet() { "$py" -m pip install -q --disable-pip-version-check "$@" >/dev/null 2>&1; }
-"$py" -c 'import numpy' 2>/dev/null || pip_quiet numpy || { echo "bench: numpy is required" >&2; exit 1; }
 for mod_pkg in rich:rich matplotlib:matplotlib zmq:pyzmq iceoryx2:iceoryx2; do
   mod=${mod_pkg%%:*} pkg=${mod_pkg#*:}
   if ! "$py" -c "import $mod" 2>/dev/null; then
     pip_quiet "$pkg" && echo "bench: installed $pkg" || echo "bench: $pkg not installed (optional, skipped)"
   fi
 done
-if ! "$py" -c 'import shmbridge._native' 2>/dev/null && \
-   ! PYTHONPATH=python "$py" -c 'import shmbridge._native' 2>/dev/null; then
-  echo "bench: installing the shmbridge Python package (pip install .)"
-  "$py" -m pip install -q --disable-pip-version-check . >/dev/null
-fi
 
 echo "== bench: build ($build_dir, Release, SHMBRIDGE_BUILD_BENCH=ON)"
 generator=()

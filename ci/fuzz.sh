@@ -9,8 +9,14 @@
 # Builds with clang-14 -fsanitize=fuzzer,address,undefined into build-fuzz/. The corpus is kept in
 # build-fuzz/corpus/<target>/ between runs; crashes are written to build-fuzz/crashes/ and fail the
 # script (turn each into a vector in spec/tools/gen_vectors.py and fix it).
+#
+# The differential step needs numpy (it imports shmbridge.layout): it runs with $SHMBRIDGE_PYTHON
+# (ci/test.sh sets it to build/venv) or, alone, with the venv build-fuzz/venv (numpy only).
+# The last line names every step that failed: build, a target's crash, the differential.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=ci/lib.sh
+source ci/lib.sh
 repo=$(pwd)
 seconds=${FUZZ_SECONDS:-30}
 if [[ ${1:-} == --long ]]; then
@@ -20,7 +26,10 @@ out=${SHMBRIDGE_FUZZ_DIR:-build-fuzz}
 t_start=$(date +%s)
 
 # --- toolchain (apt: clang-14, libclang-rt-14-dev) ------------------------------------------
-bash ci/apt-install.sh fuzz clang-14 libclang-rt-14-dev || { echo "fuzz: FAILED" >&2; exit 1; }
+bash ci/apt-install.sh fuzz clang-14 libclang-rt-14-dev ||
+  { echo "fuzz: FAILED (clang-14 and libclang-rt-14-dev are needed)" >&2; exit 1; }
+failed=()  # what went wrong, for the last line
+trap 'echo "fuzz: FAILED (the command on line $LINENO of ci/fuzz.sh failed: build or seeds)" >&2' ERR
 cxx=clang++-14
 
 # --- build -----------------------------------------------------------------------------------
@@ -61,8 +70,9 @@ for t in fuzz_header fuzz_transitions; do
   pids+=($!)
 done
 status=0
+targets=(fuzz_header fuzz_transitions)
 for i in "${!pids[@]}"; do
-  wait "${pids[$i]}" || status=1
+  wait "${pids[$i]}" || { status=1; failed+=("${targets[$i]} exited non-zero (log $out/${targets[$i]}.log)"); }
 done
 
 total=0
@@ -77,6 +87,7 @@ for t in fuzz_header fuzz_transitions; do
     echo "fuzz: $t FOUND A CRASH:" >&2
     grep -E -A30 'ERROR:|runtime error:' "$out/$t.log" | head -60 >&2
     status=1
+    failed+=("$t crashed (inputs in $out/crashes/)")
   fi
 done
 echo "fuzz: total $total executions"
@@ -84,8 +95,22 @@ echo "fuzz: total $total executions"
 # --- differential: C++ vs Python vs reference on the header corpus --------------------------
 find "$out/corpus/fuzz_header" "$out/seeds/fuzz_header" -type f -print0 |
   xargs -0 -n 500 "$out/header_oracle" >"$out/oracle.txt"
-python3 cpp/fuzz/differential.py <"$out/oracle.txt" || status=1
+py=${SHMBRIDGE_PYTHON:-}
+if [[ -z $py ]]; then
+  ci_venv "$out/venv" "numpy>=1.22" ||
+    { echo "fuzz: FAILED (could not create the venv $out/venv with numpy)" >&2; exit 1; }
+  py=$VENV_PY
+fi
+if ! "$py" cpp/fuzz/differential.py <"$out/oracle.txt"; then
+  status=1
+  failed+=("the differential check C++ / Python / reference failed (above)")
+fi
 
 echo "fuzz: took $(( $(date +%s) - t_start ))s"
-[[ $status -eq 0 ]] && echo "fuzz: PASSED" || echo "fuzz: FAILED (crashes in $out/crashes/)" >&2
+if [[ $status -eq 0 ]]; then
+  echo "fuzz: PASSED"
+else
+  printf -v why '%s; ' "${failed[@]:-exit status 1}"
+  echo "fuzz: FAILED: ${why%; }" >&2
+fi
 exit $status

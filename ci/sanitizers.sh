@@ -22,6 +22,8 @@
 #     --slack-ms (sanitized peers are 2-10x slower); none is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=ci/lib.sh
+source ci/lib.sh
 repo=$(pwd)
 parts=("$@")
 ((${#parts[@]})) || parts=(asan tsan python-asan)
@@ -76,7 +78,7 @@ run_part() {  # $1 name, $2 build dir, $3 flags
   if [[ -d conformance && -x $dir/cpp/tools/shmbridge-peer ]]; then
     echo "== sanitizers: $name: conformance cpp-cpp"
     local clog="$dir/sanitizer-conformance.log" crc=0
-    python3 -m conformance run --pairing cpp-cpp --cpp-peer "$dir/cpp/tools/shmbridge-peer" \
+    "$SHMBRIDGE_PYTHON" -m conformance run --pairing cpp-cpp --cpp-peer "$dir/cpp/tools/shmbridge-peer" \
       -j "$jobs" --slack-ms "${SANITIZER_SLACK_MS:-500}" --workdir "$dir/conformance-work" \
       --json "$dir/conformance.json" >"$clog" 2>&1 || crc=1
     # Peers write sanitizer reports to stderr, which the runner keeps in its work directory.
@@ -134,6 +136,10 @@ python_asan() {
   summary+=("python-asan: pytest: $(tail -1 "$log") ; $(($(date +%s) - ts))s")
 }
 
+# The conformance kit runs from the project venv (ci/test.sh's, or build/venv made here).
+for part in "${parts[@]}"; do
+  [[ $part == python-asan ]] || { ci_project_venv sanitizers || exit 1; break; }
+done
 for part in "${parts[@]}"; do
   case $part in
     asan) run_part asan build-asan "-fsanitize=address,undefined -fno-sanitize-recover=all" ;;

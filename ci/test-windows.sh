@@ -11,6 +11,8 @@
 # lives in it. SHMBRIDGE_WINDOWS=0 skips this script (say so in the log; CI never sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=ci/lib.sh
+source ci/lib.sh
 repo=$(pwd)
 start=$SECONDS
 
@@ -55,5 +57,43 @@ echo "   cross build done: $((SECONDS - start)) s"
 # Only the C++ tests (label cpp): the host-side spec checks already ran in the Linux build.
 ctest --test-dir "$build_dir" -L cpp -j 2 --timeout 120 --output-on-failure \
   --output-junit "$repo/$build_dir/reports/ctest-windows.xml"
+
+# The Python helper's Windows branch (python/shmbridge/_native.cpp: named events opened once per
+# handle, Interlocked atomics), compiled with mingw-w64 -Wall -Wextra -Werror against CPython's
+# own Windows headers (Include/ and PC/pyconfig.h from Debian's source package of the system
+# python3's version, fetched with apt-get source into $build_dir/cpython) and nanobind (tools
+# venv). Compile only: no Windows CPython to link against or run here.
+echo "== windows: python/shmbridge/_native.cpp, Windows branch (mingw-w64 compile check)"
+ci_tools "nanobind>=2" || { echo "windows: could not install nanobind into the tools venv" >&2; exit 1; }
+ver=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+cpython=$build_dir/cpython
+if [[ ! -f $cpython/PC/pyconfig.h ]]; then
+  apt=$repo/$build_dir/apt
+  rm -rf "$apt" "$cpython" && mkdir -p "$apt/lists/partial" "$apt/parts" "$apt/src" "$cpython"
+  # The system's own apt sources, as deb-src, in a private apt state (the system's is untouched).
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [[ -f $f ]] && sed 's/^Types: deb$/Types: deb-src/' "$f" >"$apt/parts/$(basename "$f")"
+  done
+  sed -n 's/^deb /deb-src /p' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+    >"$apt/parts/system.list" || true
+  aopts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$apt/parts"
+         -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
+  # Only the upstream tarball is used (a security mirror may lack the newest .dsc: not fatal).
+  apt-get "${aopts[@]}" update -qq >"$apt/log" 2>&1 &&
+    (cd "$apt/src" && apt-get "${aopts[@]}" source --download-only "python$ver" >>"$apt/log" 2>&1) || true
+  orig=$(ls "$apt"/src/python"$ver"_*.orig.tar.* 2>/dev/null | head -1)
+  [[ -z $orig ]] || tar -xf "$orig" -C "$cpython" --strip-components=1 --wildcards '*/Include' '*/PC/pyconfig.h'
+  rm -rf "$apt/src"
+fi
+if [[ -f $cpython/PC/pyconfig.h ]]; then
+  nb=$("$TOOLS_BIN/python" -m nanobind --include_dir)
+  x86_64-w64-mingw32-g++-posix -std=c++17 -Wall -Wextra -Werror -c -o "$build_dir/_native.obj" \
+    -I "$nb" -I "$nb/../ext/robin_map/include" -I "$cpython/Include" -I "$cpython/PC" -I cpp/include \
+    python/shmbridge/_native.cpp || { echo "windows: _native.cpp does not compile for Windows" >&2; exit 1; }
+  imports=$(x86_64-w64-mingw32-nm "$build_dir/_native.obj" | grep -oE '__imp_(CreateEventW|WaitForSingleObject|SetEvent)' | sort -u | tr '\n' ' ')
+  echo "   _native.cpp compiles for Windows (CPython $ver headers; imports ${imports% })"
+else
+  echo "   _native.cpp for Windows: NOT RUN (no CPython $ver source package from apt; see $build_dir/apt/log)"
+fi
 
 echo "== windows: done in $((SECONDS - start)) s"

@@ -11,7 +11,7 @@
 #   gtest_discover_tests. Start `wineserver -p` first, or each process pays ~3 s of wine start-up.
 # - Test dependencies that are header-only or source-only on the host are used from the host:
 #   GoogleTest from /usr/src/googletest (FetchContent source dir, built with this compiler),
-#   nlohmann-json from /usr/include/nlohmann (via mingw-w64-host-deps/, never adding /usr/include
+#   nlohmann-json from /usr/include/nlohmann (via host-deps/, never adding /usr/include
 #   itself to the include path). RapidCheck has no Windows package: set SHMBRIDGE_TEST_RAPIDCHECK
 #   OFF (ci/test-windows.sh does).
 
@@ -44,10 +44,5 @@ if(NOT CMAKE_CROSSCOMPILING_EMULATOR)
   endif()
 endif()
 
-# Host-provided test dependencies (see above). Only defaults: a -D on the command line wins.
-if(EXISTS /usr/src/googletest/CMakeLists.txt AND NOT DEFINED FETCHCONTENT_SOURCE_DIR_GOOGLETEST)
-  set(FETCHCONTENT_SOURCE_DIR_GOOGLETEST /usr/src/googletest CACHE PATH "GoogleTest sources")
-endif()
-if(EXISTS /usr/include/nlohmann/json.hpp AND NOT DEFINED nlohmann_json_DIR)
-  set(nlohmann_json_DIR ${CMAKE_CURRENT_LIST_DIR}/mingw-w64-host-deps CACHE PATH "nlohmann-json")
-endif()
+# Host-provided test dependencies (see above).
+include(${CMAKE_CURRENT_LIST_DIR}/host-deps.cmake)

@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
                 req.name().c_str(), shape.to_string().c_str(),
                 static_cast<unsigned long long>(req.capacity()));
     std::fflush(stdout);
+    bool name_removed = false;
     for (long round = 0; round < rounds; ++round) {
       const auto t0 = std::chrono::steady_clock::now();
       req.send(data.data(), shape);
@@ -93,6 +94,16 @@ int main(int argc, char** argv) {
                     static_cast<double>(reply[0]), micros.back());
       }
       for (auto& x : data) x += 1.0f;
+      if (!name_removed && req.name_removed()) {  // R-SEG-9: say it once, keep serving
+        name_removed = true;
+        std::fprintf(stderr,
+                     "requester: warning: the name %s was removed by another process (e.g. a "
+                     "Python < 3.13 script that attached with multiprocessing.shared_memory: its "
+                     "resource tracker unlinks at exit); this channel keeps working, but no new "
+                     "peer can attach. Attach with shmbridge, or SharedMemory(name, track=False) "
+                     "on Python >= 3.13\n",
+                     req.name().c_str());
+      }
     }
     req.close();
   } catch (const shmbridge::Error& e) {

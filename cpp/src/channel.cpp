@@ -101,6 +101,8 @@ class Core {
   std::uint64_t nbytes() const noexcept { return declared_.nbytes; }
   void* payload() const noexcept { return payload_; }
   const Segment& segment() const noexcept { return seg_; }
+  // R-SEG-9: once removed, a name stays removed (it cannot be linked again).
+  bool name_removed() noexcept { return name_removed_ = name_removed_ || seg_.name_removed(); }
   bool open() const noexcept { return open_; }
   const std::optional<std::uint32_t>& pending() const noexcept { return pending_; }
   const std::optional<std::uint32_t>& held() const noexcept { return held_; }
@@ -137,6 +139,7 @@ class Core {
     if (pid != cache_pid_ || inc != cache_inc_ || claiming != cache_claiming_ ||
         now >= cache_expiry_) {
       cache_alive_ = process_alive(pid, claiming ? 0 : peer_.start_time());
+      name_removed();  // R-SEG-9: the creator checks its name with each probe
       cache_pid_ = pid;
       cache_inc_ = inc;
       cache_claiming_ = claiming;
@@ -553,6 +556,7 @@ class Core {
   Actor role_;
   Options opt_;
   Segment seg_;
+  bool name_removed_ = false;
   std::uint8_t* base_;
   std::atomic<std::uint32_t>* word_;
   std::atomic<std::uint32_t>* waiters_;
@@ -667,6 +671,7 @@ DType Handle::dtype() const { return core().dtype(); }
 const Shape& Handle::shape() const { return core().shape(); }
 std::uint64_t Handle::capacity() const { return core().capacity(); }
 const std::string& Handle::name() const { return core().segment().name(); }
+bool Handle::name_removed() const { return core().name_removed(); }
 bool Handle::is_creator() const { return core().segment().is_creator(); }
 bool Handle::is_open() const noexcept { return core_ && core_->open(); }
 void Handle::close() {

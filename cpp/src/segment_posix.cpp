@@ -142,6 +142,16 @@ bool reclaim_stale_segment(std::uint8_t* base, std::uint32_t dead_pid,
 
 }  // namespace detail
 
+// The creator's descriptor, kept open for R-SEG-9 and closed with the last copy of the Segment.
+static std::shared_ptr<const int> keep_fd(int& fd) {
+  auto kept = std::shared_ptr<const int>(new int(fd), [](const int* p) {
+    ::close(*p);
+    delete p;
+  });
+  fd = -1;
+  return kept;
+}
+
 Segment Segment::create_unpublished(const std::string& name, const Header& header,
                                     const CreateOptions& opt) {
   const std::string canonical = normalize_name(name);
@@ -174,6 +184,7 @@ Segment Segment::create_unpublished(const std::string& name, const Header& heade
       s.mapping_ = std::move(m);
       s.name_ = canonical;
       s.creator_ = true;
+      s.fd_ = keep_fd(f.fd);
       return s;
     }
     if (errno == EACCES) permission_denied(os_name);
@@ -251,7 +262,20 @@ bool Segment::remove(const std::string& name) noexcept {
 void Segment::unlink() noexcept {
   if (!creator_ || unlinked_) return;
   unlinked_ = true;
-  ::shm_unlink(posix_shm_name(name_).c_str());
+  ::shm_unlink(posix_shm_name(name_).c_str());  // ENOENT when the name was removed (R-SEG-9)
+}
+
+bool Segment::name_removed() const noexcept {
+  if (!creator_ || unlinked_ || !fd_) return false;
+#if defined(__APPLE__)
+  // macOS reports st_nlink = 0 for every shared-memory object: ask for the name instead.
+  const int fd = ::shm_open(posix_shm_name(name_).c_str(), O_RDONLY, 0);
+  if (fd >= 0) ::close(fd);
+  return fd < 0 && errno == ENOENT;
+#else
+  struct stat st;
+  return ::fstat(*fd_, &st) == 0 && st.st_nlink == 0;
+#endif
 }
 
 }  // namespace shmbridge

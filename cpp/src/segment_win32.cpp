@@ -146,5 +146,7 @@ bool Segment::remove(const std::string&) noexcept { return false; }
 
 void Segment::unlink() noexcept { unlinked_ = true; }
 
+bool Segment::name_removed() const noexcept { return false; }  // no unlink on Windows (R-SEG-5)
+
 }  // namespace shmbridge
 #endif

@@ -1,5 +1,6 @@
-// macOS: os_sync_wait_on_address with OS_SYNC_WAIT_ON_ADDRESS_SHARED (macOS 14.4+); on older
-// systems sleeps of at most 1 ms (the documented fallback of R-WAIT-1).
+// macOS: os_sync_wait_on_address with OS_SYNC_WAIT_ON_ADDRESS_SHARED (macOS 14.4+; declared by
+// detail/os_sync_darwin.h where the SDK lacks it); on older systems sleeps of at most 1 ms (the
+// documented fallback of R-WAIT-1).
 #if defined(__APPLE__)
 #include <cerrno>
 #include <thread>
@@ -7,13 +8,7 @@
 #include "shmbridge/errors.hpp"
 #include "shmbridge/wait.hpp"
 
-#if __has_include(<os/os_sync_wait_on_address.h>)
-#include <os/clock.h>
-#include <os/os_sync_wait_on_address.h>
-#define SHMBRIDGE_HAVE_OS_SYNC 1
-#else
-#define SHMBRIDGE_HAVE_OS_SYNC 0
-#endif
+#include "shmbridge/detail/os_sync_darwin.h"
 
 namespace shmbridge {
 namespace detail {
@@ -25,7 +20,6 @@ void os_close_handles(WaitHandles*) noexcept {}
 
 void os_wait(WaitHandles*, std::atomic<std::uint32_t>& word, std::uint32_t expected,
              std::chrono::nanoseconds max) {
-#if SHMBRIDGE_HAVE_OS_SYNC
   if (__builtin_available(macOS 14.4, *)) {
     int rc = os_sync_wait_on_address_with_timeout(
         reinterpret_cast<void*>(&word), expected, sizeof(std::uint32_t),
@@ -37,7 +31,6 @@ void os_wait(WaitHandles*, std::atomic<std::uint32_t>& word, std::uint32_t expec
     }
     return;
   }
-#endif
   // Fallback for macOS < 14.4: short sleeps, re-checking the word.
   const auto slice = std::chrono::nanoseconds(std::chrono::milliseconds(1));
   if (word.load(std::memory_order_acquire) == expected) {
@@ -46,13 +39,11 @@ void os_wait(WaitHandles*, std::atomic<std::uint32_t>& word, std::uint32_t expec
 }
 
 void os_wake_all(WaitHandles*, std::atomic<std::uint32_t>& word) {
-#if SHMBRIDGE_HAVE_OS_SYNC
   if (__builtin_available(macOS 14.4, *)) {
     os_sync_wake_by_address_all(reinterpret_cast<void*>(&word), sizeof(std::uint32_t),
                                 OS_SYNC_WAKE_BY_ADDRESS_SHARED);
     return;
   }
-#endif
   (void)word;
 }
 

@@ -544,3 +544,40 @@ TEST(Segment, MappingIsPrefaulted) {
   GTEST_SKIP() << "MAP_POPULATE is Linux-only";
 #endif
 }
+
+// R-SEG-9: another process removes the segment's name while it is mapped (what CPython's resource
+// tracker does at the exit of a script that attached with multiprocessing.shared_memory on
+// Python < 3.13). The creator notices it and says so; it is not an error: the peers already
+// attached keep working, no new peer can attach by name, the creator's close does not fail.
+TEST(Segment, R_SEG_9_CreatorNoticesItsNameRemovedWhileMapped) {
+  UniqueName n("nrm");
+  auto req = Requester::create(n, DType::float32, {4});
+  auto rsp = Responder::attach(n, DType::float32, {4});
+  EXPECT_FALSE(req.name_removed());
+  EXPECT_FALSE(rsp.name_removed());  // only the creator tracks its name
+
+  ASSERT_EQ(::shm_unlink(("/" + n.str()).c_str()), 0);  // the legacy attacher's tracker
+  EXPECT_TRUE(req.name_removed());
+  EXPECT_FALSE(rsp.name_removed());
+
+  const float in[4] = {1, 2, 3, 4};
+  req.send(in, {4});
+  auto r = rsp.take();
+  for (float& x : r.as<float>()) x += 1.0f;
+  r.reply();
+  float out[4];
+  req.receive(out, {4});
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(out[i], in[i] + 1.0f);
+
+  EXPECT_CODE(Responder::attach(n, DType::float32, {4}), ErrorCode::SEGMENT_NOT_FOUND);
+  {
+    // The name is free: a new creator makes a different segment under it; the old creator's
+    // name stays removed (a removed name is never restored).
+    auto other = Requester::create(n, DType::uint8, {8});
+    EXPECT_FALSE(other.name_removed());
+    EXPECT_TRUE(req.name_removed());
+  }
+  EXPECT_NO_THROW(req.close());
+  EXPECT_NO_THROW(rsp.close());
+}
+

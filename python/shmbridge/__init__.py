@@ -36,7 +36,7 @@ from .errors import (
     exit_code,
 )
 from .protocol import Phase
-from .segment import SegmentBusyWarning
+from .segment import SegmentBusyWarning, SegmentNameRemovedWarning
 
 __version__ = "0.1.0"
 PROTOCOL_VERSION = (1, 1)  # spec/PROTOCOL.md 1.1; the header still says 1.0 (R-LAYOUT-4)
@@ -68,6 +68,7 @@ __all__ = [
     "RoleTaken",
     "SchemaMismatch",
     "SegmentBusyWarning",
+    "SegmentNameRemovedWarning",
     "SegmentNotFound",
     "ShapeMismatch",
     "StaleSegment",

@@ -7,8 +7,11 @@
 //
 // Linux: futex(FUTEX_WAIT / FUTEX_WAKE) WITHOUT FUTEX_PRIVATE_FLAG (the key is file + offset, so it
 // works across processes). macOS 14.4+: os_sync_wait_on_address with OS_SYNC_WAIT_ON_ADDRESS_SHARED;
-// older macOS: sleeps of <= 1 ms (documented fallback). Windows: named auto-reset events (the caller
-// passes the event name, e.g. "Local\\N.req"). Only Linux is exercised by the tests.
+// older macOS: sleeps of <= 1 ms (documented fallback). Windows: named auto-reset events
+// (Local\\N.req, Local\\N.rsp), opened once per channel handle in a WaitEvents object that the
+// caller keeps and passes to every wait and wake, as the C++ Waiter does (cpp/src/wait_win32.cpp).
+// Linux is exercised by the tests; the macOS and Windows branches are compile-checked by
+// ci/test-macos.sh and ci/test-windows.sh.
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
@@ -16,8 +19,10 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 
 #if defined(_WIN32)
 #  define WIN32_LEAN_AND_MEAN
@@ -31,13 +36,7 @@
 #  include <unistd.h>
 #elif defined(__APPLE__)
 #  include <cerrno>
-#  include <AvailabilityMacros.h>
-#  if defined(__has_include)
-#    if __has_include(<os/os_sync_wait_on_address.h>)
-#      include <os/os_sync_wait_on_address.h>
-#      define SHMBRIDGE_HAVE_OS_SYNC 1
-#    endif
-#  endif
+#  include "shmbridge/detail/os_sync_darwin.h"  // declares os_sync_* where the SDK lacks them
 #endif
 
 namespace nb = nanobind;
@@ -115,76 +114,113 @@ uint32_t atomic_fetch_add(uint32_t* p, uint32_t delta) {
 }
 #endif
 
+// The wait events of one channel handle (Windows): `own` is the event this role blocks on, `peer`
+// the one the other role blocks on. Opened once, when the handle is made, and closed with it: an
+// event opened per wait slice would not exist between two slices when nobody else holds it, and
+// a SetEvent in that gap would be lost (the waiter then sleeps a whole slice). Elsewhere the
+// object only keeps the names: futex and os_sync wait on the word itself.
+class WaitEvents {
+public:
+    WaitEvents(std::string own, std::string peer) : own_name_(std::move(own)), peer_name_(std::move(peer)) {
+#if defined(_WIN32)
+        own_ = open_event(own_name_);
+        peer_ = open_event(peer_name_);
+        if (own_ == nullptr || peer_ == nullptr) {
+            const unsigned long err = GetLastError();
+            close();
+            throw std::runtime_error("shmbridge._native.WaitEvents: expected CreateEventW(" +
+                                     own_name_ + ", " + peer_name_ + ") to succeed, found error " +
+                                     std::to_string(err) + "; check the segment name");
+        }
+#endif
+    }
+    ~WaitEvents() { close(); }
+    WaitEvents(const WaitEvents&) = delete;
+    WaitEvents& operator=(const WaitEvents&) = delete;
+
+    void close() noexcept {
+#if defined(_WIN32)
+        if (own_ != nullptr) CloseHandle(own_);
+        if (peer_ != nullptr) CloseHandle(peer_);
+        own_ = peer_ = nullptr;
+#endif
+        closed_ = true;
+    }
+    bool closed() const noexcept { return closed_; }
+    const std::string& own_name() const noexcept { return own_name_; }
+    const std::string& peer_name() const noexcept { return peer_name_; }
+#if defined(_WIN32)
+    HANDLE own() const noexcept { return own_; }
+    HANDLE peer() const noexcept { return peer_; }
+
+private:
+    static HANDLE open_event(const std::string& name) {
+        std::wstring wide(name.begin(), name.end());  // names are ASCII (R-NAME-1)
+        return CreateEventW(nullptr, FALSE, FALSE, wide.c_str());
+    }
+    HANDLE own_ = nullptr;
+    HANDLE peer_ = nullptr;
+#else
+private:
+#endif
+    std::string own_name_;
+    std::string peer_name_;
+    bool closed_ = false;
+};
+
 // One OS-level wait of at most `seconds` while *p == expected. Called without the GIL.
-void os_wait_slice(uint32_t* p, uint32_t expected, double seconds, const std::string& event) {
+void os_wait_slice(uint32_t* p, uint32_t expected, double seconds, const WaitEvents* events) {
 #if defined(__linux__)
-    (void)event;
+    (void)events;
     struct timespec ts;
     ts.tv_sec = static_cast<time_t>(seconds);
     ts.tv_nsec = static_cast<long>((seconds - static_cast<double>(ts.tv_sec)) * 1e9);
     // FUTEX_WAIT, not FUTEX_WAIT_PRIVATE: the word lives in a MAP_SHARED mapping.
     syscall(SYS_futex, p, FUTEX_WAIT, expected, &ts, nullptr, 0);
 #elif defined(__APPLE__)
-    (void)event;
-#  if defined(SHMBRIDGE_HAVE_OS_SYNC)
+    (void)events;
     if (__builtin_available(macOS 14.4, *)) {
         os_sync_wait_on_address_with_timeout(p, expected, sizeof(uint32_t),
                                              OS_SYNC_WAIT_ON_ADDRESS_SHARED, OS_CLOCK_MACH_ABSOLUTE_TIME,
                                              static_cast<uint64_t>(seconds * 1e9));
         return;
     }
-#  endif
     // Fallback for macOS < 14.4: short sleeps (<= 1 ms), documented in R-WAIT-1.
     const double step = seconds < 0.001 ? seconds : 0.001;
     std::this_thread::sleep_for(std::chrono::duration<double>(step));
 #elif defined(_WIN32)
-    (void)p;
-    (void)expected;
-    if (event.empty()) {
+    if (events == nullptr || events->own() == nullptr) {  // no events (tests of the helper alone)
         Sleep(1);
         return;
     }
-    std::wstring wname(event.begin(), event.end());
-    HANDLE h = CreateEventW(nullptr, FALSE, FALSE, wname.c_str());
-    if (h == nullptr) {
-        Sleep(1);
-        return;
-    }
-    WaitForSingleObject(h, static_cast<DWORD>(seconds * 1000.0) + 1);
-    CloseHandle(h);
+    if (atomic_load_acquire(p) != expected) return;
+    WaitForSingleObject(events->own(), static_cast<DWORD>(seconds * 1000.0) + 1);
 #else
     (void)p;
     (void)expected;
-    (void)event;
+    (void)events;
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds < 0.001 ? seconds : 0.001));
 #endif
 }
 
-int os_wake_all(uint32_t* p, const std::string& event) {
+int os_wake_all(uint32_t* p, const WaitEvents* events) {
 #if defined(__linux__)
-    (void)event;
+    (void)events;
     long n = syscall(SYS_futex, p, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
     return n < 0 ? 0 : static_cast<int>(n);
 #elif defined(__APPLE__)
-    (void)event;
-#  if defined(SHMBRIDGE_HAVE_OS_SYNC)
+    (void)events;
     if (__builtin_available(macOS 14.4, *)) {
         os_sync_wake_by_address_all(p, sizeof(uint32_t), OS_SYNC_WAKE_BY_ADDRESS_SHARED);
     }
-#  endif
     return 0;
 #elif defined(_WIN32)
     (void)p;
-    if (event.empty()) return 0;
-    std::wstring wname(event.begin(), event.end());
-    HANDLE h = CreateEventW(nullptr, FALSE, FALSE, wname.c_str());
-    if (h == nullptr) return 0;
-    SetEvent(h);
-    CloseHandle(h);
-    return 1;
+    if (events == nullptr || events->peer() == nullptr) return 0;
+    return SetEvent(events->peer()) ? 1 : 0;
 #else
     (void)p;
-    (void)event;
+    (void)events;
     return 0;
 #endif
 }
@@ -242,11 +278,12 @@ uint32_t spin(nb::handle buffer, long long offset, long long expected_ll, double
     }
 }
 
-// Block while the word equals `expected`, at most `timeout_s` seconds, in slices of <= 50 ms with the
+// Block while the word equals `expected` (not named `wait`: macOS headers declare wait(2)), at
+// most `timeout_s` seconds, in slices of <= 50 ms with the
 // GIL released; between slices pending signals are handled (KeyboardInterrupt propagates).
 // Returns True if the word was seen different from `expected`, False on timeout.
-bool wait(nb::handle buffer, long long offset, long long expected_ll, double timeout_s,
-          const std::string& event) {
+bool wait_while_equal(nb::handle buffer, long long offset, long long expected_ll, double timeout_s,
+          const WaitEvents* events) {
     const uint32_t expected = checked_u32(expected_ll, "expected");
     if (!(timeout_s >= 0.0)) {
         throw nb::value_error("shmbridge._native.wait: timeout_s must be >= 0");
@@ -263,7 +300,7 @@ bool wait(nb::handle buffer, long long offset, long long expected_ll, double tim
         const double slice = remaining < kMaxSliceSeconds ? remaining : kMaxSliceSeconds;
         {
             nb::gil_scoped_release release;
-            os_wait_slice(p, expected, slice, event);
+            os_wait_slice(p, expected, slice, events);
         }
         if (PyErr_CheckSignals() != 0) throw nb::python_error();
     }
@@ -273,6 +310,15 @@ bool wait(nb::handle buffer, long long offset, long long expected_ll, double tim
 
 NB_MODULE(_native, m) {
     m.doc() = "shmbridge native helper: 32-bit atomics and cross-process wait/wake on a shared word";
+
+    nb::class_<WaitEvents>(m, "WaitEvents",
+                           "The named wait events of one channel handle (Windows: opened once, "
+                           "held until close(); elsewhere only the names).")
+        .def(nb::init<std::string, std::string>(), nb::arg("own"), nb::arg("peer"))
+        .def("close", &WaitEvents::close, "Close the event handles (idempotent).")
+        .def_prop_ro("closed", &WaitEvents::closed)
+        .def_prop_ro("own", &WaitEvents::own_name, "The event this role blocks on.")
+        .def_prop_ro("peer", &WaitEvents::peer_name, "The event the other role blocks on.");
 
     m.def(
         "load_acquire",
@@ -354,7 +400,7 @@ NB_MODULE(_native, m) {
     m.def(
         "cas_wake",
         [](nb::handle buffer, long long offset, long long waiters_offset, long long expected,
-           long long desired, const std::string& event) -> uint32_t {
+           long long desired, const WaitEvents* events) -> uint32_t {
             const uint32_t e = checked_u32(expected, "expected");
             const uint32_t d = checked_u32(desired, "desired");
             WritableBuffer buf(buffer);
@@ -363,25 +409,25 @@ NB_MODULE(_native, m) {
             const uint32_t found = atomic_cas(word, e, d);
             // R-WAIT-3: after a successful change read `waiters` (seq_cst, as a fetch_add of 0)
             // and wake everybody blocked on the word if somebody counted themselves in.
-            if (found == e && atomic_fetch_add(waiters, 0) != 0) os_wake_all(word, event);
+            if (found == e && atomic_fetch_add(waiters, 0) != 0) os_wake_all(word, events);
             return found;
         },
         nb::arg("buffer"), nb::arg("offset"), nb::arg("waiters_offset"), nb::arg("expected"),
-        nb::arg("desired"), nb::arg("event") = std::string(),
+        nb::arg("desired"), nb::arg("events").none() = nb::none(),
         "compare_exchange and, on success, the R-WAIT-3 wake of the waiters counted at "
         "`waiters_offset`, in one call; returns the value found (== expected on success).");
 
-    m.def("wait", &wait, nb::arg("buffer"), nb::arg("offset"), nb::arg("expected"),
-          nb::arg("timeout_s"), nb::arg("event") = std::string(),
+    m.def("wait", &wait_while_equal, nb::arg("buffer"), nb::arg("offset"), nb::arg("expected"),
+          nb::arg("timeout_s"), nb::arg("events").none() = nb::none(),
           "Block while the u32 at `offset` equals `expected`, at most timeout_s seconds (GIL "
           "released, sliced <= 50 ms, Ctrl-C aware). True if it changed, False on timeout.");
 
     m.def(
         "wake_all",
-        [](nb::handle buffer, long long offset, const std::string& event) -> int {
+        [](nb::handle buffer, long long offset, const WaitEvents* events) -> int {
             WritableBuffer buf(buffer);
-            return os_wake_all(buf.word(offset), event);
+            return os_wake_all(buf.word(offset), events);
         },
-        nb::arg("buffer"), nb::arg("offset"), nb::arg("event") = std::string(),
+        nb::arg("buffer"), nb::arg("offset"), nb::arg("events").none() = nb::none(),
         "Wake every process blocked on the u32 at `offset`; returns how many were woken (Linux).");
 }

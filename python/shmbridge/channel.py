@@ -68,10 +68,10 @@ from .liveness import (
     release_slot,
     slot_owner,
 )
-from .naming import validate_name, windows_names
+from .naming import validate_name
 from .protocol import SEQ_MASK, Peer, Phase, encode_word, phase_of, seq_of
-from .segment import Segment
-from .wait import block, spin, wake
+from .segment import Segment, SegmentNameRemovedWarning, name_removed_message
+from .wait import block, open_events, spin, wake
 
 __all__ = ["Options", "Reply", "Request", "Requester", "Responder", "ViewEscapedWarning"]
 
@@ -204,13 +204,9 @@ class _Handle:
         self._gone_reason = PeerGoneReason.DIED  # why _peer() last returned GONE (R-LIVE-5)
         self._closed = False
         self._all_views: list[weakref.ReferenceType[np.ndarray[Any, Any]]] = []
-        if os.name == "nt":  # pragma: no cover - Windows wait events (R-WAIT-1)
-            _m, req_ev, rsp_ev = windows_names(seg.name)
-            self._my_event, self._peer_event = (
-                (req_ev, rsp_ev) if self._role == "requester" else (rsp_ev, req_ev)
-            )
-        else:
-            self._my_event = self._peer_event = ""
+        # Windows wait events, opened once per handle (R-WAIT-1); None on POSIX.
+        self._events = open_events(seg.name, self._role)
+        self._name_removed = False  # R-SEG-9, latched
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -237,6 +233,21 @@ class _Handle:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def name_removed(self) -> bool:
+        """R-SEG-9 (creator, POSIX): another process removed the segment's name while it is
+        mapped (e.g. a Python < 3.13 script that attached with multiprocessing.shared_memory).
+        Not an error: the channel keeps working for the peers already attached, but no new peer
+        can attach by name. Checked now and with each liveness probe while waiting; stays True
+        once seen, and the first time issues a SegmentNameRemovedWarning."""
+        return self._check_name()
+
+    def _check_name(self) -> bool:
+        if not self._name_removed and self._seg is not None and self._seg.name_removed():
+            self._name_removed = True
+            warnings.warn(name_removed_message(self._seg.name), SegmentNameRemovedWarning, 3)
+        return self._name_removed
 
     def word(self) -> int:
         """The control word (acquire load)."""
@@ -268,7 +279,7 @@ class _Handle:
 
     def _cas(self, expected: int, desired: int) -> bool:
         """R-STATE-2 CAS of the word and, if it changed, the R-WAIT-3 wake: one native call."""
-        found: int = _cas_wake(self._mm, OFF_WORD, OFF_WAITERS, expected, desired, self._peer_event)
+        found: int = _cas_wake(self._mm, OFF_WORD, OFF_WAITERS, expected, desired, self._events)
         return found == expected
 
     def _view(self, lease: _Lease, writable: bool) -> np.ndarray[Any, Any]:
@@ -356,6 +367,7 @@ class _Handle:
         now = time.monotonic()
         if key != self._probe_key or now >= self._probe_expiry:
             self._probe_alive = process_alive(pid, key[1])
+            self._check_name()  # R-SEG-9: the creator checks its name with each probe
             self._probe_key = key
             # Half an interval: the wait loops check every interval, so each of their checks
             # finds the probe expired (a death is seen within interval + slice, R-LIVE-3), while
@@ -395,7 +407,7 @@ class _Handle:
             return
         limit = min(deadline, check_at) - now
         if limit > 0:
-            block(self._mm, word, limit, self._my_event)
+            block(self._mm, word, limit, self._events)
 
     def _violation(self, word: int, what: str) -> ProtocolViolation:
         return ProtocolViolation(
@@ -416,7 +428,9 @@ class _Handle:
         release_slot(mm, self._slot)
         if seg.created:
             release_slot(mm, OFF_CREATOR)
-        wake(mm, self._peer_event)  # R-CLOSE-1 / R-WAIT-3: let blocked peers see CLOSED
+        wake(mm, self._events)  # R-CLOSE-1 / R-WAIT-3: let blocked peers see CLOSED
+        if self._events is not None:
+            self._events.close()
         escaped = [v for v in (r() for r in self._all_views) if v is not None]
         for v in escaped:
             v.flags.writeable = False

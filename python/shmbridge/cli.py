@@ -3,6 +3,11 @@ to the conformance kit and the benchmarks of a source checkout.
 
     shmbridge info NAME [--json]          decode a segment's header (never writes to it)
     shmbridge ls [--json]                 list shmbridge segments with state and owner liveness
+
+A segment whose name another process removed while it is still mapped (R-SEG-9, R-SEG-10; e.g.
+by CPython's resource tracker after a legacy multiprocessing.shared_memory attach) is found
+through /proc (Linux) and shown with state ``name-removed``, its holders and what to do; ``info``
+then exits with SEGMENT_NOT_FOUND's code, as attaching by that name would fail.
     shmbridge rm NAME [--force]           unlink; refuses a live creator's segment without --force
     shmbridge clean --stale [--dry-run]   unlink every segment whose creator is dead (R-STALE-1)
     shmbridge conformance ARGS...         python -m conformance ARGS (from a source checkout)
@@ -52,6 +57,7 @@ from .layout import (
 from .liveness import process_alive
 from .naming import validate_name
 from .protocol import PHASE_MASK
+from .segment import RemovedSegment, find_removed, name_removed_message
 
 __all__ = ["main"]
 
@@ -67,9 +73,11 @@ ROLES = (("requester", OFF_REQUESTER), ("responder", OFF_RESPONDER), ("creator",
 # ---------------------------------------------------------------------------------- reading
 
 
-def _read_object(path: Path) -> tuple[bytes, int, os.stat_result]:
-    """The first 512 bytes (fewer if the object is smaller), the object's size, its stat."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+def _read_object(path: Path, follow: bool = False) -> tuple[bytes, int, os.stat_result]:
+    """The first 512 bytes (fewer if the object is smaller), the object's size, its stat.
+    ``follow``: open through a /proc link (a removed segment, R-SEG-10)."""
+    nofollow = 0 if follow else getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -113,12 +121,35 @@ def inspect(name: str) -> dict[str, Any]:
     try:
         raw, size, st = _read_object(path)
     except FileNotFoundError:
+        removed = find_removed(canonical) if Path("/dev/shm") == SHM_DIR else []
+        if removed:
+            return _inspect_removed(removed[0])
         raise SegmentNotFound(f"no segment named {canonical!r} ({path} does not exist)") from None
     except PermissionError as exc:
         raise _perm(canonical, exc) from None
+    return _describe(canonical, str(path), raw, size, st)
+
+
+def _inspect_removed(r: RemovedSegment) -> dict[str, Any]:
+    """R-SEG-10: a segment whose name was removed, read (read only) through a holder's
+    descriptor when this user may open it."""
+    info: dict[str, Any] = {"name": r.name, "path": f"/dev/shm/{r.name} (name removed)", "size": 0}
+    try:
+        raw, size, st = _read_object(Path(r.path), follow=True)
+        info = _describe(r.name, info["path"], raw, size, st)
+    except (OSError, Error):
+        info.update(valid=False, error=None, slots={}, detail="header not readable by this user")
+    info.update(state="name-removed", name_removed=True, held_by=list(r.holders),
+                note=name_removed_message(r.name))  # fmt: skip
+    return info
+
+
+def _describe(
+    canonical: str, path: str, raw: bytes, size: int, st: os.stat_result
+) -> dict[str, Any]:
     info: dict[str, Any] = {
         "name": canonical,
-        "path": str(path),
+        "path": path,
         "size": size,
         "mode": f"{st.st_mode & 0o777:04o}",
         "uid": st.st_uid,
@@ -196,6 +227,8 @@ def list_segments() -> list[dict[str, Any]]:
             out.append(inspect(e.name))
         except (OSError, Error):
             continue
+    if Path("/dev/shm") == SHM_DIR:  # R-SEG-10: shmbridge segments whose name was removed
+        out += [i for i in map(_inspect_removed, find_removed()) if i.get("magic") == "SHMBRIDG"]
     return out
 
 
@@ -235,8 +268,11 @@ def print_info(info: dict[str, Any]) -> None:
     t = Table(title=f"shmbridge segment {info['name']}", show_header=False, title_justify="left")
     t.add_column("field", style="bold")
     t.add_column("value")
-    t.add_row("path", f"{info['path']} ({info['size']} bytes, mode {info['mode']})")
+    t.add_row("path", f"{info['path']} ({info['size']} bytes, mode {info.get('mode', '?')})")
     t.add_row("state", info["state"])
+    if info.get("name_removed"):
+        t.add_row("held by", "pid " + ", ".join(str(p) for p in info["held_by"]))
+        t.add_row("note", info["note"])
     t.add_row("header", "valid" if info.get("valid") else f"{info.get('error')}: "
               f"{info.get('detail', '')}")  # fmt: skip
     for key in ("version", "capacity", "segment_size"):
@@ -255,6 +291,8 @@ def print_info(info: dict[str, Any]) -> None:
     for col in ("role", "pid", "state", "process", "incarnation"):
         s.add_column(col)
     for role, _off in ROLES:
+        if role not in info["slots"]:
+            continue
         sl = info["slots"][role]
         s.add_row(role, str(sl.get("pid") or "-"), sl["state"], sl["liveness"],
                   str(sl.get("incarnation", "-")))  # fmt: skip
@@ -294,6 +332,8 @@ def _unlink_same(info: dict[str, Any]) -> bool:
 
 def _inspect_with_inode(name: str) -> dict[str, Any]:
     info = inspect(name)
+    if info.get("name_removed"):
+        raise SegmentNotFound(f"nothing to remove: {info['note']}")
     info["_ino"] = os.stat(info["path"], follow_symlinks=False).st_ino
     return info
 
@@ -308,6 +348,8 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         print_info(info)
+    if info.get("name_removed"):  # R-SEG-10: attaching by this name fails
+        return exit_code(ErrorCode.SEGMENT_NOT_FOUND)
     return 0 if info["valid"] else exit_code(ErrorCode[info["error"]])
 
 

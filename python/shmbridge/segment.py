@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from . import _native
@@ -37,7 +38,7 @@ from .layout import (
 from .liveness import own_start_time, process_alive, slot_owner
 from .naming import posix_name, validate_name, windows_names
 
-__all__ = ["MAGIC_U64", "Segment"]
+__all__ = ["MAGIC_U64", "RemovedSegment", "Segment", "SegmentNameRemovedWarning", "find_removed"]
 
 MAGIC_U64 = int.from_bytes(MAGIC, "little")
 _POSIX = os.name == "posix"
@@ -62,6 +63,24 @@ def _waited(start: float, deadline: float, now: float) -> str:
 class SegmentBusyWarning(ResourceWarning):
     """A segment was closed while zero-copy views into it were still alive (R-CLOSE-3); the
     mapping stays valid until the last view is gone."""
+
+
+class SegmentNameRemovedWarning(RuntimeWarning):
+    """R-SEG-9: another process removed the segment's name while it is mapped (issued once by the
+    creator). Not an error: the channel keeps working for the peers already attached."""
+
+
+def name_removed_message(name: str) -> str:
+    """What happened and how to avoid it (R-SEG-9), for the creator's warning and the CLI."""
+    return (
+        f"the name of segment {name!r} was removed (shm_unlink) by another process while the "
+        "segment is still mapped, typically CPython's resource tracker at the exit of a script "
+        "that attached with multiprocessing.shared_memory.SharedMemory on Python < 3.13. The "
+        "channel keeps working for the processes already attached, but no new peer can attach "
+        "and `shmbridge info` no longer finds it by name. Attach with shmbridge (it never "
+        "unlinks), or SharedMemory(name, track=False) on Python >= 3.13; restart the creator to "
+        "publish the name again"
+    )
 
 
 def _os_error(exc: OSError, what: str, name: str) -> Error:
@@ -96,6 +115,22 @@ class Segment:
         self.created = created
         self.keep = keep
         self._unlinked = False
+        self._fd = -1  # POSIX creator: its descriptor of the object (R-SEG-9)
+
+    def name_removed(self) -> bool:
+        """R-SEG-9 (POSIX, creator only): the name no longer designates this still-mapped
+        segment because another process removed it. Linux: fstat of the creator's descriptor
+        reports st_nlink == 0; macOS (st_nlink is always 0 there): shm_open of the name fails.
+        False for an attacher, on Windows and after this creator unlinked it itself."""
+        if not self.created or self._unlinked or self._fd < 0:
+            return False
+        if sys.platform == "darwin":  # pragma: no cover - macOS
+            try:
+                os.close(_posixshmem.shm_open(posix_name(self.name), os.O_RDONLY, 0))
+            except FileNotFoundError:
+                return True
+            return False
+        return os.fstat(self._fd).st_nlink == 0
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -134,8 +169,8 @@ class Segment:
                 os.close(fd)
                 _posixshmem.shm_unlink(oname)
                 raise _os_error(exc, "cannot size/map segment", name) from None
-            os.close(fd)
             seg = cls(name, mm, size, created=True, keep=keep)
+            seg._fd = fd  # kept open for R-SEG-9 (closed by close())
             seg._publish(header)
             return seg
         raise AlreadyExists(f"segment {name!r} keeps being re-created by another process")
@@ -315,6 +350,9 @@ class Segment:
         """Unmap (deferred while zero-copy views are alive, R-CLOSE-3) and, creator only, unlink
         (R-SEG-3). Idempotent."""
         mm, self.mm = self.mm, None
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
         if mm is not None:
             try:
                 mm.close()
@@ -363,3 +401,67 @@ def exists(name: str) -> bool:
         return False
     os.close(fd)
     return True
+
+
+@dataclass(frozen=True)
+class RemovedSegment:
+    """R-SEG-10: a shared-memory object whose name was removed while processes still hold it."""
+
+    name: str  #: the name it had
+    holders: tuple[int, ...]  #: pids that map it or hold a descriptor of it
+    path: str  #: opens it: /proc/PID/fd/N, or /proc/PID/map_files/... (root); "" if none
+
+
+def find_removed(name: str | None = None) -> list[RemovedSegment]:
+    """R-SEG-10 (Linux): objects of /dev/shm that were unlinked while still held, found through
+    the ``/dev/shm/NAME (deleted)`` entries of /proc/PID/maps and /proc/PID/fd (processes of other
+    users are skipped: their /proc entries are not readable). Empty elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return []
+    prefix, suffix = "/dev/shm/", " (deleted)"
+    found: dict[tuple[str, int], tuple[set[int], list[str]]] = {}
+
+    def note(seg: str, ino: int, pid: int, path: str) -> None:
+        holders, paths = found.setdefault((seg, ino), (set(), []))
+        holders.add(pid)
+        if path:
+            paths.append(path)
+
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
+                maps = f.read().splitlines()
+        except OSError:
+            continue
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) < 6 or not (fields[5].startswith(prefix) and fields[5].endswith(suffix)):
+                continue
+            seg = fields[5][len(prefix) : -len(suffix)]
+            if name is None or seg == name:
+                note(seg, int(fields[4]), pid, f"/proc/{pid}/map_files/{fields[0]}")
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            path = f"/proc/{pid}/fd/{fd}"
+            try:
+                target = os.readlink(path)
+                if not (target.startswith(prefix) and target.endswith(suffix)):
+                    continue
+                seg = target[len(prefix) : -len(suffix)]
+                if name is None or seg == name:
+                    note(seg, os.stat(path).st_ino, pid, path)
+            except OSError:
+                continue
+    out = []
+    for (seg, _ino), (holders, paths) in sorted(found.items()):
+        # A descriptor opens for any reader of the same user; map_files only for root.
+        paths.sort(key=lambda p: "/map_files/" in p)
+        readable = next((p for p in paths if os.access(p, os.R_OK)), "")
+        out.append(RemovedSegment(seg, tuple(sorted(holders)), readable))
+    return out

@@ -7,13 +7,33 @@ caller (channel.py), which checks peer liveness between slices (R-LIVE-3).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from . import _native
+from .errors import OsError
 from .layout import OFF_WAITERS, OFF_WORD
+from .naming import windows_names
 
-__all__ = ["block", "spin", "wake"]
+__all__ = ["block", "open_events", "spin", "wake"]
+
+#: Windows waits on named events (R-WAIT-1); POSIX waits on the word itself (futex, os_sync).
+USES_EVENTS = os.name == "nt"
+
+
+def open_events(name: str, role: str) -> _native.WaitEvents | None:
+    """The wait events of one channel handle: on Windows ``Local\\N.req`` / ``Local\\N.rsp``,
+    opened once here and kept by the handle until it closes (as the C++ ``Waiter``), so that a
+    wake between two wait slices is never lost; None where waits need no events."""
+    if not USES_EVENTS:
+        return None
+    _mapping, req, rsp = windows_names(name)
+    own, peer = (req, rsp) if role == "requester" else (rsp, req)
+    try:
+        return _native.WaitEvents(own, peer)
+    except RuntimeError as exc:  # pragma: no cover - Windows only
+        raise OsError(str(exc)) from None
 
 
 def spin(buf: Any, expected: int, budget_s: float) -> int:
@@ -33,7 +53,9 @@ def spin(buf: Any, expected: int, budget_s: float) -> int:
     return word
 
 
-def block(buf: Any, expected: int, timeout_s: float, event: str = "") -> int:
+def block(
+    buf: Any, expected: int, timeout_s: float, events: _native.WaitEvents | None = None
+) -> int:
     """Block in the OS while the word equals ``expected``, at most ``timeout_s`` (R-WAIT-3: count
     ourselves in ``waiters`` before re-checking the word, and out after waking). Returns the word
     value seen afterwards. The GIL is released while blocked; Ctrl-C raises KeyboardInterrupt."""
@@ -42,14 +64,14 @@ def block(buf: Any, expected: int, timeout_s: float, event: str = "") -> int:
         word = _native.load_acquire(buf, OFF_WORD)
         if word != expected:
             return word
-        _native.wait(buf, OFF_WORD, expected, max(0.0, timeout_s), event)
+        _native.wait(buf, OFF_WORD, expected, max(0.0, timeout_s), events)
         return _native.load_acquire(buf, OFF_WORD)
     finally:
         _native.fetch_add(buf, OFF_WAITERS, -1)
 
 
-def wake(buf: Any, event: str = "") -> None:
+def wake(buf: Any, events: _native.WaitEvents | None = None) -> None:
     """After changing the word: read ``waiters`` (sequentially consistent, as a fetch_add of 0) and
     wake everybody blocked on the word if it is non-zero (R-WAIT-3)."""
     if _native.fetch_add(buf, OFF_WAITERS, 0) != 0:
-        _native.wake_all(buf, OFF_WORD, event)
+        _native.wake_all(buf, OFF_WORD, events)

@@ -155,3 +155,21 @@ def test_r_wait_1_spin_yield_constants_mirror_cpp() -> None:
     the same constants as C++ SpinYield (cpp/include/shmbridge/wait.hpp, tested there)."""
     assert _native.SPIN_YIELD_AFTER_US == 20
     assert _native.SPIN_YIELD_EVERY_US == 5
+
+
+def test_r_wait_1_wait_events_object(buf: mmap.mmap) -> None:
+    """R-WAIT-1 (Windows events): the helper's WaitEvents object keeps the two event names of one
+    handle and is accepted, or None, by every wait and wake; close() is idempotent. On POSIX it
+    holds no OS handle (futex / os_sync wait on the word itself)."""
+    ev = _native.WaitEvents("Local\\sbev.req", "Local\\sbev.rsp")
+    assert (ev.own, ev.peer, ev.closed) == ("Local\\sbev.req", "Local\\sbev.rsp", False)
+    assert _native.wait(buf, 256, 1, 0.01, ev) is True  # word is 0, not 1: no wait
+    assert _native.wait(buf, 256, 0, 0.01, None) is False  # timed out
+    assert _native.wake_all(buf, 256, ev) >= 0
+    assert _native.cas_wake(buf, 256, 260, 0, 5, ev) == 0
+    assert _native.load_acquire(buf, 256) == 5
+    ev.close()
+    ev.close()
+    assert ev.closed
+    with pytest.raises(TypeError):
+        _native.wait(buf, 256, 0, 0.01, "Local\\sbev.req")  # names are no longer accepted

@@ -138,6 +138,12 @@ class Handle {
   const std::string& name() const;
   bool is_creator() const;
   bool is_open() const noexcept;
+  // R-SEG-9 (creator, POSIX): the segment's name was removed by another process while the
+  // channel is mapped (e.g. a Python < 3.13 script that attached with
+  // multiprocessing.shared_memory, whose resource tracker unlinks at exit). Not an error: the
+  // channel keeps working for the peers already attached, but no new peer can attach by name.
+  // Checked now and with each liveness probe while waiting; stays true once seen.
+  bool name_removed() const;
   // R-CLOSE-*: idempotent; also run by the destructor.
   void close();
 

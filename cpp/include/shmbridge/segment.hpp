@@ -25,7 +25,7 @@ class Mapping {
  private:
   std::uint8_t* base_;
   std::uint64_t size_;
-  void* os_handle_;  // Windows: the file-mapping handle; POSIX: unused
+  [[maybe_unused]] void* os_handle_;  // Windows: the file-mapping handle; POSIX: unused
 };
 
 struct CreateOptions {
@@ -68,6 +68,13 @@ class Segment {
   bool is_creator() const noexcept { return creator_; }
   // R-SEG-3: creator only; no-op for an attacher. Idempotent.
   void unlink() noexcept;
+  // R-SEG-9 (POSIX, creator only): true when the segment's name no longer designates this
+  // segment although it is still mapped: another process removed it (shm_unlink), e.g. CPython's
+  // resource tracker after a script attached with multiprocessing.shared_memory on Python < 3.13.
+  // Linux: fstat of the creator's descriptor reports st_nlink == 0; macOS (st_nlink is always 0
+  // there): shm_open of the name fails with ENOENT. Always false for an attacher, on Windows (no
+  // unlink) and after this creator unlinked the name itself.
+  bool name_removed() const noexcept;
   // Drops this handle's reference to the mapping (views may keep it alive).
   void reset() noexcept { mapping_.reset(); }
 
@@ -80,6 +87,7 @@ class Segment {
   std::string name_;
   bool creator_ = false;
   bool unlinked_ = false;
+  std::shared_ptr<const int> fd_;  // POSIX creator: its descriptor of the object (R-SEG-9)
 };
 
 namespace detail {

@@ -1,4 +1,4 @@
-# nlohmann-json for a cross build, from the host's header-only package (/usr/include/nlohmann).
+# nlohmann-json for a cross build (mingw-w64.cmake, zig-macos.cmake), from the host's header-only package (/usr/include/nlohmann).
 # /usr/include itself must never reach a cross compiler's include path (it holds the host's libc
 # headers), so the target's include directory is a directory in the build tree that holds only a
 # link to /usr/include/nlohmann.
