@@ -594,6 +594,10 @@ TEST(Channel, R_MSG_4_RecoveredRoundLeavesDeclaredDescriptor) {
     ::waitpid(child, nullptr, 0);
     atomic_u32(seg.base() + layout::kOffResponderSlot + layout::kSlotPid)
         .store(static_cast<std::uint32_t>(child));
+#else
+    // No fork(): a pid no process has (Windows pids are multiples of 4, far below this one), so
+    // OpenProcess fails and the slot reads as dead.
+    atomic_u32(seg.base() + layout::kOffResponderSlot + layout::kSlotPid).store(0x7FFFFFF1u);
 #endif
     auto fresh = Responder::attach(n);  // R-REC-2: T8
     EXPECT_EQ(req.phase(), Phase::REPLIED);
