@@ -4,23 +4,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "exact_math.hpp"
 #include "shmbridge/errors.hpp"
-
-#if defined(_MSC_VER) && !defined(__clang__)
-// MSVC has no __builtin_{add,mul}_overflow; every use here is on unsigned 64-bit values.
-namespace {
-inline bool sb_add_overflow(std::uint64_t a, std::uint64_t b, std::uint64_t* r) noexcept {
-  *r = a + b;
-  return *r < a;
-}
-inline bool sb_mul_overflow(std::uint64_t a, std::uint64_t b, std::uint64_t* r) noexcept {
-  *r = a * b;
-  return a != 0 && *r / a != b;
-}
-}  // namespace
-#define __builtin_add_overflow(a, b, r) sb_add_overflow((a), (b), (r))
-#define __builtin_mul_overflow(a, b, r) sb_mul_overflow((a), (b), (r))
-#endif
 
 namespace shmbridge {
 namespace layout {
@@ -57,6 +42,8 @@ bool host_is_little_endian() noexcept {
 }  // namespace layout
 
 using namespace layout;
+using detail::add_overflow;
+using detail::mul_overflow;
 
 // ---- Shape ----------------------------------------------------------------------------------
 
@@ -80,7 +67,7 @@ bool Shape::element_count(std::uint64_t& out) const noexcept {
   }
   std::uint64_t n = 1;
   for (std::size_t i = 0; i < ndim_; ++i) {
-    if (__builtin_mul_overflow(n, dims_[i], &n)) return false;
+    if (mul_overflow(n, dims_[i], &n)) return false;
   }
   out = n;
   return true;
@@ -112,7 +99,7 @@ Descriptor Descriptor::make(DType dtype, const Shape& shape) {
   d.ndim = static_cast<std::uint32_t>(shape.ndim());
   std::copy(shape.begin(), shape.end(), d.shape.begin());
   std::uint64_t n = 0;
-  if (!shape.element_count(n) || __builtin_mul_overflow(n, itemsize(dtype), &d.nbytes)) {
+  if (!shape.element_count(n) || mul_overflow(n, itemsize(dtype), &d.nbytes)) {
     raise(ErrorCode::CAPACITY_EXCEEDED, "a byte size below 2^64",
           "shape " + shape.to_string() + " of " + dtype_name(dtype), "use a smaller array");
   }
@@ -137,7 +124,7 @@ Header Header::fresh(DType dtype, const Shape& shape) {
   h.declared = Descriptor::make(dtype, shape);
   h.message = h.declared;
   h.capacity = h.declared.nbytes;
-  if (__builtin_add_overflow(h.capacity, std::uint64_t{kHeaderSize}, &h.segment_size)) {
+  if (add_overflow(h.capacity, std::uint64_t{kHeaderSize}, &h.segment_size)) {
     raise(ErrorCode::CAPACITY_EXCEEDED, "a segment size below 2^64",
           std::to_string(h.capacity) + " payload bytes", "use a smaller array");
   }
@@ -250,7 +237,7 @@ void validate_descriptor(const Descriptor& d, std::uint64_t capacity, const char
   std::uint64_t n = 0;
   if (!d.shape_of().element_count(n)) corrupt(w + "a shape product below 2^64", "overflow");
   std::uint64_t bytes = 0;
-  if (__builtin_mul_overflow(n, itemsize(static_cast<DType>(d.dtype)), &bytes)) {
+  if (mul_overflow(n, itemsize(static_cast<DType>(d.dtype)), &bytes)) {
     corrupt(w + "a byte size below 2^64", "overflow");
   }
   if (bytes != d.nbytes) {
@@ -292,7 +279,7 @@ void validate_header(const std::uint8_t* data, std::uint64_t mapping_size) {
   const auto capacity = load_u64(data + kOffCapacity);
   const auto segment_size = load_u64(data + kOffSegmentSize);
   std::uint64_t expected_size = 0;
-  if (__builtin_add_overflow(capacity, std::uint64_t{kHeaderSize}, &expected_size) ||
+  if (add_overflow(capacity, std::uint64_t{kHeaderSize}, &expected_size) ||
       segment_size != expected_size) {
     corrupt("segment_size = 512 + capacity " + std::to_string(capacity),
             std::to_string(segment_size));
