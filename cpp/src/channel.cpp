@@ -102,8 +102,8 @@ class V1Format final : public MessageFormat {
 
 V1Format& v1(const RoundEngine& c) { return c.format<V1Format>(); }
 
-std::unique_ptr<MessageFormat> make_v1(std::uint8_t* base) {
-  return std::make_unique<V1Format>(base);
+std::unique_ptr<MessageFormat> make_v1(const Segment& seg) {
+  return std::make_unique<V1Format>(seg.base());
 }
 
 // T1 with the v1 message (R-STATE-9: checked by the caller before).

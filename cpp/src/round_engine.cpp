@@ -376,6 +376,13 @@ std::uint32_t RoundEngine::take(nanoseconds timeout) {
   fail(Op::take, o.word, o.decision.error);
 }
 
+void RoundEngine::require_reply_allowed() {
+  ensure_open();
+  const std::uint32_t w = load();
+  const Decision d = decide(role_, Op::reply, w, view(PeerState::alive));
+  if (!d.is_transition()) fail(Op::reply, w, d.error);
+}
+
 void RoundEngine::answer(std::uint32_t code) {
   ensure_open();
   for (;;) {
@@ -459,8 +466,8 @@ std::shared_ptr<RoundEngine> create_engine(Actor role, std::string_view name,
         SlotRef(base + kOffCreatorSlot).claim("creator");  // R-LIVE-1
         SlotRef(base + role_slot).claim(actor_name(role));
       });
-  std::uint8_t* base = seg.base();
-  auto engine = std::make_shared<RoundEngine>(role, opt, std::move(seg), make_format(base));
+  auto format = make_format(seg);
+  auto engine = std::make_shared<RoundEngine>(role, opt, std::move(seg), std::move(format));
   engine->mark_claimed();
   if (role == Actor::requester) engine->settled(0);  // a new segment starts at IDLE|0
   return engine;
@@ -474,8 +481,8 @@ std::shared_ptr<RoundEngine> attach_engine(Actor role, std::string_view name,
   // R-ATTACH-2: one deadline for the whole attach (the wait for the segment and R-REC-1).
   const auto deadline = RoundEngine::Clock::now() + opt.timeout;
   Segment seg = Segment::attach(std::string(name), opt.timeout, check);
-  std::uint8_t* base = seg.base();
-  auto engine = std::make_shared<RoundEngine>(role, opt, std::move(seg), make_format(base));
+  auto format = make_format(seg);
+  auto engine = std::make_shared<RoundEngine>(role, opt, std::move(seg), std::move(format));
   expect(engine->format<MessageFormat>());  // before touching the segment (R-LAYOUT-7, R-SCHEMA-10)
   engine->claim_role();
   try {

@@ -99,6 +99,9 @@ class RoundEngine {
   // ---- responder ----
   // T2: waits for a request; returns its seq. The caller validates the message next.
   std::uint32_t take(std::chrono::nanoseconds timeout);
+  // T3's precondition and word check without the transition (R-FIELD-6: every reply call
+  // checks it first): OUT_OF_TURN unless the responder holds the request.
+  void require_reply_allowed();
   // T3 with reply_code `code` (0: a successful reply whose message the caller wrote).
   void answer(std::uint32_t code);
   // R-MSG-2, R-FIELD-9: completes the held round with an error reply of e's code, then throws e.
@@ -156,7 +159,7 @@ class RoundEngine {
 };
 
 // Builds the version's MessageFormat over a mapped, validated header.
-using FormatFactory = std::function<std::unique_ptr<MessageFormat>(std::uint8_t* base)>;
+using FormatFactory = std::function<std::unique_ptr<MessageFormat>(const Segment& seg)>;
 
 // R-SEG-1/6, R-LIVE-1: creates the segment (`write_header` writes every header byte but magic),
 // claims the creator and role slots before magic is published, and returns the creator's engine.

@@ -7,6 +7,7 @@
 #include "shmbridge/layout.hpp"
 #include "shmbridge/layout_v2.hpp"
 #include "shmbridge/liveness.hpp"
+#include "shmbridge/message.hpp"
 #include "shmbridge/message_table.hpp"
 #include "shmbridge/naming.hpp"
 #include "shmbridge/protocol.hpp"
