@@ -181,11 +181,11 @@ class MessageRequest {
   // field with only fixed extents may be omitted. reply() then publishes it with that shape.
   template <class T>
   FieldSpan<T> reply_field(std::string_view name, const Shape& shape) {
-    return typed(prepare_field(name, &shape, dtype_of_v<T>));
+    return typed<T>(prepare_field(name, &shape, dtype_of_v<T>));
   }
   template <class T>
   FieldSpan<T> reply_field(std::string_view name) {
-    return typed(prepare_field(name, nullptr, dtype_of_v<T>));
+    return typed<T>(prepare_field(name, nullptr, dtype_of_v<T>));
   }
   RawField reply_field(std::string_view name, const Shape& shape);
   RawField reply_field(std::string_view name);
