@@ -27,7 +27,7 @@ class Mapping {
  private:
   std::uint8_t* base_;
   std::uint64_t size_;
-  void* os_handle_;  // Windows: the file-mapping handle; POSIX: unused
+  [[maybe_unused]] void* os_handle_;  // Windows: the file-mapping handle; POSIX: unused
 };
 
 struct CreateOptions {
