@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "fuzz_check.hpp"
 #include "shmbridge/errors.hpp"
 #include "shmbridge/layout_v2.hpp"
 #include "shmbridge/message_table.hpp"
@@ -21,15 +22,6 @@
 using namespace shmbridge;
 
 namespace {
-
-[[noreturn]] void fail(const char* what) {
-  __builtin_trap();
-  (void)what;
-}
-#define CHECK(c)        \
-  do {                  \
-    if (!(c)) fail(#c); \
-  } while (0)
 
 void check_valid_header(const HeaderV2& h, const V2Input& in) {
   CHECK(h.version_major == layout_v2::kVersionMajor);

@@ -320,11 +320,7 @@ void Responder::serve(const std::function<void(Request&)>& handler) {
 namespace {
 void check_request(const std::shared_ptr<detail::RoundEngine>& core, bool answered,
                    std::uint32_t seq) {
-  if (!core) raise(ErrorCode::OUT_OF_TURN, "a taken request", "an empty Request", "take() first");
-  if (answered || core->held() != seq) {
-    raise(ErrorCode::OUT_OF_TURN, "request #" + std::to_string(seq) + " held by this responder",
-          "a request that was already answered", "take() the next request");
-  }
+  detail::RoundEngine::require_held(core.get(), answered, seq, "Request");
 }
 }  // namespace
 
@@ -343,11 +339,7 @@ void Request::reply(const void* src) {
 
 void Request::fail(ErrorCode code) {
   check_request(core_, answered_, seq_);
-  if (!is_error_code(static_cast<std::uint32_t>(code))) {
-    raise(ErrorCode::INVALID_ARGUMENT, "an error code 1.." + std::to_string(kMaxErrorCode),
-          std::to_string(static_cast<std::uint32_t>(code)), "pass a shmbridge::ErrorCode");
-  }
-  core_->answer(static_cast<std::uint32_t>(code));
+  core_->answer_error(code);
   answered_ = true;
 }
 

@@ -131,13 +131,18 @@ Header Header::fresh(DType dtype, const Shape& shape) {
   return h;
 }
 
-bool operator==(const Header& a, const Header& b) noexcept {
+bool operator==(const FixedHeader& a, const FixedHeader& b) noexcept {
   return a.magic == b.magic && a.version_major == b.version_major &&
          a.version_minor == b.version_minor && a.header_size == b.header_size &&
          a.capacity == b.capacity && a.segment_size == b.segment_size && a.flags == b.flags &&
-         a.max_dims == b.max_dims && a.declared == b.declared && a.message == b.message &&
-         a.reply_code == b.reply_code && a.word == b.word && a.waiters == b.waiters &&
-         a.requester == b.requester && a.responder == b.responder && a.creator == b.creator;
+         a.max_dims == b.max_dims && a.reply_code == b.reply_code && a.word == b.word &&
+         a.waiters == b.waiters && a.requester == b.requester && a.responder == b.responder &&
+         a.creator == b.creator;
+}
+
+bool operator==(const Header& a, const Header& b) noexcept {
+  return static_cast<const FixedHeader&>(a) == static_cast<const FixedHeader&>(b) &&
+         a.declared == b.declared && a.message == b.message;
 }
 
 void encode_descriptor(const Descriptor& d, std::uint8_t* out) {
@@ -157,7 +162,7 @@ Descriptor decode_descriptor(const std::uint8_t* in) {
   return d;
 }
 
-static void encode_slot(const Slot& s, std::uint8_t* out) {
+void encode_slot(const Slot& s, std::uint8_t* out) {
   std::memset(out, 0, kSlotSize);
   store_u32(out + kSlotPid, s.pid);
   store_u32(out + kSlotState, s.state);
@@ -174,8 +179,7 @@ Slot decode_slot(const std::uint8_t* in) {
   return s;
 }
 
-void encode_header(const Header& h, std::uint8_t* out) {
-  std::memset(out, 0, kHeaderSize);
+void encode_fixed_header(const FixedHeader& h, std::uint8_t* out) {
   std::memcpy(out + kOffMagic, h.magic.data(), 8);
   store_u16(out + kOffVersionMajor, h.version_major);
   store_u16(out + kOffVersionMinor, h.version_minor);
@@ -184,8 +188,6 @@ void encode_header(const Header& h, std::uint8_t* out) {
   store_u64(out + kOffSegmentSize, h.segment_size);
   store_u32(out + kOffFlags, h.flags);
   store_u32(out + kOffMaxDims, h.max_dims);
-  encode_descriptor(h.declared, out + kOffDeclared);
-  encode_descriptor(h.message, out + kOffMessage);
   store_u32(out + kOffReplyCode, h.reply_code);
   store_u32(out + kOffWord, h.word);
   store_u32(out + kOffWaiters, h.waiters);
@@ -194,8 +196,8 @@ void encode_header(const Header& h, std::uint8_t* out) {
   encode_slot(h.creator, out + kOffCreatorSlot);
 }
 
-Header decode_header(const std::uint8_t* in) {
-  Header h;
+FixedHeader decode_fixed_header(const std::uint8_t* in) {
+  FixedHeader h;
   std::memcpy(h.magic.data(), in + kOffMagic, 8);
   h.version_major = load_u16(in + kOffVersionMajor);
   h.version_minor = load_u16(in + kOffVersionMinor);
@@ -204,14 +206,27 @@ Header decode_header(const std::uint8_t* in) {
   h.segment_size = load_u64(in + kOffSegmentSize);
   h.flags = load_u32(in + kOffFlags);
   h.max_dims = load_u32(in + kOffMaxDims);
-  h.declared = decode_descriptor(in + kOffDeclared);
-  h.message = decode_descriptor(in + kOffMessage);
   h.reply_code = load_u32(in + kOffReplyCode);
   h.word = load_u32(in + kOffWord);
   h.waiters = load_u32(in + kOffWaiters);
   h.requester = decode_slot(in + kOffRequesterSlot);
   h.responder = decode_slot(in + kOffResponderSlot);
   h.creator = decode_slot(in + kOffCreatorSlot);
+  return h;
+}
+
+void encode_header(const Header& h, std::uint8_t* out) {
+  std::memset(out, 0, kHeaderSize);
+  encode_fixed_header(h, out);
+  encode_descriptor(h.declared, out + kOffDeclared);
+  encode_descriptor(h.message, out + kOffMessage);
+}
+
+Header decode_header(const std::uint8_t* in) {
+  Header h;
+  static_cast<FixedHeader&>(h) = decode_fixed_header(in);
+  h.declared = decode_descriptor(in + kOffDeclared);
+  h.message = decode_descriptor(in + kOffMessage);
   return h;
 }
 

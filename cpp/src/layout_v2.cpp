@@ -17,13 +17,8 @@ using detail::Wide;
 // ---- encoding -----------------------------------------------------------------------------------
 
 bool operator==(const HeaderV2& a, const HeaderV2& b) noexcept {
-  return a.magic == b.magic && a.version_major == b.version_major &&
-         a.version_minor == b.version_minor && a.header_size == b.header_size &&
-         a.capacity == b.capacity && a.segment_size == b.segment_size && a.flags == b.flags &&
-         a.max_dims == b.max_dims && a.geometry == b.geometry && a.reply_code == b.reply_code &&
-         a.word == b.word && a.waiters == b.waiters && a.requester == b.requester &&
-         a.responder == b.responder && a.creator == b.creator && a.request == b.request &&
-         a.reply == b.reply;
+  return static_cast<const FixedHeader&>(a) == static_cast<const FixedHeader&>(b) &&
+         a.geometry == b.geometry && a.request == b.request && a.reply == b.reply;
 }
 
 HeaderV2 HeaderV2::fresh(const SchemaLayout& s) {
@@ -50,13 +45,6 @@ SchemaLayout HeaderV2::schemas() const {
 
 namespace {
 
-void encode_slot_v2(const Slot& s, std::uint8_t* out) {
-  store_u32(out + kSlotPid, s.pid);
-  store_u32(out + kSlotState, s.state);
-  store_u64(out + kSlotStartTime, s.start_time);
-  store_u64(out + kSlotIncarnation, s.incarnation);
-}
-
 void encode_record(const FieldRecord& r, std::uint8_t* out) {
   std::memcpy(out + kRecName, r.name.data(), std::min(r.name.size(), kNameSize));
   store_u32(out + kRecDType, r.dtype);
@@ -73,14 +61,7 @@ void encode_record(const FieldRecord& r, std::uint8_t* out) {
 void encode_header_v2(const HeaderV2& h, std::uint8_t* out) {
   const std::size_t records = h.request.size() + h.reply.size();
   std::memset(out, 0, kFixedHeaderSize + kRecordSize * records);
-  std::memcpy(out + kOffMagic, h.magic.data(), 8);
-  store_u16(out + kOffVersionMajor, h.version_major);
-  store_u16(out + kOffVersionMinor, h.version_minor);
-  store_u32(out + kOffHeaderSize, h.header_size);
-  store_u64(out + kOffCapacity, h.capacity);
-  store_u64(out + kOffSegmentSize, h.segment_size);
-  store_u32(out + kOffFlags, h.flags);
-  store_u32(out + kOffMaxDims, h.max_dims);
+  encode_fixed_header(h, out);
   std::uint8_t* g = out + kOffGeometry;
   store_u32(g + kGeoRequestFields, h.geometry.request_fields);
   store_u32(g + kGeoReplyFields, h.geometry.reply_fields);
@@ -88,12 +69,6 @@ void encode_header_v2(const HeaderV2& h, std::uint8_t* out) {
   store_u64(g + kGeoRequestAreaSize, h.geometry.request_area_size);
   store_u64(g + kGeoReplyAreaOffset, h.geometry.reply_area_offset);
   store_u64(g + kGeoReplyAreaSize, h.geometry.reply_area_size);
-  store_u32(out + kOffReplyCode, h.reply_code);
-  store_u32(out + kOffWord, h.word);
-  store_u32(out + kOffWaiters, h.waiters);
-  encode_slot_v2(h.requester, out + kOffRequesterSlot);
-  encode_slot_v2(h.responder, out + kOffResponderSlot);
-  encode_slot_v2(h.creator, out + kOffCreatorSlot);
   std::size_t i = 0;
   for (const auto* side : {&h.request, &h.reply}) {
     for (const FieldRecord& r : *side) encode_record(r, out + kOffSchemaTable + kRecordSize * i++);
@@ -210,15 +185,6 @@ FieldRecord check_record(const std::uint8_t* data, std::size_t index, bool reply
   return r;
 }
 
-Slot decode_slot_v2(const std::uint8_t* in) {
-  Slot s;
-  s.pid = load_u32(in + kSlotPid);
-  s.state = load_u32(in + kSlotState);
-  s.start_time = load_u64(in + kSlotStartTime);
-  s.incarnation = load_u64(in + kSlotIncarnation);
-  return s;
-}
-
 }  // namespace
 
 HeaderV2 validate_header_v2(const std::uint8_t* data, std::uint64_t mapping_size) {
@@ -293,15 +259,9 @@ HeaderV2 validate_header_v2(const std::uint8_t* data, std::uint64_t mapping_size
   area("H15", "reply_area_size by R-SCHEMA-7", rep.size(), geo.reply_area_size);
   area("H16", "capacity = request_area_size + reply_area_size",
        Wide::of(geo.request_area_size) + geo.reply_area_size, h.capacity);
-  // Decoded only (judged elsewhere: R-STATE-11, R-LIVE-1).
-  std::memcpy(h.magic.data(), data + kOffMagic, 8);
-  h.version_minor = load_u16(data + kOffVersionMinor);
-  h.reply_code = load_u32(data + kOffReplyCode);
-  h.word = load_u32(data + kOffWord);
-  h.waiters = load_u32(data + kOffWaiters);
-  h.requester = decode_slot_v2(data + kOffRequesterSlot);
-  h.responder = decode_slot_v2(data + kOffResponderSlot);
-  h.creator = decode_slot_v2(data + kOffCreatorSlot);
+  // The fields validated above, and those judged elsewhere (reply_code, the word: R-STATE-11;
+  // the slots: R-LIVE-1) or read as they are (version_minor, R-VER-2).
+  static_cast<FixedHeader&>(h) = decode_fixed_header(data);
   return h;
 }
 

@@ -531,14 +531,7 @@ const SchemaLayout& MessageResponder::schemas() const { return detail::v2(core()
 
 // R-FIELD-6: every reply call first checks that the responder holds this request.
 void MessageRequest::check_held() const {
-  if (!core_) {
-    raise(ErrorCode::OUT_OF_TURN, "a taken request", "an empty MessageRequest", "take() first");
-  }
-  core_->ensure_open();
-  if (answered_ || core_->held() != seq_) {
-    raise(ErrorCode::OUT_OF_TURN, "request #" + std::to_string(seq_) + " held by this responder",
-          "a request that was already answered", "take() the next request");
-  }
+  detail::RoundEngine::require_held(core_.get(), answered_, seq_, "MessageRequest");
 }
 
 RawField MessageRequest::prepare_field(std::string_view name, const Shape* shape,
@@ -578,11 +571,7 @@ void MessageRequest::reply_fields(const NamedField* fields, std::size_t count) {
 
 void MessageRequest::fail(ErrorCode code) {
   check_held();
-  if (!is_error_code(static_cast<std::uint32_t>(code))) {
-    raise(ErrorCode::INVALID_ARGUMENT, "an error code 1.." + std::to_string(kMaxErrorCode),
-          std::to_string(static_cast<std::uint32_t>(code)), "pass a shmbridge::ErrorCode");
-  }
-  core_->answer(static_cast<std::uint32_t>(code));
+  core_->answer_error(code);
   answered_ = true;
 }
 

@@ -376,6 +376,18 @@ std::uint32_t RoundEngine::take(nanoseconds timeout) {
   fail(Op::take, o.word, o.decision.error);
 }
 
+void RoundEngine::require_held(const RoundEngine* engine, bool answered, std::uint32_t seq,
+                               const char* what) {
+  if (!engine) {
+    raise(ErrorCode::OUT_OF_TURN, "a taken request", std::string("an empty ") + what,
+          "take() first");
+  }
+  if (answered || engine->held() != seq) {
+    raise(ErrorCode::OUT_OF_TURN, "request #" + std::to_string(seq) + " held by this responder",
+          "a request that was already answered", "take() the next request");
+  }
+}
+
 void RoundEngine::require_reply_allowed() {
   ensure_open();
   const std::uint32_t w = load();
@@ -394,6 +406,14 @@ void RoundEngine::answer(std::uint32_t code) {
     if (cas(w, d.word)) break;
   }
   held_.reset();
+}
+
+void RoundEngine::answer_error(ErrorCode code) {
+  if (!is_error_code(static_cast<std::uint32_t>(code))) {
+    raise(ErrorCode::INVALID_ARGUMENT, "an error code 1.." + std::to_string(kMaxErrorCode),
+          std::to_string(static_cast<std::uint32_t>(code)), "pass a shmbridge::ErrorCode");
+  }
+  answer(static_cast<std::uint32_t>(code));
 }
 
 void RoundEngine::reject(const Error& e) {

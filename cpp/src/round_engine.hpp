@@ -99,11 +99,18 @@ class RoundEngine {
   // ---- responder ----
   // T2: waits for a request; returns its seq. The caller validates the message next.
   std::uint32_t take(std::chrono::nanoseconds timeout);
+  // A request handle's calls: OUT_OF_TURN unless this responder still holds request `seq` (a
+  // Request / MessageRequest that was answered, or an older one, cannot answer again).
+  // `what` names the handle type in the message ("Request", "MessageRequest").
+  static void require_held(const RoundEngine* engine, bool answered, std::uint32_t seq,
+                           const char* what);
   // T3's precondition and word check without the transition (R-FIELD-6: every reply call
   // checks it first): OUT_OF_TURN unless the responder holds the request.
   void require_reply_allowed();
   // T3 with reply_code `code` (0: a successful reply whose message the caller wrote).
   void answer(std::uint32_t code);
+  // R-MSG-2: an error reply the caller asked for; INVALID_ARGUMENT unless `code` is an error code.
+  void answer_error(ErrorCode code);
   // R-MSG-2, R-FIELD-9: completes the held round with an error reply of e's code, then throws e.
   [[noreturn]] void reject(const Error& e);
 

@@ -23,26 +23,9 @@ const json& messages() {
   return j;
 }
 
-Slot slot_of(const json& j) {
-  Slot s;
-  s.pid = j["pid"];
-  s.state = j["state"];
-  s.start_time = j["start_time"];
-  s.incarnation = j["incarnation"];
-  return s;
-}
-
 HeaderV2 header_of(const json& f) {
   HeaderV2 h;
-  const std::string magic = f["magic"];
-  std::copy(magic.begin(), magic.end(), h.magic.begin());
-  h.version_major = f["version_major"];
-  h.version_minor = f["version_minor"];
-  h.header_size = f["header_size"];
-  h.capacity = f["capacity"];
-  h.segment_size = f["segment_size"];
-  h.flags = f["flags"];
-  h.max_dims = f["max_dims"];
+  static_cast<FixedHeader&>(h) = fixed_header_of(f);
   const json& g = f["geometry"];
   h.geometry.request_fields = g["request_fields"];
   h.geometry.reply_fields = g["reply_fields"];
@@ -50,12 +33,6 @@ HeaderV2 header_of(const json& f) {
   h.geometry.request_area_size = g["request_area_size"];
   h.geometry.reply_area_offset = g["reply_area_offset"];
   h.geometry.reply_area_size = g["reply_area_size"];
-  h.reply_code = f["reply_code"];
-  h.word = f["word"];
-  h.waiters = f["waiters"];
-  h.requester = slot_of(f["requester"]);
-  h.responder = slot_of(f["responder"]);
-  h.creator = slot_of(f["creator"]);
   h.request = records_of(f["request_schema"]);
   h.reply = records_of(f["reply_schema"]);
   return h;

@@ -10,14 +10,6 @@
 
 namespace shmbridge::test {
 
-inline std::vector<std::uint8_t> hex_bytes(const std::string& hex) {
-  std::vector<std::uint8_t> out(hex.size() / 2);
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    out[i] = static_cast<std::uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
-  }
-  return out;
-}
-
 inline std::string bytes_hex(const std::uint8_t* p, std::size_t n) {
   static const char* digits = "0123456789abcdef";
   std::string s;
@@ -89,14 +81,7 @@ inline std::vector<FieldRecord> records_of(const nlohmann::json& j) {
   return out;
 }
 
-inline TableEntry entry_of(const nlohmann::json& j) {
-  TableEntry e;
-  e.dtype = j["dtype"];
-  e.ndim = j["ndim"];
-  for (std::size_t d = 0; d < j["shape"].size(); ++d) e.shape[d] = j["shape"][d];
-  e.nbytes = j["nbytes"];
-  return e;
-}
+inline TableEntry entry_of(const nlohmann::json& j) { return descriptor_of(j); }
 
 // Runs `f` and returns the Error it throws (nullopt if none).
 template <class F>

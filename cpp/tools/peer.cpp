@@ -1029,10 +1029,67 @@ template <class Responder, class Log>
           "PEER_GONE: the requester closed before sending a request for --op fail");
   p.fail("PEER_GONE", sb::exit_code(sb::ErrorCode::PEER_GONE));
 }
-
-class V1Rounds final : public Rounds {
+// What both versions' rounds share: the handles, the request held, `take`, the injected reply and
+// the failing serve loop; `take_log` says what a version's `take` line shows.
+template <class Requester, class Responder, class Request>
+class RoundsOf : public Rounds {
  public:
-  explicit V1Rounds(Peer& p) : p_(p), a_(p.args()) {}
+  explicit RoundsOf(Peer& p) : p_(p), a_(p.args()) {}
+
+  sb::ChannelHandle* handle() override {
+    if (req_) return &*req_;
+    if (rsp_) return &*rsp_;
+    return nullptr;
+  }
+
+  std::optional<std::uint32_t> pending() override { return req_->pending(); }
+
+  std::string take(long rnd, bool injected, int& ec) override {
+    std::int64_t t0, t1;
+    std::optional<Request> got;
+    const std::string res = p_.call(
+        "take", rnd,
+        [&] {
+          got.emplace(injected ? rsp_->take(std::chrono::nanoseconds::zero()) : rsp_->take());
+        },
+        t0, t1, injected, &ec);
+    if (res != "ok") return res;
+    if (injected) {
+      p_.event("take", rnd, t0, t1, "ok", got->seq(), std::nullopt, true);
+      return res;
+    }
+    request_ = std::move(got);
+    const TakeLog log = take_log(*request_);  // before the op writes anything (§7.5)
+    p_.event("take", rnd, t0, t1, "ok", log.seq, log.checksum, false, "", std::nullopt, log.extra);
+    return res;
+  }
+
+  void reply_injected(long rnd) override {
+    std::int64_t t0, t1;
+    if (p_.call("reply", rnd, [&] { rsp_->reply(); }, t0, t1, true) == "ok")
+      p_.event("reply", rnd, t0, t1, "ok", std::nullopt, std::nullopt, true);
+  }
+
+  // --op fail: the library's handler path (serve) with a handler that throws a non-shmbridge
+  // exception: the library answers with reply_code HANDLER_FAILED (R-MSG-3) and rethrows; logged
+  // as a `reply` whose result is HANDLER_FAILED. Ends the peer.
+  [[noreturn]] void serve_failing(long rnd) override {
+    serve_failing_with(p_, *rsp_, rnd, [this](Request& r) { return take_log(r); });
+  }
+
+ protected:
+  virtual TakeLog take_log(Request& r) = 0;
+
+  Peer& p_;
+  const Args& a_;
+  std::optional<Requester> req_;
+  std::optional<Responder> rsp_;
+  std::optional<Request> request_;
+};
+
+class V1Rounds final : public RoundsOf<sb::Requester, sb::Responder, sb::Request> {
+ public:
+  using RoundsOf::RoundsOf;
 
   void open() override {
     const std::string op = a_.create ? "create" : "attach";
@@ -1096,12 +1153,6 @@ class V1Rounds final : public Rounds {
     nbytes_ = count_of(shape_) * sb::itemsize(dtype_);
   }
 
-  sb::ChannelHandle* handle() override {
-    if (req_) return &*req_;
-    if (rsp_) return &*rsp_;
-    return nullptr;
-  }
-
   std::vector<unsigned char> data(long rnd) const {
     return pattern(dtype_, shape_, static_cast<std::uint64_t>(rnd),
                    static_cast<std::uint64_t>(a_.seed));
@@ -1143,28 +1194,6 @@ class V1Rounds final : public Rounds {
                "", std::nullopt, p_.view()->reply_fields());
   }
 
-  std::optional<std::uint32_t> pending() override { return req_->pending(); }
-
-  std::string take(long rnd, bool injected, int& ec) override {
-    std::int64_t t0, t1;
-    std::optional<sb::Request> got;
-    const std::string res = p_.call(
-        "take", rnd,
-        [&] {
-          got.emplace(injected ? rsp_->take(std::chrono::nanoseconds::zero()) : rsp_->take());
-        },
-        t0, t1, injected, &ec);
-    if (res != "ok") return res;
-    if (injected) {
-      p_.event("take", rnd, t0, t1, "ok", got->seq(), std::nullopt, true);
-      return res;
-    }
-    request_ = std::move(got);
-    p_.event("take", rnd, t0, t1, "ok", request_->seq(),
-             hexsum(request_->data(), request_->nbytes()));
-    return res;
-  }
-
   void compute() override { apply_op(a_.op, dtype_, request_->data(), request_->nbytes()); }
 
   std::string reply(long rnd, int& ec) override {
@@ -1175,19 +1204,9 @@ class V1Rounds final : public Rounds {
     return res;
   }
 
-  void reply_injected(long rnd) override {
-    std::int64_t t0, t1;
-    if (p_.call("reply", rnd, [&] { rsp_->reply(); }, t0, t1, true) == "ok")
-      p_.event("reply", rnd, t0, t1, "ok", std::nullopt, std::nullopt, true);
-  }
-
-  // --op fail: the library's handler path (Responder::serve) with a handler that throws a
-  // non-shmbridge exception: the library answers with reply_code HANDLER_FAILED (R-MSG-3) and
-  // rethrows; logged as a `reply` whose result is HANDLER_FAILED. Ends the peer.
-  [[noreturn]] void serve_failing(long rnd) override {
-    serve_failing_with(p_, *rsp_, rnd, [](sb::Request& r) {
-      return TakeLog{r.seq(), hexsum(r.data(), r.nbytes()), ""};
-    });
+ protected:
+  TakeLog take_log(sb::Request& r) override {
+    return TakeLog{r.seq(), hexsum(r.data(), r.nbytes()), ""};
   }
 
  private:
@@ -1212,11 +1231,6 @@ class V1Rounds final : public Rounds {
     return want == reply;
   }
 
-  Peer& p_;
-  const Args& a_;
-  std::optional<sb::Requester> req_;
-  std::optional<sb::Responder> rsp_;
-  std::optional<sb::Request> request_;
   sb::DType dtype_ = sb::DType::float32;
   sb::Shape shape_;
   std::uint64_t nbytes_ = 0;
@@ -1279,9 +1293,10 @@ std::string message_fields(const V2Message& m) {
       names, [&](std::size_t k) { return sb::FieldRef(m[k].data.data(), m[k].dtype, m[k].shape); });
 }
 
-class V2Rounds final : public Rounds {
+class V2Rounds final
+    : public RoundsOf<sb::MessageRequester, sb::MessageResponder, sb::MessageRequest> {
  public:
-  explicit V2Rounds(Peer& p) : p_(p), a_(p.args()) {}
+  using RoundsOf::RoundsOf;
 
   void open() override {
     const std::string op = a_.create ? "create" : "attach";
@@ -1314,12 +1329,6 @@ class V2Rounds final : public Rounds {
                        "fields, reply field k in place onto request field k or of its dtype, "
                        "extents, maxima and variable extents"};
     }
-  }
-
-  sb::ChannelHandle* handle() override {
-    if (req_) return &*req_;
-    if (rsp_) return &*rsp_;
-    return nullptr;
   }
 
   // §7.3: the request of round r.
@@ -1408,26 +1417,6 @@ class V2Rounds final : public Rounds {
                message_fields(v) + "," + p_.view()->reply_fields());
   }
 
-  std::optional<std::uint32_t> pending() override { return req_->pending(); }
-
-  std::string take(long rnd, bool injected, int& ec) override {
-    std::int64_t t0, t1;
-    std::optional<sb::MessageRequest> got;
-    const std::string res = p_.call(
-        "take", rnd,
-        [&] {
-          got.emplace(injected ? rsp_->take(std::chrono::nanoseconds::zero()) : rsp_->take());
-        },
-        t0, t1, injected, &ec);
-    if (res != "ok") return res;
-    if (!injected) request_ = std::move(got);
-    const sb::MessageRequest& r = injected ? *got : *request_;
-    // §7.5: the checksums of what was taken, before the op writes anything.
-    p_.event("take", rnd, t0, t1, "ok", r.seq(), std::nullopt, injected, "", std::nullopt,
-             message_fields(r.request()));
-    return res;
-  }
-
   void compute() override {}  // the reply fields are written by reply() (zero-copy views)
 
   // §7.4: the op's reply through reply_field views, then reply(); a reply call that fails (S7
@@ -1457,16 +1446,9 @@ class V2Rounds final : public Rounds {
     return res;
   }
 
-  void reply_injected(long rnd) override {
-    std::int64_t t0, t1;
-    if (p_.call("reply", rnd, [&] { rsp_->reply(); }, t0, t1, true) == "ok")
-      p_.event("reply", rnd, t0, t1, "ok", std::nullopt, std::nullopt, true);
-  }
-
-  [[noreturn]] void serve_failing(long rnd) override {
-    serve_failing_with(p_, *rsp_, rnd, [](sb::MessageRequest& r) {
-      return TakeLog{r.seq(), std::nullopt, message_fields(r.request())};
-    });
+ protected:
+  TakeLog take_log(sb::MessageRequest& r) override {
+    return TakeLog{r.seq(), std::nullopt, message_fields(r.request())};  // §7.5
   }
 
  private:
@@ -1530,11 +1512,6 @@ class V2Rounds final : public Rounds {
     return true;
   }
 
-  Peer& p_;
-  const Args& a_;
-  std::optional<sb::MessageRequester> req_;
-  std::optional<sb::MessageResponder> rsp_;
-  std::optional<sb::MessageRequest> request_;
   sb::SchemaLayout layout_;
 };
 

@@ -41,26 +41,13 @@ inline constexpr std::size_t kRecOffset = 112;
 inline constexpr std::size_t kRecMaxNbytes = 120;
 }  // namespace layout_v2
 
-// A whole v2 header, decoded.
-struct HeaderV2 {
-  std::array<std::uint8_t, 8> magic = layout::kMagic;
-  std::uint16_t version_major = layout_v2::kVersionMajor;
-  std::uint16_t version_minor = layout_v2::kVersionMinor;
-  std::uint32_t header_size = layout_v2::kFixedHeaderSize;
-  std::uint64_t capacity = 0;
-  std::uint64_t segment_size = layout_v2::kFixedHeaderSize;
-  std::uint32_t flags = 0;
-  std::uint32_t max_dims = layout::kMaxDims;
+// A whole v2 header, decoded: the fields of every version, the geometry and the schema table.
+struct HeaderV2 : FixedHeader {
   Geometry geometry;
-  std::uint32_t reply_code = 0;
-  std::uint32_t word = 0;
-  std::uint32_t waiters = 0;
-  Slot requester;
-  Slot responder;
-  Slot creator;
   std::vector<FieldRecord> request;
   std::vector<FieldRecord> reply;
 
+  HeaderV2() { version_major = layout_v2::kVersionMajor; }
   // The header of a fresh segment for declared schemas (R-SCHEMA-8), slots and word zero.
   static HeaderV2 fresh(const SchemaLayout& schemas);
   SchemaLayout schemas() const;
