@@ -373,8 +373,9 @@ def test_attach_with_another_schema_names_the_field():
     v1 = Proc("--role", "requester", "--name", n, "--attach", "--timeout", "3").wait()  # v1 API
     assert v1.rc == 18  # VERSION_MISMATCH (R-VER-3)
     assert "MessageRequester/MessageResponder" in v1.ops("attach", None)[0]["message"]
-    creator.p.kill()
+    creator.p.kill()  # a killed creator leaves its segment (R-SEG-3): remove it
     creator.wait_after_logged()
+    (Path("/dev/shm") / n).unlink(missing_ok=True)
 
 
 # ---- a kill at each transition, then a restart ---------------------------------------------------
