@@ -36,7 +36,7 @@ cxx=clang++-14
 mkdir -p "$out/obj" "$out/crashes"
 common=(-std=c++17 -g -O1 -Icpp/include -fno-omit-frame-pointer)
 fsan=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all)
-lib=(errors dtype layout protocol)
+lib=(errors dtype layout protocol schema layout_v2 message_table)
 objs=()
 for s in "${lib[@]}"; do
   o="$out/obj/$s.o"
@@ -48,22 +48,26 @@ for s in "${lib[@]}"; do
 done
 $cxx "${common[@]}" "${fsan[@]}" cpp/fuzz/fuzz_header.cpp "${objs[@]}" -o "$out/fuzz_header"
 $cxx "${common[@]}" "${fsan[@]}" cpp/fuzz/fuzz_transitions.cpp "${objs[@]}" -o "$out/fuzz_transitions"
+$cxx "${common[@]}" "${fsan[@]}" cpp/fuzz/fuzz_v2.cpp "${objs[@]}" -o "$out/fuzz_v2"
 $cxx "${common[@]}" -fsanitize=address,undefined cpp/fuzz/header_oracle.cpp \
-  cpp/src/errors.cpp cpp/src/dtype.cpp cpp/src/layout.cpp -o "$out/header_oracle"
+  cpp/src/errors.cpp cpp/src/dtype.cpp cpp/src/layout.cpp cpp/src/schema.cpp \
+  cpp/src/layout_v2.cpp cpp/src/message_table.cpp -o "$out/header_oracle"
 
 # --- seeds (from the shared vectors, written at fuzz time) -----------------------------------
 python3 cpp/fuzz/make_seeds.py header "$out/seeds/fuzz_header"
 python3 cpp/fuzz/make_seeds.py transitions "$out/seeds/fuzz_transitions"
+python3 cpp/fuzz/make_seeds.py v2 "$out/seeds/fuzz_v2"
 
 # --- run ---------------------------------------------------------------------------------------
 export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 pids=()
-for t in fuzz_header fuzz_transitions; do
+for t in fuzz_header fuzz_transitions fuzz_v2; do
   mkdir -p "$out/corpus/$t"
-  # -max_len: header = 8 + 512 bytes; transitions: a few hundred operations.
+  # -max_len: header = 8 + 512 bytes; transitions: a few hundred operations; v2: 8 + 4608 + 2560.
   maxlen=520
   [[ $t == fuzz_transitions ]] && maxlen=2048
+  [[ $t == fuzz_v2 ]] && maxlen=7176
   "$out/$t" "$out/corpus/$t" "$out/seeds/$t" -max_total_time="$seconds" -max_len=$maxlen \
     -print_final_stats=1 -artifact_prefix="$out/crashes/$t-" -timeout=10 -rss_limit_mb=1024 \
     >"$out/$t.log" 2>&1 &
@@ -76,7 +80,7 @@ for i in "${!pids[@]}"; do
 done
 
 total=0
-for t in fuzz_header fuzz_transitions; do
+for t in fuzz_header fuzz_transitions fuzz_v2; do
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$t.log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out/$t.log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$out/$t.log" | tail -1 || true)
@@ -103,7 +107,13 @@ if [[ -z $py ]]; then
 fi
 if ! "$py" cpp/fuzz/differential.py <"$out/oracle.txt"; then
   status=1
-  failed+=("the differential check C++ / Python / reference failed (above)")
+  failed+=("the v1 differential check C++ / Python / reference failed (above)")
+fi
+find "$out/corpus/fuzz_v2" "$out/seeds/fuzz_v2" -type f -print0 |
+  xargs -0 -n 500 "$out/header_oracle" --v2 >"$out/oracle_v2.txt"
+if ! "$py" cpp/fuzz/differential.py --v2 <"$out/oracle_v2.txt"; then
+  status=1
+  failed+=("the v2 differential check C++ / Python / reference failed (above)")
 fi
 
 echo "fuzz: took $(( $(date +%s) - t_start ))s"

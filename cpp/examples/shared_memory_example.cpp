@@ -14,47 +14,17 @@
 #include <string>
 #include <vector>
 
+#include "example_args.hpp"
 #include "shmbridge/shmbridge.hpp"
 
-namespace {
-
-int usage(const char* argv0) {
-  std::fprintf(stderr,
-               "usage: %s [--rounds N] [--timeout SEC] [--name NAME] [--quiet] [--every N]\n",
-               argv0);
-  return 2;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  long rounds = 10;
-  double timeout = 5.0;
-  std::string name = "SimpleShm";
-  bool quiet = false;
-  long every = 100;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-    if (a == "--rounds") {
-      const char* v = value();
-      if (!v || (rounds = std::strtol(v, nullptr, 10)) <= 0) return usage(argv[0]);
-    } else if (a == "--timeout") {
-      const char* v = value();
-      if (!v || (timeout = std::strtod(v, nullptr)) < 0) return usage(argv[0]);
-    } else if (a == "--name") {
-      const char* v = value();
-      if (!v) return usage(argv[0]);
-      name = v;
-    } else if (a == "--every") {
-      const char* v = value();
-      if (!v || (every = std::strtol(v, nullptr, 10)) <= 0) return usage(argv[0]);
-    } else if (a == "--quiet") {
-      quiet = true;
-    } else {
-      return usage(argv[0]);
-    }
-  }
+  RequesterArgs args;
+  args.name = "SimpleShm";
+  if (!parse_requester_args(argc, argv, args)) return 2;
+  const long rounds = args.rounds, every = args.every;
+  const double timeout = args.timeout;
+  const std::string& name = args.name;
+  const bool quiet = args.quiet;
 
   const shmbridge::Shape shape{512, 512};
   const std::size_t n = 512 * 512;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 
+#include "fuzz_check.hpp"
 #include "shmbridge/errors.hpp"
 #include "shmbridge/layout.hpp"
 
@@ -16,15 +17,6 @@ using namespace shmbridge;
 using namespace shmbridge::layout;
 
 namespace {
-
-[[noreturn]] void fail(const char* what) {
-  __builtin_trap();
-  (void)what;
-}
-#define CHECK(c)        \
-  do {                  \
-    if (!(c)) fail(#c); \
-  } while (0)
 
 bool reserved(std::size_t i) {
   return (i >= 0x28 && i < 0x40) || (i >= 0xE4 && i < 0x100) || (i >= 0x108 && i < 0x140) ||

@@ -19,16 +19,12 @@
 #include <cstring>
 #include <optional>
 
+#include "fuzz_check.hpp"
 #include "shmbridge/protocol.hpp"
 
 using namespace shmbridge;
 
 namespace {
-
-#define CHECK(c)                \
-  do {                          \
-    if (!(c)) __builtin_trap(); \
-  } while (0)
 
 struct Input {
   const std::uint8_t* p;

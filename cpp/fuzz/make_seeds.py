@@ -4,6 +4,10 @@
 make_seeds.py header DIR       one file per headers.json vector: u64 LE mapping_size + 512 bytes
 make_seeds.py transitions DIR  one file per sequences.json sequence, in fuzz_transitions' input
                                format (mode byte 0 = model, u32 initial_seq, then op bytes)
+make_seeds.py v2 DIR           fuzz_v2's format (cpp/fuzz/v2_input.hpp): every headers_v2.json
+                               vector (u64 LE mapping_size + header bytes + the initial tables of
+                               a valid one), and every messages_v2.json table in the header of
+                               its schema (the other area's table initial)
 """
 
 from __future__ import annotations
@@ -22,6 +26,36 @@ def header_seeds(out: Path) -> int:
     n = 0
     for v in vec["valid"] + vec["invalid"]:
         raw = struct.pack("<Q", v["mapping_size"]) + bytes.fromhex(v["hex"])
+        (out / v["id"]).write_bytes(raw)
+        n += 1
+    return n
+
+
+def v2_seeds(out: Path) -> int:
+    sys.path.insert(0, str(SPEC / "tools"))
+    import gen_vectors_v2 as g  # the reference encoder (PROTOCOL.md Part II)
+
+    def tables(f: dict, request: bytes | None = None, reply: bytes | None = None) -> bytes:
+        req = g.encode_table(g.initial_table(f["request_schema"])) if request is None else request
+        rep = g.encode_table(g.initial_table(f["reply_schema"])) if reply is None else reply
+        return req + rep
+
+    vec = json.loads((SPEC / "vectors" / "headers_v2.json").read_text())
+    n = 0
+    for v in vec["valid"] + vec["invalid"] + vec["decode_only"]:
+        raw = struct.pack("<Q", v["mapping_size"]) + bytes.fromhex(v["hex"])
+        if "fields" in v:
+            raw += tables(v["fields"])
+        (out / v["id"]).write_bytes(raw)
+        n += 1
+    msg = json.loads((SPEC / "vectors" / "messages_v2.json").read_text())
+    schemas = {s["id"]: s for s in msg["schemas"]}
+    for v in msg["tables"]["valid"] + msg["tables"]["invalid"]:
+        s = schemas[v["schema"]]
+        f = g.fields_for(s["request"], s["reply"])
+        table = bytes.fromhex(v["hex"])
+        both = tables(f, request=table) if v["side"] == "request" else tables(f, reply=table)
+        raw = struct.pack("<Q", f["segment_size"]) + g.encode(f) + both
         (out / v["id"]).write_bytes(raw)
         n += 1
     return n
@@ -67,7 +101,8 @@ def transition_seeds(out: Path) -> int:
 def main() -> int:
     kind, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
-    n = header_seeds(out) if kind == "header" else transition_seeds(out)
+    make = {"header": header_seeds, "transitions": transition_seeds, "v2": v2_seeds}[kind]
+    n = make(out)
     print(f"make_seeds: {n} {kind} seeds in {out}")
     return 0
 

@@ -87,4 +87,11 @@ void raise(ErrorCode code, const std::string& expected, const std::string& found
   throw Error(code, "expected " + expected + ", found " + found + "; " + todo);
 }
 
+void raise_field(ErrorCode code, const std::string& field, const std::string& expected,
+                 const std::string& found, const std::string& todo) {
+  throw Error(code,
+              "field '" + field + "': expected " + expected + ", found " + found + "; " + todo)
+      .set_field(field);
+}
+
 }  // namespace shmbridge

@@ -4,23 +4,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "exact_math.hpp"
 #include "shmbridge/errors.hpp"
-
-#if defined(_MSC_VER) && !defined(__clang__)
-// MSVC has no __builtin_{add,mul}_overflow; every use here is on unsigned 64-bit values.
-namespace {
-inline bool sb_add_overflow(std::uint64_t a, std::uint64_t b, std::uint64_t* r) noexcept {
-  *r = a + b;
-  return *r < a;
-}
-inline bool sb_mul_overflow(std::uint64_t a, std::uint64_t b, std::uint64_t* r) noexcept {
-  *r = a * b;
-  return a != 0 && *r / a != b;
-}
-}  // namespace
-#define __builtin_add_overflow(a, b, r) sb_add_overflow((a), (b), (r))
-#define __builtin_mul_overflow(a, b, r) sb_mul_overflow((a), (b), (r))
-#endif
 
 namespace shmbridge {
 namespace layout {
@@ -57,6 +42,8 @@ bool host_is_little_endian() noexcept {
 }  // namespace layout
 
 using namespace layout;
+using detail::add_overflow;
+using detail::mul_overflow;
 
 // ---- Shape ----------------------------------------------------------------------------------
 
@@ -80,7 +67,7 @@ bool Shape::element_count(std::uint64_t& out) const noexcept {
   }
   std::uint64_t n = 1;
   for (std::size_t i = 0; i < ndim_; ++i) {
-    if (__builtin_mul_overflow(n, dims_[i], &n)) return false;
+    if (mul_overflow(n, dims_[i], &n)) return false;
   }
   out = n;
   return true;
@@ -112,7 +99,7 @@ Descriptor Descriptor::make(DType dtype, const Shape& shape) {
   d.ndim = static_cast<std::uint32_t>(shape.ndim());
   std::copy(shape.begin(), shape.end(), d.shape.begin());
   std::uint64_t n = 0;
-  if (!shape.element_count(n) || __builtin_mul_overflow(n, itemsize(dtype), &d.nbytes)) {
+  if (!shape.element_count(n) || mul_overflow(n, itemsize(dtype), &d.nbytes)) {
     raise(ErrorCode::CAPACITY_EXCEEDED, "a byte size below 2^64",
           "shape " + shape.to_string() + " of " + dtype_name(dtype), "use a smaller array");
   }
@@ -137,20 +124,25 @@ Header Header::fresh(DType dtype, const Shape& shape) {
   h.declared = Descriptor::make(dtype, shape);
   h.message = h.declared;
   h.capacity = h.declared.nbytes;
-  if (__builtin_add_overflow(h.capacity, std::uint64_t{kHeaderSize}, &h.segment_size)) {
+  if (add_overflow(h.capacity, std::uint64_t{kHeaderSize}, &h.segment_size)) {
     raise(ErrorCode::CAPACITY_EXCEEDED, "a segment size below 2^64",
           std::to_string(h.capacity) + " payload bytes", "use a smaller array");
   }
   return h;
 }
 
-bool operator==(const Header& a, const Header& b) noexcept {
+bool operator==(const FixedHeader& a, const FixedHeader& b) noexcept {
   return a.magic == b.magic && a.version_major == b.version_major &&
          a.version_minor == b.version_minor && a.header_size == b.header_size &&
          a.capacity == b.capacity && a.segment_size == b.segment_size && a.flags == b.flags &&
-         a.max_dims == b.max_dims && a.declared == b.declared && a.message == b.message &&
-         a.reply_code == b.reply_code && a.word == b.word && a.waiters == b.waiters &&
-         a.requester == b.requester && a.responder == b.responder && a.creator == b.creator;
+         a.max_dims == b.max_dims && a.reply_code == b.reply_code && a.word == b.word &&
+         a.waiters == b.waiters && a.requester == b.requester && a.responder == b.responder &&
+         a.creator == b.creator;
+}
+
+bool operator==(const Header& a, const Header& b) noexcept {
+  return static_cast<const FixedHeader&>(a) == static_cast<const FixedHeader&>(b) &&
+         a.declared == b.declared && a.message == b.message;
 }
 
 void encode_descriptor(const Descriptor& d, std::uint8_t* out) {
@@ -170,7 +162,7 @@ Descriptor decode_descriptor(const std::uint8_t* in) {
   return d;
 }
 
-static void encode_slot(const Slot& s, std::uint8_t* out) {
+void encode_slot(const Slot& s, std::uint8_t* out) {
   std::memset(out, 0, kSlotSize);
   store_u32(out + kSlotPid, s.pid);
   store_u32(out + kSlotState, s.state);
@@ -187,8 +179,7 @@ Slot decode_slot(const std::uint8_t* in) {
   return s;
 }
 
-void encode_header(const Header& h, std::uint8_t* out) {
-  std::memset(out, 0, kHeaderSize);
+void encode_fixed_header(const FixedHeader& h, std::uint8_t* out) {
   std::memcpy(out + kOffMagic, h.magic.data(), 8);
   store_u16(out + kOffVersionMajor, h.version_major);
   store_u16(out + kOffVersionMinor, h.version_minor);
@@ -197,8 +188,6 @@ void encode_header(const Header& h, std::uint8_t* out) {
   store_u64(out + kOffSegmentSize, h.segment_size);
   store_u32(out + kOffFlags, h.flags);
   store_u32(out + kOffMaxDims, h.max_dims);
-  encode_descriptor(h.declared, out + kOffDeclared);
-  encode_descriptor(h.message, out + kOffMessage);
   store_u32(out + kOffReplyCode, h.reply_code);
   store_u32(out + kOffWord, h.word);
   store_u32(out + kOffWaiters, h.waiters);
@@ -207,8 +196,8 @@ void encode_header(const Header& h, std::uint8_t* out) {
   encode_slot(h.creator, out + kOffCreatorSlot);
 }
 
-Header decode_header(const std::uint8_t* in) {
-  Header h;
+FixedHeader decode_fixed_header(const std::uint8_t* in) {
+  FixedHeader h;
   std::memcpy(h.magic.data(), in + kOffMagic, 8);
   h.version_major = load_u16(in + kOffVersionMajor);
   h.version_minor = load_u16(in + kOffVersionMinor);
@@ -217,14 +206,27 @@ Header decode_header(const std::uint8_t* in) {
   h.segment_size = load_u64(in + kOffSegmentSize);
   h.flags = load_u32(in + kOffFlags);
   h.max_dims = load_u32(in + kOffMaxDims);
-  h.declared = decode_descriptor(in + kOffDeclared);
-  h.message = decode_descriptor(in + kOffMessage);
   h.reply_code = load_u32(in + kOffReplyCode);
   h.word = load_u32(in + kOffWord);
   h.waiters = load_u32(in + kOffWaiters);
   h.requester = decode_slot(in + kOffRequesterSlot);
   h.responder = decode_slot(in + kOffResponderSlot);
   h.creator = decode_slot(in + kOffCreatorSlot);
+  return h;
+}
+
+void encode_header(const Header& h, std::uint8_t* out) {
+  std::memset(out, 0, kHeaderSize);
+  encode_fixed_header(h, out);
+  encode_descriptor(h.declared, out + kOffDeclared);
+  encode_descriptor(h.message, out + kOffMessage);
+}
+
+Header decode_header(const std::uint8_t* in) {
+  Header h;
+  static_cast<FixedHeader&>(h) = decode_fixed_header(in);
+  h.declared = decode_descriptor(in + kOffDeclared);
+  h.message = decode_descriptor(in + kOffMessage);
   return h;
 }
 
@@ -250,7 +252,7 @@ void validate_descriptor(const Descriptor& d, std::uint64_t capacity, const char
   std::uint64_t n = 0;
   if (!d.shape_of().element_count(n)) corrupt(w + "a shape product below 2^64", "overflow");
   std::uint64_t bytes = 0;
-  if (__builtin_mul_overflow(n, itemsize(static_cast<DType>(d.dtype)), &bytes)) {
+  if (mul_overflow(n, itemsize(static_cast<DType>(d.dtype)), &bytes)) {
     corrupt(w + "a byte size below 2^64", "overflow");
   }
   if (bytes != d.nbytes) {
@@ -292,7 +294,7 @@ void validate_header(const std::uint8_t* data, std::uint64_t mapping_size) {
   const auto capacity = load_u64(data + kOffCapacity);
   const auto segment_size = load_u64(data + kOffSegmentSize);
   std::uint64_t expected_size = 0;
-  if (__builtin_add_overflow(capacity, std::uint64_t{kHeaderSize}, &expected_size) ||
+  if (add_overflow(capacity, std::uint64_t{kHeaderSize}, &expected_size) ||
       segment_size != expected_size) {
     corrupt("segment_size = 512 + capacity " + std::to_string(capacity),
             std::to_string(segment_size));

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "shmbridge/errors.hpp"
+#include "shmbridge/layout_v2.hpp"
 #include "shmbridge/liveness.hpp"
 #include "shmbridge/naming.hpp"
 #include "shmbridge/segment.hpp"
@@ -109,7 +110,7 @@ Existing inspect_existing(const std::string& canonical, const std::string& os_na
     raise(ErrorCode::CORRUPT_HEADER, "an initialised segment (magic SHMBRIDG)",
           "all-zero magic under " + os_name + " (its creator died while initialising it)", todo);
   }
-  validate_header(m->base(), size);  // never reclaim what cannot be validated
+  validate_any_header(m->base(), size);  // never reclaim what cannot be validated (R-VER-7)
   const std::uint32_t pid = detail::refuse_live_creator(m->base(), canonical);
   if (!opt.reclaim_stale) {
     raise(ErrorCode::STALE_SEGMENT, "no segment named \"" + canonical + "\"",
@@ -152,7 +153,8 @@ static std::shared_ptr<const int> keep_fd(int& fd) {
   return kept;
 }
 
-Segment Segment::create_unpublished(const std::string& name, const Header& header,
+Segment Segment::create_unpublished(const std::string& name, std::uint64_t segment_size,
+                                    const std::function<void(std::uint8_t*)>& write_header,
                                     const CreateOptions& opt) {
   const std::string canonical = normalize_name(name);
   const std::string os_name = posix_shm_name(canonical);
@@ -165,21 +167,24 @@ Segment Segment::create_unpublished(const std::string& name, const Header& heade
     Fd f;
     f.fd = ::shm_open(os_name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);  // R-SEG-1, R-SEG-2
     if (f.fd >= 0) {
-      if (::ftruncate(f.fd, static_cast<off_t>(header.segment_size)) != 0) {
+      if (::ftruncate(f.fd, static_cast<off_t>(segment_size)) != 0) {
         const int e = errno;
         ::shm_unlink(os_name.c_str());
         os_error("ftruncate", os_name, e);
       }
       std::shared_ptr<Mapping> m;
       try {
-        m = map_fd(f.fd, header.segment_size, os_name, /*prefault=*/true);
+        m = map_fd(f.fd, segment_size, os_name, /*prefault=*/true);
       } catch (...) {
         ::shm_unlink(os_name.c_str());
         throw;
       }
-      Header h = header;
-      h.magic = {};  // published last (R-SEG-6)
-      encode_header(h, m->base());
+      try {
+        write_header(m->base());  // magic stays zero: published last (R-SEG-6)
+      } catch (...) {
+        ::shm_unlink(os_name.c_str());
+        throw;
+      }
       Segment s;
       s.mapping_ = std::move(m);
       s.name_ = canonical;
@@ -202,6 +207,14 @@ void Segment::publish() noexcept {
 }
 
 Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeout) {
+  return attach(name, timeout,
+                [](const std::uint8_t* data, std::uint64_t size, const std::string&) {
+                  validate_any_header(data, size);
+                });
+}
+
+Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeout,
+                        const HeaderCheck& check) {
   const std::string canonical = normalize_name(name);
   const std::string os_name = posix_shm_name(canonical);
   if (!host_is_little_endian()) {
@@ -231,7 +244,7 @@ Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeou
       if (size >= kHeaderSize) {
         auto m = map_fd(f.fd, size, os_name, /*prefault=*/true);
         if (atomic_u64(m->base() + kOffMagic).load(std::memory_order_acquire) != 0) {
-          validate_header(m->base(), size);
+          check(m->base(), size, canonical);
           Segment s;
           s.mapping_ = std::move(m);
           s.name_ = canonical;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "shmbridge/errors.hpp"
+#include "shmbridge/layout_v2.hpp"
 #include "shmbridge/liveness.hpp"
 #include "shmbridge/naming.hpp"
 #include "shmbridge/segment.hpp"
@@ -63,7 +64,7 @@ std::shared_ptr<Mapping> map_handle(HANDLE h, const std::string& os_name) {
     }
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
-  validate_header(m->base(), m->size());
+  validate_any_header(m->base(), m->size());  // R-VER-7
   detail::refuse_live_creator(m->base(), canonical);
   raise(ErrorCode::STALE_SEGMENT, "no segment named \"" + canonical + "\"",
         "a stale segment: its creator is gone but another process still holds " + os_name +
@@ -74,11 +75,12 @@ std::shared_ptr<Mapping> map_handle(HANDLE h, const std::string& os_name) {
 
 }  // namespace
 
-Segment Segment::create_unpublished(const std::string& name, const Header& header,
+Segment Segment::create_unpublished(const std::string& name, std::uint64_t segment_size,
+                                    const std::function<void(std::uint8_t*)>& write_header,
                                     const CreateOptions& opt) {
   const std::string canonical = normalize_name(name);
   const std::string os_name = win32_mapping_name(canonical);
-  const std::uint64_t size = header.segment_size;
+  const std::uint64_t size = segment_size;
   HANDLE h = CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE,
                                 static_cast<DWORD>(size >> 32), static_cast<DWORD>(size),
                                 widen(os_name).c_str());
@@ -92,9 +94,7 @@ Segment Segment::create_unpublished(const std::string& name, const Header& heade
   }
   if (GetLastError() == ERROR_ALREADY_EXISTS) inspect_existing(h, canonical, os_name, opt);
   auto m = map_handle(h, os_name);
-  Header hd = header;
-  hd.magic = {};
-  encode_header(hd, m->base());
+  write_header(m->base());  // magic stays zero: published last (R-SEG-6)
   Segment s;
   s.mapping_ = std::move(m);
   s.name_ = canonical;
@@ -107,6 +107,14 @@ void Segment::publish() noexcept {
 }
 
 Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeout) {
+  return attach(name, timeout,
+                [](const std::uint8_t* data, std::uint64_t size, const std::string&) {
+                  validate_any_header(data, size);
+                });
+}
+
+Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeout,
+                        const HeaderCheck& check) {
   const std::string canonical = normalize_name(name);
   const std::string os_name = win32_mapping_name(canonical);
   // R-ATTACH-1: wait for the mapping to appear and for its magic, until the deadline.
@@ -126,7 +134,7 @@ Segment Segment::attach(const std::string& name, std::chrono::nanoseconds timeou
       auto m = map_handle(h, os_name);
       if (m->size() >= kHeaderSize &&
           atomic_u64(m->base() + kOffMagic).load(std::memory_order_acquire) != 0) {
-        validate_header(m->base(), m->size());
+        check(m->base(), m->size(), canonical);
         Segment s;
         s.mapping_ = std::move(m);
         s.name_ = canonical;

@@ -67,27 +67,83 @@ inline void add_one(DType dtype, void* data, std::size_t nbytes) {
   }
 }
 
-class Harness {
+// The handles of one protocol version, as the harness uses them. v2 runs the same sequences with
+// a v1-like schema pair ({array: dtype shape} -> {array: in place onto 'array'}), so one state
+// machine answers both (R-VER-1).
+struct V1Proto {
+  using Requester = shmbridge::Requester;
+  using Responder = shmbridge::Responder;
+  static Requester create(const std::string& n, DType d, const Shape& s, const Options& o) {
+    return Requester::create(n, d, s, o);
+  }
+  static Requester attach_requester(const std::string& n, const Options& o) {
+    return Requester::attach(n, o);
+  }
+  static Responder attach_responder(const std::string& n, const Options& o) {
+    return Responder::attach(n, o);
+  }
+  static void send(Requester& r, const void* data, DType d, const Shape& s) { r.send(data, d, s); }
+  static void take(Responder& r) { r.try_take(); }
+  // The reply's bytes (a view valid until the next send).
+  static std::pair<const void*, std::uint64_t> receive(Requester& r) {
+    const ArrayView v = r.try_receive();
+    return {v.data(), v.nbytes()};
+  }
+  static std::uint8_t* payload(const Segment& raw) { return raw.base() + layout::kOffPayload; }
+};
+
+struct V2Proto {
+  using Requester = MessageRequester;
+  using Responder = MessageResponder;
+  static Requester create(const std::string& n, DType d, const Shape& s, const Options& o) {
+    std::vector<Extent> extents(s.begin(), s.end());
+    return Requester::create(n, Schema{}.field("array", d, extents),
+                             Schema{}.inplace("array", "array"), o);
+  }
+  static Requester attach_requester(const std::string& n, const Options& o) {
+    return Requester::attach(n, o);
+  }
+  static Responder attach_responder(const std::string& n, const Options& o) {
+    return Responder::attach(n, o);
+  }
+  static void send(Requester& r, const void* data, DType d, const Shape& s) {
+    r.send({{"array", FieldRef(data, d, s)}});
+  }
+  static void take(Responder& r) { r.try_take(); }
+  static std::pair<const void*, std::uint64_t> receive(Requester& r) {
+    const MessageView v = r.try_receive();  // the mapping outlives the view (R-CLOSE-3)
+    return {v.ref("array").data, v.nbytes("array")};
+  }
+  static std::uint8_t* payload(const Segment& raw) {
+    return raw.base() + validate_header_v2(raw.base(), raw.size()).request.at(0).offset;
+  }
+};
+
+template <class Proto>
+class BasicHarness {
  public:
-  Harness(DType dtype, const Shape& shape, std::uint32_t initial_seq = 0)
+  BasicHarness(DType dtype, const Shape& shape, std::uint32_t initial_seq = 0)
       : name_("seq"), dtype_(dtype), shape_(shape) {
     opt_.timeout = std::chrono::nanoseconds::zero();
     opt_.spin = std::chrono::nanoseconds::zero();
     opt_.keep_segment = true;
     Options create_opt = opt_;
     create_opt.timeout = std::chrono::seconds(1);
-    req_.emplace(Requester::create(name_.str(), dtype, shape, create_opt));
+    req_.emplace(Proto::create(name_.str(), dtype, shape, create_opt));
     raw_ = Segment::attach(name_.str(), std::chrono::seconds(1));  // for poke_word and reads
+    payload_ = Proto::payload(raw_);
     if (initial_seq != 0) {
       // D11: the requester must observe the pre-set seq; re-attach it after poking.
       poke_word(make_word(Phase::IDLE, initial_seq));
       req_->close();
-      req_.emplace(Requester::attach(name_.str(), opt_));
+      req_.emplace(Proto::attach_requester(name_.str(), opt_));
     }
-    rsp_.emplace(Responder::attach(name_.str(), opt_));
-    buffer_.resize(static_cast<std::size_t>(req_->capacity()));
+    rsp_.emplace(Proto::attach_responder(name_.str(), opt_));
+    std::uint64_t n = 0;
+    shape.element_count(n);
+    buffer_.resize(static_cast<std::size_t>(n * itemsize(dtype)));
   }
-  ~Harness() {
+  ~BasicHarness() {
     req_.reset();
     rsp_.reset();
     raw_.reset();
@@ -103,12 +159,12 @@ class Harness {
   // Each op returns ok or the error code; payload checks go to `problems`.
   ErrorCode send(double value) {
     fill(dtype_, buffer_.data(), buffer_.size(), value);
-    const ErrorCode c = code_of([&] { req_->send(buffer_.data(), dtype_, shape_); });
+    const ErrorCode c = code_of([&] { Proto::send(*req_, buffer_.data(), dtype_, shape_); });
     if (c == ErrorCode::ok) sent_ = value;
     return c;
   }
   ErrorCode take() {
-    const ErrorCode c = code_of([&] { rsp_->try_take(); });
+    const ErrorCode c = code_of([&] { Proto::take(*rsp_); });
     if (c == ErrorCode::ok) computed_for_.reset();
     if (c == ErrorCode::ok && !all_equal(dtype_, payload(), nbytes(), sent_)) {
       problems_.push_back("take: payload differs from the value sent");
@@ -127,10 +183,10 @@ class Harness {
     return code_of([&] { rsp_->fail(code); });
   }
   ErrorCode receive() {
-    ArrayView v;
-    const ErrorCode c = code_of([&] { v = req_->try_receive(); });
+    std::pair<const void*, std::uint64_t> v{nullptr, 0};
+    const ErrorCode c = code_of([&] { v = Proto::receive(*req_); });
     if (c == ErrorCode::ok) {
-      if (v.nbytes() != nbytes() || !all_equal(dtype_, v.data(), v.nbytes(), sent_ + 1)) {
+      if (v.second != nbytes() || !all_equal(dtype_, v.first, v.second, sent_ + 1)) {
         problems_.push_back("receive: reply differs from the value sent + 1");
       }
     }
@@ -149,33 +205,37 @@ class Harness {
   ErrorCode attach(Actor a) {
     return code_of([&] {
       if (a == Actor::requester) {
-        auto h = Requester::attach(name_.str(), opt_);
+        auto h = Proto::attach_requester(name_.str(), opt_);
         req_.emplace(std::move(h));
       } else {
-        auto h = Responder::attach(name_.str(), opt_);
+        auto h = Proto::attach_responder(name_.str(), opt_);
         rsp_.emplace(std::move(h));
       }
     });
   }
 
-  Requester& requester() { return *req_; }
-  Responder& responder() { return *rsp_; }
+  typename Proto::Requester& requester() { return *req_; }
+  typename Proto::Responder& responder() { return *rsp_; }
   std::vector<std::string>& problems() { return problems_; }
 
  private:
-  void* payload() const { return raw_.base() + layout::kOffPayload; }
+  void* payload() const { return payload_; }
 
   UniqueName name_;
   DType dtype_;
   Shape shape_;
   Options opt_;
-  std::optional<Requester> req_;
-  std::optional<Responder> rsp_;
+  std::optional<typename Proto::Requester> req_;
+  std::optional<typename Proto::Responder> rsp_;
   Segment raw_;
+  std::uint8_t* payload_ = nullptr;
   std::vector<std::uint8_t> buffer_;
   double sent_ = 0;
   std::optional<std::uint32_t> computed_for_;
   std::vector<std::string> problems_;
 };
+
+using Harness = BasicHarness<V1Proto>;
+using HarnessV2 = BasicHarness<V2Proto>;
 
 }  // namespace shmbridge::test

@@ -5,7 +5,7 @@
 
 #include <thread>
 
-#include "test_util.hpp"
+#include "v2_util.hpp"
 
 using namespace shmbridge;
 using namespace shmbridge::test;
@@ -217,4 +217,158 @@ TEST(CrossProcess, R_LAYOUT_7_TypedAttachErrorsInChild) {
   EXPECT_EQ(exit_status(attach_with(n.str(), DType::float64, {512, 512})),
             exit_code(ErrorCode::DTYPE_MISMATCH));
   EXPECT_EQ(exit_status(attach_with(n.str(), DType::float32, {512, 512})), 0);
+}
+
+// ---- protocol v2 across processes (the same round engine, R-VER-1)
+// ---------------------------------
+
+namespace {
+
+Schema camera_request() {
+  return Schema{}.field<std::uint8_t>("image", {48, 64, 3}).field<double>("stamp", {});
+}
+Schema camera_reply() { return Schema{}.field<float>("boxes", {upto(100), 6}); }
+
+// The responder of these tests: stamp s asks for s boxes whose values are image bytes + row.
+void detect(MessageRequest& r) {
+  const auto image = r.request().field<std::uint8_t>("image");
+  const auto n = static_cast<std::uint64_t>(r.request().field<double>("stamp")[0]);
+  auto boxes = r.reply_field<float>("boxes", {n, 6});
+  for (std::size_t i = 0; i < boxes.size(); ++i) boxes[i] = image[i] + static_cast<float>(i / 6);
+}
+
+}  // namespace
+
+// R-VER-1, R-WAIT-1, R-FIELD-4..8: v2 rounds between two processes, both blocking in the OS.
+TEST(CrossProcess, R_VER_1_V2BlockingRoundsAcrossProcesses) {
+  UniqueName n("x2rounds");
+  Options opt = fast_options();
+  opt.spin = std::chrono::nanoseconds::zero();  // force the futex path
+  auto req = MessageRequester::create(n, camera_request(), camera_reply(), opt);
+  const pid_t child = spawn([&] {
+    auto rsp = MessageResponder::attach(n.str(), camera_request(), camera_reply(), opt);
+    int served = 0;
+    rsp.serve([&](MessageRequest& r) {
+      detect(r);
+      ++served;
+    });
+    return served == 150 ? 0 : 2;
+  });
+  std::vector<std::uint8_t> image(48 * 64 * 3);
+  for (int round = 0; round < 150; ++round) {
+    for (std::size_t i = 0; i < image.size(); ++i) image[i] = static_cast<std::uint8_t>(round + i);
+    const double stamp = round % 101;
+    const Message m =
+        req.call({{"image", FieldRef(image.data(), {48, 64, 3})}, {"stamp", FieldRef(&stamp, {})}});
+    const auto boxes = m.field<float>("boxes");
+    ASSERT_EQ(boxes.shape(), Shape({static_cast<std::uint64_t>(stamp), 6})) << round;
+    for (std::size_t i = 0; i < boxes.size(); ++i) {
+      ASSERT_EQ(boxes[i], image[i] + static_cast<float>(i / 6)) << round;
+    }
+  }
+  req.close();  // R-LIVE-4: ends the child's serve loop normally
+  EXPECT_EQ(exit_status(child), 0);
+}
+
+// R-LIVE-3, T7 on a v2 segment: the responder is SIGKILLed while holding the request.
+TEST(CrossProcess, R_LIVE_3_V2ResponderKilledMidRound) {
+  UniqueName n("x2kill");
+  auto req = MessageRequester::create(n, camera_request(), camera_reply(), fast_options());
+  const pid_t child = spawn([&] {
+    auto rsp = MessageResponder::attach(n.str(), fast_options());
+    auto r = rsp.take(std::chrono::seconds(5));
+    ::raise(SIGKILL);  // dies holding it
+    return 0;
+  });
+  std::vector<std::uint8_t> image(48 * 64 * 3, 1);
+  const double stamp = 2;
+  const std::vector<NamedField> fields = {{"image", FieldRef(image.data(), {48, 64, 3})},
+                                          {"stamp", FieldRef(&stamp, {})}};
+  req.send(fields);
+  const auto e = error_of([&] { req.receive(std::chrono::seconds(5)); });
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code(), ErrorCode::PEER_GONE);
+  EXPECT_EQ(e->peer_gone_reason(), PeerGoneReason::died);
+  EXPECT_EQ(req.phase(), Phase::IDLE);  // reclaimed (T7) or withdrawn (T5)
+  EXPECT_EQ(exit_status(child), 128 + SIGKILL);
+  auto rsp = MessageResponder::attach(n, fast_options());
+  req.send(fields);
+  MessageRequest r = rsp.take();
+  detect(r);
+  r.reply();
+  EXPECT_EQ(req.receive().shape("boxes"), Shape({2, 6}));
+}
+
+// R-REC-2 on a v2 segment: a restarted responder completes the dead one's round (T8, reply_code
+// only, R-FIELD-10); R-REC-1: a restarted requester brings the channel back to IDLE.
+TEST(CrossProcess, R_REC_2_V2RestartsRecover) {
+  UniqueName n("x2rec");
+  Options keep = fast_options();
+  keep.keep_segment = true;
+  auto req = MessageRequester::create(n, camera_request(), camera_reply(), keep);
+  std::vector<std::uint8_t> image(48 * 64 * 3, 3);
+  const double stamp = 1;
+  const std::vector<NamedField> fields = {{"image", FieldRef(image.data(), {48, 64, 3})},
+                                          {"stamp", FieldRef(&stamp, {})}};
+  req.send(fields);
+  const pid_t child = spawn([&] {
+    auto rsp = MessageResponder::attach(n.str(), fast_options());
+    auto r = rsp.take(std::chrono::seconds(5));
+    ::raise(SIGKILL);
+    return 0;
+  });
+  EXPECT_EQ(exit_status(child), 128 + SIGKILL);
+  ASSERT_EQ(req.phase(), Phase::TAKEN);
+  auto rsp = MessageResponder::attach(n, fast_options());  // T8
+  EXPECT_EQ(req.phase(), Phase::REPLIED);
+  EXPECT_CODE(req.receive(), ErrorCode::PEER_GONE);
+  // The requester dies with a request outstanding; a new one recovers on attach (T5).
+  req.close();
+  const pid_t sender = spawn([&] {
+    auto r2 = MessageRequester::attach(n.str(), fast_options());
+    r2.send(fields);
+    ::raise(SIGKILL);
+    return 0;
+  });
+  EXPECT_EQ(exit_status(sender), 128 + SIGKILL);
+  ASSERT_EQ(rsp.phase(), Phase::REQUESTED);
+  auto req2 = MessageRequester::attach(n, fast_options());
+  EXPECT_EQ(req2.phase(), Phase::IDLE);
+  req2.send(fields);
+  MessageRequest r = rsp.take();
+  detect(r);
+  r.reply();
+  EXPECT_EQ(req2.receive().shape("boxes"), Shape({1, 6}));
+  rsp.close();
+  req2.close();
+  Segment::remove(n);
+}
+
+// R-VER-3, R-VER-4, R-SCHEMA-10, R-ERR-1: typed cross-version and schema errors in another
+// process, as exit codes.
+TEST(CrossProcess, R_VER_3_CrossVersionAttachInChild) {
+  UniqueName v1("x2v1"), v2("x2v2");
+  auto a = Requester::create(v1, DType::float32, {8}, fast_options());
+  auto b = MessageRequester::create(v2, camera_request(), camera_reply(), fast_options());
+  auto run = [](auto body) { return exit_status(spawn(body)); };
+  EXPECT_EQ(run([&] {
+              MessageResponder::attach(v1.str(), fast_options());
+              return 0;
+            }),
+            exit_code(ErrorCode::VERSION_MISMATCH));
+  EXPECT_EQ(run([&] {
+              Responder::attach(v2.str(), fast_options());
+              return 0;
+            }),
+            exit_code(ErrorCode::VERSION_MISMATCH));
+  EXPECT_EQ(run([&] {
+              MessageResponder::attach(v2.str(), camera_reply(), std::nullopt, fast_options());
+              return 0;
+            }),
+            exit_code(ErrorCode::SCHEMA_MISMATCH));
+  EXPECT_EQ(run([&] {
+              MessageResponder::attach(v2.str(), camera_request(), camera_reply(), fast_options());
+              return 0;
+            }),
+            0);
 }

@@ -1,5 +1,5 @@
 // spec/vectors/sequences.json replayed on real handles AND on the pure model (R-STATE-*,
-// R-TIME-*, R-REC-*, R-CLOSE-*, R-MSG-2, R-LIVE-3/4).
+// R-TIME-*, R-REC-*, R-CLOSE-*, R-MSG-2, R-LIVE-3/4), and on v2 handles (R-VER-1).
 #include "seq_harness.hpp"
 
 using namespace shmbridge;
@@ -57,12 +57,13 @@ const json& sequences() {
 
 }  // namespace
 
-// Every sequence on one real segment with a requester and a responder handle.
-TEST(Sequences, R_STATE_7_ReplayOnRealHandles) {
+// Every sequence on one real segment with a requester and a responder handle of protocol `H`.
+template <class H>
+void replay_on_real_handles() {
   ASSERT_FALSE(sequences().empty());
   for (const auto& s : sequences()) {
     SCOPED_TRACE(s["id"].get<std::string>());
-    Harness h(dtype_of_seq(s), shape_of_seq(s), s.value("initial_seq", 0u));
+    H h(dtype_of_seq(s), shape_of_seq(s), s.value("initial_seq", 0u));
     int index = 0;
     for (const auto& step : s["steps"]) {
       SCOPED_TRACE("step " + std::to_string(index) + ": " + step["actor"].get<std::string>() + " " +
@@ -99,6 +100,12 @@ TEST(Sequences, R_STATE_7_ReplayOnRealHandles) {
     }
   }
 }
+
+TEST(Sequences, R_STATE_7_ReplayOnRealHandles) { replay_on_real_handles<Harness>(); }
+
+// R-VER-1: the same sequences on v2 handles (MessageRequester/MessageResponder, the v1-like
+// schema pair): v2 inherits the state machine, waits, timeouts, recovery and close unchanged.
+TEST(Sequences, R_VER_1_ReplayOnV2Handles) { replay_on_real_handles<HarnessV2>(); }
 
 // Every sequence on the pure model (the model of the stateful test).
 TEST(Sequences, R_STATE_7_ReplayOnPureModel) {

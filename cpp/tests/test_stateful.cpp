@@ -20,9 +20,8 @@ struct M {
   Model model = Model::fresh_pair();
 };
 
-using Cmd = rc::state::Command<M, Harness>;
-
 // Compares what the real handles show with the model after a step.
+template <class Harness>
 void check_state(const Model::State& s, Harness& h) {
   RC_ASSERT(h.word() == s.word);
   RC_ASSERT(h.requester().is_open() == s.requester_open);
@@ -32,8 +31,8 @@ void check_state(const Model::State& s, Harness& h) {
   for (const auto& p : h.problems()) RC_FAIL(p);
 }
 
-template <class Self>
-struct Step : Cmd {
+template <class Self, class Harness>
+struct Step : rc::state::Command<M, Harness> {
   // The model's transition, applied to the model and to a copy in run().
   void apply(M& m) const override { static_cast<const Self*>(this)->model(m.model); }
   void run(const M& m, Harness& h) const override {
@@ -45,60 +44,67 @@ struct Step : Cmd {
   }
 };
 
-struct Send : Step<Send> {
+template <class Harness>
+struct Send : Step<Send<Harness>, Harness> {
   double value = *rc::gen::inRange(0, 1000);
   ErrorCode model(shmbridge::Model& m) const { return m.send(); }
   ErrorCode sut(Harness& h) const { return h.send(value); }
   void show(std::ostream& os) const override { os << "send(" << value << ")"; }
 };
-struct Take : Step<Take> {
+template <class Harness>
+struct Take : Step<Take<Harness>, Harness> {
   ErrorCode model(shmbridge::Model& m) const { return m.take(); }
   ErrorCode sut(Harness& h) const { return h.take(); }
   void show(std::ostream& os) const override { os << "take"; }
 };
-struct Reply : Step<Reply> {
+template <class Harness>
+struct Reply : Step<Reply<Harness>, Harness> {
   ErrorCode model(shmbridge::Model& m) const { return m.reply(); }
   ErrorCode sut(Harness& h) const { return h.reply(); }
   void show(std::ostream& os) const override { os << "reply"; }
 };
-struct ReplyError : Step<ReplyError> {
+template <class Harness>
+struct ReplyError : Step<ReplyError<Harness>, Harness> {
   ErrorCode code = static_cast<ErrorCode>(*rc::gen::inRange(1, 18));
   ErrorCode model(shmbridge::Model& m) const { return m.reply_error(code); }
   ErrorCode sut(Harness& h) const { return h.reply_error(code); }
   void show(std::ostream& os) const override { os << "reply_error(" << error_name(code) << ")"; }
 };
-struct Receive : Step<Receive> {
+template <class Harness>
+struct Receive : Step<Receive<Harness>, Harness> {
   ErrorCode model(shmbridge::Model& m) const { return m.receive(); }
   ErrorCode sut(Harness& h) const { return h.receive(); }
   void show(std::ostream& os) const override { os << "receive"; }
 };
-struct Close : Step<Close> {
+template <class Harness>
+struct Close : Step<Close<Harness>, Harness> {
   Actor actor = *rc::gen::element(Actor::requester, Actor::responder);
   ErrorCode model(shmbridge::Model& m) const { return m.close(actor); }
   ErrorCode sut(Harness& h) const { return h.close(actor); }
   void show(std::ostream& os) const override { os << "close(" << actor_name(actor) << ")"; }
 };
-struct Attach : Step<Attach> {
+template <class Harness>
+struct Attach : Step<Attach<Harness>, Harness> {
   Actor actor = *rc::gen::element(Actor::requester, Actor::responder);
   ErrorCode model(shmbridge::Model& m) const { return m.attach(actor); }
   ErrorCode sut(Harness& h) const { return h.attach(actor); }
   void show(std::ostream& os) const override { os << "attach(" << actor_name(actor) << ")"; }
 };
 
-}  // namespace
-
-TEST(Stateful, R_STATE_7_ModelAgreesWithRealHandles) {
+template <class H>
+void model_agrees_with(const char* id) {
   rc::detail::TestParams params = rc::detail::configuration().testParams;
   params.maxSuccess = std::max(params.maxSuccess, 1000);
   rc::detail::TestMetadata meta;
-  meta.id = "Stateful/R_STATE_7_ModelAgreesWithRealHandles";
+  meta.id = id;
   meta.description = meta.id;
-  const auto result = rc::detail::checkTestable(
+  const rc::detail::TestResult result = rc::detail::checkTestable(
       [] {
-        Harness h(DType::float32, {16});
-        rc::state::check(M{}, h,
-                         rc::state::gen::execOneOfWithArgs<Send, Take, Reply, ReplyError, Receive,
-                                                           Close, Attach>());
+        H h(DType::float32, {16});
+        rc::state::check(
+            M{}, h,
+            rc::state::gen::execOneOfWithArgs<Send<H>, Take<H>, Reply<H>, ReplyError<H>, Receive<H>,
+                                              Close<H>, Attach<H>>());
       },
       meta, params);
   std::ostringstream msg;
@@ -107,4 +113,15 @@ TEST(Stateful, R_STATE_7_ModelAgreesWithRealHandles) {
   const int sequences = result.get<rc::detail::SuccessResult>().numSuccess;
   EXPECT_GE(sequences, 1000);
   std::cout << "RapidCheck: " << sequences << " command sequences passed" << std::endl;
+}
+
+}  // namespace
+
+TEST(Stateful, R_STATE_7_ModelAgreesWithRealHandles) {
+  model_agrees_with<Harness>("Stateful/R_STATE_7_ModelAgreesWithRealHandles");
+}
+
+// R-VER-1: the same model against v2 handles (the v1-like schema pair).
+TEST(Stateful, R_VER_1_ModelAgreesWithV2Handles) {
+  model_agrees_with<HarnessV2>("Stateful/R_VER_1_ModelAgreesWithV2Handles");
 }

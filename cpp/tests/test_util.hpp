@@ -22,6 +22,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "shmbridge/shmbridge.hpp"
 
@@ -99,6 +100,55 @@ ErrorCode code_of(F&& f) {
 }
 
 inline std::chrono::nanoseconds ms(long v) { return std::chrono::milliseconds(v); }
+
+// The vectors' forms (spec/vectors/README.md): lower-case hex, a §3.1 descriptor, a §3.3 slot.
+inline std::vector<std::uint8_t> hex_bytes(const std::string& hex) {
+  std::vector<std::uint8_t> out(hex.size() / 2);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    out[i] = static_cast<std::uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+  }
+  return out;
+}
+
+inline Descriptor descriptor_of(const nlohmann::json& j) {
+  Descriptor d;
+  d.dtype = j["dtype"];
+  d.ndim = j["ndim"];
+  const auto& shape = j["shape"];
+  for (std::size_t i = 0; i < shape.size(); ++i) d.shape[i] = shape[i];
+  d.nbytes = j["nbytes"];
+  return d;
+}
+
+inline Slot slot_of(const nlohmann::json& j) {
+  Slot s;
+  s.pid = j["pid"];
+  s.state = j["state"];
+  s.start_time = j["start_time"];
+  s.incarnation = j["incarnation"];
+  return s;
+}
+
+// The fields of a header vector's `fields` that every protocol version has (FixedHeader).
+inline FixedHeader fixed_header_of(const nlohmann::json& f) {
+  FixedHeader h;
+  const std::string magic = f["magic"];
+  std::copy(magic.begin(), magic.end(), h.magic.begin());
+  h.version_major = f["version_major"];
+  h.version_minor = f["version_minor"];
+  h.header_size = f["header_size"];
+  h.capacity = f["capacity"];
+  h.segment_size = f["segment_size"];
+  h.flags = f["flags"];
+  h.max_dims = f["max_dims"];
+  h.reply_code = f["reply_code"];
+  h.word = f["word"];
+  h.waiters = f["waiters"];
+  h.requester = slot_of(f["requester"]);
+  h.responder = slot_of(f["responder"]);
+  h.creator = slot_of(f["creator"]);
+  return h;
+}
 
 inline Options fast_options() {
   Options o;

@@ -102,12 +102,12 @@ TEST(Wait, R_WAIT_1_SpinYieldsOnlyAfterAFruitlessWhile) {
   EXPECT_EQ(kSpinYieldEvery, microseconds(5));
   SpinYield y;
   const auto t0 = Clock::now();
-  EXPECT_FALSE(y.due(7, t0));                       // the wait starts
-  EXPECT_FALSE(y.due(7, t0 + microseconds(19)));    // a 64 B wait never gets further
+  EXPECT_FALSE(y.due(7, t0));                     // the wait starts
+  EXPECT_FALSE(y.due(7, t0 + microseconds(19)));  // a 64 B wait never gets further
   EXPECT_TRUE(y.due(7, t0 + microseconds(20)));
   EXPECT_FALSE(y.due(7, t0 + microseconds(24)));
   EXPECT_TRUE(y.due(7, t0 + microseconds(25)));
-  EXPECT_FALSE(y.due(8, t0 + microseconds(40)));    // the word changed: start over
+  EXPECT_FALSE(y.due(8, t0 + microseconds(40)));  // the word changed: start over
   EXPECT_FALSE(y.due(8, t0 + microseconds(59)));
   EXPECT_TRUE(y.due(8, t0 + microseconds(60)));
 }

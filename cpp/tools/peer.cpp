@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 
@@ -37,338 +38,20 @@
 #include <thread>
 #include <vector>
 
+#include "peer_support.hpp"
 #include "shmbridge/channel.hpp"
 #include "shmbridge/dtype.hpp"
 #include "shmbridge/errors.hpp"
 #include "shmbridge/layout.hpp"
+#include "shmbridge/layout_v2.hpp"
 #include "shmbridge/liveness.hpp"
+#include "shmbridge/message.hpp"
 #include "shmbridge/protocol.hpp"
 
 namespace sb = shmbridge;
+using namespace peer;
 
 namespace {
-
-constexpr int kExitInternal = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitVerify = 3;
-constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ull;
-
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-void sleep_ms(double ms) {
-  if (ms > 0) std::this_thread::sleep_for(std::chrono::microseconds(static_cast<long>(ms * 1000)));
-}
-
-struct UsageError {
-  std::string what;
-};
-
-// ------------------------------------------------------------------------------ JSON output
-
-std::string jstr(const std::string& s) {
-  std::string o = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        o += "\\\"";
-        break;
-      case '\\':
-        o += "\\\\";
-        break;
-      case '\n':
-        o += "\\n";
-        break;
-      case '\r':
-        o += "\\r";
-        break;
-      case '\t':
-        o += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char b[8];
-          std::snprintf(b, sizeof b, "\\u%04x", c);
-          o += b;
-        } else {
-          o += static_cast<char>(c);
-        }
-    }
-  }
-  return o + "\"";
-}
-
-struct Fields {
-  std::ostringstream os;
-  bool first = true;
-  Fields& raw(const char* k, const std::string& v) {
-    os << (first ? "{" : ",") << '"' << k << "\":" << v;
-    first = false;
-    return *this;
-  }
-  Fields& str(const char* k, const std::string& v) { return raw(k, jstr(v)); }
-  Fields& num(const char* k, long long v) { return raw(k, std::to_string(v)); }
-  Fields& opt_num(const char* k, std::optional<long long> v) {
-    return raw(k, v ? std::to_string(*v) : "null");
-  }
-  Fields& opt_str(const char* k, const std::optional<std::string>& v) {
-    return raw(k, v ? jstr(*v) : "null");
-  }
-  // Appends pre-rendered `"k":v,...` fields (nothing if empty).
-  Fields& extra(const std::string& kv) {
-    if (!kv.empty()) os << (first ? "{" : ",") << kv;
-    first = first && kv.empty();
-    return *this;
-  }
-  std::string done() { return os.str() + "}"; }
-};
-
-void emit(const std::string& line) {
-  std::fwrite(line.data(), 1, line.size(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
-}
-
-// ------------------------------------------------------------------------------ data (§3)
-
-std::uint16_t float_to_half(float f) {
-  std::uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const std::uint32_t sign = (x >> 16) & 0x8000u;
-  const int exp = static_cast<int>((x >> 23) & 0xFF) - 127 + 15;
-  std::uint32_t mant = x & 0x7FFFFFu;
-  if (((x >> 23) & 0xFF) == 0xFF)
-    return static_cast<std::uint16_t>(sign | 0x7C00u | (mant ? 0x200u : 0));
-  if (exp >= 31) return static_cast<std::uint16_t>(sign | 0x7C00u);
-  if (exp <= 0) {
-    if (exp < -10) return static_cast<std::uint16_t>(sign);
-    mant |= 0x800000u;
-    const int shift = 14 - exp;
-    std::uint32_t h = mant >> shift;
-    const std::uint32_t rem = mant & ((1u << shift) - 1);
-    const std::uint32_t half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1))) ++h;
-    return static_cast<std::uint16_t>(sign | h);
-  }
-  std::uint32_t h = (static_cast<std::uint32_t>(exp) << 10) | (mant >> 13);
-  const std::uint32_t rem = mant & 0x1FFFu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) ++h;
-  return static_cast<std::uint16_t>(sign | h);
-}
-
-float half_to_float(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  std::uint32_t exp = (h >> 10) & 0x1Fu;
-  std::uint32_t mant = h & 0x3FFu;
-  std::uint32_t x;
-  if (exp == 0) {
-    if (mant == 0) {
-      x = sign;
-    } else {
-      exp = 127 - 15 + 1;
-      while (!(mant & 0x400u)) {
-        mant <<= 1;
-        --exp;
-      }
-      mant &= 0x3FFu;
-      x = sign | (exp << 23) | (mant << 13);
-    }
-  } else if (exp == 31) {
-    x = sign | 0x7F800000u | (mant << 13);
-  } else {
-    x = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &x, 4);
-  return f;
-}
-
-template <class T>
-void fill_as(std::vector<unsigned char>& buf, std::uint64_t n, std::uint64_t rnd,
-             std::uint64_t seed, sb::DType dt) {
-  buf.assign(n * sb::itemsize(dt), 0);
-  for (std::uint64_t i = 0; i < n; ++i) {
-    const std::uint64_t v = (7 * i + 13 * rnd + seed) % 61;
-    T x{};
-    if constexpr (std::is_same_v<T, bool>) {
-      x = (v % 2) == 1;
-    } else if constexpr (std::is_same_v<T, std::complex<float>> ||
-                         std::is_same_v<T, std::complex<double>>) {
-      using R = typename T::value_type;
-      x = T(static_cast<R>(v), static_cast<R>(i % 5));
-    } else {
-      x = static_cast<T>(v);
-    }
-    std::memcpy(buf.data() + i * sizeof(T), &x, sizeof(T));
-  }
-}
-
-std::uint64_t count_of(const sb::Shape& shape) {
-  std::uint64_t n = 1;
-  if (!shape.element_count(n)) throw sb::Error(sb::ErrorCode::CAPACITY_EXCEEDED, "shape overflows");
-  return n;
-}
-
-std::vector<unsigned char> pattern(sb::DType dt, const sb::Shape& shape, std::uint64_t rnd,
-                                   std::uint64_t seed) {
-  const std::uint64_t n = count_of(shape);
-  std::vector<unsigned char> b;
-  switch (dt) {
-    case sb::DType::bool_:
-      fill_as<bool>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::int8:
-      fill_as<std::int8_t>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::uint8:
-      fill_as<std::uint8_t>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::int16:
-      fill_as<std::int16_t>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::uint16:
-      fill_as<std::uint16_t>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::int32:
-      fill_as<std::int32_t>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::uint32:
-      fill_as<std::uint32_t>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::int64:
-      fill_as<std::int64_t>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::uint64:
-      fill_as<std::uint64_t>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::float32:
-      fill_as<float>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::float64:
-      fill_as<double>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::complex64:
-      fill_as<std::complex<float>>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::complex128:
-      fill_as<std::complex<double>>(b, n, rnd, seed, dt);
-      break;
-    case sb::DType::float16: {
-      b.assign(n * 2, 0);
-      for (std::uint64_t i = 0; i < n; ++i) {
-        const std::uint16_t h = float_to_half(static_cast<float>((7 * i + 13 * rnd + seed) % 61));
-        std::memcpy(b.data() + 2 * i, &h, 2);
-      }
-      break;
-    }
-  }
-  return b;
-}
-
-template <class T>
-void add1_as(void* p, std::uint64_t nbytes) {
-  const std::uint64_t n = nbytes / sizeof(T);
-  auto* c = static_cast<unsigned char*>(p);
-  for (std::uint64_t i = 0; i < n; ++i) {
-    T x;
-    std::memcpy(&x, c + i * sizeof(T), sizeof(T));
-    if constexpr (std::is_same_v<T, bool>) {
-      x = !x;
-    } else {
-      x = static_cast<T>(x + T(1));
-    }
-    std::memcpy(c + i * sizeof(T), &x, sizeof(T));
-  }
-}
-
-void apply_op(const std::string& op, sb::DType dt, void* p, std::uint64_t nbytes) {
-  if (op != "add1") return;
-  switch (dt) {
-    case sb::DType::bool_:
-      add1_as<bool>(p, nbytes);
-      break;
-    case sb::DType::int8:
-      add1_as<std::int8_t>(p, nbytes);
-      break;
-    case sb::DType::uint8:
-      add1_as<std::uint8_t>(p, nbytes);
-      break;
-    case sb::DType::int16:
-      add1_as<std::int16_t>(p, nbytes);
-      break;
-    case sb::DType::uint16:
-      add1_as<std::uint16_t>(p, nbytes);
-      break;
-    case sb::DType::int32:
-      add1_as<std::int32_t>(p, nbytes);
-      break;
-    case sb::DType::uint32:
-      add1_as<std::uint32_t>(p, nbytes);
-      break;
-    case sb::DType::int64:
-      add1_as<std::int64_t>(p, nbytes);
-      break;
-    case sb::DType::uint64:
-      add1_as<std::uint64_t>(p, nbytes);
-      break;
-    case sb::DType::float32:
-      add1_as<float>(p, nbytes);
-      break;
-    case sb::DType::float64:
-      add1_as<double>(p, nbytes);
-      break;
-    case sb::DType::complex64:
-      add1_as<std::complex<float>>(p, nbytes);
-      break;
-    case sb::DType::complex128:
-      add1_as<std::complex<double>>(p, nbytes);
-      break;
-    case sb::DType::float16: {
-      auto* c = static_cast<unsigned char*>(p);
-      for (std::uint64_t i = 0; i < nbytes / 2; ++i) {
-        std::uint16_t h;
-        std::memcpy(&h, c + 2 * i, 2);
-        h = float_to_half(half_to_float(h) + 1.0f);
-        std::memcpy(c + 2 * i, &h, 2);
-      }
-      break;
-    }
-  }
-}
-
-std::uint64_t checksum(const void* p, std::uint64_t n) {
-  const auto* c = static_cast<const unsigned char*>(p);
-  std::uint64_t s = 0;
-  const std::uint64_t words = (n + 7) / 8;
-  for (std::uint64_t i = 0; i < words; ++i) {
-    std::uint64_t w = 0;
-    const std::uint64_t take = std::min<std::uint64_t>(8, n - 8 * i);
-    for (std::uint64_t k = 0; k < take; ++k)
-      w |= static_cast<std::uint64_t>(c[8 * i + k]) << (8 * k);
-    s += w * (2 * i + 1);
-  }
-  return s + n * kGolden;
-}
-
-std::string hexsum(const void* p, std::uint64_t n) {
-  char b[20];
-  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(checksum(p, n)));
-  return b;
-}
-
-sb::Shape wrong_shape(const sb::Shape& s) {
-  std::vector<std::uint64_t> v = s.to_vector();
-  if (v.empty()) return sb::Shape({1});
-  v[0] += 1;
-  return sb::Shape(v);
-}
-
-sb::DType wrong_dtype(sb::DType d) {
-  return d == sb::DType::int32 ? sb::DType::float32 : sb::DType::int32;
-}
 
 // ------------------------------------------------------------------------------ flags (§1)
 
@@ -395,6 +78,10 @@ struct Args {
   std::optional<std::string> corrupt_field, corrupt_value, corrupt_where;
   std::optional<std::string> close_where;  // --close-at: close on purpose (R-CLOSE-2)
   long close_round = 1;
+  // PEER.md §7: protocol v2
+  int protocol = 1;
+  std::optional<std::string> request_schema, reply_schema;  // SPEC texts (§7.2)
+  std::string extents = "rule", reply_extents = "rule";
 };
 
 std::string norm_where(std::string w) {
@@ -444,6 +131,7 @@ std::optional<sb::Shape> parse_shape(const std::optional<std::string>& text) {
 
 Args parse(int argc, char** argv) {
   Args a;
+  std::optional<int> protocol_flag;
   std::vector<std::string> av(argv + 1, argv + argc);
   for (std::size_t i = 0; i < av.size(); ++i) {
     std::string k = av[i], v;
@@ -496,8 +184,22 @@ Args parse(int argc, char** argv) {
       a.timeout = num(val());
     } else if (k == "--op") {
       a.op = val();
-      if (a.op != "add1" && a.op != "echo" && a.op != "checksum" && a.op != "fail")
-        throw UsageError{"--op add1|echo|checksum|fail"};
+      if (a.op != "add1" && a.op != "echo" && a.op != "checksum" && a.op != "fail" &&
+          a.op != "derive")
+        throw UsageError{"--op add1|echo|checksum|derive|fail"};
+    } else if (k == "--protocol") {
+      const std::string p = val();
+      if (p != "1" && p != "2") throw UsageError{"--protocol 1|2"};
+      protocol_flag = p == "1" ? 1 : 2;
+    } else if (k == "--request-schema") {
+      a.request_schema = val();
+    } else if (k == "--reply-schema") {
+      a.reply_schema = val();
+    } else if (k == "--extents" || k == "--reply-extents") {
+      const std::string e = val();
+      if (e != "rule" && e != "zero" && e != "max" && e != "over")
+        throw UsageError{k + " rule|zero|max|over"};
+      (k == "--extents" ? a.extents : a.reply_extents) = e;
     } else if (k == "--seed") {
       a.seed = static_cast<long long>(num(val()));
     } else if (k == "--label") {
@@ -577,6 +279,28 @@ Args parse(int argc, char** argv) {
   if (a.role.empty() || !a.name_given || a.create == a.attach)
     throw UsageError{"--role, --name and exactly one of --create/--attach are required"};
   if (a.label.empty()) a.label = a.role;
+  // PEER.md §7.1: a schema flag means protocol 2; v1's array flags do not apply there.
+  const bool schema_flag = a.request_schema || a.reply_schema;
+  a.protocol = protocol_flag.value_or(schema_flag ? 2 : 1);
+  if (a.protocol == 1 && schema_flag) throw UsageError{"--protocol 1 takes no schema flag"};
+  if (a.protocol == 1 && a.op == "derive") throw UsageError{"--op derive needs --protocol 2"};
+  if (a.protocol == 2) {
+    if (a.dtype || a.shape || a.capacity || a.wrong_shape || a.wrong_dtype)
+      throw UsageError{
+          "--dtype, --shape, --capacity, --wrong-shape and --wrong-dtype are v1 "
+          "flags; give --request-schema / --reply-schema with --protocol 2"};
+    if (a.create && !(a.request_schema && a.reply_schema))
+      throw UsageError{"--create with --protocol 2 needs --request-schema and --reply-schema"};
+    for (const auto* spec : {&a.request_schema, &a.reply_schema}) {
+      if (!*spec) continue;
+      try {
+        (void)sb::Schema::parse(**spec);
+      } catch (const sb::Error& e) {
+        throw UsageError{e.what()};
+      }
+    }
+    return a;
+  }
   if (a.create) {
     if (!a.dtype) a.dtype = "float32";
     if (!a.shape) a.shape = "512,512";
@@ -645,27 +369,96 @@ std::uint64_t word_value(const std::optional<std::string>& value, std::uint64_t 
   return std::stoull(*value, nullptr, 0) & 0xFFFFFFFFull;
 }
 
+// PEER.md §7.5: the --corrupt fields of a v2 segment. Offsets of the table fields come from the
+// geometry block (entry 0 of the area); a schema with no fields has no such field.
+std::optional<FieldInfo> v2_field_info(const std::string& f, const unsigned char* h,
+                                       std::uint64_t mapped) {
+  static const FieldInfo fixed[] = {{"request_fields", 0x040, 4},
+                                    {"reply_fields", 0x044, 4},
+                                    {"schema0_dtype", 0x220, 4},
+                                    {"schema0_offset", 0x270, 8}};
+  const std::uint64_t request_fields = load_le(h + 0x040, 4);
+  for (const auto& fi : fixed) {
+    if (f != fi.name) continue;
+    if (f.rfind("schema0_", 0) == 0 && request_fields == 0)
+      throw UsageError{"--corrupt " + f + ": the request schema has no fields"};
+    return fi;
+  }
+  for (const char* side : {"request", "reply"}) {
+    const std::string prefix = std::string(side) + "_table_";
+    if (f.rfind(prefix, 0) != 0) continue;
+    const bool reply = side[2] == 'p';
+    if (load_le(h + (reply ? 0x044 : 0x040), 4) == 0)
+      throw UsageError{"--corrupt " + f + ": the " + side + " schema has no fields"};
+    const std::uint64_t area = load_le(h + (reply ? 0x058 : 0x048), 8);
+    const std::string what = f.substr(prefix.size());
+    const std::size_t rel = what == "dtype" ? 0 : what == "shape0" ? 8 : 72;
+    if (what != "dtype" && what != "shape0" && what != "nbytes") return std::nullopt;
+    if (area > mapped || mapped - area < 80)
+      throw UsageError{"--corrupt " + f + ": the area offset lies outside the segment"};
+    return FieldInfo{nullptr, static_cast<std::size_t>(area + rel), what == "dtype" ? 4u : 8u};
+  }
+  return std::nullopt;
+}
+
+// A writable mapping of the whole OS object (a rogue writer's, R-STATE-8).
+class RawMapping {
+ public:
+  explicit RawMapping(const std::string& name) {
+    const std::string bare = name.rfind('/', 0) == 0 ? name.substr(1) : name;
+#if defined(_WIN32)
+    const std::string os_name = "Local\\" + bare;
+    HANDLE mh = OpenFileMappingW(FILE_MAP_ALL_ACCESS, FALSE,
+                                 std::wstring(os_name.begin(), os_name.end()).c_str());
+    if (!mh) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: OpenFileMappingW failed");
+    base_ = static_cast<unsigned char*>(MapViewOfFile(mh, FILE_MAP_ALL_ACCESS, 0, 0, 0));
+    CloseHandle(mh);  // the view keeps the mapping alive
+    if (!base_) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: MapViewOfFile failed");
+    MEMORY_BASIC_INFORMATION info{};
+    VirtualQuery(base_, &info, sizeof info);
+    size_ = static_cast<std::uint64_t>(info.RegionSize);
+#else
+    const int fd = ::shm_open(("/" + bare).c_str(), O_RDWR, 0);
+    if (fd < 0) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: shm_open failed");
+    struct stat st{};
+    if (::fstat(fd, &st) != 0 || st.st_size < 512) {
+      ::close(fd);
+      throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: the object is smaller than a header");
+    }
+    size_ = static_cast<std::uint64_t>(st.st_size);
+    void* m =
+        ::mmap(nullptr, static_cast<std::size_t>(size_), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (m == MAP_FAILED) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: mmap failed");
+    base_ = static_cast<unsigned char*>(m);
+#endif
+  }
+  ~RawMapping() {
+#if defined(_WIN32)
+    UnmapViewOfFile(base_);
+#else
+    ::munmap(base_, static_cast<std::size_t>(size_));
+#endif
+  }
+  RawMapping(const RawMapping&) = delete;
+  RawMapping& operator=(const RawMapping&) = delete;
+  unsigned char* base() const { return base_; }
+  std::uint64_t size() const { return size_; }
+
+ private:
+  unsigned char* base_ = nullptr;
+  std::uint64_t size_ = 0;
+};
+
 std::uint64_t corrupt_header(const std::string& name, const std::string& field,
                              const std::optional<std::string>& value) {
-  const FieldInfo* fi = field_info(field);
+  const RawMapping map(name);
+  unsigned char* h = map.base();
+  const bool v2 = load_le(h + 0x008, 2) == 2;
+  std::optional<FieldInfo> fi;
+  if (const FieldInfo* v1 = field_info(field)) fi = *v1;
+  if (!fi && v2) fi = v2_field_info(field, h, map.size());
   if (!fi) throw UsageError{"unknown --corrupt field '" + field + "'"};
-#if defined(_WIN32)
-  const std::string os_name = "Local\\" + (name.rfind('/', 0) == 0 ? name.substr(1) : name);
-  HANDLE mh = OpenFileMappingW(FILE_MAP_ALL_ACCESS, FALSE,
-                               std::wstring(os_name.begin(), os_name.end()).c_str());
-  if (!mh) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: OpenFileMappingW failed");
-  void* m = MapViewOfFile(mh, FILE_MAP_ALL_ACCESS, 0, 0, 512);
-  CloseHandle(mh);  // the view keeps the mapping alive
-  if (!m) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: MapViewOfFile failed");
-#else
-  const std::string os_name = "/" + (name.rfind('/', 0) == 0 ? name.substr(1) : name);
-  const int fd = ::shm_open(os_name.c_str(), O_RDWR, 0);
-  if (fd < 0) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: shm_open failed");
-  void* m = ::mmap(nullptr, 512, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) throw sb::Error(sb::ErrorCode::OS_ERROR, "corrupt: mmap failed");
-#endif
-  auto* h = static_cast<unsigned char*>(m);
   unsigned char* p = h + fi->off;
   std::uint64_t v = 0;
   if (field == "creator_slot") {
@@ -677,32 +470,33 @@ std::uint64_t corrupt_header(const std::string& name, const std::string& field,
     std::memcpy(p, raw.data(), 8);
   } else {
     const std::uint64_t cur = load_le(p, fi->size);
+    const bool table = field.find("_table_") != std::string::npos;
     if (field == "word") {
       v = word_value(value, cur);
     } else if (value) {
       v = std::stoull(*value, nullptr, 0);
     } else if (field == "version_major") {
-      v = 2;
+      v = v2 ? 1 : 2;  // the other version (§7.5)
     } else if (field == "header_size") {
       v = 256;
     } else if (field == "flags") {
       v = 1;
     } else if (field == "max_dims") {
       v = 4;
-    } else if (field == "declared_dtype") {
+    } else if (field == "declared_dtype" || field == "schema0_dtype") {
       v = 99;
+    } else if (field == "request_fields" || field == "reply_fields") {
+      v = 17;
     } else if (field == "message_dtype") {
       v = load_le(h + 0x40, 4) == 6 ? 11 : 6;
+    } else if (table && field.size() > 6 && field.compare(field.size() - 6, 6, "_dtype") == 0) {
+      v = cur == 6 ? 11 : 6;  // int32, or float32 if the field is int32
     } else {
-      v = cur + ((field == "capacity" || field == "segment_size") ? 64 : 1);
+      v = cur +
+          ((field == "capacity" || field == "segment_size" || field == "schema0_offset") ? 64 : 1);
     }
     store_le(p, fi->size, v);
   }
-#if defined(_WIN32)
-  UnmapViewOfFile(m);
-#else
-  ::munmap(m, 512);
-#endif
   return v;
 }
 
@@ -756,12 +550,13 @@ class HeaderView {
     return std::string("\"") + key + "\":\"" + hex + "\"";
   }
 
-  // spec/PEER.md §2: what the reply a receive consumed left (R-MSG-4): reply_code, message_desc.
+  // spec/PEER.md §2: what the reply a receive consumed left (R-MSG-4): reply_code, message_desc
+  // (v1 only: a v2 segment has no message descriptor, §7.5).
   std::string reply_fields() const {
-    unsigned char rc[4];
-    if (!read(0x0E0, 4, rc)) return "";
-    return "\"reply_code\":" + std::to_string(load_le(rc, 4)) + "," +
-           desc_field("message_desc", 0x090);
+    unsigned char rc[4], major[2];
+    if (!read(0x0E0, 4, rc) || !read(0x008, 2, major)) return "";
+    const std::string code = "\"reply_code\":" + std::to_string(load_le(rc, 4));
+    return load_le(major, 2) == 2 ? code : code + "," + desc_field("message_desc", 0x090);
   }
 
  private:
@@ -827,6 +622,32 @@ const char* phase_name(std::uint32_t word) {
   }
 }
 
+class Peer;
+
+// The operations of one protocol version's API that the round loops of Peer run (PEER.md §5;
+// §7 for v2). Each logs its own event lines through the peer.
+class Rounds {
+ public:
+  virtual ~Rounds() = default;
+  virtual void open() = 0;  // create or attach, logged
+  virtual sb::ChannelHandle* handle() = 0;
+  // requester
+  virtual void inject_before_send(long /*rnd*/) {}
+  virtual bool send(long rnd, bool injected, std::string& result, int& ec) = 0;
+  virtual std::string receive(long rnd, int& ec) = 0;  // waits, verifies, logs, counts
+  virtual void receive_injected(long rnd) = 0;         // --out-of-turn receive
+  virtual std::optional<std::uint32_t> pending() = 0;
+  // responder
+  virtual std::string take(long rnd, bool injected, int& ec) = 0;
+  virtual void compute() = 0;  // the op, before the `reply` faults
+  virtual std::string reply(long rnd, int& ec) = 0;
+  virtual void reply_injected(long rnd) = 0;  // --out-of-turn reply
+  [[noreturn]] virtual void serve_failing(long rnd) = 0;
+};
+
+std::unique_ptr<Rounds> make_v1_rounds(Peer& p);
+std::unique_ptr<Rounds> make_v2_rounds(Peer& p);
+
 class Peer {
  public:
   explicit Peer(Args a) : a_(std::move(a)), rng_(static_cast<std::uint64_t>(a_.seed) * 7919 + 1) {
@@ -837,8 +658,10 @@ class Peer {
              .num("pid", sb::current_pid())
              .str("role", a_.role)
              .str("name", a_.name)
+             .num("protocol", a_.protocol)
              .num("t", now_ns())
              .done());
+    rounds_ = a_.protocol == 2 ? make_v2_rounds(*this) : make_v1_rounds(*this);
   }
 
   int run() {
@@ -880,17 +703,12 @@ class Peer {
     return code;
   }
 
- private:
-  // -- helpers ------------------------------------------------------------------------------
+  // -- helpers for the Rounds ----------------------------------------------------------------
 
-  sb::Handle* handle() {
-    if (req_) return &*req_;
-    if (rsp_) return &*rsp_;
-    return nullptr;
-  }
+  const Args& args() const { return a_; }
 
   std::optional<std::string> phase() {
-    sb::Handle* h = handle();
+    sb::ChannelHandle* h = rounds_->handle();
     if (!h || !h->is_open()) return std::nullopt;
     try {
       return std::string(phase_name(h->word()));
@@ -931,16 +749,21 @@ class Peer {
       return "ok";
     } catch (const sb::Error& e) {
       t1 = now_ns();
-      // PEER.md §2: the reason of a PEER_GONE (R-LIVE-5); what a consumed reply left (R-MSG-5).
+      // PEER.md §2: the reason of a PEER_GONE (R-LIVE-5); what a consumed reply left (R-MSG-5);
+      // §7.5: in v2 the field the error names (R-FIELD-7).
       std::string extra;
+      auto add = [&](const std::string& kv) {
+        if (!kv.empty()) extra += (extra.empty() ? "" : ",") + kv;
+      };
       if (e.code() == sb::ErrorCode::PEER_GONE) {
-        extra =
-            std::string("\"reason\":\"") + sb::peer_gone_reason_name(e.peer_gone_reason()) + "\"";
+        add(std::string("\"reason\":\"") + sb::peer_gone_reason_name(e.peer_gone_reason()) + "\"");
       }
-      if (op == "receive" && e.reply_code()) {
-        const std::string r = view_ ? view_->reply_fields() : "";
-        extra += (extra.empty() || r.empty() ? "" : ",") + r;
-      }
+      if (op == "receive" && e.reply_code() && view_) add(view_->reply_fields());
+      if (a_.protocol == 2 && (op == "create" || op == "attach")) add("\"protocol\":2");
+      if (a_.protocol == 2 && op != "create" && op != "attach" && op != "close")
+        add("\"shapes\":null,\"checksums\":null");
+      if (a_.protocol == 2 && op != "close")
+        add("\"field\":" + (e.field().empty() ? std::string("null") : jstr(e.field())));
       event(op, rnd, t0, t1, e.name(), std::nullopt, std::nullopt, injected, e.what(), std::nullopt,
             extra);
       if (exit_code) *exit_code = e.exit_code();
@@ -950,8 +773,14 @@ class Peer {
 
   [[noreturn]] void fail(const std::string& name, int code) { throw Fatal{name, code}; }
 
-  void jitter() {
-    if (a_.jitter_ms > 0) sleep_ms(std::uniform_real_distribution<double>(0, a_.jitter_ms)(rng_));
+  void count_reply(bool good) {
+    ++rounds_ok_;
+    verified_ += good;
+    mismatches_ += !good;
+  }
+  void count_served() {
+    ++rounds_ok_;
+    ++verified_;
   }
 
   void point(const std::string& when, const std::string& where, long rnd) {
@@ -985,6 +814,26 @@ class Peer {
       throw CloseNow{};
   }
 
+  sb::Options options() const {
+    sb::Options o;
+    o.timeout = std::chrono::nanoseconds(static_cast<long long>(std::llround(a_.timeout * 1e9)));
+    o.reclaim_stale = !a_.no_reclaim;
+    o.keep_segment = a_.keep;
+    return o;
+  }
+
+  // After a successful create/attach: the separate header view of PEER.md §2.
+  HeaderView& open_view() {
+    view_.emplace(a_.name);
+    return *view_;
+  }
+  HeaderView* view() { return view_ ? &*view_ : nullptr; }
+
+ private:
+  void jitter() {
+    if (a_.jitter_ms > 0) sleep_ms(std::uniform_real_distribution<double>(0, a_.jitter_ms)(rng_));
+  }
+
   [[noreturn]] void die(long rnd) {
     const std::int64_t t = now_ns();
     emit(Fields()
@@ -1014,17 +863,235 @@ class Peer {
     std::_Exit(kExitInternal);
   }
 
-  sb::Options options() const {
-    sb::Options o;
-    o.timeout = std::chrono::nanoseconds(static_cast<long long>(std::llround(a_.timeout * 1e9)));
-    o.reclaim_stale = !a_.no_reclaim;
-    o.keep_segment = a_.keep;
-    return o;
-  }
-
-  // -- phases -------------------------------------------------------------------------------
+  // -- phases (PEER.md §5) -------------------------------------------------------------------
 
   void open() {
+    rounds_->open();
+    point("after", "ready", 0);
+    if (a_.wait_peer) wait_peer(a_.name, a_.role, 10.0);
+  }
+
+  void run_requester() {
+    long rnd = 1;
+    bool need_send = true;
+    std::int64_t gone_since = -1;  // ns, -1 = not gone
+    int retries = 0;
+    std::string res;
+    int ec = kExitInternal;
+    while (rnd <= a_.rounds) {
+      if (need_send) {
+        if (rnd == 1 && a_.out_of_turn == std::optional<std::string>("receive"))
+          rounds_->receive_injected(rnd);
+        if (rnd == 1) rounds_->inject_before_send(rnd);
+        point("before", "send", rnd);
+        if (!rounds_->send(rnd, false, res, ec)) fail(res, ec);
+        point("after", "send", rnd);
+        if (rnd == 1 && a_.out_of_turn == std::optional<std::string>("send"))
+          rounds_->send(rnd, true, res, ec);
+      }
+      point("before", "receive", rnd);
+      res = rounds_->receive(rnd, ec);
+      if (res == "ok") {
+        point("after", "receive", rnd);
+        ++rnd;
+        need_send = true;
+        gone_since = -1;
+        retries = 0;
+        continue;
+      }
+      if (res == "TIMEOUT" && a_.retry_after_timeout && retries < 100) {
+        ++retries;
+        if (rnd < a_.rounds) {
+          std::string r2;
+          int ec2 = kExitInternal;
+          if (rounds_->send(rnd + 1, false, r2, ec2)) {
+            ++rnd;  // the old round is abandoned (cancelled, or its late reply dropped)
+            need_send = false;
+            continue;
+          }
+          if (r2 != "OUT_OF_TURN") fail(r2, ec2);
+        }
+        need_send = false;  // receive the late reply of the same round
+        continue;
+      }
+      if (res == "PEER_GONE" && a_.on_peer_gone == "retry") {
+        const std::int64_t now = now_ns();
+        if (gone_since < 0) gone_since = now;
+        if (static_cast<double>(now - gone_since) <= a_.timeout * 1e9) {
+          sleep_ms(20);
+          need_send = !rounds_->pending().has_value();
+          continue;
+        }
+      }
+      fail(res, ec);
+    }
+  }
+
+  void run_responder() {
+    long rnd = 0;
+    std::int64_t gone_since = -1;  // ns, -1 = not gone
+    int ec = kExitInternal;
+    while (a_.rounds == 0 || rnd < a_.rounds) {
+      const long nr = rnd + 1;
+      if (nr == 1 && a_.out_of_turn == std::optional<std::string>("reply") && gone_since < 0)
+        rounds_->reply_injected(nr);
+      point("before", "take", nr);
+      if (a_.op == "fail") rounds_->serve_failing(nr);
+      std::string res = rounds_->take(nr, false, ec);
+      if (res == "PEER_GONE") {
+        const std::int64_t now = now_ns();
+        if (a_.on_peer_gone == "retry") {
+          if (gone_since < 0) gone_since = now;
+          if (static_cast<double>(now - gone_since) <= a_.timeout * 1e9) {
+            sleep_ms(20);
+            continue;
+          }
+        }
+        if (a_.rounds == 0) return;  // end of service (R-LIVE-4)
+        fail(res, ec);
+      }
+      if (res != "ok") fail(res, ec);
+      gone_since = -1;
+      rnd = nr;
+      point("after", "take", rnd);
+      if (rnd == 1 && a_.out_of_turn == std::optional<std::string>("take"))
+        rounds_->take(rnd, true, ec);
+      rounds_->compute();
+      point("before", "reply", rnd);
+      res = rounds_->reply(rnd, ec);
+      if (res != "ok") fail(res, ec);
+      count_served();
+      point("after", "reply", rnd);
+    }
+  }
+
+  void close() {
+    sb::ChannelHandle* h = rounds_->handle();
+    if (!h) return;
+    const std::int64_t t0 = now_ns();
+    try {
+      h->close();
+      event("close", 0, t0, now_ns(), "ok", std::nullopt, std::nullopt);
+    } catch (const sb::Error& e) {
+      event("close", 0, t0, now_ns(), e.name(), std::nullopt, std::nullopt, false, e.what());
+    }
+  }
+
+  Args a_;
+  std::mt19937_64 rng_;
+  std::unique_ptr<Rounds> rounds_;
+  std::optional<HeaderView> view_;  // opened after create/attach (PEER.md §2 header fields)
+  long rounds_ok_ = 0, verified_ = 0, mismatches_ = 0;
+  bool corrupted_ = false;
+};
+
+// ------------------------------------------------------------------------------ v1 (§1-§5)
+
+// What the `take` line of a request shows: its seq, checksum (v1) and extra fields (v2).
+struct TakeLog {
+  std::uint32_t seq;
+  std::optional<std::string> checksum;
+  std::string extra;
+};
+
+// The serve loop with a failing handler, for both versions.
+template <class Responder, class Log>
+[[noreturn]] void serve_failing_with(Peer& p, Responder& rsp, long rnd, Log&& take_log) {
+  std::int64_t t0 = now_ns();
+  std::optional<long long> seq;
+  bool taken = false;
+  try {
+    rsp.serve([&](auto& r) {
+      taken = true;
+      const TakeLog log = take_log(r);
+      seq = log.seq;
+      p.event("take", rnd, t0, now_ns(), "ok", log.seq, log.checksum, false, "", std::nullopt,
+              log.extra);
+      p.point("after", "take", rnd);
+      p.point("before", "reply", rnd);
+      t0 = now_ns();
+      throw std::runtime_error("--op fail: the handler failed on purpose");
+    });
+  } catch (const sb::Error& e) {
+    p.event(taken ? "reply" : "take", rnd, t0, now_ns(), e.name(), std::nullopt, std::nullopt,
+            false, e.what());
+    p.fail(e.name(), e.exit_code());
+  } catch (const std::runtime_error& e) {
+    const sb::Error hf(sb::ErrorCode::HANDLER_FAILED,
+                       std::string("the handler of request #") + std::to_string(seq.value_or(0)) +
+                           " failed: " + e.what() +
+                           "; the library answered it with reply_code HANDLER_FAILED (R-MSG-3)");
+    p.event("reply", rnd, t0, now_ns(), hf.name(), seq, std::nullopt, false, hf.what());
+    p.fail(hf.name(), hf.exit_code());
+  }
+  // serve() returned: the requester closed before sending (R-LIVE-4)
+  p.event("take", rnd, t0, now_ns(), "PEER_GONE", std::nullopt, std::nullopt, false,
+          "PEER_GONE: the requester closed before sending a request for --op fail");
+  p.fail("PEER_GONE", sb::exit_code(sb::ErrorCode::PEER_GONE));
+}
+// What both versions' rounds share: the handles, the request held, `take`, the injected reply and
+// the failing serve loop; `take_log` says what a version's `take` line shows.
+template <class Requester, class Responder, class Request>
+class RoundsOf : public Rounds {
+ public:
+  explicit RoundsOf(Peer& p) : p_(p), a_(p.args()) {}
+
+  sb::ChannelHandle* handle() override {
+    if (req_) return &*req_;
+    if (rsp_) return &*rsp_;
+    return nullptr;
+  }
+
+  std::optional<std::uint32_t> pending() override { return req_->pending(); }
+
+  std::string take(long rnd, bool injected, int& ec) override {
+    std::int64_t t0, t1;
+    std::optional<Request> got;
+    const std::string res = p_.call(
+        "take", rnd,
+        [&] {
+          got.emplace(injected ? rsp_->take(std::chrono::nanoseconds::zero()) : rsp_->take());
+        },
+        t0, t1, injected, &ec);
+    if (res != "ok") return res;
+    if (injected) {
+      p_.event("take", rnd, t0, t1, "ok", got->seq(), std::nullopt, true);
+      return res;
+    }
+    request_ = std::move(got);
+    const TakeLog log = take_log(*request_);  // before the op writes anything (§7.5)
+    p_.event("take", rnd, t0, t1, "ok", log.seq, log.checksum, false, "", std::nullopt, log.extra);
+    return res;
+  }
+
+  void reply_injected(long rnd) override {
+    std::int64_t t0, t1;
+    if (p_.call("reply", rnd, [&] { rsp_->reply(); }, t0, t1, true) == "ok")
+      p_.event("reply", rnd, t0, t1, "ok", std::nullopt, std::nullopt, true);
+  }
+
+  // --op fail: the library's handler path (serve) with a handler that throws a non-shmbridge
+  // exception: the library answers with reply_code HANDLER_FAILED (R-MSG-3) and rethrows; logged
+  // as a `reply` whose result is HANDLER_FAILED. Ends the peer.
+  [[noreturn]] void serve_failing(long rnd) override {
+    serve_failing_with(p_, *rsp_, rnd, [this](Request& r) { return take_log(r); });
+  }
+
+ protected:
+  virtual TakeLog take_log(Request& r) = 0;
+
+  Peer& p_;
+  const Args& a_;
+  std::optional<Requester> req_;
+  std::optional<Responder> rsp_;
+  std::optional<Request> request_;
+};
+
+class V1Rounds final : public RoundsOf<sb::Requester, sb::Responder, sb::Request> {
+ public:
+  using RoundsOf::RoundsOf;
+
+  void open() override {
     const std::string op = a_.create ? "create" : "attach";
     std::int64_t t0 = now_ns(), t1 = 0;
     int ec = kExitInternal;
@@ -1034,15 +1101,15 @@ class Peer {
       if (!sb::dtype_from_name(*a_.dtype, d)) {
         // The typed API cannot even express an unknown dtype: report it as the library would.
         t1 = now_ns();
-        event(op, 0, t0, t1, "DTYPE_MISMATCH", std::nullopt, std::nullopt, false,
-              "unsupported dtype '" + *a_.dtype + "': expected one of spec/dtypes.json");
-        fail("DTYPE_MISMATCH", sb::exit_code(sb::ErrorCode::DTYPE_MISMATCH));
+        p_.event(op, 0, t0, t1, "DTYPE_MISMATCH", std::nullopt, std::nullopt, false,
+                 "unsupported dtype '" + *a_.dtype + "': expected one of spec/dtypes.json");
+        p_.fail("DTYPE_MISMATCH", sb::exit_code(sb::ErrorCode::DTYPE_MISMATCH));
       }
       dt = d;
     }
     std::optional<sb::Shape> shape;
-    std::string result = call(op, 0, [&] { shape = parse_shape(a_.shape); }, t0, t1, false, &ec);
-    if (result != "ok") fail(result, ec);
+    std::string result = p_.call(op, 0, [&] { shape = parse_shape(a_.shape); }, t0, t1, false, &ec);
+    if (result != "ok") p_.fail(result, ec);
     if (a_.attach) {
       if (a_.wrong_dtype) {
         if (!dt) throw UsageError{"--wrong-dtype with --attach needs --dtype"};
@@ -1055,8 +1122,8 @@ class Peer {
       if (dt.has_value() != shape.has_value())
         throw UsageError{"--attach takes both --dtype and --shape, or neither"};
     }
-    const sb::Options opt = options();
-    result = call(
+    const sb::Options opt = p_.options();
+    result = p_.call(
         op, 0,
         [&] {
           if (a_.role == "requester") {
@@ -1076,27 +1143,83 @@ class Peer {
           }
         },
         t0, t1, false, &ec);
-    if (result != "ok") fail(result, ec);
-    sb::Handle* h = handle();
-    view_.emplace(a_.name);
-    event(op, 0, t0, t1, "ok", h->seq(), std::nullopt, false, "", std::nullopt,
-          view_->desc_field("declared_desc", 0x040));
+    if (result != "ok") p_.fail(result, ec);
+    sb::Handle* h = req_ ? static_cast<sb::Handle*>(&*req_) : &*rsp_;
+    HeaderView& view = p_.open_view();
+    p_.event(op, 0, t0, t1, "ok", h->seq(), std::nullopt, false, "", std::nullopt,
+             view.desc_field("declared_desc", 0x040));
     dtype_ = h->dtype();
     shape_ = h->shape();
     nbytes_ = count_of(shape_) * sb::itemsize(dtype_);
-    point("after", "ready", 0);
-    if (a_.wait_peer) wait_peer(a_.name, a_.role, 10.0);
   }
 
-  bool send(long rnd, const std::vector<unsigned char>& data, sb::DType dt, const sb::Shape& shape,
-            bool injected, std::string& result, int& ec) {
+  std::vector<unsigned char> data(long rnd) const {
+    return pattern(dtype_, shape_, static_cast<std::uint64_t>(rnd),
+                   static_cast<std::uint64_t>(a_.seed));
+  }
+
+  void inject_before_send(long rnd) override {
+    if (!(a_.create && (a_.wrong_shape || a_.wrong_dtype))) return;
+    std::string res;
+    int ec = kExitInternal;
+    const sb::DType bd = a_.wrong_dtype ? wrong_dtype(dtype_) : dtype_;
+    const sb::Shape bs = a_.wrong_shape ? wrong_shape(shape_) : shape_;
+    send_array(
+        rnd, pattern(bd, bs, static_cast<std::uint64_t>(rnd), static_cast<std::uint64_t>(a_.seed)),
+        bd, bs, true, res, ec);
+  }
+
+  bool send(long rnd, bool injected, std::string& result, int& ec) override {
+    return send_array(rnd, data(rnd), dtype_, shape_, injected, result, ec);
+  }
+
+  std::string receive(long rnd, int& ec) override {
+    std::vector<unsigned char> reply(nbytes_);
     std::int64_t t0, t1;
-    result = call("send", rnd, [&] { req_->send(data.data(), dt, shape); }, t0, t1, injected, &ec);
+    const std::string res = p_.call(
+        "receive", rnd, [&] { req_->receive(reply.data(), dtype_, shape_); }, t0, t1, false, &ec);
+    if (res != "ok") return res;
+    const bool good = verify(data(rnd), reply);
+    p_.event("receive", rnd, t0, t1, "ok", req_->seq(), hexsum(reply.data(), reply.size()), false,
+             "", good, p_.view()->reply_fields());
+    p_.count_reply(good);
+    return res;
+  }
+
+  void receive_injected(long rnd) override {
+    std::int64_t t0, t1;
+    sb::ArrayView view;
+    if (p_.call("receive", rnd, [&] { view = req_->try_receive(); }, t0, t1, true) == "ok")
+      p_.event("receive", rnd, t0, t1, "ok", view.seq(), hexsum(view.data(), view.nbytes()), true,
+               "", std::nullopt, p_.view()->reply_fields());
+  }
+
+  void compute() override { apply_op(a_.op, dtype_, request_->data(), request_->nbytes()); }
+
+  std::string reply(long rnd, int& ec) override {
+    std::int64_t t0, t1;
+    const std::string cs = hexsum(request_->data(), request_->nbytes());
+    const std::string res = p_.call("reply", rnd, [&] { request_->reply(); }, t0, t1, false, &ec);
+    if (res == "ok") p_.event("reply", rnd, t0, t1, "ok", request_->seq(), cs);
+    return res;
+  }
+
+ protected:
+  TakeLog take_log(sb::Request& r) override {
+    return TakeLog{r.seq(), hexsum(r.data(), r.nbytes()), ""};
+  }
+
+ private:
+  bool send_array(long rnd, const std::vector<unsigned char>& data, sb::DType dt,
+                  const sb::Shape& shape, bool injected, std::string& result, int& ec) {
+    std::int64_t t0, t1;
+    result =
+        p_.call("send", rnd, [&] { req_->send(data.data(), dt, shape); }, t0, t1, injected, &ec);
     if (result != "ok") return false;
-    event("send", rnd, t0, t1, "ok",
-          req_->pending() ? std::optional<long long>(*req_->pending())
-                          : std::optional<long long>(req_->seq()),
-          hexsum(data.data(), data.size()), injected);
+    p_.event("send", rnd, t0, t1, "ok",
+             req_->pending() ? std::optional<long long>(*req_->pending())
+                             : std::optional<long long>(req_->seq()),
+             hexsum(data.data(), data.size()), injected);
     return true;
   }
 
@@ -1108,196 +1231,291 @@ class Peer {
     return want == reply;
   }
 
-  void run_requester() {
-    const std::uint64_t seed = static_cast<std::uint64_t>(a_.seed);
-    long rnd = 1;
-    std::vector<unsigned char> data = pattern(dtype_, shape_, 1, seed);
-    std::vector<unsigned char> reply(nbytes_);
-    bool need_send = true;
-    std::int64_t gone_since = -1;  // ns, -1 = not gone
-    int retries = 0;
-    std::string res;
-    int ec = kExitInternal;
-    while (rnd <= a_.rounds) {
-      if (need_send) {
-        if (rnd == 1 && a_.out_of_turn == std::optional<std::string>("receive")) {
-          std::int64_t t0, t1;
-          sb::ArrayView view;
-          if (call("receive", rnd, [&] { view = req_->try_receive(); }, t0, t1, true) == "ok")
-            event("receive", rnd, t0, t1, "ok", view.seq(), hexsum(view.data(), view.nbytes()),
-                  true, "", std::nullopt, view_->reply_fields());
-        }
-        if (rnd == 1 && a_.create && (a_.wrong_shape || a_.wrong_dtype)) {
-          const sb::DType bd = a_.wrong_dtype ? wrong_dtype(dtype_) : dtype_;
-          const sb::Shape bs = a_.wrong_shape ? wrong_shape(shape_) : shape_;
-          send(rnd, pattern(bd, bs, static_cast<std::uint64_t>(rnd), seed), bd, bs, true, res, ec);
-        }
-        point("before", "send", rnd);
-        if (!send(rnd, data, dtype_, shape_, false, res, ec)) fail(res, ec);
-        point("after", "send", rnd);
-        if (rnd == 1 && a_.out_of_turn == std::optional<std::string>("send"))
-          send(rnd, data, dtype_, shape_, true, res, ec);
-      }
-      point("before", "receive", rnd);
-      std::int64_t t0, t1;
-      res = call(
-          "receive", rnd, [&] { req_->receive(reply.data(), dtype_, shape_); }, t0, t1, false, &ec);
-      if (res == "ok") {
-        const bool good = verify(data, reply);
-        event("receive", rnd, t0, t1, "ok", req_->seq(), hexsum(reply.data(), reply.size()), false,
-              "", good, view_->reply_fields());
-        ++rounds_ok_;
-        verified_ += good;
-        mismatches_ += !good;
-        point("after", "receive", rnd);
-        ++rnd;
-        data = pattern(dtype_, shape_, static_cast<std::uint64_t>(rnd), seed);
-        need_send = true;
-        gone_since = -1;
-        retries = 0;
-        continue;
-      }
-      if (res == "TIMEOUT" && a_.retry_after_timeout && retries < 100) {
-        ++retries;
-        if (rnd < a_.rounds) {
-          std::vector<unsigned char> nxt =
-              pattern(dtype_, shape_, static_cast<std::uint64_t>(rnd + 1), seed);
-          std::string r2;
-          int ec2 = kExitInternal;
-          if (send(rnd + 1, nxt, dtype_, shape_, false, r2, ec2)) {
-            ++rnd;  // the old round is abandoned (cancelled, or its late reply dropped)
-            data = nxt;
-            need_send = false;
-            continue;
-          }
-          if (r2 != "OUT_OF_TURN") fail(r2, ec2);
-        }
-        need_send = false;  // receive the late reply of the same round
-        continue;
-      }
-      if (res == "PEER_GONE" && a_.on_peer_gone == "retry") {
-        const std::int64_t now = now_ns();
-        if (gone_since < 0) gone_since = now;
-        if (static_cast<double>(now - gone_since) <= a_.timeout * 1e9) {
-          sleep_ms(20);
-          need_send = !req_->pending().has_value();
-          continue;
-        }
-      }
-      fail(res, ec);
-    }
-  }
-
-  void run_responder() {
-    long rnd = 0;
-    std::int64_t gone_since = -1;  // ns, -1 = not gone
-    int ec = kExitInternal;
-    while (a_.rounds == 0 || rnd < a_.rounds) {
-      const long nr = rnd + 1;
-      std::int64_t t0, t1;
-      if (nr == 1 && a_.out_of_turn == std::optional<std::string>("reply") && gone_since < 0)
-        if (call("reply", nr, [&] { rsp_->reply(); }, t0, t1, true) == "ok")
-          event("reply", nr, t0, t1, "ok", std::nullopt, std::nullopt, true);
-      point("before", "take", nr);
-      if (a_.op == "fail") serve_failing(nr, ec);
-      std::optional<sb::Request> req;
-      std::string res = call("take", nr, [&] { req.emplace(rsp_->take()); }, t0, t1, false, &ec);
-      if (res == "PEER_GONE") {
-        const std::int64_t now = now_ns();
-        if (a_.on_peer_gone == "retry") {
-          if (gone_since < 0) gone_since = now;
-          if (static_cast<double>(now - gone_since) <= a_.timeout * 1e9) {
-            sleep_ms(20);
-            continue;
-          }
-        }
-        if (a_.rounds == 0) return;  // end of service (R-LIVE-4)
-        fail(res, ec);
-      }
-      if (res != "ok") fail(res, ec);
-      gone_since = -1;
-      rnd = nr;
-      event("take", rnd, t0, t1, "ok", req->seq(), hexsum(req->data(), req->nbytes()));
-      point("after", "take", rnd);
-      if (rnd == 1 && a_.out_of_turn == std::optional<std::string>("take")) {
-        std::int64_t u0, u1;
-        std::optional<sb::Request> extra;
-        if (call(
-                "take", rnd, [&] { extra.emplace(rsp_->take(std::chrono::nanoseconds::zero())); },
-                u0, u1, true) == "ok")
-          event("take", rnd, u0, u1, "ok", extra->seq(), std::nullopt, true);
-      }
-      apply_op(a_.op, dtype_, req->data(), req->nbytes());
-      point("before", "reply", rnd);
-      const std::string cs = hexsum(req->data(), req->nbytes());
-      res = call("reply", rnd, [&] { req->reply(); }, t0, t1, false, &ec);
-      if (res != "ok") fail(res, ec);
-      event("reply", rnd, t0, t1, "ok", req->seq(), cs);
-      ++rounds_ok_;
-      ++verified_;
-      point("after", "reply", rnd);
-    }
-  }
-
-  // --op fail: the library's handler path (Responder::serve) with a handler that throws a
-  // non-shmbridge exception: the library answers with reply_code HANDLER_FAILED (R-MSG-3) and
-  // rethrows; logged as a `reply` whose result is HANDLER_FAILED. Ends the peer.
-  [[noreturn]] void serve_failing(long rnd, int& ec) {
-    std::int64_t t0 = now_ns();
-    std::optional<long long> seq;
-    bool taken = false;
-    try {
-      rsp_->serve([&](sb::Request& r) {
-        taken = true;
-        seq = r.seq();
-        event("take", rnd, t0, now_ns(), "ok", r.seq(), hexsum(r.data(), r.nbytes()));
-        point("after", "take", rnd);
-        point("before", "reply", rnd);
-        t0 = now_ns();
-        throw std::runtime_error("--op fail: the handler failed on purpose");
-      });
-    } catch (const sb::Error& e) {
-      event(taken ? "reply" : "take", rnd, t0, now_ns(), e.name(), std::nullopt, std::nullopt,
-            false, e.what());
-      fail(e.name(), e.exit_code());
-    } catch (const std::runtime_error& e) {
-      const sb::Error hf(sb::ErrorCode::HANDLER_FAILED,
-                         std::string("the handler of request #") + std::to_string(seq.value_or(0)) +
-                             " failed: " + e.what() +
-                             "; the library answered it with reply_code HANDLER_FAILED (R-MSG-3)");
-      event("reply", rnd, t0, now_ns(), hf.name(), seq, std::nullopt, false, hf.what());
-      ec = hf.exit_code();
-      fail(hf.name(), ec);
-    }
-    // serve() returned: the requester closed before sending (R-LIVE-4)
-    event("take", rnd, t0, now_ns(), "PEER_GONE", std::nullopt, std::nullopt, false,
-          "PEER_GONE: the requester closed before sending a request for --op fail");
-    fail("PEER_GONE", sb::exit_code(sb::ErrorCode::PEER_GONE));
-  }
-
-  void close() {
-    sb::Handle* h = handle();
-    if (!h) return;
-    const std::int64_t t0 = now_ns();
-    try {
-      h->close();
-      event("close", 0, t0, now_ns(), "ok", std::nullopt, std::nullopt);
-    } catch (const sb::Error& e) {
-      event("close", 0, t0, now_ns(), e.name(), std::nullopt, std::nullopt, false, e.what());
-    }
-  }
-
-  Args a_;
-  std::mt19937_64 rng_;
-  std::optional<sb::Requester> req_;
-  std::optional<sb::Responder> rsp_;
-  std::optional<HeaderView> view_;  // opened after create/attach (PEER.md §2 header fields)
   sb::DType dtype_ = sb::DType::float32;
   sb::Shape shape_;
   std::uint64_t nbytes_ = 0;
-  long rounds_ok_ = 0, verified_ = 0, mismatches_ = 0;
-  bool corrupted_ = false;
 };
+
+std::unique_ptr<Rounds> make_v1_rounds(Peer& p) { return std::make_unique<V1Rounds>(p); }
+
+// ------------------------------------------------------------------------------ v2 (§7)
+
+// A field of a message as the peer builds, logs and verifies it.
+struct V2Field {
+  std::string name;
+  sb::DType dtype;
+  sb::Shape shape;
+  std::vector<unsigned char> data;
+};
+using V2Message = std::vector<V2Field>;
+
+// §7.3 / §7.4: a variable extent of maximum `max` by `mode`, from `base + d` for `rule`.
+std::uint64_t extent_by(std::uint64_t max, const std::string& mode, std::uint64_t base,
+                        std::size_t d) {
+  if (mode == "zero") return 0;
+  if (mode == "max") return max;
+  if (mode == "over") {
+    if (max == UINT64_MAX) throw UsageError{"'over' with a maximum of 2^64 - 1 (PEER.md §7.3)"};
+    return max + 1;
+  }
+  const std::uint64_t v = base + d;  // mod (M + 1), exact: for M = 2^64 - 1 the left operand
+  return max == UINT64_MAX ? v : v % (max + 1);
+}
+
+sb::Shape shape_by(const sb::FieldRecord& r, const std::string& mode, std::uint64_t base) {
+  std::vector<std::uint64_t> dims;
+  for (std::size_t d = 0; d < r.ndim; ++d) {
+    dims.push_back(r.variable(d) ? extent_by(r.max_shape[d], mode, base, d) : r.max_shape[d]);
+  }
+  return sb::Shape(dims);
+}
+
+// §7.5: "shapes" and "checksums" of the fields of a message, in schema order.
+std::string message_fields(const std::vector<std::string>& names,
+                           const std::function<sb::FieldRef(std::size_t)>& field) {
+  std::string shapes = "{", sums = "{";
+  for (std::size_t k = 0; k < names.size(); ++k) {
+    const sb::FieldRef f = field(k);
+    std::string dims;
+    for (std::uint64_t e : f.shape) dims += (dims.empty() ? "" : ",") + std::to_string(e);
+    shapes += (k ? "," : "") + jstr(names[k]) + ":[" + dims + "]";
+    sums += (k ? "," : "") + jstr(names[k]) + ":" + jstr(hexsum(f.data, f.nbytes()));
+  }
+  return "\"shapes\":" + shapes + "},\"checksums\":" + sums + "}";
+}
+std::string message_fields(const sb::FieldSet& m) {
+  return message_fields(m.names(), [&](std::size_t k) { return m.ref(m.names()[k]); });
+}
+std::string message_fields(const V2Message& m) {
+  std::vector<std::string> names;
+  for (const auto& f : m) names.push_back(f.name);
+  return message_fields(
+      names, [&](std::size_t k) { return sb::FieldRef(m[k].data.data(), m[k].dtype, m[k].shape); });
+}
+
+class V2Rounds final
+    : public RoundsOf<sb::MessageRequester, sb::MessageResponder, sb::MessageRequest> {
+ public:
+  using RoundsOf::RoundsOf;
+
+  void open() override {
+    const std::string op = a_.create ? "create" : "attach";
+    std::optional<sb::Schema> request, reply;  // validated by parse()
+    if (a_.request_schema) request = sb::Schema::parse(*a_.request_schema);
+    if (a_.reply_schema) reply = sb::Schema::parse(*a_.reply_schema);
+    const sb::Options opt = p_.options();
+    std::int64_t t0, t1;
+    int ec = kExitInternal;
+    const std::string result = p_.call(
+        op, 0,
+        [&] {
+          if (a_.role == "requester") {
+            req_.emplace(a_.create ? sb::MessageRequester::create(a_.name, *request, *reply, opt)
+                                   : sb::MessageRequester::attach(a_.name, request, reply, opt));
+          } else {
+            rsp_.emplace(a_.create ? sb::MessageResponder::create(a_.name, *request, *reply, opt)
+                                   : sb::MessageResponder::attach(a_.name, request, reply, opt));
+          }
+        },
+        t0, t1, false, &ec);
+    if (result != "ok") p_.fail(result, ec);
+    layout_ = req_ ? req_->schemas() : rsp_->schemas();
+    p_.open_view();
+    p_.event(op, 0, t0, t1, "ok", handle()->seq(), std::nullopt, false, "", std::nullopt,
+             "\"protocol\":2");
+    if (!op_fits()) {
+      throw UsageError{"--op " + a_.op +
+                       " needs compatible schemas (PEER.md §7.4): as many reply fields as request "
+                       "fields, reply field k in place onto request field k or of its dtype, "
+                       "extents, maxima and variable extents"};
+    }
+  }
+
+  // §7.3: the request of round r.
+  V2Message request_of(long rnd) const {
+    const auto r = static_cast<std::uint64_t>(rnd), s = static_cast<std::uint64_t>(a_.seed);
+    V2Message m;
+    for (std::size_t k = 0; k < layout_.request.size(); ++k) {
+      const sb::FieldRecord& rec = layout_.request[k];
+      const sb::Shape shape = shape_by(rec, a_.extents, r + s + 3 * k);
+      m.push_back(
+          {rec.name, rec.dtype_value(), shape, pattern(rec.dtype_value(), shape, r, s + 29 * k)});
+    }
+    return m;
+  }
+
+  // §7.4: the reply the op promises for `request` (derive with this peer's --reply-extents).
+  V2Message reply_for(const V2Message& request) const {
+    V2Message m;
+    if (a_.op == "derive") {
+      const std::uint64_t c =
+          request.empty() ? 0 : checksum(request[0].data.data(), request[0].data.size()) % 61;
+      for (std::size_t k = 0; k < layout_.reply.size(); ++k) {
+        const sb::FieldRecord& rec = layout_.reply[k];
+        const sb::Shape shape = shape_by(rec, a_.reply_extents, c + 3 * k);
+        m.push_back(
+            {rec.name, rec.dtype_value(), shape, pattern(rec.dtype_value(), shape, 0, 29 * k + c)});
+      }
+      return m;
+    }
+    for (std::size_t k = 0; k < layout_.reply.size(); ++k) {
+      V2Field f = request[k];
+      f.name = layout_.reply[k].name;
+      apply_op(a_.op, f.dtype, f.data.data(), f.data.size());
+      m.push_back(std::move(f));
+    }
+    return m;
+  }
+
+  // Zero-copy: request_buffer checks the shapes (S1-S3, S5-S7) before any data exists, so
+  // --extents over fails without allocating the oversized fields.
+  bool send(long rnd, bool injected, std::string& result, int& ec) override {
+    const auto r = static_cast<std::uint64_t>(rnd), s = static_cast<std::uint64_t>(a_.seed);
+    std::vector<sb::NamedShape> shapes;
+    for (std::size_t k = 0; k < layout_.request.size(); ++k) {
+      shapes.push_back(
+          {layout_.request[k].name, shape_by(layout_.request[k], a_.extents, r + s + 3 * k)});
+    }
+    V2Message m;
+    std::uint32_t seq = 0;
+    std::int64_t t0, t1;
+    result = p_.call(
+        "send", rnd,
+        [&] {
+          sb::MessageBuffer buf = req_->request_buffer(shapes);
+          m = request_of(rnd);
+          for (const V2Field& f : m) {
+            if (!f.data.empty()) std::memcpy(buf.raw(f.name).data, f.data.data(), f.data.size());
+          }
+          seq = req_->send_in_place();
+        },
+        t0, t1, injected, &ec);
+    if (result != "ok") return false;
+    p_.event("send", rnd, t0, t1, "ok", seq, std::nullopt, injected, "", std::nullopt,
+             message_fields(m));
+    return true;
+  }
+
+  std::string receive(long rnd, int& ec) override {
+    sb::MessageView v;
+    std::int64_t t0, t1;
+    const std::string res =
+        p_.call("receive", rnd, [&] { v = req_->receive(); }, t0, t1, false, &ec);
+    if (res != "ok") return res;
+    const bool good = verify(reply_for(request_of(rnd)), v);
+    p_.event("receive", rnd, t0, t1, "ok", v.seq(), std::nullopt, false, "", good,
+             message_fields(v) + "," + p_.view()->reply_fields());
+    p_.count_reply(good);
+    return res;
+  }
+
+  void receive_injected(long rnd) override {
+    std::int64_t t0, t1;
+    sb::MessageView v;
+    if (p_.call("receive", rnd, [&] { v = req_->try_receive(); }, t0, t1, true) == "ok")
+      p_.event("receive", rnd, t0, t1, "ok", v.seq(), std::nullopt, true, "", std::nullopt,
+               message_fields(v) + "," + p_.view()->reply_fields());
+  }
+
+  void compute() override {}  // the reply fields are written by reply() (zero-copy views)
+
+  // §7.4: the op's reply through reply_field views, then reply(); a reply call that fails (S7
+  // with --reply-extents over) is logged and answered with an error reply of its code (R-MSG-2).
+  std::string reply(long rnd, int& ec) override {
+    std::string fields;
+    std::int64_t t0, t1;
+    const std::string res = p_.call(
+        "reply", rnd,
+        [&] {
+          fields = write_reply();
+          request_->reply();
+        },
+        t0, t1, false, &ec);
+    if (res == "ok") {
+      p_.event("reply", rnd, t0, t1, "ok", request_->seq(), std::nullopt, false, "", std::nullopt,
+               fields);
+    } else if (!request_->answered()) {
+      sb::ErrorCode code;
+      if (sb::error_from_name(res, code)) {
+        try {
+          request_->fail(code);
+        } catch (const sb::Error&) {
+        }
+      }
+    }
+    return res;
+  }
+
+ protected:
+  TakeLog take_log(sb::MessageRequest& r) override {
+    return TakeLog{r.seq(), std::nullopt, message_fields(r.request())};  // §7.5
+  }
+
+ private:
+  // §7.4: add1/echo/checksum need reply field k in place onto request field k, or of its dtype,
+  // ndim, extents, maxima and variable extents; derive and fail fit any schemas.
+  bool op_fits() const {
+    if (a_.op == "derive" || a_.op == "fail") return true;
+    if (layout_.request.size() != layout_.reply.size()) return false;
+    for (std::size_t k = 0; k < layout_.reply.size(); ++k) {
+      const sb::FieldRecord &rep = layout_.reply[k], &req = layout_.request[k];
+      if (rep.alias ? rep.alias != k + 1
+                    : (rep.dtype != req.dtype || rep.ndim != req.ndim ||
+                       rep.max_shape != req.max_shape || rep.variable_mask != req.variable_mask))
+        return false;
+    }
+    return true;
+  }
+
+  // Writes the op's reply into reply_field views; returns its "shapes"/"checksums" fields,
+  // computed while the responder still owns the areas.
+  std::string write_reply() {
+    const sb::MessageView& in = request_->request();
+    std::uint64_t c = 0;
+    if (a_.op == "derive" && !layout_.request.empty()) {
+      const sb::FieldRef f0 = in.ref(layout_.request[0].name);
+      c = checksum(f0.data, f0.nbytes()) % 61;  // before an in-place field overwrites it
+    }
+    std::vector<sb::RawField> written;
+    for (std::size_t k = 0; k < layout_.reply.size(); ++k) {
+      const sb::FieldRecord& rec = layout_.reply[k];
+      if (a_.op == "derive") {
+        const sb::Shape shape = shape_by(rec, a_.reply_extents, c + 3 * k);
+        written.push_back(request_->reply_field(rec.name, shape));
+        const auto data = pattern(rec.dtype_value(), shape, 0, 29 * k + c);
+        if (!data.empty()) std::memcpy(written.back().data, data.data(), data.size());
+      } else {
+        const sb::FieldRef src = in.ref(layout_.request[k].name);
+        written.push_back(request_->reply_field(rec.name, src.shape));
+        const sb::RawField& f = written.back();
+        if (f.data != src.data && f.nbytes) std::memcpy(f.data, src.data, f.nbytes);
+        apply_op(a_.op, f.dtype, f.data, f.nbytes);
+      }
+    }
+    std::vector<std::string> names;
+    for (const auto& rec : layout_.reply) names.push_back(rec.name);
+    return message_fields(names, [&](std::size_t k) {
+      return sb::FieldRef(written[k].data, written[k].dtype, written[k].shape);
+    });
+  }
+
+  bool verify(const V2Message& want, const sb::MessageView& got) const {
+    for (const V2Field& f : want) {
+      const sb::FieldRef g = got.ref(f.name);
+      if (g.shape != f.shape || g.nbytes() != f.data.size()) return false;
+      if (a_.op == "checksum") {
+        if (checksum(g.data, g.nbytes()) != checksum(f.data.data(), f.data.size())) return false;
+      } else if (!f.data.empty() && std::memcmp(g.data, f.data.data(), f.data.size()) != 0) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  sb::SchemaLayout layout_;
+};
+
+std::unique_ptr<Rounds> make_v2_rounds(Peer& p) { return std::make_unique<V2Rounds>(p); }
 
 }  // namespace
 

@@ -48,7 +48,7 @@ class Span {
 };
 
 namespace detail {
-class Core;
+class RoundEngine;
 void check_dtype(DType have, DType want);
 }  // namespace detail
 
@@ -116,7 +116,7 @@ class Request {
 
  private:
   friend class Responder;
-  std::shared_ptr<detail::Core> core_;
+  std::shared_ptr<detail::RoundEngine> core_;
   void* data_ = nullptr;
   DType dtype_ = DType::uint8;
   Shape shape_;
@@ -125,15 +125,15 @@ class Request {
   bool answered_ = false;
 };
 
-// Common read-only accessors of both roles.
-class Handle {
+// What every channel handle has, whatever its role and protocol version: the control word,
+// the segment, and close (R-CLOSE-*). v1 handles (Requester, Responder) and v2 handles
+// (MessageRequester, MessageResponder, message.hpp) share it and the round engine behind it.
+class ChannelHandle {
  public:
   std::uint32_t word() const;  // the control word (acquire load)
   std::uint32_t phase_bits() const { return shmbridge::phase_bits(word()); }
   Phase phase() const { return static_cast<Phase>(phase_bits()); }
   std::uint32_t seq() const { return seq_of(word()); }
-  DType dtype() const;
-  const Shape& shape() const;
   std::uint64_t capacity() const;
   const std::string& name() const;
   bool is_creator() const;
@@ -147,15 +147,25 @@ class Handle {
   // R-CLOSE-*: idempotent; also run by the destructor.
   void close();
 
-  Handle(Handle&&) noexcept;
-  Handle& operator=(Handle&&) noexcept;
-  ~Handle();
+  ChannelHandle(ChannelHandle&&) noexcept;
+  ChannelHandle& operator=(ChannelHandle&&) noexcept;
+  ~ChannelHandle();
 
  protected:
-  Handle() = default;
-  explicit Handle(std::shared_ptr<detail::Core> core) noexcept;
-  detail::Core& core() const;
-  std::shared_ptr<detail::Core> core_;
+  ChannelHandle() = default;
+  explicit ChannelHandle(std::shared_ptr<detail::RoundEngine> core) noexcept;
+  detail::RoundEngine& core() const;
+  std::shared_ptr<detail::RoundEngine> core_;
+};
+
+// Common read-only accessors of both v1 roles.
+class Handle : public ChannelHandle {
+ public:
+  DType dtype() const;
+  const Shape& shape() const;
+
+ protected:
+  using ChannelHandle::ChannelHandle;
 };
 
 class Requester : public Handle {

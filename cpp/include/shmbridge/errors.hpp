@@ -5,6 +5,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace shmbridge {
 
@@ -67,6 +68,9 @@ class Error : public std::runtime_error {
   // R-MSG-5: the reply_code of the reply this error was raised from (after T4); empty for an
   // error that did not come from a reply (a timeout, a withdrawn request, a local check, ...).
   const std::optional<std::uint32_t>& reply_code() const noexcept { return reply_code_; }
+  // R-FIELD-7 (v2): the field the error concerns, as the caller gave it; empty when it names none
+  // (every v1 error, header validation, and every error raised from a reply_code).
+  const std::string& field() const noexcept { return field_; }
 
   Error& set_peer_gone_reason(PeerGoneReason reason) noexcept {
     reason_ = reason;
@@ -76,15 +80,24 @@ class Error : public std::runtime_error {
     reply_code_ = reply_code;
     return *this;
   }
+  Error& set_field(std::string field) noexcept {
+    field_ = std::move(field);
+    return *this;
+  }
 
  private:
   ErrorCode code_;
   PeerGoneReason reason_ = PeerGoneReason::none;
   std::optional<std::uint32_t> reply_code_;
+  std::string field_;
 };
 
 // Builds "NAME: expected <expected>, found <found>; <todo>".
 [[noreturn]] void raise(ErrorCode code, const std::string& expected, const std::string& found,
                         const std::string& todo);
+// R-FIELD-7: the same for an error that names a field: "NAME: field 'f': expected ..., found ...;
+// <todo>", with Error::field() = `field`.
+[[noreturn]] void raise_field(ErrorCode code, const std::string& field, const std::string& expected,
+                              const std::string& found, const std::string& todo);
 
 }  // namespace shmbridge

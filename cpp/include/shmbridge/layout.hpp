@@ -119,7 +119,9 @@ struct Slot {
 
 enum class SlotState : std::uint32_t { empty = 0, attached = 1, closed = 2 };
 
-struct Header {
+// The fields every protocol version has at the same offsets (§3; Part II R-SCHEMA-5, R-VER-6):
+// the v1 Header and the v2 HeaderV2 (layout_v2.hpp) add their own between them.
+struct FixedHeader {
   std::array<std::uint8_t, 8> magic = layout::kMagic;
   std::uint16_t version_major = layout::kVersionMajor;
   std::uint16_t version_minor = layout::kVersionMinor;
@@ -128,14 +130,22 @@ struct Header {
   std::uint64_t segment_size = layout::kHeaderSize;
   std::uint32_t flags = 0;
   std::uint32_t max_dims = layout::kMaxDims;
-  Descriptor declared;
-  Descriptor message;
   std::uint32_t reply_code = 0;
   std::uint32_t word = 0;
   std::uint32_t waiters = 0;
   Slot requester;
   Slot responder;
   Slot creator;
+  friend bool operator==(const FixedHeader& a, const FixedHeader& b) noexcept;
+};
+
+// Writes / reads the FixedHeader fields at their offsets (nothing else).
+void encode_fixed_header(const FixedHeader& h, std::uint8_t* out);
+FixedHeader decode_fixed_header(const std::uint8_t* in);
+
+struct Header : FixedHeader {
+  Descriptor declared;
+  Descriptor message;
 
   // The header of a fresh segment for dtype/shape, capacity = nbytes (message = declared).
   static Header fresh(DType dtype, const Shape& shape);
@@ -149,6 +159,7 @@ Header decode_header(const std::uint8_t* in);
 Descriptor decode_descriptor(const std::uint8_t* in);
 void encode_descriptor(const Descriptor& d, std::uint8_t* out);
 Slot decode_slot(const std::uint8_t* in);
+void encode_slot(const Slot& s, std::uint8_t* out);  // all 32 bytes (reserved bytes zero)
 
 // R-LAYOUT-5: throws CORRUPT_HEADER naming `which` ("declared", "message") if invalid.
 void validate_descriptor(const Descriptor& d, std::uint64_t capacity, const char* which);

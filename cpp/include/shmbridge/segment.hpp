@@ -3,8 +3,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "shmbridge/layout.hpp"
 
@@ -36,14 +38,16 @@ struct CreateOptions {
 
 class Segment {
  public:
-  // R-SEG-1/2/6, R-STALE-2: creates the OS object exclusively (mode 0600), sizes it, writes
-  // `header` (magic last, release) after `before_publish(base)` ran on the mapping (the caller
-  // claims its slots there). Reclaims a stale segment or fails with ALREADY_EXISTS,
+  // R-SEG-1/2/6, R-STALE-2: creates the OS object exclusively (mode 0600), sizes it to
+  // `segment_size`, runs `write_header(base)` (every header byte; magic stays zero), then
+  // `before_publish(base)` (the caller claims its slots there), then publishes magic (release).
+  // Reclaims a stale segment of either protocol version (R-VER-7) or fails with ALREADY_EXISTS,
   // STALE_SEGMENT, CORRUPT_HEADER, VERSION_MISMATCH, PERMISSION_DENIED.
   template <class F>
-  static Segment create(const std::string& name, const Header& header, const CreateOptions& opt,
-                        F&& before_publish) {
-    Segment s = create_unpublished(name, header, opt);
+  static Segment create(const std::string& name, std::uint64_t segment_size,
+                        const std::function<void(std::uint8_t*)>& write_header,
+                        const CreateOptions& opt, F&& before_publish) {
+    Segment s = create_unpublished(name, segment_size, write_header, opt);
     try {
       before_publish(s.base());
     } catch (...) {
@@ -53,9 +57,23 @@ class Segment {
     s.publish();
     return s;
   }
+  // The same for a v1 header.
+  template <class F>
+  static Segment create(const std::string& name, const Header& header, const CreateOptions& opt,
+                        F&& before_publish) {
+    Header h = header;
+    h.magic = {};  // published last (R-SEG-6)
+    return create(
+        name, header.segment_size, [&h](std::uint8_t* base) { encode_header(h, base); }, opt,
+        std::forward<F>(before_publish));
+  }
   // R-SEG-4/6: SEGMENT_NOT_FOUND, PERMISSION_DENIED, CORRUPT_HEADER, VERSION_MISMATCH. Retries
-  // while magic is 0 until `timeout` has passed.
+  // while magic is 0 until `timeout` has passed. `check(data, mapping_size, canonical_name)`
+  // validates a published header (it throws); the default accepts either protocol version.
+  using HeaderCheck = std::function<void(const std::uint8_t*, std::uint64_t, const std::string&)>;
   static Segment attach(const std::string& name, std::chrono::nanoseconds timeout);
+  static Segment attach(const std::string& name, std::chrono::nanoseconds timeout,
+                        const HeaderCheck& check);
 
   // Removes the OS object of `name` (POSIX shm_unlink; Windows: nothing). True if removed.
   static bool remove(const std::string& name) noexcept;
@@ -79,7 +97,8 @@ class Segment {
   void reset() noexcept { mapping_.reset(); }
 
  private:
-  static Segment create_unpublished(const std::string& name, const Header& header,
+  static Segment create_unpublished(const std::string& name, std::uint64_t segment_size,
+                                    const std::function<void(std::uint8_t*)>& write_header,
                                     const CreateOptions& opt);
   void publish() noexcept;
 

@@ -5,9 +5,13 @@
 #include "shmbridge/dtype.hpp"
 #include "shmbridge/errors.hpp"
 #include "shmbridge/layout.hpp"
+#include "shmbridge/layout_v2.hpp"
 #include "shmbridge/liveness.hpp"
+#include "shmbridge/message.hpp"
+#include "shmbridge/message_table.hpp"
 #include "shmbridge/naming.hpp"
 #include "shmbridge/protocol.hpp"
+#include "shmbridge/schema.hpp"
 #include "shmbridge/segment.hpp"
 #include "shmbridge/wait.hpp"
 
