@@ -36,6 +36,7 @@ from .errors import (
     exit_code,
 )
 from .protocol import Phase
+from .schema import Schema, inplace, upto
 from .segment import SegmentBusyWarning
 
 __version__ = "0.1.0"
@@ -66,6 +67,7 @@ __all__ = [
     "Requester",
     "Responder",
     "RoleTaken",
+    "Schema",
     "SchemaMismatch",
     "SegmentBusyWarning",
     "SegmentNotFound",
@@ -79,4 +81,6 @@ __all__ = [
     "error_for",
     "error_name",
     "exit_code",
+    "inplace",
+    "upto",
 ]

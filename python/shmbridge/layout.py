@@ -42,6 +42,7 @@ __all__ = [
     "header_from_fields",
     "header_to_fields",
     "validate_fixed",
+    "version_mismatch",
 ]
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -255,10 +256,30 @@ def encode_header(h: Header, *, with_magic: bool = True) -> bytes:
     return bytes(out)
 
 
-def validate_fixed(raw: Buffer, mapping_size: int) -> tuple[int, int]:
+def version_mismatch(found: int, minor: int, api: int, name: str = "") -> VersionMismatch:
+    """The VERSION_MISMATCH of an API speaking protocol ``api`` (1 or 2) that found a segment of
+    version ``found``.``minor`` (R-VER-3, R-VER-4; segment ``name`` if known)."""
+    seg = f"segment {name!r}" if name else "the segment"
+    if api == 1 and found == 2:
+        return VersionMismatch(
+            f"{seg} uses protocol v2 (typed messages): attach with "
+            "MessageRequester/MessageResponder"
+        )
+    if api == 2 and found == 1:
+        return VersionMismatch(
+            f"{seg} uses protocol v1 (one array): attach with Requester/Responder"
+        )
+    return VersionMismatch(
+        f"{seg} uses protocol version {found}.{minor}: expected major version 1 or 2 (the "
+        "versions this library supports); use peers of a supported version"
+    )
+
+
+def validate_fixed(raw: Buffer, mapping_size: int, *, name: str = "") -> tuple[int, int]:
     """Validate magic, version and the sizes (R-LAYOUT-3, -4, -6). Returns (capacity,
     segment_size). An all-zero magic is SegmentNotFound ("still initialising", R-SEG-6); the
-    attach path retries on it before calling this."""
+    attach path retries on it before calling this. ``name`` names the segment in a version
+    mismatch (R-VER-3)."""
     if mapping_size < HEADER_SIZE or len(raw) < HEADER_SIZE:
         raise CorruptHeader(
             f"the OS object is {mapping_size} bytes, smaller than the {HEADER_SIZE}-byte header"
@@ -275,10 +296,7 @@ def validate_fixed(raw: Buffer, mapping_size: int) -> tuple[int, int]:
             "segment (remove it or choose another name)"
         )
     if vmaj != VERSION_MAJOR:
-        raise VersionMismatch(
-            f"protocol version mismatch: this implementation speaks {VERSION_MAJOR}.x, the segment "
-            f"is {vmaj}.{vmin}; use peers of the same major version"
-        )
+        raise version_mismatch(vmaj, vmin, VERSION_MAJOR, name)
     if hsize != HEADER_SIZE:
         raise CorruptHeader(f"header_size: expected {HEADER_SIZE}, found {hsize}")
     if max_dims != MAX_DIMS:
