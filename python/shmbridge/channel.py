@@ -1156,6 +1156,17 @@ class _ResponderCore(_Handle, Generic[_Req]):
     def try_take(self) -> _Req:
         return self.take(timeout=0)
 
+    def _serve_take(self, timeout: float) -> _Req | None:
+        """The take of a serve loop: None when the requester closed (PEER_GONE with reason
+        CLOSED, R-LIVE-4: the end of service); a requester that died raises PEER_GONE (reason
+        DIED, R-LIVE-5), so that a supervisor sees the crash."""
+        try:
+            return self.take(timeout)
+        except PeerGone as e:
+            if e.reason is PeerGoneReason.CLOSED:
+                return None
+            raise
+
     def _reply(self, seq: int, code: int) -> None:
         """T3 (release): write reply_code (and message = declared), CAS TAKEN -> REPLIED."""
         if self._closed:
@@ -1259,12 +1270,9 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
         t = _timeout(timeout, self._opts.timeout)  # validated once, not per round
         n = 0
         while True:
-            try:
-                req = self.take(t)
-            except PeerGone as e:
-                if e.reason is PeerGoneReason.CLOSED:
-                    return n
-                raise
+            req = self._serve_take(t)
+            if req is None:
+                return n
             # ``with req:`` spelled out: the same completion rules without two calls per round.
             try:
                 result = handler(req.array)

@@ -524,6 +524,7 @@ def check_expected(
                 f"{repr(g) if g is not None else 'no field'}; attach with the creator's "
                 f"{side} schema ({', '.join(r.name for r in found) or 'no fields'})",
                 field=field_name,
+                check="X1",
             )
     for f, r in zip(exp, found):
         what = f"{side} field {f.name!r} of {seg}"
@@ -534,11 +535,14 @@ def check_expected(
                     f"{what}: expected dtype {DType(dtype_code(f.dtype)).name}, {declared}; "
                     "attach with the creator's schema",
                     field=f.name,
+                    check="X2",
                 )
             max_shape, mask = _expected_shape(f)
             if len(max_shape) != r.ndim:  # X3
                 raise ShapeMismatch(
-                    f"{what}: expected {len(max_shape)} dimensions, {declared}", field=f.name
+                    f"{what}: expected {len(max_shape)} dimensions, {declared}",
+                    field=f.name,
+                    check="X3",
                 )
             for d, (a, b) in enumerate(zip(max_shape, r.max_shape)):  # X4
                 if a != b:
@@ -546,18 +550,23 @@ def check_expected(
                         f"{what}: expected extent {d} to be {'at most ' if mask >> d & 1 else ''}"
                         f"{a}, {declared}",
                         field=f.name,
+                        check="X4",
                     )
             if mask != r.variable_mask:  # X5
                 raise ShapeMismatch(
                     f"{what}: expected variable extents {_mask_text(mask)}, {declared}",
                     field=f.name,
+                    check="X5",
                 )
             if r.alias:  # X6
-                raise SchemaMismatch(f"{what}: expected its own storage, {declared}", field=f.name)
+                raise SchemaMismatch(
+                    f"{what}: expected its own storage, {declared}", field=f.name, check="X6"
+                )
         elif not r.alias or request[r.alias - 1].name != f.target:  # X6
             raise SchemaMismatch(
                 f"{what}: expected in place onto request field {f.target!r}, {declared}",
                 field=f.name,
+                check="X6",
             )
 
 

@@ -540,5 +540,5 @@ def schema_of(records: Sequence[Record], request: Sequence[Record] = ()) -> Sche
             fields.append(Field(r.name, target=request[r.alias - 1].name))
         else:
             shape = tuple(Upto(m) if r.variable(d) else m for d, m in enumerate(r.max_shape))
-            fields.append(Field(r.name, DType(r.dtype).numpy, shape))
+            fields.append(Field(r.name, np.dtype(DType(r.dtype).name), shape))
     return Schema.of(fields)
