@@ -514,8 +514,8 @@ class MessageRequest:
 
     def reply_field(self, name: str, shape: Any = None) -> Array:
         """A writable view of reply field ``name`` with ``shape`` (which may be omitted for a
-        field with only fixed extents, or in place: its target's shape as taken); ``reply()``
-        publishes it (R-FIELD-6: S1, S3, S5-S7)."""
+        field with only fixed extents: its declared shape); ``reply()`` publishes it
+        (R-FIELD-6: S1, S3, S5-S7). An in-place field's view is its target's storage."""
         self._check_turn("reply_field")
         o = self._owner
         area = o._reply_area
@@ -528,7 +528,7 @@ class MessageRequest:
         k = area.names.index(name)
         r = area.records[k]
         if shape is None:
-            got = self._taken[r.alias - 1] if r.alias else _fixed(r)
+            got = _fixed(r)
             if got is None:  # S3
                 raise SchemaMismatch(
                     f"reply field {name!r} ({r.describe()}) has a variable extent: expected a "
