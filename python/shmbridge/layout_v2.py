@@ -287,9 +287,11 @@ def _records(
 def decode_header(raw: Buffer, mapping_size: int, *, name: str = "") -> HeaderV2:
     """Validate (H1-H16 in order, F1-F9 per record, R-SCHEMA-9) and decode the v2 header at the
     start of ``raw`` for an OS object of ``mapping_size`` bytes. ``raw`` must hold the header's
-    bytes up to ``header_size`` (more is never read). Raises CorruptHeader, SegmentNotFound (H2:
-    still initialising) or VersionMismatch (H4; ``name`` names the segment, R-VER-4); header
-    errors name no field."""
+    bytes up to ``header_size`` (more is never read; a fuzz harness passes the bytes zero-padded
+    to MAX_HEADER_SIZE). Raises CorruptHeader, SegmentNotFound (H2: still initialising) or
+    VersionMismatch (H4; ``name`` names the segment, R-VER-4), with ``check`` the label of the
+    failing check; header errors name no field. Pure: needs neither the mapping nor the native
+    helper (the v2 counterpart of ``layout.decode_header`` for cpp/fuzz/differential.py)."""
     rd = _Reader(raw)
     if mapping_size < FIXED_HEADER_SIZE or len(raw) < FIXED_HEADER_SIZE:  # H1
         raise CorruptHeader(

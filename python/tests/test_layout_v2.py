@@ -224,3 +224,29 @@ def test_r_schema_7_every_offset_is_aligned_and_fields_do_not_overlap() -> None:
     assert c.offset == g.reply_area_offset + 192  # align64(2 x 80)
     assert d.reply[1].offset == b.offset
     assert g.reply_area_offset == g.request_area_offset + g.request_area_size
+
+
+def test_r_schema_9_the_validator_is_a_pure_function_importable_without_the_native_helper() -> None:
+    """For the fuzz differential (cpp/fuzz/differential.py loads shmbridge.layout without the
+    package __init__, which needs _native): shmbridge.layout_v2.decode_header(bytes,
+    mapping_size) is importable the same way and gives the error name and check label."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = (
+        "import importlib, sys, types\n"
+        "pkg = types.ModuleType('shmbridge')\n"
+        f"pkg.__path__ = [{str(REPO / 'python' / 'shmbridge')!r}]\n"
+        "sys.modules['shmbridge'] = pkg\n"
+        "v2 = importlib.import_module('shmbridge.layout_v2')\n"
+        "assert 'shmbridge._native' not in sys.modules\n"
+        f"raw = bytes.fromhex({INVALID[0]['hex']!r}).ljust(v2.MAX_HEADER_SIZE, bytes(1))\n"
+        "try:\n"
+        f"    v2.decode_header(raw, {INVALID[0]['mapping_size']})\n"
+        "except Exception as e:\n"
+        "    print(e.name, e.check)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [INVALID[0]["error"], INVALID[0]["check"]]
