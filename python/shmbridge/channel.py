@@ -1028,10 +1028,7 @@ class Request:
         """Complete the round with an error reply (R-MSG-2)."""
         if self.done:
             raise OutOfTurn(f"fail: request #{self.seq} was already answered")
-        c = int(code)
-        if c <= 0 or c > 0xFFFFFFFF:
-            raise InvalidArgument(f"fail: code must be a non-zero error code, found {code!r}")
-        self._owner._reply(self.seq, c)
+        self._owner._fail(self.seq, code)
         self.done = True
         self._lease.end()
 
@@ -1166,6 +1163,13 @@ class _ResponderCore(_Handle, Generic[_Req]):
             if e.reason is PeerGoneReason.CLOSED:
                 return None
             raise
+
+    def _fail(self, seq: int, code: int | ErrorCode) -> None:
+        """An error reply (R-MSG-2): T3 with a non-zero reply_code."""
+        c = int(code)
+        if c <= 0 or c > 0xFFFFFFFF:
+            raise InvalidArgument(f"fail: code must be a non-zero error code, found {code!r}")
+        self._reply(seq, c)
 
     def _reply(self, seq: int, code: int) -> None:
         """T3 (release): write reply_code (and message = declared), CAS TAKEN -> REPLIED."""

@@ -10,10 +10,13 @@ from __future__ import annotations
 import struct
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .dtype import DType
 from .errors import CapacityExceeded, CorruptHeader, SegmentNotFound, VersionMismatch
+
+if TYPE_CHECKING:
+    from .layout_v2 import HeaderV2
 
 __all__ = [
     "HEADER_SIZE",
@@ -35,12 +38,15 @@ __all__ = [
     "Header",
     "Slot",
     "check_host",
+    "decode_common",
     "decode_descriptor",
     "decode_header",
+    "encode_common",
     "encode_descriptor",
     "encode_header",
     "header_from_fields",
     "header_to_fields",
+    "slot_fields",
     "validate_fixed",
     "version_mismatch",
 ]
@@ -230,6 +236,15 @@ def encode_header(h: Header, *, with_magic: bool = True) -> bytes:
             f"{h.capacity}"
         )
     out = bytearray(HEADER_SIZE)
+    encode_common(out, h, with_magic)
+    out[OFF_DECLARED : OFF_DECLARED + DESCRIPTOR_SIZE] = encode_descriptor(h.declared)
+    out[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] = encode_descriptor(h.message)
+    return bytes(out)
+
+
+def encode_common(out: bytearray, h: Header | HeaderV2, with_magic: bool) -> None:
+    """The fields both versions keep at the same offsets with the same encoding (R-SCHEMA-5,
+    R-VER-6): magic .. max_dims, reply_code, word, waiters and the three slots."""
     _FIXED.pack_into(
         out,
         0,
@@ -242,8 +257,6 @@ def encode_header(h: Header, *, with_magic: bool = True) -> bytes:
         h.flags,
         h.max_dims,
     )
-    out[OFF_DECLARED : OFF_DECLARED + DESCRIPTOR_SIZE] = encode_descriptor(h.declared)
-    out[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] = encode_descriptor(h.message)
     _U32.pack_into(out, OFF_REPLY_CODE, h.reply_code)
     _U32.pack_into(out, OFF_WORD, h.word)
     _U32.pack_into(out, OFF_WAITERS, h.waiters)
@@ -253,7 +266,29 @@ def encode_header(h: Header, *, with_magic: bool = True) -> bytes:
         (OFF_CREATOR, h.creator),
     ):
         out[off : off + SLOT_SIZE] = _encode_slot(slot)
-    return bytes(out)
+
+
+def decode_common(raw: Buffer) -> dict[str, Any]:
+    """reply_code, word, waiters and the slots, which both versions keep at the same offsets
+    (never judged by header validation: R-STATE-11, R-SCHEMA-9)."""
+    return {
+        "reply_code": _U32.unpack_from(raw, OFF_REPLY_CODE)[0],
+        "word": _U32.unpack_from(raw, OFF_WORD)[0],
+        "waiters": _U32.unpack_from(raw, OFF_WAITERS)[0],
+        "requester": _decode_slot(raw, OFF_REQUESTER),
+        "responder": _decode_slot(raw, OFF_RESPONDER),
+        "creator": _decode_slot(raw, OFF_CREATOR),
+    }
+
+
+def slot_fields(s: Slot) -> dict[str, int]:
+    """A slot as the header vectors write it."""
+    return {
+        "pid": s.pid,
+        "state": s.state,
+        "start_time": s.start_time,
+        "incarnation": s.incarnation,
+    }
 
 
 def version_mismatch(found: int, minor: int, api: int, name: str = "") -> VersionMismatch:
@@ -335,12 +370,7 @@ def decode_header(raw: Buffer, mapping_size: int, *, check_message: bool = True)
         segment_size=segsize,
         flags=flags,
         max_dims=max_dims,
-        reply_code=_U32.unpack_from(mv, OFF_REPLY_CODE)[0],
-        word=_U32.unpack_from(mv, OFF_WORD)[0],
-        waiters=_U32.unpack_from(mv, OFF_WAITERS)[0],
-        requester=_decode_slot(mv, OFF_REQUESTER),
-        responder=_decode_slot(mv, OFF_RESPONDER),
-        creator=_decode_slot(mv, OFF_CREATOR),
+        **decode_common(mv),
     )
 
 
@@ -350,13 +380,7 @@ def header_to_fields(h: Header) -> dict[str, Any]:
     def desc(d: Descriptor) -> dict[str, Any]:
         return {"dtype": d.dtype, "ndim": d.ndim, "shape": list(d.shape), "nbytes": d.nbytes}
 
-    def slot(s: Slot) -> dict[str, int]:
-        return {
-            "pid": s.pid,
-            "state": s.state,
-            "start_time": s.start_time,
-            "incarnation": s.incarnation,
-        }
+    slot = slot_fields
 
     return {
         "magic": h.magic.decode("ascii"),

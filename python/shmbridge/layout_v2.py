@@ -23,13 +23,10 @@ from .errors import (
 )
 from .layout import (
     MAGIC,
-    OFF_CREATOR,
-    OFF_REPLY_CODE,
-    OFF_REQUESTER,
-    OFF_RESPONDER,
-    OFF_WAITERS,
-    OFF_WORD,
     Slot,
+    decode_common,
+    encode_common,
+    slot_fields,
     version_mismatch,
 )
 from .schema import (
@@ -76,8 +73,6 @@ OFF_RECORDS = 0x200
 _FIXED = struct.Struct("<8sHHIQQII")  # magic .. max_dims (0x00..0x28), as v1
 _GEOMETRY = struct.Struct("<IIQQQQ40x")  # §II.3.1
 _RECORD = struct.Struct("<32sIIII8QQQ")  # §II.3.2
-_U32 = struct.Struct("<I")
-_SLOT = struct.Struct("<IIQQ8x")
 _CODES = frozenset(int(d) for d in DType)
 
 assert _GEOMETRY.size == 80 and _RECORD.size == RECORD_SIZE
@@ -133,18 +128,7 @@ def encode_header(h: HeaderV2, *, with_magic: bool = True) -> bytes:
     ``message`` descriptor at 0x090 included, R-SCHEMA-5) and the schema table (R-SCHEMA-6).
     ``with_magic=False`` leaves the magic zero for a creator that publishes it last (R-SEG-6)."""
     out = bytearray(h.header_size)
-    _FIXED.pack_into(
-        out,
-        0,
-        h.magic if with_magic else bytes(8),
-        h.version_major,
-        h.version_minor,
-        h.header_size,
-        h.capacity,
-        h.segment_size,
-        h.flags,
-        h.max_dims,
-    )
+    encode_common(out, h, with_magic)
     g = h.geometry
     _GEOMETRY.pack_into(
         out,
@@ -156,12 +140,6 @@ def encode_header(h: HeaderV2, *, with_magic: bool = True) -> bytes:
         g.reply_area_offset,
         g.reply_area_size,
     )
-    _U32.pack_into(out, OFF_REPLY_CODE, h.reply_code)
-    _U32.pack_into(out, OFF_WORD, h.word)
-    _U32.pack_into(out, OFF_WAITERS, h.waiters)
-    for off, s in ((OFF_REQUESTER, h.requester), (OFF_RESPONDER, h.responder),
-                   (OFF_CREATOR, h.creator)):  # fmt: skip
-        _SLOT.pack_into(out, off, s.pid, s.state, s.start_time, s.incarnation)
     for i, r in enumerate((*h.request, *h.reply)):
         _pack_record(out, OFF_RECORDS + RECORD_SIZE * i, r)
     return bytes(out)
@@ -370,9 +348,6 @@ def decode_header(raw: Buffer, mapping_size: int, *, name: str = "") -> HeaderV2
             f"{req_size + rep_size}",
             "H16",
         )
-    (reply_code,) = rd.unpack(_U32, OFF_REPLY_CODE)
-    word, waiters = rd.unpack(struct.Struct("<II"), OFF_WORD)
-    slots = [Slot(*rd.unpack(_SLOT, off)) for off in (OFF_REQUESTER, OFF_RESPONDER, OFF_CREATOR)]
     return HeaderV2(
         request=request,
         reply=reply,
@@ -385,12 +360,7 @@ def decode_header(raw: Buffer, mapping_size: int, *, name: str = "") -> HeaderV2
         flags=flags,
         max_dims=max_dims,
         magic=bytes(magic),
-        reply_code=reply_code,
-        word=word,
-        waiters=waiters,
-        requester=slots[0],
-        responder=slots[1],
-        creator=slots[2],
+        **decode_common(raw),  # below 512, the bytes the reader may read from the start
     )
 
 
@@ -407,15 +377,6 @@ def _record_fields(r: Record) -> dict[str, Any]:
         "max_shape": list(r.max_shape),
         "offset": r.offset,
         "max_nbytes": r.max_nbytes,
-    }
-
-
-def _slot_fields(s: Slot) -> dict[str, int]:
-    return {
-        "pid": s.pid,
-        "state": s.state,
-        "start_time": s.start_time,
-        "incarnation": s.incarnation,
     }
 
 
@@ -442,9 +403,9 @@ def header_to_fields(h: HeaderV2) -> dict[str, Any]:
         "reply_code": h.reply_code,
         "word": h.word,
         "waiters": h.waiters,
-        "requester": _slot_fields(h.requester),
-        "responder": _slot_fields(h.responder),
-        "creator": _slot_fields(h.creator),
+        "requester": slot_fields(h.requester),
+        "responder": slot_fields(h.responder),
+        "creator": slot_fields(h.creator),
         "request_schema": [_record_fields(r) for r in h.request],
         "reply_schema": [_record_fields(r) for r in h.reply],
     }

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -164,6 +164,9 @@ class _Area:
         return v
 
 
+_F = TypeVar("_F", bound="_MessageFormat")
+
+
 class _MessageFormat(_Handle):
     """Protocol v2's message format for the round engine of :mod:`channel` (R-VER-1)."""
 
@@ -230,6 +233,22 @@ class _MessageFormat(_Handle):
         return decode_header(self._mm[: min(size, MAX_HEADER_SIZE)], size)
 
     # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls: type[_F],
+        name: str,
+        request: Schema,
+        reply: Schema,
+        *,
+        options: Options | None = None,
+        **kw: Any,
+    ) -> _F:
+        """Create a v2 segment with these schemas in this role (R-SCHEMA-8); the creator
+        unlinks it on close. Options as keywords (``timeout=5.0``) or ``options=``."""
+        opts = _options(options, kw)
+        seg, header = cls._create_segment_v2(name, request, reply, opts)
+        return cls(seg, header, opts)
 
     @classmethod
     def _create_segment_v2(
@@ -332,22 +351,6 @@ class _MessageBuffer:
 class MessageRequester(_MessageFormat, _RequesterCore):
     """The requester role of protocol v2: ``send`` / ``receive`` / ``call`` of messages whose
     fields are numpy arrays (spec/API.md)."""
-
-    @classmethod
-    def create(
-        cls,
-        name: str,
-        request: Schema,
-        reply: Schema,
-        *,
-        options: Options | None = None,
-        **kw: Any,
-    ) -> MessageRequester:
-        """Create a v2 segment with these schemas as the requester (R-SCHEMA-8); the creator
-        unlinks it on close."""
-        opts = _options(options, kw)
-        seg, header = cls._create_segment_v2(name, request, reply, opts)
-        return cls(seg, header, opts)
 
     @classmethod
     def attach(
@@ -548,10 +551,7 @@ class MessageRequest:
         """Complete the round with an error reply (R-MSG-2): ``reply_code`` only, the reply area
         is not written (R-FIELD-10)."""
         self._check_turn("fail")
-        c = int(code)
-        if c <= 0 or c > 0xFFFFFFFF:
-            raise InvalidArgument(f"fail: code must be a non-zero error code, found {code!r}")
-        self._owner._reply(self.seq, c)
+        self._owner._fail(self.seq, code)
         self.done = True
         self._lease.end()
 
@@ -579,21 +579,6 @@ ReplyHandler = Callable[[MessageView], Optional[Mapping[str, Any]]]
 
 class MessageResponder(_MessageFormat, _ResponderCore[MessageRequest]):
     """The responder role of protocol v2: ``take`` / ``serve`` (spec/API.md)."""
-
-    @classmethod
-    def create(
-        cls,
-        name: str,
-        request: Schema,
-        reply: Schema,
-        *,
-        options: Options | None = None,
-        **kw: Any,
-    ) -> MessageResponder:
-        """Create a v2 segment with these schemas as the responder (R-SCHEMA-8)."""
-        opts = _options(options, kw)
-        seg, header = cls._create_segment_v2(name, request, reply, opts)
-        return cls(seg, header, opts)
 
     @classmethod
     def attach(

@@ -750,11 +750,7 @@ class Peer:
             return
         a = self.a
         cls = Requester if a.role == "requester" else Responder
-        kw: dict[str, Any] = {
-            "timeout": a.timeout,
-            "reclaim_stale": not a.no_reclaim,
-            "keep_segment": a.keep,
-        }
+        kw = self.options()
         if a.create:
             op = "create"
 
@@ -789,6 +785,11 @@ class Peer:
         self.shape: tuple[int, ...] = tuple(h.shape)
         self.ready()
 
+    def options(self) -> dict[str, Any]:
+        """The library options of the flags (§1): --timeout, --no-reclaim, --keep."""
+        a = self.a
+        return {"timeout": a.timeout, "reclaim_stale": not a.no_reclaim, "keep_segment": a.keep}
+
     def ready(self) -> None:
         self.point("after", "ready", 0)
         if self.a.wait_peer:
@@ -799,11 +800,7 @@ class Peer:
         that does not fit the schemas found is a usage error after the create/attach line."""
         a = self.a
         cls = MessageRequester if a.role == "requester" else MessageResponder
-        kw: dict[str, Any] = {
-            "timeout": a.timeout,
-            "reclaim_stale": not a.no_reclaim,
-            "keep_segment": a.keep,
-        }
+        kw = self.options()
         op = "create" if a.create else "attach"
         make = cls.create if a.create else cls.attach
         res, val = self.call(op, 0, lambda: make(a.name, a.request_spec, a.reply_spec, **kw))

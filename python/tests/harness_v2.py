@@ -6,16 +6,16 @@ channel through the same transition table as v1, R-VER-1)."""
 from __future__ import annotations
 
 import _posixshmem
-import contextlib
 import mmap
 import os
 from typing import Any
 
 import numpy as np
+from harness import RealPair
 
 import shmbridge as sb
 from shmbridge import Schema, _native, inplace, upto
-from shmbridge.errors import Error, ErrorCode
+from shmbridge.errors import ErrorCode
 from shmbridge.layout import OFF_WORD
 from shmbridge.protocol import Phase, encode_word
 from shmbridge.schema import Record
@@ -45,8 +45,9 @@ def _filled(r: Record, n: int, value: int) -> np.ndarray[Any, Any]:
     return np.full(_shape(r, n), value % 100, sb.DType(r.dtype).numpy)
 
 
-class MessagePair:
-    """Real v2 handles on one segment (created by the requester with keep_segment, D9)."""
+class MessagePair(RealPair):
+    """Real v2 handles on one segment (created by the requester with keep_segment, D9); the
+    word, apply, pending, held and close of :class:`harness.RealPair`."""
 
     def __init__(self, name: str, schemas: str, initial_seq: int = 0) -> None:
         self.name = name
@@ -71,18 +72,8 @@ class MessagePair:
         self.sent: dict[int, dict[str, np.ndarray[Any, Any]]] = {}
         self.replied: dict[int, dict[str, np.ndarray[Any, Any]]] = {}
         self.value_errors: list[str] = []
-        self.last_taken: sb.MessageRequest | None = None
+        self.last_taken: sb.MessageRequest | None = None  # type: ignore[assignment]
         self.poked = False  # after a rogue write, contents are no longer checked
-
-    def word(self) -> int:
-        return _native.load_acquire(self.raw, OFF_WORD)
-
-    def apply(self, actor: str, op: str, step: dict[str, Any]) -> str:
-        try:
-            self._apply(actor, op, step)
-        except Error as e:
-            return e.name
-        return "ok"
 
     def _check(self, what: str, got: sb.MessageView, want: dict[str, Any] | None) -> None:
         if want is None or self.poked:
@@ -149,17 +140,3 @@ class MessagePair:
             self.rsp.reply_error(ErrorCode[step["code"]])
         else:
             raise AssertionError(op)
-
-    def pending(self) -> int | None:
-        return None if self.req is None or self.req.closed else self.req.pending()
-
-    def held(self) -> int | None:
-        return None if self.rsp is None or self.rsp.closed else self.rsp.held()
-
-    def close(self) -> None:
-        for h in (self.rsp, self.req):
-            if h is not None:
-                h.close()
-        self.raw.close()
-        with contextlib.suppress(FileNotFoundError):
-            _posixshmem.shm_unlink("/" + self.name)
