@@ -279,6 +279,11 @@ class Segment:
         check_host()
         name = validate_name(name)
         if not _POSIX:  # pragma: no cover
+            if validate is not validate_v1:  # pragma: no cover - Windows
+                raise OsError(
+                    f"cannot attach to {name!r}: protocol v2 on Windows is not implemented in the "
+                    "Python package yet (the v1 API is); use a POSIX host"
+                )
             return cls._attach_windows(name)
         oname = posix_name(name)
         start = time.monotonic()
