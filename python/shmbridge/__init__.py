@@ -1,4 +1,6 @@
-"""shmbridge: a C++ <-> Python channel moving n-d arrays through shared memory, protocol v1.1.
+"""shmbridge: a C++ <-> Python channel moving n-d arrays through shared memory: protocol v1.1
+(one array, ``Requester``/``Responder``) and protocol v2 (typed messages of named fields,
+``MessageRequester``/``MessageResponder``, ``Schema``).
 
 This is the Python implementation of spec/PROTOCOL.md, independent of the C++ library; only the
 atomics and the cross-process wait/wake are native (``shmbridge._native``).
@@ -35,14 +37,18 @@ from .errors import (
     error_name,
     exit_code,
 )
+from .message import MessageRequest, MessageRequester, MessageResponder, MessageView
 from .protocol import Phase
+from .schema import Schema, inplace, upto
 from .segment import SegmentBusyWarning, SegmentNameRemovedWarning
 
 __version__ = "0.1.0"
 PROTOCOL_VERSION = (1, 1)  # spec/PROTOCOL.md 1.1; the header still says 1.0 (R-LAYOUT-4)
+PROTOCOL_VERSION_2 = (2, 0)  # spec/PROTOCOL.md Part II (MessageRequester/MessageResponder)
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "PROTOCOL_VERSION_2",
     "AlreadyExists",
     "CapacityExceeded",
     "CorruptHeader",
@@ -53,6 +59,10 @@ __all__ = [
     "HandlerFailed",
     "InvalidArgument",
     "InvalidName",
+    "MessageRequest",
+    "MessageRequester",
+    "MessageResponder",
+    "MessageView",
     "Options",
     "OsError",
     "OutOfTurn",
@@ -66,6 +76,7 @@ __all__ = [
     "Requester",
     "Responder",
     "RoleTaken",
+    "Schema",
     "SchemaMismatch",
     "SegmentBusyWarning",
     "SegmentNameRemovedWarning",
@@ -80,4 +91,6 @@ __all__ = [
     "error_for",
     "error_name",
     "exit_code",
+    "inplace",
+    "upto",
 ]

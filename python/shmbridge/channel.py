@@ -17,7 +17,7 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, Optional, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +49,6 @@ from .layout import (
     OFF_RESPONDER,
     OFF_WAITERS,
     OFF_WORD,
-    PAYLOAD_OFFSET,
     SLOT_ATTACHED,
     SLOT_CLOSED,
     Descriptor,
@@ -60,6 +59,7 @@ from .layout import (
     encode_descriptor,
     encode_header,
 )
+from .layout_v2 import HeaderV2
 from .liveness import (
     claim_slot,
     mark_slot_closed,
@@ -169,34 +169,29 @@ class _Lease:
 
 
 class _Handle:
-    """State shared by both roles: the mapping, the declared array, the word accessors."""
+    """State shared by both roles and both protocol versions: the mapping, the payload, the word
+    accessors, liveness, waiting and closing. How a message is checked, written and read is the
+    format's (the hooks below): :class:`_ArrayFormat` for v1, ``message._MessageFormat`` for v2
+    (PROTOCOL.md R-VER-1: one state machine for both)."""
 
     _role: str = ""
     _slot: int = 0
     _peer_slot: int = 0
 
-    def __init__(self, seg: Segment, header: Header, opts: Options) -> None:
+    def __init__(self, seg: Segment, header: Header | HeaderV2, opts: Options) -> None:
         self._seg: Segment | None = seg
         mm = seg.mm
         assert mm is not None
         self._mm = mm
         self._opts = opts
         self._capacity = header.capacity
-        self._declared = header.declared
-        self._declared_bytes = encode_descriptor(header.declared)
-        self._dtype: np.dtype[Any] = DType(header.declared.dtype).numpy
-        self._shape = header.declared.shape
-        self._nbytes = header.declared.nbytes
-        if self._capacity > 0:
+        if self._capacity > 0:  # the payload starts at header_size (512 in v1, R-SCHEMA-5 in v2)
             self._payload: np.ndarray[Any, np.dtype[np.uint8]] = np.frombuffer(
-                mm, dtype=np.uint8, count=self._capacity, offset=PAYLOAD_OFFSET
+                mm, dtype=np.uint8, count=self._capacity, offset=header.header_size
             )
         else:
             self._payload = np.zeros(0, dtype=np.uint8)
-        # The typed payload, built once: operations hand out ``.view()`` of it (cheap).
-        self._typed: np.ndarray[Any, Any] = (
-            self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
-        )
+        self._init_message(header)
         # R-LIVE-3 process probe cache: (pid, start_time, claiming) -> alive, until expiry.
         self._probe_key: tuple[int, int, bool] = (0, 0, False)
         self._probe_alive = False
@@ -213,14 +208,6 @@ class _Handle:
     @property
     def name(self) -> str:
         return self._seg.name if self._seg is not None else ""
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self._dtype
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._shape
 
     @property
     def capacity(self) -> int:
@@ -264,13 +251,6 @@ class _Handle:
     def status(self) -> int:
         return self.word() & 3
 
-    def header(self) -> Header:
-        """A decoded snapshot of the header (for diagnostics)."""
-        self._check_open()
-        return decode_header(
-            self._mm[:HEADER_SIZE], self._seg.size if self._seg else 0, check_message=False
-        )
-
     # -- internals ----------------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -282,10 +262,8 @@ class _Handle:
         found: int = _cas_wake(self._mm, OFF_WORD, OFF_WAITERS, expected, desired, self._events)
         return found == expected
 
-    def _view(self, lease: _Lease, writable: bool) -> np.ndarray[Any, Any]:
-        v: np.ndarray[Any, Any] = self._typed.view()  # writable like its base
-        if not writable:
-            v.setflags(write=False)
+    def _track(self, v: np.ndarray[Any, Any], lease: _Lease) -> np.ndarray[Any, Any]:
+        """Register a zero-copy view with ``lease`` and with the handle (R-CLOSE-3)."""
         if len(self._all_views) > 64:
             self._all_views = [r for r in self._all_views if r() is not None]
         ref = weakref.ref(v)  # one weakref for both lists
@@ -293,48 +271,21 @@ class _Handle:
         lease.add(ref)
         return v
 
-    def _check_array(self, array: Any) -> np.ndarray[Any, Any]:
-        arr = np.asarray(array)
-        if arr.dtype != self._dtype:
-            try:
-                code = dtype_code(arr.dtype).name
-            except DtypeMismatch:
-                code = str(arr.dtype)
-            raise DtypeMismatch(
-                f"array dtype {code} differs from the declared dtype {self._dtype.name}; "
-                f"convert it with .astype(np.{self._dtype.name})"
-            )
-        if arr.shape != self._shape:
-            raise ShapeMismatch(
-                f"array shape {arr.shape} differs from the declared shape {self._shape}; "
-                "reshape it or create the segment with that shape"
-            )
-        if arr.nbytes > self._capacity:
-            raise CapacityExceeded(
-                f"array needs {arr.nbytes} bytes, the payload capacity is {self._capacity}"
-            )
-        return arr
+    # -- message format hooks (v1: _ArrayFormat; v2: message._MessageFormat) -------------------
+
+    def _init_message(self, header: Any) -> None:
+        """Set up what the format needs from the validated header (called by __init__)."""
+        raise NotImplementedError
 
     def _check_message(self, who: str) -> Error | None:
-        """R-MSG-1: the published message descriptor must equal ``declared``."""
-        raw = self._mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE]
-        if raw == self._declared_bytes:
-            return None
-        try:
-            msg = decode_descriptor(raw, self._capacity, "message descriptor")
-        except Error as e:
-            return e
-        exp = self._declared.describe()
-        if msg.dtype != self._declared.dtype:
-            return DtypeMismatch(f"{who}: message dtype is {msg.describe()}, expected {exp}")
-        return ShapeMismatch(f"{who}: message shape is {msg.describe()}, expected {exp}")
+        """The error of the message just received (``who``: "take" after T2, "receive" after a
+        T4 whose reply_code is 0), or None (v1 R-MSG-1, v2 R-FIELD-8)."""
+        raise NotImplementedError
 
     def _write_message(self) -> None:
-        # Stores only a changed descriptor (as C++ publish_message): in steady state its cache
-        # lines then stay shared by both peers instead of changing owner every round.
-        mm = self._mm
-        if mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] != self._declared_bytes:
-            mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] = self._declared_bytes
+        """What the format writes before T1 and before an error reply (v1: message = declared,
+        R-MSG-4; v2: nothing, R-FIELD-10)."""
+        raise NotImplementedError
 
     def _write_reply(self, reply_code: int) -> None:
         """Responder only, before T3/T8 (R-STATE-3: the requester never writes reply_code). A
@@ -443,12 +394,15 @@ class _Handle:
                 stacklevel=3,
             )
         self._seg = None
-        del self._typed
+        self._drop_message()
         del self._payload
         del self._mm
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             seg.close()
+
+    def _drop_message(self) -> None:
+        """Drop the format's references into the mapping before it is unmapped."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -470,6 +424,89 @@ class _Handle:
                 self.close()
         except Exception:
             pass
+
+
+class _ArrayFormat(_Handle):
+    """Protocol v1's message format: one array of the declared dtype and shape at the start of
+    the payload, described by the ``message`` descriptor (PROTOCOL.md §3, R-MSG-*)."""
+
+    def _init_message(self, header: Header) -> None:
+        self._declared = header.declared
+        self._declared_bytes = encode_descriptor(header.declared)
+        self._dtype: np.dtype[Any] = DType(header.declared.dtype).numpy
+        self._shape = header.declared.shape
+        self._nbytes = header.declared.nbytes
+        # The typed payload, built once: operations hand out ``.view()`` of it (cheap).
+        self._typed: np.ndarray[Any, Any] = (
+            self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
+        )
+
+    def _drop_message(self) -> None:
+        del self._typed
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def header(self) -> Header:
+        """A decoded snapshot of the header (for diagnostics)."""
+        self._check_open()
+        return decode_header(
+            self._mm[:HEADER_SIZE], self._seg.size if self._seg else 0, check_message=False
+        )
+
+    def _view(self, lease: _Lease, writable: bool) -> np.ndarray[Any, Any]:
+        v: np.ndarray[Any, Any] = self._typed.view()  # writable like its base
+        if not writable:
+            v.setflags(write=False)
+        return self._track(v, lease)
+
+    def _check_array(self, array: Any) -> np.ndarray[Any, Any]:
+        arr = np.asarray(array)
+        if arr.dtype != self._dtype:
+            try:
+                code = dtype_code(arr.dtype).name
+            except DtypeMismatch:
+                code = str(arr.dtype)
+            raise DtypeMismatch(
+                f"array dtype {code} differs from the declared dtype {self._dtype.name}; "
+                f"convert it with .astype(np.{self._dtype.name})"
+            )
+        if arr.shape != self._shape:
+            raise ShapeMismatch(
+                f"array shape {arr.shape} differs from the declared shape {self._shape}; "
+                "reshape it or create the segment with that shape"
+            )
+        if arr.nbytes > self._capacity:
+            raise CapacityExceeded(
+                f"array needs {arr.nbytes} bytes, the payload capacity is {self._capacity}"
+            )
+        return arr
+
+    def _check_message(self, who: str) -> Error | None:
+        """R-MSG-1: the published message descriptor must equal ``declared``."""
+        raw = self._mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE]
+        if raw == self._declared_bytes:
+            return None
+        try:
+            msg = decode_descriptor(raw, self._capacity, "message descriptor")
+        except Error as e:
+            return e
+        exp = self._declared.describe()
+        if msg.dtype != self._declared.dtype:
+            return DtypeMismatch(f"{who}: message dtype is {msg.describe()}, expected {exp}")
+        return ShapeMismatch(f"{who}: message shape is {msg.describe()}, expected {exp}")
+
+    def _write_message(self) -> None:
+        # Stores only a changed descriptor (as C++ publish_message): in steady state its cache
+        # lines then stay shared by both peers instead of changing owner every round.
+        mm = self._mm
+        if mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] != self._declared_bytes:
+            mm[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] = self._declared_bytes
 
     # -- construction helpers -----------------------------------------------------------------
 
@@ -596,14 +633,16 @@ class _RequestBuffer:
             self._owner._publish_request()
 
 
-class Requester(_Handle):
-    """The requester role: ``send`` / ``receive`` / ``call``."""
+class _RequesterCore(_Handle):
+    """The requester's side of the state machine (§4-§7), for both protocol versions: send's
+    precondition and T1, receive (T4, and T5/T7 on timeout and peer death), recovery on attach
+    (R-REC-1) and close. :class:`Requester` (v1) and ``MessageRequester`` (v2) add their API."""
 
     _role = "requester"
     _slot = OFF_REQUESTER
     _peer_slot = OFF_RESPONDER
 
-    def __init__(self, seg: Segment, header: Header, opts: Options) -> None:
+    def __init__(self, seg: Segment, header: Header | HeaderV2, opts: Options) -> None:
         super().__init__(seg, header, opts)
         self._pending: int | None = None
         self._timed_out = False  # the outstanding request timed out while TAKEN (D6)
@@ -614,45 +653,14 @@ class Requester(_Handle):
         """Test hook (vectors README D11): re-read the word after a harness pre-set its seq."""
         self._last_seq = seq_of(_native.load_acquire(self._mm, OFF_WORD))
 
-    @classmethod
-    def create(
-        cls,
-        name: str,
-        dtype: Any,
-        shape: Any,
-        *,
-        capacity: int | None = None,
-        options: Options | None = None,
-        **kw: Any,
-    ) -> Requester:
-        """Create the segment as the requester (the creator unlinks it on close)."""
-        opts = _options(options, kw)
-        seg, header = cls._create_segment(name, dtype, shape, capacity, opts)
-        return cls(seg, header, opts)
-
-    @classmethod
-    def attach(
-        cls,
-        name: str,
-        dtype: Any = None,
-        shape: Any = None,
-        *,
-        options: Options | None = None,
-        **kw: Any,
-    ) -> Requester:
-        """Attach as the requester; recover an orphan round left by a previous requester
-        (R-REC-1)."""
-        opts = _options(options, kw)
-        deadline = time.monotonic() + opts.timeout  # one deadline for the attach (R-ATTACH-2)
-        seg, header = cls._attach_segment(name, dtype, shape, opts, deadline)
-        self = cls(seg, header, opts)
+    def _recover_on_attach(self, deadline: float) -> None:
+        """R-REC-1 for a handle that just attached; a failure releases its slot and mapping."""
         try:
             self._recover(deadline)
         except BaseException:
             self._closed = True
             self._release()
             raise
-        return self
 
     def _recover(self, deadline: float) -> None:
         """R-REC-1: bring the channel back to IDLE before the first send."""
@@ -760,67 +768,6 @@ class Requester(_Handle):
             f"(seq {seq_of(w)}), expected IDLE seq {self._last_seq} (R-STATE-8); a rogue or "
             "naive writer is using the segment: stop it and recreate the segment"
         )
-
-    def send(self, array: Any) -> int:
-        """Copy ``array`` into the segment and publish the request (T1). Returns its seq.
-        Does not wait: OUT_OF_TURN unless the channel is IDLE (R-STATE-7)."""
-        arr = array
-        if type(arr) is not np.ndarray or arr.dtype != self._dtype or arr.shape != self._shape:
-            arr = self._check_array(array)  # converts, or raises the typed error
-        w = self._prepare_send()
-        if self._nbytes:
-            # dtype and shape equal the declared ones (checked above): a plain copy, no casting
-            # (a third of the cost of np.copyto at 64 B).
-            self._typed[...] = arr
-        return self._publish_request(w)
-
-    def request_buffer(self) -> _RequestBuffer:
-        """Zero-copy send: ``with req.request_buffer() as buf: buf[...] = ...`` (sent on exit)."""
-        return _RequestBuffer(self)
-
-    def send_in_place(self) -> int:
-        """Publish the payload as it is (written through an earlier request_buffer view)."""
-        return self._publish_request(self._prepare_send())
-
-    # -- receive --------------------------------------------------------------------------------
-
-    def receive(self, timeout: float | None = None) -> Reply:
-        """Wait for the reply to the own request (T4). Returns a :class:`Reply` whose ``array`` is
-        a read-only zero-copy view valid until the next send."""
-        self._check_open()
-        t = _timeout(timeout, self._opts.timeout)
-        seq = self._receive(t)
-        return Reply(self._view(self._reply_lease, writable=False), seq, self._reply_lease)
-
-    def try_receive(self) -> Reply:
-        return self.receive(timeout=0)
-
-    def receive_copy(
-        self, timeout: float | None = None, out: np.ndarray[Any, Any] | None = None
-    ) -> np.ndarray[Any, Any]:
-        """Wait for the reply and copy it out (into ``out`` if given)."""
-        if self._closed:
-            self._check_open()
-        self._receive(_timeout(timeout, self._opts.timeout))
-        src = self._typed
-        if out is None:
-            copy: np.ndarray[Any, Any] = src.copy()
-            return copy
-        if type(out) is np.ndarray and out.dtype == src.dtype and out.shape == src.shape:
-            out[...] = src  # same dtype and shape: a plain copy
-        else:
-            np.copyto(out, src)
-        return out
-
-    def call(
-        self,
-        array: Any,
-        timeout: float | None = None,
-        out: np.ndarray[Any, Any] | None = None,
-    ) -> np.ndarray[Any, Any]:
-        """send + receive_copy."""
-        self.send(array)
-        return self.receive_copy(timeout, out)
 
     def _receive(self, timeout: float) -> int:
         pending = self._pending
@@ -943,6 +890,106 @@ class Requester(_Handle):
         self._release()
 
 
+class Requester(_ArrayFormat, _RequesterCore):
+    """The requester role of protocol v1: ``send`` / ``receive`` / ``call`` of one array."""
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        dtype: Any,
+        shape: Any,
+        *,
+        capacity: int | None = None,
+        options: Options | None = None,
+        **kw: Any,
+    ) -> Requester:
+        """Create the segment as the requester (the creator unlinks it on close)."""
+        opts = _options(options, kw)
+        seg, header = cls._create_segment(name, dtype, shape, capacity, opts)
+        return cls(seg, header, opts)
+
+    @classmethod
+    def attach(
+        cls,
+        name: str,
+        dtype: Any = None,
+        shape: Any = None,
+        *,
+        options: Options | None = None,
+        **kw: Any,
+    ) -> Requester:
+        """Attach as the requester; recover an orphan round left by a previous requester
+        (R-REC-1)."""
+        opts = _options(options, kw)
+        deadline = time.monotonic() + opts.timeout  # one deadline for the attach (R-ATTACH-2)
+        seg, header = cls._attach_segment(name, dtype, shape, opts, deadline)
+        self = cls(seg, header, opts)
+        self._recover_on_attach(deadline)
+        return self
+
+    def send(self, array: Any) -> int:
+        """Copy ``array`` into the segment and publish the request (T1). Returns its seq.
+        Does not wait: OUT_OF_TURN unless the channel is IDLE (R-STATE-7)."""
+        arr = array
+        if type(arr) is not np.ndarray or arr.dtype != self._dtype or arr.shape != self._shape:
+            arr = self._check_array(array)  # converts, or raises the typed error
+        w = self._prepare_send()
+        if self._nbytes:
+            # dtype and shape equal the declared ones (checked above): a plain copy, no casting
+            # (a third of the cost of np.copyto at 64 B).
+            self._typed[...] = arr
+        return self._publish_request(w)
+
+    def request_buffer(self) -> _RequestBuffer:
+        """Zero-copy send: ``with req.request_buffer() as buf: buf[...] = ...`` (sent on exit)."""
+        return _RequestBuffer(self)
+
+    def send_in_place(self) -> int:
+        """Publish the payload as it is (written through an earlier request_buffer view)."""
+        return self._publish_request(self._prepare_send())
+
+    # -- receive --------------------------------------------------------------------------------
+
+    def receive(self, timeout: float | None = None) -> Reply:
+        """Wait for the reply to the own request (T4). Returns a :class:`Reply` whose ``array`` is
+        a read-only zero-copy view valid until the next send."""
+        self._check_open()
+        t = _timeout(timeout, self._opts.timeout)
+        seq = self._receive(t)
+        return Reply(self._view(self._reply_lease, writable=False), seq, self._reply_lease)
+
+    def try_receive(self) -> Reply:
+        return self.receive(timeout=0)
+
+    def receive_copy(
+        self, timeout: float | None = None, out: np.ndarray[Any, Any] | None = None
+    ) -> np.ndarray[Any, Any]:
+        """Wait for the reply and copy it out (into ``out`` if given)."""
+        if self._closed:
+            self._check_open()
+        self._receive(_timeout(timeout, self._opts.timeout))
+        src = self._typed
+        if out is None:
+            copy: np.ndarray[Any, Any] = src.copy()
+            return copy
+        if type(out) is np.ndarray and out.dtype == src.dtype and out.shape == src.shape:
+            out[...] = src  # same dtype and shape: a plain copy
+        else:
+            np.copyto(out, src)
+        return out
+
+    def call(
+        self,
+        array: Any,
+        timeout: float | None = None,
+        out: np.ndarray[Any, Any] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        """send + receive_copy."""
+        self.send(array)
+        return self.receive_copy(timeout, out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Responder
 # ---------------------------------------------------------------------------------------------
@@ -995,10 +1042,7 @@ class Request:
         """Complete the round with an error reply (R-MSG-2)."""
         if self.done:
             raise OutOfTurn(f"fail: request #{self.seq} was already answered")
-        c = int(code)
-        if c <= 0 or c > 0xFFFFFFFF:
-            raise InvalidArgument(f"fail: code must be a non-zero error code, found {code!r}")
-        self._owner._reply(self.seq, c)
+        self._owner._fail(self.seq, code)
         self.done = True
         self._lease.end()
 
@@ -1022,17 +1066,163 @@ class Request:
 Handler = Callable[[np.ndarray[Any, Any]], Optional[npt.ArrayLike]]
 
 
-class Responder(_Handle):
-    """The responder role: ``take`` / ``reply`` / ``serve``."""
+class _Answerable(Protocol):
+    """What the responder's state machine needs of a taken request (v1 Request, v2
+    MessageRequest): whether it was answered, and the error reply of R-MSG-2 / R-CLOSE-2."""
+
+    done: bool
+
+    def fail(self, code: int | ErrorCode, message: str = "") -> None: ...
+
+
+_Req = TypeVar("_Req", bound=_Answerable)
+
+
+class _ResponderCore(_Handle, Generic[_Req]):
+    """The responder's side of the state machine (§4-§7), for both protocol versions: take (T2),
+    reply (T3), recovery on attach (T8, R-REC-2) and close (R-CLOSE-2). :class:`Responder` (v1)
+    and ``MessageResponder`` (v2) add their API and the request they hand out (``_taken``)."""
 
     _role = "responder"
     _slot = OFF_RESPONDER
     _peer_slot = OFF_REQUESTER
 
-    def __init__(self, seg: Segment, header: Header, opts: Options) -> None:
+    def __init__(self, seg: Segment, header: Header | HeaderV2, opts: Options) -> None:
         super().__init__(seg, header, opts)
         self._held: int | None = None
-        self._request: Request | None = None
+        self._request: _Req | None = None
+
+    def _recover_on_attach(self) -> None:
+        """R-REC-2: complete a round left TAKEN by a dead predecessor with PEER_GONE (T8); a
+        failure releases the slot and the mapping."""
+        try:
+            w = _native.load_acquire(self._mm, OFF_WORD)
+            if w & 0xF == _TAKEN:
+                self._write_reply(int(ErrorCode.PEER_GONE))
+                self._cas(w, encode_word(Phase.REPLIED, seq_of(w)))  # T8, release
+        except BaseException:
+            self._closed = True
+            self._release()
+            raise
+
+    def _taken(self, seq: int) -> _Req:
+        """The request object for the request ``seq`` just taken (T2), after the format checked
+        the message; an invalid message completes the round with its error and raises it."""
+        raise NotImplementedError
+
+    def held(self) -> int | None:
+        """The seq of the request this responder took and has not answered, or None."""
+        return self._held
+
+    def take(self, timeout: float | None = None) -> _Req:
+        """Wait for a request and take it (T2). Raises PEER_GONE when the requester closed or died
+        (R-LIVE-4), TIMEOUT at the deadline (R-TIME-3)."""
+        if self._closed:
+            self._check_open()
+        t = _timeout(timeout, self._opts.timeout)
+        if self._held is not None:
+            raise OutOfTurn(
+                f"take: request #{self._held} is held; expected reply() or fail() first"
+            )
+        mm = self._mm
+        started = False
+        start = deadline = check_at = spin_end = 0.0
+        while True:
+            w = _native.load_acquire(mm, OFF_WORD)
+            ph = w & 0xF
+            if ph == _REQUESTED:
+                if not self._cas(w, (w & ~0xF) | _TAKEN):  # T2, acquire
+                    continue
+                seq = (w >> 4) & SEQ_MASK
+                self._held = seq
+                req = self._taken(seq)
+                self._request = req
+                return req
+            if ph == _TAKEN:
+                # R-REC-2 completed any predecessor's round at attach and no other responder
+                # holds the role (R-STATE-5): a TAKEN this responder does not hold is a rogue
+                # write (R-STATE-8).
+                raise ProtocolViolation(
+                    f"take: request #{seq_of(w)} is TAKEN but this responder holds nothing; "
+                    "expected REQUESTED (R-STATE-8): a rogue or naive writer is using the segment"
+                )
+            if ph not in (_IDLE, _REPLIED):
+                raise self._violation(w, "take")
+            if not started:  # no request yet: start the clocks of this wait
+                started = True
+                start = time.monotonic()
+                deadline = start + t
+                check_at = spin_end = start + min(self._opts.spin, t)
+            now = time.monotonic()
+            if now >= check_at or now >= deadline:
+                check_at = now + self._opts.liveness_interval
+                if self._peer() is Peer.GONE:
+                    if _native.load_acquire(self._mm, OFF_WORD) != w:
+                        continue  # R-LIVE-3: its last request landed before it left
+                    raise self._peer_gone("take")
+            if now >= deadline:
+                raise Timeout(f"take: no request within {t} s; the channel is unchanged")
+            self._wait_change(w, deadline, check_at, spin_end)
+
+    def try_take(self) -> _Req:
+        return self.take(timeout=0)
+
+    def _serve_take(self, timeout: float) -> _Req | None:
+        """The take of a serve loop: None when the requester closed (PEER_GONE with reason
+        CLOSED, R-LIVE-4: the end of service); a requester that died raises PEER_GONE (reason
+        DIED, R-LIVE-5), so that a supervisor sees the crash."""
+        try:
+            return self.take(timeout)
+        except PeerGone as e:
+            if e.reason is PeerGoneReason.CLOSED:
+                return None
+            raise
+
+    def _fail(self, seq: int, code: int | ErrorCode) -> None:
+        """An error reply (R-MSG-2): T3 with a non-zero reply_code."""
+        c = int(code)
+        if c <= 0 or c > 0xFFFFFFFF:
+            raise InvalidArgument(f"fail: code must be a non-zero error code, found {code!r}")
+        self._reply(seq, c)
+
+    def _reply(self, seq: int, code: int) -> None:
+        """T3 (release): write reply_code (and message = declared), CAS TAKEN -> REPLIED."""
+        if self._closed:
+            self._check_open()
+        if self._held is None or self._held != seq:
+            raise OutOfTurn("reply: this responder holds no such request; expected take() first")
+        w = _native.load_acquire(self._mm, OFF_WORD)
+        expected = (seq << 4) | _TAKEN
+        if w != expected:
+            if w & 0xF not in _PHASES or seq_of(w) != seq:
+                raise self._violation(w, "reply")
+            raise OutOfTurn(
+                f"reply: the channel is {Phase(w & 0xF).name}, expected TAKEN #{seq}; the "
+                "requester reclaimed the request"
+            )
+        self._write_reply(code)
+        if not self._cas(expected, (seq << 4) | _REPLIED):
+            raise self._violation(_native.load_acquire(self._mm, OFF_WORD), "reply")
+        self._held = None
+        self._request = None
+
+    def close(self) -> None:
+        """R-CLOSE-1/-2, in order: slot CLOSED; a held request completed with PEER_GONE; pid 0
+        (then the creator slot, wake, unmap, unlink). Idempotent."""
+        if self._closed:
+            return
+        if self._seg is not None:
+            mark_slot_closed(self._mm, self._slot)  # R-CLOSE-1 (1): a close, not a death (R-LIVE-5)
+        if self._held is not None and self._request is not None and not self._request.done:
+            with contextlib.suppress(Error):
+                self._request.fail(ErrorCode.PEER_GONE)
+        self._held = None
+        self._closed = True
+        self._release()
+
+
+class Responder(_ArrayFormat, _ResponderCore[Request]):
+    """The responder role of protocol v1: ``take`` / ``reply`` / ``serve`` of one array."""
 
     @classmethod
     def create(
@@ -1064,77 +1254,15 @@ class Responder(_Handle):
         opts = _options(options, kw)
         seg, header = cls._attach_segment(name, dtype, shape, opts, time.monotonic() + opts.timeout)
         self = cls(seg, header, opts)
-        try:
-            w = _native.load_acquire(self._mm, OFF_WORD)
-            if w & 0xF == _TAKEN:
-                self._write_reply(int(ErrorCode.PEER_GONE))
-                self._cas(w, encode_word(Phase.REPLIED, seq_of(w)))  # T8, release
-        except BaseException:
-            self._closed = True
-            self._release()
-            raise
+        self._recover_on_attach()
         return self
 
-    def held(self) -> int | None:
-        """The seq of the request this responder took and has not answered, or None."""
-        return self._held
-
-    def take(self, timeout: float | None = None) -> Request:
-        """Wait for a request and take it (T2). Raises PEER_GONE when the requester closed or died
-        (R-LIVE-4), TIMEOUT at the deadline (R-TIME-3)."""
-        if self._closed:
-            self._check_open()
-        t = _timeout(timeout, self._opts.timeout)
-        if self._held is not None:
-            raise OutOfTurn(
-                f"take: request #{self._held} is held; expected reply() or fail() first"
-            )
-        mm = self._mm
-        started = False
-        start = deadline = check_at = spin_end = 0.0
-        while True:
-            w = _native.load_acquire(mm, OFF_WORD)
-            ph = w & 0xF
-            if ph == _REQUESTED:
-                if not self._cas(w, (w & ~0xF) | _TAKEN):  # T2, acquire
-                    continue
-                seq = (w >> 4) & SEQ_MASK
-                self._held = seq
-                req = Request(self, seq)
-                self._request = req
-                bad = self._check_message("take")
-                if bad is not None:  # R-MSG-2: still complete the round
-                    req.fail(bad.code)
-                    raise bad
-                return req
-            if ph == _TAKEN:
-                # R-REC-2 completed any predecessor's round at attach and no other responder
-                # holds the role (R-STATE-5): a TAKEN this responder does not hold is a rogue
-                # write (R-STATE-8).
-                raise ProtocolViolation(
-                    f"take: request #{seq_of(w)} is TAKEN but this responder holds nothing; "
-                    "expected REQUESTED (R-STATE-8): a rogue or naive writer is using the segment"
-                )
-            if ph not in (_IDLE, _REPLIED):
-                raise self._violation(w, "take")
-            if not started:  # no request yet: start the clocks of this wait
-                started = True
-                start = time.monotonic()
-                deadline = start + t
-                check_at = spin_end = start + min(self._opts.spin, t)
-            now = time.monotonic()
-            if now >= check_at or now >= deadline:
-                check_at = now + self._opts.liveness_interval
-                if self._peer() is Peer.GONE:
-                    if _native.load_acquire(self._mm, OFF_WORD) != w:
-                        continue  # R-LIVE-3: its last request landed before it left
-                    raise self._peer_gone("take")
-            if now >= deadline:
-                raise Timeout(f"take: no request within {t} s; the channel is unchanged")
-            self._wait_change(w, deadline, check_at, spin_end)
-
-    def try_take(self) -> Request:
-        return self.take(timeout=0)
+    def _taken(self, seq: int) -> Request:
+        bad = self._check_message("take")
+        if bad is not None:  # R-MSG-2: still complete the round
+            self._reply(seq, int(bad.code))
+            raise bad
+        return Request(self, seq)
 
     def reply(self, array: Any = None) -> None:
         """Reply to the held request (low level; same as ``request.reply``). OUT_OF_TURN if this
@@ -1151,27 +1279,6 @@ class Responder(_Handle):
             raise OutOfTurn("reply_error: this responder holds no request; expected take() first")
         self._request.fail(code, message)
 
-    def _reply(self, seq: int, code: int) -> None:
-        """T3 (release): write reply_code (and message = declared), CAS TAKEN -> REPLIED."""
-        if self._closed:
-            self._check_open()
-        if self._held is None or self._held != seq:
-            raise OutOfTurn("reply: this responder holds no such request; expected take() first")
-        w = _native.load_acquire(self._mm, OFF_WORD)
-        expected = (seq << 4) | _TAKEN
-        if w != expected:
-            if w & 0xF not in _PHASES or seq_of(w) != seq:
-                raise self._violation(w, "reply")
-            raise OutOfTurn(
-                f"reply: the channel is {Phase(w & 0xF).name}, expected TAKEN #{seq}; the "
-                "requester reclaimed the request"
-            )
-        self._write_reply(code)
-        if not self._cas(expected, (seq << 4) | _REPLIED):
-            raise self._violation(_native.load_acquire(self._mm, OFF_WORD), "reply")
-        self._held = None
-        self._request = None
-
     def serve(self, handler: Handler, *, timeout: float | None = math.inf) -> int:
         """Loop: take a request, call ``handler(array)`` (array is a writable zero-copy view),
         reply with its result (None: in place). Returns the number of rounds when the requester
@@ -1181,12 +1288,9 @@ class Responder(_Handle):
         t = _timeout(timeout, self._opts.timeout)  # validated once, not per round
         n = 0
         while True:
-            try:
-                req = self.take(t)
-            except PeerGone as e:
-                if e.reason is PeerGoneReason.CLOSED:
-                    return n
-                raise
+            req = self._serve_take(t)
+            if req is None:
+                return n
             # ``with req:`` spelled out: the same completion rules without two calls per round.
             try:
                 result = handler(req.array)
@@ -1196,17 +1300,3 @@ class Responder(_Handle):
                 req.__exit__(type(e), e, e.__traceback__)
                 raise
             n += 1
-
-    def close(self) -> None:
-        """R-CLOSE-1/-2, in order: slot CLOSED; a held request completed with PEER_GONE; pid 0
-        (then the creator slot, wake, unmap, unlink). Idempotent."""
-        if self._closed:
-            return
-        if self._seg is not None:
-            mark_slot_closed(self._mm, self._slot)  # R-CLOSE-1 (1): a close, not a death (R-LIVE-5)
-        if self._held is not None and self._request is not None and not self._request.done:
-            with contextlib.suppress(Error):
-                self._request.fail(ErrorCode.PEER_GONE)
-        self._held = None
-        self._closed = True
-        self._release()

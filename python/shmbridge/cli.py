@@ -1,7 +1,7 @@
 """``shmbridge`` command line: inspect and clean up segments (POSIX ``/dev/shm``), and entry points
 to the conformance kit and the benchmarks of a source checkout.
 
-    shmbridge info NAME [--json]          decode a segment's header (never writes to it)
+    shmbridge info NAME [--json]          decode a segment's header, v1 or v2 (never writes to it)
     shmbridge ls [--json]                 list shmbridge segments with state and owner liveness
 
 A segment whose name another process removed while it is still mapped (R-SEG-9, R-SEG-10; e.g.
@@ -54,6 +54,8 @@ from .layout import (
     OFF_WORD,
     decode_header,
 )
+from .layout_v2 import MAX_HEADER_SIZE
+from .layout_v2 import decode_header as decode_header_v2
 from .liveness import process_alive
 from .naming import validate_name
 from .protocol import PHASE_MASK
@@ -74,15 +76,15 @@ ROLES = (("requester", OFF_REQUESTER), ("responder", OFF_RESPONDER), ("creator",
 
 
 def _read_object(path: Path, follow: bool = False) -> tuple[bytes, int, os.stat_result]:
-    """The first 512 bytes (fewer if the object is smaller), the object's size, its stat.
-    ``follow``: open through a /proc link (a removed segment, R-SEG-10)."""
+    """The first bytes (512, or a v2 header's up to 4608; fewer if the object is smaller), the
+    object's size, its stat. ``follow``: open through a /proc link (a removed segment, R-SEG-10)."""
     nofollow = 0 if follow else getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise InvalidArgument(f"{path} is not a regular file")
-        raw = os.pread(fd, HEADER_SIZE, 0)
+        raw = os.pread(fd, MAX_HEADER_SIZE, 0)
     finally:
         os.close(fd)
     return raw, st.st_size, st
@@ -110,6 +112,45 @@ def _desc_info(raw: bytes, off: int) -> dict[str, Any]:
     except ValueError:
         dname = f"invalid({dtype})"
     return {"dtype": dname, "dtype_code": dtype, "ndim": ndim, "shape": shape, "nbytes": rest[8]}
+
+
+_GEOMETRY = struct.Struct("<IIQQQQ")
+_RECORD = struct.Struct("<32sIIII8QQQ")
+_GEOMETRY_KEYS = ("request_fields", "reply_fields", "request_area_offset", "request_area_size",
+                  "reply_area_offset", "reply_area_size")  # fmt: skip
+
+
+def _schema_info(raw: bytes) -> dict[str, Any]:
+    """A v2 header's geometry block and schema records as stored (PROTOCOL.md §II.3), as far
+    as the bytes read hold them (at most 16 records a side): shown even when invalid."""
+    geometry = dict(zip(_GEOMETRY_KEYS, _GEOMETRY.unpack_from(raw, 0x040)))
+    out: dict[str, Any] = {"geometry": geometry, "request_schema": [], "reply_schema": []}
+    nreq = min(geometry["request_fields"], 16)
+    (hsize,) = struct.unpack_from("<I", raw, 0x00C)
+    stored = (min(hsize, len(raw)) - 0x200) // 128  # records inside the stated header_size
+    for i in range(min(nreq + min(geometry["reply_fields"], 16), stored)):
+        off = 0x200 + 128 * i
+        name, dtype, ndim, mask, alias, *rest = _RECORD.unpack_from(raw, off)
+        try:
+            dname = DType(dtype).name
+        except ValueError:
+            dname = f"invalid({dtype})"
+        rec = {
+            "name": name.split(b"\0", 1)[0].decode("latin-1"),
+            "dtype": dname,
+            "dtype_code": dtype,
+            "ndim": ndim,
+            "max_shape": list(rest[: min(ndim, 8)]),
+            "variable": [d for d in range(min(ndim, 32)) if mask >> d & 1],
+            "alias": alias,
+            "offset": rest[8],
+            "max_nbytes": rest[9],
+        }
+        out["request_schema" if i < nreq else "reply_schema"].append(rec)
+    for rec in out["reply_schema"]:  # in place onto request field alias - 1
+        t = rec["alias"] - 1
+        rec["inplace"] = out["request_schema"][t]["name"] if 0 <= t < nreq else None
+    return out
 
 
 def inspect(name: str) -> dict[str, Any]:
@@ -164,10 +205,14 @@ def _describe(
         _m, vmaj, vmin, hsize, cap, segsize, flags, max_dims = _FIXED.unpack_from(raw, 0)
         info.update(version=f"{vmaj}.{vmin}", header_size=hsize, capacity=cap,
                     segment_size=segsize, flags=flags, max_dims=max_dims)  # fmt: skip
+    v2 = len(raw) >= 0x28 and info.get("version", "").startswith("2.")
     if len(raw) >= HEADER_SIZE:
         word, waiters = struct.unpack_from("<II", raw, OFF_WORD)
-        info["declared"] = _desc_info(raw, OFF_DECLARED)
-        info["message"] = _desc_info(raw, OFF_MESSAGE)
+        if v2:  # protocol v2: geometry and schema table instead of declared/message (§II.3)
+            info.update(protocol=2, **_schema_info(raw))
+        else:
+            info["declared"] = _desc_info(raw, OFF_DECLARED)
+            info["message"] = _desc_info(raw, OFF_MESSAGE)
         info["word"] = {
             "value": f"{word:#010x}",
             "phase": _PHASES.get(word & PHASE_MASK, f"INVALID({word & PHASE_MASK:#x})"),
@@ -182,7 +227,10 @@ def _describe(
             info["reply_code"] = {"code": rc, "name": f"UNKNOWN({rc})"}
     info["slots"] = {role: _slot_info(raw, off) for role, off in ROLES}
     try:
-        decode_header(raw, size)
+        if v2:
+            decode_header_v2(raw, size)  # H1-H16, F1-F9 (R-SCHEMA-9)
+        else:
+            decode_header(raw, size)
         info["valid"], info["error"] = True, None
     except Error as exc:
         info["valid"], info["error"], info["detail"] = False, exc.name, str(exc)
@@ -242,6 +290,20 @@ def _console() -> Any:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
+def _record_text(r: dict[str, Any]) -> str:
+    if r.get("inplace"):
+        return f"{r['name']} in place onto {r['inplace']}"
+    dims = [f"<={m}" if d in r["variable"] else str(m) for d, m in enumerate(r["max_shape"])]
+    return f"{r['name']}: {r['dtype']} ({', '.join(dims)}{',' if len(dims) == 1 else ''})"
+
+
+def _schemas(info: dict[str, Any]) -> str:
+    """A v2 segment's schemas on one line: request -> reply."""
+    side = [", ".join(_record_text(r) for r in info[k]) or "(none)"
+            for k in ("request_schema", "reply_schema")]  # fmt: skip
+    return f"{side[0]} -> {side[1]}"
+
+
 def _shape(d: dict[str, Any] | None) -> str:
     if not d:
         return "-"
@@ -278,9 +340,19 @@ def print_info(info: dict[str, Any]) -> None:
     for key in ("version", "capacity", "segment_size"):
         if key in info:
             t.add_row(key.replace("_", " "), str(info[key]))
+    if "geometry" in info:
+        g = info["geometry"]
+        t.add_row("protocol", "v2 (typed messages)")
+        for side in ("request", "reply"):
+            for r in info[f"{side}_schema"]:
+                t.add_row(f"{side} field", f"{_record_text(r)} at {r['offset']}, "
+                          f"{r['max_nbytes']} bytes max")  # fmt: skip
+            t.add_row(f"{side} area", f"{g[f'{side}_area_size']} bytes at "
+                      f"{g[f'{side}_area_offset']} ({g[f'{side}_fields']} fields)")  # fmt: skip
     if "declared" in info:
         t.add_row("declared", _shape(info["declared"]) + f", {info['declared']['nbytes']} bytes")
         t.add_row("message", _shape(info["message"]))
+    if "word" in info:
         w = info["word"]
         t.add_row("word", f"{w['phase']} seq {w['seq']} (status {w['status']}, {w['value']})")
         t.add_row("waiters", str(info["waiters"]))
@@ -308,8 +380,8 @@ def print_list(segs: list[dict[str, Any]], title: str) -> None:
         t.add_column(col)
     for i in segs:
         word = f"{i['word']['phase']} #{i['word']['seq']}" if "word" in i else "-"
-        t.add_row(i["name"], i["state"], _shape(i.get("declared")), word, str(i["size"]),
-                  _owners(i))  # fmt: skip
+        declared = _schemas(i) if "geometry" in i else _shape(i.get("declared"))
+        t.add_row(i["name"], i["state"], declared, word, str(i["size"]), _owners(i))
     _console().print(t)
 
 

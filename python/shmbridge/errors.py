@@ -95,14 +95,26 @@ class Error(Exception):
     """Base of every shmbridge error. Carries ``code``, ``name``, ``exit_code`` and a message that
     states what was expected, what was found and what to do (R-ERR-2). ``reply_code`` is the
     reply_code of the reply the error was raised from (after T4, R-MSG-5), None for an error that
-    did not come from a reply."""
+    did not come from a reply. ``field`` is the message field a protocol v2 check names
+    (R-FIELD-7: checks C2-C8, X1-X6, S1-S7, E1-E8 and field access), None for every other
+    error. ``check`` is the label of the Part II check table row that failed (``"H13"``,
+    ``"S3"``; informative, for diagnostics and the shared vectors), None for other errors."""
 
     code: ClassVar[ErrorCode]
 
-    def __init__(self, message: str = "", *, reply_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        reply_code: int | None = None,
+        field: str | None = None,
+        check: str | None = None,
+    ) -> None:
         super().__init__(message or self.default_message())
         self.message: str = message or self.default_message()
         self.reply_code: int | None = reply_code
+        self.field: str | None = field
+        self.check: str | None = check
 
     @classmethod
     def default_message(cls) -> str:
@@ -120,7 +132,7 @@ class Error(Exception):
         return f"{self.code.name}: {self.message}"
 
     def __reduce__(self) -> tuple[type[Error], tuple[str], dict[str, object]]:
-        # the state carries reply_code (and PeerGone.reason) across pickling
+        # the state carries reply_code, field (and PeerGone.reason) across pickling
         return (type(self), (self.message,), dict(self.__dict__))
 
 
@@ -159,8 +171,10 @@ class PeerGone(Error, ConnectionError):
         *,
         reason: PeerGoneReason = PeerGoneReason.DIED,
         reply_code: int | None = None,
+        field: str | None = None,
+        check: str | None = None,
     ) -> None:
-        super().__init__(message, reply_code=reply_code)
+        super().__init__(message, reply_code=reply_code, field=field, check=check)
         self.reason: PeerGoneReason = reason
 
 
@@ -251,9 +265,12 @@ def error_class(code: int | ErrorCode) -> type[Error]:
         return ProtocolViolation
 
 
-def error_for(code: int | ErrorCode, message: str = "") -> Error:
-    """Build the :class:`Error` subclass for ``code`` (API.md ``error_for``)."""
+def error_for(
+    code: int | ErrorCode, message: str = "", *, field: str | None = None, check: str | None = None
+) -> Error:
+    """Build the :class:`Error` subclass for ``code`` (API.md ``error_for``); ``field`` names the
+    message field a protocol v2 check concerns (R-FIELD-7), ``check`` its check label."""
     try:
-        return _BY_CODE[ErrorCode(code)](message)
+        return _BY_CODE[ErrorCode(code)](message, field=field, check=check)
     except ValueError:
         return ProtocolViolation(f"unknown error code {int(code)}: {message}")

@@ -10,10 +10,13 @@ from __future__ import annotations
 import struct
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .dtype import DType
 from .errors import CapacityExceeded, CorruptHeader, SegmentNotFound, VersionMismatch
+
+if TYPE_CHECKING:
+    from .layout_v2 import HeaderV2
 
 __all__ = [
     "HEADER_SIZE",
@@ -35,13 +38,17 @@ __all__ = [
     "Header",
     "Slot",
     "check_host",
+    "decode_common",
     "decode_descriptor",
     "decode_header",
+    "encode_common",
     "encode_descriptor",
     "encode_header",
     "header_from_fields",
     "header_to_fields",
+    "slot_fields",
     "validate_fixed",
+    "version_mismatch",
 ]
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -229,6 +236,15 @@ def encode_header(h: Header, *, with_magic: bool = True) -> bytes:
             f"{h.capacity}"
         )
     out = bytearray(HEADER_SIZE)
+    encode_common(out, h, with_magic)
+    out[OFF_DECLARED : OFF_DECLARED + DESCRIPTOR_SIZE] = encode_descriptor(h.declared)
+    out[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] = encode_descriptor(h.message)
+    return bytes(out)
+
+
+def encode_common(out: bytearray, h: Header | HeaderV2, with_magic: bool) -> None:
+    """The fields both versions keep at the same offsets with the same encoding (R-SCHEMA-5,
+    R-VER-6): magic .. max_dims, reply_code, word, waiters and the three slots."""
     _FIXED.pack_into(
         out,
         0,
@@ -241,8 +257,6 @@ def encode_header(h: Header, *, with_magic: bool = True) -> bytes:
         h.flags,
         h.max_dims,
     )
-    out[OFF_DECLARED : OFF_DECLARED + DESCRIPTOR_SIZE] = encode_descriptor(h.declared)
-    out[OFF_MESSAGE : OFF_MESSAGE + DESCRIPTOR_SIZE] = encode_descriptor(h.message)
     _U32.pack_into(out, OFF_REPLY_CODE, h.reply_code)
     _U32.pack_into(out, OFF_WORD, h.word)
     _U32.pack_into(out, OFF_WAITERS, h.waiters)
@@ -252,13 +266,55 @@ def encode_header(h: Header, *, with_magic: bool = True) -> bytes:
         (OFF_CREATOR, h.creator),
     ):
         out[off : off + SLOT_SIZE] = _encode_slot(slot)
-    return bytes(out)
 
 
-def validate_fixed(raw: Buffer, mapping_size: int) -> tuple[int, int]:
+def decode_common(raw: Buffer) -> dict[str, Any]:
+    """reply_code, word, waiters and the slots, which both versions keep at the same offsets
+    (never judged by header validation: R-STATE-11, R-SCHEMA-9)."""
+    return {
+        "reply_code": _U32.unpack_from(raw, OFF_REPLY_CODE)[0],
+        "word": _U32.unpack_from(raw, OFF_WORD)[0],
+        "waiters": _U32.unpack_from(raw, OFF_WAITERS)[0],
+        "requester": _decode_slot(raw, OFF_REQUESTER),
+        "responder": _decode_slot(raw, OFF_RESPONDER),
+        "creator": _decode_slot(raw, OFF_CREATOR),
+    }
+
+
+def slot_fields(s: Slot) -> dict[str, int]:
+    """A slot as the header vectors write it."""
+    return {
+        "pid": s.pid,
+        "state": s.state,
+        "start_time": s.start_time,
+        "incarnation": s.incarnation,
+    }
+
+
+def version_mismatch(found: int, minor: int, api: int, name: str = "") -> VersionMismatch:
+    """The VERSION_MISMATCH of an API speaking protocol ``api`` (1 or 2) that found a segment of
+    version ``found``.``minor`` (R-VER-3, R-VER-4; segment ``name`` if known)."""
+    seg = f"segment {name!r}" if name else "the segment"
+    if api == 1 and found == 2:
+        return VersionMismatch(
+            f"{seg} uses protocol v2 (typed messages): attach with "
+            "MessageRequester/MessageResponder"
+        )
+    if api == 2 and found == 1:
+        return VersionMismatch(
+            f"{seg} uses protocol v1 (one array): attach with Requester/Responder"
+        )
+    return VersionMismatch(
+        f"{seg} uses protocol version {found}.{minor}: expected major version 1 or 2 (the "
+        "versions this library supports); use peers of a supported version"
+    )
+
+
+def validate_fixed(raw: Buffer, mapping_size: int, *, name: str = "") -> tuple[int, int]:
     """Validate magic, version and the sizes (R-LAYOUT-3, -4, -6). Returns (capacity,
     segment_size). An all-zero magic is SegmentNotFound ("still initialising", R-SEG-6); the
-    attach path retries on it before calling this."""
+    attach path retries on it before calling this. ``name`` names the segment in a version
+    mismatch (R-VER-3)."""
     if mapping_size < HEADER_SIZE or len(raw) < HEADER_SIZE:
         raise CorruptHeader(
             f"the OS object is {mapping_size} bytes, smaller than the {HEADER_SIZE}-byte header"
@@ -275,10 +331,7 @@ def validate_fixed(raw: Buffer, mapping_size: int) -> tuple[int, int]:
             "segment (remove it or choose another name)"
         )
     if vmaj != VERSION_MAJOR:
-        raise VersionMismatch(
-            f"protocol version mismatch: this implementation speaks {VERSION_MAJOR}.x, the segment "
-            f"is {vmaj}.{vmin}; use peers of the same major version"
-        )
+        raise version_mismatch(vmaj, vmin, VERSION_MAJOR, name)
     if hsize != HEADER_SIZE:
         raise CorruptHeader(f"header_size: expected {HEADER_SIZE}, found {hsize}")
     if max_dims != MAX_DIMS:
@@ -317,12 +370,7 @@ def decode_header(raw: Buffer, mapping_size: int, *, check_message: bool = True)
         segment_size=segsize,
         flags=flags,
         max_dims=max_dims,
-        reply_code=_U32.unpack_from(mv, OFF_REPLY_CODE)[0],
-        word=_U32.unpack_from(mv, OFF_WORD)[0],
-        waiters=_U32.unpack_from(mv, OFF_WAITERS)[0],
-        requester=_decode_slot(mv, OFF_REQUESTER),
-        responder=_decode_slot(mv, OFF_RESPONDER),
-        creator=_decode_slot(mv, OFF_CREATOR),
+        **decode_common(mv),
     )
 
 
@@ -332,13 +380,7 @@ def header_to_fields(h: Header) -> dict[str, Any]:
     def desc(d: Descriptor) -> dict[str, Any]:
         return {"dtype": d.dtype, "ndim": d.ndim, "shape": list(d.shape), "nbytes": d.nbytes}
 
-    def slot(s: Slot) -> dict[str, int]:
-        return {
-            "pid": s.pid,
-            "state": s.state,
-            "start_time": s.start_time,
-            "incarnation": s.incarnation,
-        }
+    slot = slot_fields
 
     return {
         "magic": h.magic.decode("ascii"),

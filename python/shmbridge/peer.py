@@ -3,7 +3,9 @@
 One process, one role, one segment: creates or attaches, runs ``--rounds`` rounds with the data
 pattern of PEER.md §3, injects the faults it is asked for, logs every operation as a JSON line on
 stdout (CLOCK_MONOTONIC nanoseconds, so logs of two processes merge) and exits with the code of
-spec/errors.json. Built only on the public API of the package.
+spec/errors.json. Built only on the public API of the package. With ``--protocol 2`` or a schema
+flag it speaks protocol v2 (PEER.md §7: ``MessageRequester``/``MessageResponder``, the SPEC
+grammar, per-field shapes and checksums in the log).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import mmap
 import os
 import random
+import re
 import signal
 import struct
 import sys
@@ -21,11 +24,26 @@ from typing import Any, Callable, NoReturn, TextIO, Union
 
 import numpy as np
 
-from . import Error, HandlerFailed, PeerGone, Phase, Requester, Responder
+from . import (
+    Error,
+    HandlerFailed,
+    MessageRequest,
+    MessageRequester,
+    MessageResponder,
+    MessageView,
+    PeerGone,
+    Phase,
+    Requester,
+    Responder,
+    Schema,
+    inplace,
+    upto,
+)
+from .schema import Record
 
-__all__ = ["checksum", "main", "pattern"]
+__all__ = ["checksum", "main", "parse_spec", "pattern"]
 
-Handle = Union[Requester, Responder]
+Handle = Union[Requester, Responder, MessageRequester, MessageResponder]
 
 DTYPE_CODES = {
     "bool": 1,
@@ -68,7 +86,21 @@ FIELDS = {
     "reply_code": (0x0E0, "<I"),
     "word": (0x100, "<I"),
     "creator_slot": (0x180, "32s"),  # zeroed: an EMPTY creator slot (R-STALE-1)
+    # protocol v2 (PEER.md §7.5); the table entries are entry 0 of an area (offset added at the
+    # time of the write, from the geometry block)
+    "request_fields": (0x040, "<I"),
+    "reply_fields": (0x044, "<I"),
+    "schema0_dtype": (0x220, "<I"),
+    "schema0_offset": (0x270, "<Q"),
+    "request_table_dtype": (0, "<I"),
+    "request_table_shape0": (8, "<Q"),
+    "request_table_nbytes": (72, "<Q"),
+    "reply_table_dtype": (0, "<I"),
+    "reply_table_shape0": (8, "<Q"),
+    "reply_table_nbytes": (72, "<Q"),
 }
+#: The area a table field of --corrupt is in: its offset is read from the geometry block.
+TABLE_AREAS = {"request_table": 0x048, "reply_table": 0x058}
 EXIT_USAGE, EXIT_VERIFY, EXIT_INTERNAL = 2, 3, 1
 
 
@@ -135,6 +167,99 @@ def wrong_dtype(dtype: str) -> str:
     return "float32" if dtype == "int32" else "int32"
 
 
+# ------------------------------------------------------------------------------ protocol 2 (§7)
+
+_SPEC_NAME = re.compile(r"[A-Za-z0-9_]+")
+_SPEC_UINT = re.compile(r"0|[1-9][0-9]*")
+
+
+def parse_spec(text: str) -> Schema:
+    """PEER.md §7.2: ``name:dtype:extents`` (extent ``N`` fixed, ``<=N`` variable) or
+    ``name:=target``, separated by ``;``; the empty string is a schema with no fields. Anything
+    the grammar does not admit is a usage error; what it admits but a schema may not be (names,
+    counts, duplicates, in-place fields in a request) is left to the library (R-SCHEMA-3)."""
+    items: list[tuple[str, Any]] = []
+    for part in text.split(";") if text else []:
+        name, colon, rest = part.partition(":")
+        if not colon or not _SPEC_NAME.fullmatch(name):
+            raise UsageError(f"bad field {part!r} in SPEC {text!r} (PEER.md §7.2)")
+        if rest.startswith("="):
+            if not _SPEC_NAME.fullmatch(rest[1:]):
+                raise UsageError(f"bad in-place field {part!r} in SPEC {text!r}")
+            items.append((name, inplace(rest[1:])))
+            continue
+        dtype, colon, extents = rest.partition(":")
+        if not colon or dtype not in DTYPE_CODES:
+            raise UsageError(f"bad field {part!r} in SPEC {text!r}: want name:dtype:extents")
+        shape: list[Any] = []
+        for e in extents.split(",") if extents else []:
+            variable = e.startswith("<=")
+            digits = e[2:] if variable else e
+            if not _SPEC_UINT.fullmatch(digits) or int(digits) > MASK64:
+                raise UsageError(f"bad extent {e!r} in SPEC {text!r}")
+            shape.append(upto(int(digits)) if variable else int(digits))
+        items.append((name, (np_dtype(dtype), tuple(shape))))
+    return Schema(items)
+
+
+def extent_of(mode: str, rule: int, maximum: int) -> int:
+    """A variable extent by --extents / --reply-extents (§7.3); ``rule`` is the left operand of
+    the rule's ``mod (M + 1)`` (exact)."""
+    if mode == "rule":
+        return rule % (maximum + 1)
+    if mode == "zero":
+        return 0
+    if mode == "max":
+        return maximum
+    if maximum == MASK64:
+        raise UsageError("--extents over with a maximum of 2^64 - 1 cannot be expressed")
+    return maximum + 1
+
+
+def field_array(r: Record, k: int, mode: str, rule: int, base: int) -> np.ndarray[Any, Any]:
+    """Field k of a v2 message: extent d variable by ``mode`` (rule operand ``rule + 3k + d``),
+    element i ``(7 i + base + 29 k) mod 61`` cast as in §3. An ``over`` extent gives a read-only
+    array of that shape that holds no memory (the send or reply refuses it by its shape, S7)."""
+    shape = tuple(
+        extent_of(mode, rule + 3 * k + d, m) if r.variable(d) else m
+        for d, m in enumerate(r.max_shape)
+    )
+    dtype = DTYPE_NAMES[r.dtype]
+    if mode == "over" and r.variable_mask:
+        return np.broadcast_to(np.zeros((), np_dtype(dtype)), shape)
+    return pattern(dtype, shape, 0, base + 29 * k)
+
+
+DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
+
+
+def compatible(request: tuple[Record, ...], reply: tuple[Record, ...]) -> bool:
+    """§7.4: add1, echo and checksum need reply field k in place onto request field k, or of
+    the same dtype, extents, maxima and variable extents (names may differ)."""
+    return len(request) == len(reply) and all(
+        b.alias == k + 1
+        or (b.alias == 0 and (a.dtype, a.max_shape, a.variable_mask)
+            == (b.dtype, b.max_shape, b.variable_mask))
+        for k, (a, b) in enumerate(zip(request, reply))
+    )  # fmt: skip
+
+
+def derive_base(request: dict[str, np.ndarray[Any, Any]] | MessageView) -> int:
+    """§7.4 derive: c = the checksum of request field 0 mod 61, 0 without request fields."""
+    for a in request.values():
+        return checksum(a) % 61
+    return 0
+
+
+def fields_log(msg: dict[str, np.ndarray[Any, Any]] | MessageView) -> dict[str, Any]:
+    """§7.5: ``shapes`` and ``checksums`` of every field, in schema order."""
+    return {
+        "checksum": None,
+        "shapes": {k: list(a.shape) for k, a in msg.items()},
+        "checksums": {k: hexsum(a) for k, a in msg.items()},
+    }
+
+
 # ------------------------------------------------------------------------------ flags (§1)
 
 
@@ -177,7 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity", type=int)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--timeout", type=float, default=5.0)
-    p.add_argument("--op", choices=["add1", "echo", "checksum", "fail"], default="add1")
+    p.add_argument("--op", choices=["add1", "echo", "checksum", "derive", "fail"], default="add1")
+    p.add_argument("--protocol", choices=["1", "2"])
+    p.add_argument("--request-schema")
+    p.add_argument("--reply-schema")
+    extents = ["rule", "zero", "max", "over"]
+    p.add_argument("--extents", choices=extents, default="rule")
+    p.add_argument("--reply-extents", choices=extents, default="rule")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label")
     p.add_argument("--no-reclaim", action="store_true")
@@ -275,7 +406,7 @@ class Faults:
 
 
 class Log:
-    def __init__(self, label: str, role: str, name: str, out: TextIO) -> None:
+    def __init__(self, label: str, role: str, name: str, out: TextIO, protocol: int = 1) -> None:
         self.label = label
         self.out = out
         self.write(
@@ -286,6 +417,7 @@ class Log:
                 "pid": os.getpid(),
                 "role": role,
                 "name": name,
+                "protocol": protocol,  # PEER.md §7.5
                 "t": now_ns(),
             }
         )
@@ -304,8 +436,11 @@ class Log:
         seq: int | None = None,
         phase_after: str | None = None,
         checksum: str | None = None,
+        nulls: tuple[str, ...] = (),
         **extra: Any,
     ) -> None:
+        """One operation line (§2); an ``extra`` of None is left out unless named in ``nulls``
+        (the v2 fields written as null, §7.5)."""
         obj: dict[str, Any] = {
             "peer": self.label,
             "op": op,
@@ -317,7 +452,7 @@ class Log:
             "phase_after": phase_after,
             "checksum": checksum,
         }
-        obj.update({k: v for k, v in extra.items() if v is not None})
+        obj.update({k: v for k, v in extra.items() if v is not None or k in nulls})
         self.write(obj)
 
 
@@ -329,11 +464,18 @@ def _shm_path(name: str) -> str:
 
 
 def corrupt_header(name: str, field: str, value: str | None) -> int:
-    """A rogue writer's plain little-endian store into the header (never through the library)."""
+    """A rogue writer's plain little-endian store into the header, or into entry 0 of a v2
+    message table (never through the library)."""
     off, fmt = FIELDS[field]
     fd = os.open(_shm_path(name), os.O_RDWR)
     try:
-        m = mmap.mmap(fd, HEADER_SIZE)
+        area = TABLE_AREAS.get(field.rsplit("_", 1)[0])
+        if area is not None:  # PEER.md §7.5: at the area offset of the geometry block
+            (fields,) = struct.unpack("<I", os.pread(fd, 4, 0x040 if area == 0x048 else 0x044))
+            if fields == 0:
+                raise UsageError(f"--corrupt {field}: that schema has no fields, so no table entry")
+            off += struct.unpack("<Q", os.pread(fd, 8, area))[0]
+        m = mmap.mmap(fd, max(HEADER_SIZE, off + struct.calcsize(fmt)))
     finally:
         os.close(fd)
     try:
@@ -349,6 +491,8 @@ def corrupt_header(name: str, field: str, value: str | None) -> int:
             v = _word_value(value, int(cur))
         elif value is not None:
             v = int(value, 0)
+        elif field.endswith("table_dtype"):  # int32, or float32 if the field is int32 (§7.5)
+            v = DTYPE_CODES[wrong_dtype("int32" if cur == 6 else "float32")]
         else:
             declared_dtype = struct.unpack_from("<I", m, 0x40)[0]
             v = {
@@ -360,7 +504,13 @@ def corrupt_header(name: str, field: str, value: str | None) -> int:
                 "message_dtype": DTYPE_CODES[
                     wrong_dtype("int32" if declared_dtype == 6 else "float32")
                 ],
-            }.get(field, int(cur) + (64 if field in ("capacity", "segment_size") else 1))
+                "request_fields": 17,
+                "reply_fields": 17,
+                "schema0_dtype": 99,
+            }.get(
+                field,
+                int(cur) + (64 if field in ("capacity", "segment_size", "schema0_offset") else 1),
+            )
         struct.pack_into(fmt, m, off, v)
         return int(v)
     finally:
@@ -404,12 +554,14 @@ class HeaderView:
         d = self.read(0x040, 80)
         return {} if d is None else {"declared_desc": d.hex()}
 
-    def reply_fields(self) -> dict[str, Any]:
+    def reply_fields(self, protocol: int = 1) -> dict[str, Any]:
         """PEER.md §2: what the reply a receive consumed left (R-MSG-4): reply_code and
-        message_desc."""
+        message_desc (v2: reply_code only; 0x090 is reserved there, R-SCHEMA-5)."""
         rc, desc = self.read(0x0E0, 4), self.read(0x090, 80)
         if rc is None or desc is None:
             return {}
+        if protocol == 2:
+            return {"reply_code": struct.unpack("<I", rc)[0]}
         return {"reply_code": struct.unpack("<I", rc)[0], "message_desc": desc.hex()}
 
 
@@ -450,7 +602,8 @@ class Peer:
     def __init__(self, a: argparse.Namespace, out: TextIO) -> None:
         self.a = a
         self.f: Faults = a.faults
-        self.log = Log(a.label, a.role, a.name, out)
+        self.v2 = a.protocol == "2"
+        self.log = Log(a.label, a.role, a.name, out, 2 if self.v2 else 1)
         self.h: Handle | None = None
         self.view: HeaderView | None = None
         self.rounds_ok = 0
@@ -484,6 +637,14 @@ class Peer:
                 extra["reason"] = e.reason.value
             if op == "receive" and e.reply_code is not None:
                 extra.update(self.reply_fields())
+            nulls: tuple[str, ...] = ()
+            if self.v2 and op in ("send", "take", "reply", "receive"):
+                # §7.5: no shapes nor checksums; the field the error names (R-FIELD-7)
+                extra.update(shapes=None, checksums=None, field=e.field)
+                nulls = ("shapes", "checksums", "field")
+            elif self.v2:  # create/attach: the field a declaration or expectation check names
+                extra.update(field=e.field)
+                nulls = ("field",)
             self.log.event(
                 op,
                 rnd,
@@ -493,6 +654,7 @@ class Peer:
                 None,
                 self.phase(),
                 None,
+                nulls,
                 injected=injected or None,
                 message=str(e)[:300],
                 **extra,
@@ -516,11 +678,15 @@ class Peer:
 
     def reply_fields(self) -> dict[str, Any]:
         """What the reply a receive consumed left in the header (PEER.md §2)."""
-        return self.view.reply_fields() if self.view is not None else {}
+        if self.view is None:
+            return {}
+        return self.view.reply_fields(2 if self.v2 else 1)
 
-    def log_receive(
-        self, h: Requester, rnd: int, t0: int, t1: int, reply: Any, **extra: Any
-    ) -> None:
+    def describe(self, msg: Any) -> dict[str, Any]:
+        """The log fields of a message: v1 its checksum (§2), v2 shapes and checksums (§7.5)."""
+        return fields_log(msg) if self.v2 else {"checksum": hexsum(msg)}
+
+    def log_receive(self, h: Any, rnd: int, t0: int, t1: int, reply: Any, **extra: Any) -> None:
         """A successful receive, with what its reply left in the header (PEER.md §2)."""
         self.log.event(
             "receive",
@@ -530,7 +696,7 @@ class Peer:
             "ok",
             h.seq(),
             self.phase(),
-            hexsum(reply),
+            **self.describe(reply),
             **extra,
             **self.reply_fields(),
         )
@@ -579,13 +745,12 @@ class Peer:
     # -- phases --------------------------------------------------------------------------------
 
     def open(self) -> None:
+        if self.v2:
+            self.open_v2()
+            return
         a = self.a
         cls = Requester if a.role == "requester" else Responder
-        kw: dict[str, Any] = {
-            "timeout": a.timeout,
-            "reclaim_stale": not a.no_reclaim,
-            "keep_segment": a.keep,
-        }
+        kw = self.options()
         if a.create:
             op = "create"
 
@@ -612,22 +777,66 @@ class Peer:
         res, val = self.call(op, 0, fn)
         if res != "ok":
             self.fail(res, val)
-        t0, t1, self.h = val
+        t0, t1, h = val
+        self.h = h
         self.view = HeaderView(a.name)
-        self.log.event(
-            op, 0, t0, t1, "ok", self.h.seq(), self.phase(), **self.view.declared_field()
-        )
-        self.dtype = self.h.dtype.name
-        self.shape: tuple[int, ...] = tuple(self.h.shape)
+        self.log.event(op, 0, t0, t1, "ok", h.seq(), self.phase(), **self.view.declared_field())
+        self.dtype = h.dtype.name
+        self.shape: tuple[int, ...] = tuple(h.shape)
+        self.ready()
+
+    def options(self) -> dict[str, Any]:
+        """The library options of the flags (§1): --timeout, --no-reclaim, --keep."""
+        a = self.a
+        return {"timeout": a.timeout, "reclaim_stale": not a.no_reclaim, "keep_segment": a.keep}
+
+    def ready(self) -> None:
         self.point("after", "ready", 0)
-        if a.wait_peer:
-            wait_peer(a.name, a.role, 10.0)
+        if self.a.wait_peer:
+            wait_peer(self.a.name, self.a.role, 10.0)
+
+    def open_v2(self) -> None:
+        """§7: create with the schemas given, or attach stating those given (R-SCHEMA-10); an op
+        that does not fit the schemas found is a usage error after the create/attach line."""
+        a = self.a
+        cls = MessageRequester if a.role == "requester" else MessageResponder
+        kw = self.options()
+        op = "create" if a.create else "attach"
+        make = cls.create if a.create else cls.attach
+        res, val = self.call(op, 0, lambda: make(a.name, a.request_spec, a.reply_spec, **kw))
+        if res != "ok":
+            self.fail(res, val)
+        t0, t1, h = val
+        self.h = h
+        self.view = HeaderView(a.name)
+        self.log.event(op, 0, t0, t1, "ok", h.seq(), self.phase(), protocol=2)
+        header = h.header()
+        self.request_records, self.reply_records = header.request, header.reply
+        if a.op in ("add1", "echo", "checksum") and not compatible(
+            self.request_records, self.reply_records
+        ):
+            raise UsageError(
+                f"--op {a.op} needs reply field k in place onto request field k or of its dtype "
+                "and shape (PEER.md §7.4); these schemas do not fit: use --op derive"
+            )
+        self.ready()
+
+    def request_data(self, rnd: int) -> Any:
+        """The request of round ``rnd``: §3's array, or §7.3's fields."""
+        a = self.a
+        if not self.v2:
+            return pattern(self.dtype, self.shape, rnd, a.seed)
+        base = 13 * rnd + a.seed
+        return {
+            r.name: field_array(r, k, a.extents, rnd + a.seed, base)
+            for k, r in enumerate(self.request_records)
+        }
 
     def run_requester(self) -> None:
         a, h = self.a, self.h
-        assert isinstance(h, Requester)
+        assert isinstance(h, (Requester, MessageRequester))
         rnd = 1
-        data = pattern(self.dtype, self.shape, rnd, a.seed)
+        data = self.request_data(rnd)
         need_send = True
         gone_since: float | None = None
         retries = 0
@@ -661,13 +870,13 @@ class Peer:
                 self.mismatches += int(not good)
                 self.point("after", "receive", rnd)
                 rnd += 1
-                data = pattern(self.dtype, self.shape, rnd, a.seed)
+                data = self.request_data(rnd)
                 need_send, gone_since, retries = True, None, 0
                 continue
             if res == "TIMEOUT" and a.retry_after_timeout and retries < 100:
                 retries += 1
                 if rnd < a.rounds:
-                    nxt = pattern(self.dtype, self.shape, rnd + 1, a.seed)
+                    nxt = self.request_data(rnd + 1)
                     r2, v2 = self.send(h, rnd + 1, nxt)
                     if r2 == "ok":  # the old round is abandoned (cancelled or its reply dropped)
                         rnd, data, need_send = rnd + 1, nxt, False
@@ -685,9 +894,7 @@ class Peer:
                     continue
             self.fail(res, val)
 
-    def send(
-        self, h: Requester, rnd: int, data: np.ndarray[Any, Any], injected: bool = False
-    ) -> tuple[str, Any]:
+    def send(self, h: Any, rnd: int, data: Any, injected: bool = False) -> tuple[str, Any]:
         res, val = self.call("send", rnd, lambda: h.send(data), injected=injected)
         if res == "ok":
             t0, t1, seq = val
@@ -699,27 +906,77 @@ class Peer:
                 "ok",
                 int(seq),
                 self.phase(),
-                hexsum(data),
                 injected=injected or None,
+                **self.describe(data),
             )
         return res, val
 
-    def injected_receive(self, h: Requester, rnd: int) -> None:
+    def injected_receive(self, h: Any, rnd: int) -> None:
         res, val = self.call("receive", rnd, lambda: h.receive_copy(timeout=0), injected=True)
         if res == "ok":
             t0, t1, reply = val
             self.log_receive(h, rnd, t0, t1, reply, injected=True)
 
-    def verify(self, sent: np.ndarray[Any, Any], reply: np.ndarray[Any, Any]) -> bool:
+    def verify(self, sent: Any, reply: Any) -> bool:
+        if self.v2:
+            return self.verify_v2(sent, reply)
         if self.a.op == "checksum":
             return checksum(reply) == checksum(sent)
         want = sent.copy()
         apply_op(self.a.op, want)
         return bool(reply.shape == want.shape and np.array_equal(reply, want))
 
+    def promised(self, request: Any) -> dict[str, np.ndarray[Any, Any]]:
+        """§7.4: the reply fields the op gives ``request`` (as sent, or as taken)."""
+        a, out = self.a, {}
+        if a.op == "derive":
+            c = derive_base(request)
+            for k, r in enumerate(self.reply_records):
+                out[r.name] = field_array(r, k, a.reply_extents, c, c)
+            return out
+        for r, q in zip(self.reply_records, self.request_records):
+            want = np.array(request[q.name])  # a copy (the request may be a view)
+            apply_op(a.op, want)
+            out[r.name] = want
+        return out
+
+    def verify_v2(self, sent: dict[str, Any], reply: dict[str, np.ndarray[Any, Any]]) -> bool:
+        """§7.4 verification: every reply field has the shape and data the op promises for the
+        request sent (``checksum``: by checksums only)."""
+        want = self.promised(sent)
+        if list(reply) != list(want):
+            return False
+        if self.a.op == "checksum":
+            return all(checksum(reply[k]) == checksum(w) for k, w in want.items())
+        return all(
+            reply[k].shape == w.shape and np.array_equal(reply[k], w) for k, w in want.items()
+        )
+
+    def reply_v2(self, req: MessageRequest, rnd: int) -> None:
+        """§7.4 on a taken v2 request: the reply of the op, copied in (an in-place field of echo
+        and checksum is left as taken). A reply the library refuses (derive with
+        --reply-extents over: CAPACITY_EXCEEDED, S7) is logged, the round completed with an
+        error reply of that code (R-MSG-2), and the peer ends with it."""
+        a = self.a
+        published = self.promised(req.request)
+        given = {
+            r.name: v
+            for r, v in zip(self.reply_records, published.values())
+            if not (r.alias and a.op in ("echo", "checksum"))
+        }
+        self.point("before", "reply", rnd)
+        res, val = self.call("reply", rnd, lambda: req.reply(given))
+        if res != "ok":
+            if isinstance(val, Error) and not req.done:
+                req.fail(val.code)
+            self.fail(res, val)
+        t0, t1, _ = val
+        self.log.event("reply", rnd, t0, t1, "ok", int(req.seq), self.phase(),
+                       **fields_log(published))  # fmt: skip
+
     def run_responder(self) -> None:
         a, h = self.a, self.h
-        assert isinstance(h, Responder)
+        assert isinstance(h, (Responder, MessageResponder))
         rnd = 0
         gone_since: float | None = None
         while a.rounds == 0 or rnd < a.rounds:
@@ -743,13 +1000,21 @@ class Peer:
             gone_since = None
             rnd = nr
             t0, t1, req = val
-            arr = req.array
-            self.log.event("take", rnd, t0, t1, "ok", int(req.seq), self.phase(), hexsum(arr))
+            taken = req.request if self.v2 else req.array
+            self.log.event("take", rnd, t0, t1, "ok", int(req.seq), self.phase(),
+                           **self.describe(taken))  # fmt: skip
             self.point("after", "take", rnd)
             if rnd == 1 and a.out_of_turn == "take":
                 self.call("take", rnd, lambda: h.take(timeout=0), injected=True)
             if a.op == "fail":
                 self.handler_fails(req, rnd)
+            if self.v2:
+                self.reply_v2(req, rnd)
+                self.rounds_ok += 1
+                self.verified += 1
+                self.point("after", "reply", rnd)
+                continue
+            arr = taken
             apply_op(a.op, arr)
             self.point("before", "reply", rnd)
             cs = hexsum(arr)
@@ -794,6 +1059,28 @@ class Peer:
             self.log.event("close", 0, t0, now_ns(), e.name, message=str(e)[:300])
 
 
+def protocol_flags(a: argparse.Namespace) -> None:
+    """PEER.md §7.1: the protocol (2 if a schema flag is given), the flags each protocol
+    refuses, and the SPECs parsed (usage errors)."""
+    schemas = a.request_schema is not None or a.reply_schema is not None
+    a.protocol = a.protocol or ("2" if schemas else "1")
+    if a.protocol == "1":
+        if schemas:
+            raise UsageError("--protocol 1 with a schema flag: schemas are protocol 2")
+        if a.op == "derive":
+            raise UsageError("--op derive is protocol 2 (PEER.md §7.4)")
+        return
+    for flag in ("dtype", "shape", "capacity"):
+        if getattr(a, flag) is not None:
+            raise UsageError(f"--{flag} is protocol 1: with protocol 2 give the schemas")
+    if a.wrong_shape or a.wrong_dtype:
+        raise UsageError("--wrong-shape/--wrong-dtype are protocol 1: give the attacher a SPEC")
+    if a.create and (a.request_schema is None or a.reply_schema is None):
+        raise UsageError("--create with protocol 2 needs --request-schema and --reply-schema")
+    a.request_spec = None if a.request_schema is None else parse_spec(a.request_schema)
+    a.reply_spec = None if a.reply_schema is None else parse_spec(a.reply_schema)
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     p = build_parser()
@@ -805,8 +1092,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     if not a.role or a.name is None or not (a.create or a.attach):
         p.error("--role, --name and one of --create/--attach are required")
     try:
+        protocol_flags(a)
         a.shape_t = parse_shape(a.shape)
-        if a.create:
+        if a.create and a.protocol == "1":
             a.dtype = a.dtype or "float32"
             a.shape_t = (512, 512) if a.shape_t is None else a.shape_t
         a.faults = Faults(a)

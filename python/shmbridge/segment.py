@@ -12,8 +12,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from . import _native
 from .errors import (
@@ -35,10 +36,21 @@ from .layout import (
     check_host,
     validate_fixed,
 )
+from .layout_v2 import MAX_HEADER_SIZE, read_version
+from .layout_v2 import decode_header as decode_header_v2
 from .liveness import own_start_time, process_alive, slot_owner
 from .naming import posix_name, validate_name, windows_names
 
-__all__ = ["MAGIC_U64", "RemovedSegment", "Segment", "SegmentNameRemovedWarning", "find_removed"]
+__all__ = [
+    "MAGIC_U64",
+    "RemovedSegment",
+    "Segment",
+    "SegmentNameRemovedWarning",
+    "Validator",
+    "find_removed",
+    "validate_any",
+    "validate_v1",
+]
 
 MAGIC_U64 = int.from_bytes(MAGIC, "little")
 _POSIX = os.name == "posix"
@@ -58,6 +70,24 @@ def _waited(start: float, deadline: float, now: float) -> str:
     if deadline <= start:
         return "after one check (timeout 0)"
     return f"after waiting {now - start:.3g} s"
+
+
+#: Validates the header of a mapping of ``size`` bytes of segment ``name`` (raises the error).
+Validator = Callable[[mmap.mmap, int, str], object]
+
+
+def validate_v1(mm: mmap.mmap, size: int, name: str) -> object:
+    """The v1 API's check at attach (R-LAYOUT-3..6; a v2 segment is R-VER-3's mismatch)."""
+    return validate_fixed(mm[:HEADER_SIZE], size, name=name)  # a copy: no export outlives errors
+
+
+def validate_any(mm: mmap.mmap, size: int, name: str) -> object:
+    """R-VER-7: a header that validates as v1 (Part I) or as v2 (R-SCHEMA-9); any other
+    version_major is VERSION_MISMATCH naming the versions supported."""
+    head = mm[: min(size, len(mm), MAX_HEADER_SIZE)]
+    if len(head) >= HEADER_SIZE and bytes(head[:8]) == MAGIC and read_version(head) == 2:
+        return decode_header_v2(head, size, name=name)
+    return validate_fixed(head, size, name=name)  # v1, or the mismatch of another version
 
 
 class SegmentBusyWarning(ResourceWarning):
@@ -144,15 +174,18 @@ class Segment:
         reclaim_stale: bool = True,
         keep: bool = False,
         deadline: float = 0.0,
+        tables: Sequence[tuple[int, bytes]] = (),
     ) -> Segment:
         """Create the object with O_CREAT|O_EXCL, mode 0600, size it (R-SEG-1), write ``header``
-        (magic excluded) and publish the magic last with release semantics (R-SEG-6)."""
+        (magic excluded; 512 bytes in v1, ``header_size`` in v2) and ``tables`` (offset, bytes:
+        v2's initial message tables, R-SCHEMA-8), and publish the magic last with release
+        semantics (R-SEG-6)."""
         check_host()
         name = validate_name(name)
-        if size < HEADER_SIZE or len(header) != HEADER_SIZE:
+        if len(header) < HEADER_SIZE or size < len(header):
             raise ValueError("segment smaller than the header")
         if not _POSIX:  # pragma: no cover - Windows, untested here
-            return cls._create_windows(name, size, header)
+            return cls._create_windows(name, size, header, tables)
         oname = posix_name(name)
         for _attempt in range(8):
             try:
@@ -171,14 +204,16 @@ class Segment:
                 raise _os_error(exc, "cannot size/map segment", name) from None
             seg = cls(name, mm, size, created=True, keep=keep)
             seg._fd = fd  # kept open for R-SEG-9 (closed by close())
-            seg._publish(header)
+            seg._publish(header, tables)
             return seg
         raise AlreadyExists(f"segment {name!r} keeps being re-created by another process")
 
-    def _publish(self, header: bytes) -> None:
+    def _publish(self, header: bytes, tables: Sequence[tuple[int, bytes]] = ()) -> None:
         mm = self.mm
         assert mm is not None
-        mm[8:HEADER_SIZE] = header[8:]
+        mm[8 : len(header)] = header[8:]
+        for off, data in tables:
+            mm[off : off + len(data)] = data
         _native.store_release64(mm, OFF_MAGIC, MAGIC_U64)
 
     @classmethod
@@ -206,7 +241,7 @@ class Segment:
                 if size >= HEADER_SIZE:
                     mm = mmap.mmap(
                         fd,
-                        HEADER_SIZE,
+                        min(size, MAX_HEADER_SIZE),  # a v2 header may be longer (R-VER-7)
                         flags=mmap.MAP_SHARED,
                         prot=mmap.PROT_READ | mmap.PROT_WRITE,
                     )
@@ -216,7 +251,7 @@ class Segment:
                 os.close(fd)
             try:
                 if mm is not None and _native.load_acquire64(mm, OFF_MAGIC) != 0:
-                    validate_fixed(mm[:HEADER_SIZE], size)  # Corrupt / Version (a copy)
+                    validate_any(mm, size, name)  # Corrupt / Version, either version (R-VER-7)
                     pid, _state, start = slot_owner(mm, OFF_CREATOR)
                     if process_alive(pid, start):
                         raise AlreadyExists(
@@ -264,27 +299,35 @@ class Segment:
             raise _os_error(exc, "cannot remove stale segment", name) from None
 
     @classmethod
-    def _create_windows(cls, name: str, size: int, header: bytes) -> Segment:  # pragma: no cover
+    def _create_windows(
+        cls, name: str, size: int, header: bytes, tables: Sequence[tuple[int, bytes]]
+    ) -> Segment:  # pragma: no cover
         mapping, _req, _rsp = windows_names(name)
         mm = _win_mmap(size, mapping)
         if _native.load_acquire64(mm, OFF_MAGIC) != 0:
             mm.close()
             raise AlreadyExists(f"segment {name!r} exists (Windows mapping {mapping})")
         seg = cls(name, mm, size, created=True)
-        seg._publish(header)
+        seg._publish(header, tables)
         return seg
 
     # -- attach -----------------------------------------------------------------------------
 
     @classmethod
-    def attach(cls, name: str, *, deadline: float) -> Segment:
+    def attach(cls, name: str, *, deadline: float, validate: Validator = validate_v1) -> Segment:
         """Open and map an existing segment; wait while it does not exist yet or is still being
         initialised (size 0 or magic 0, R-SEG-6) until ``deadline`` (time.monotonic), polling
         every 2 ms doubling to 50 ms (R-ATTACH-1), then SEGMENT_NOT_FOUND. The header is
-        validated (R-LAYOUT-*). Never registers anything that unlinks (R-SEG-3)."""
+        validated by ``validate`` (the API's version: R-LAYOUT-*, or R-SCHEMA-9). Never registers
+        anything that unlinks (R-SEG-3)."""
         check_host()
         name = validate_name(name)
         if not _POSIX:  # pragma: no cover
+            if validate is not validate_v1:  # pragma: no cover - Windows
+                raise OsError(
+                    f"cannot attach to {name!r}: protocol v2 on Windows is not implemented in the "
+                    "Python package yet (the v1 API is); use a POSIX host"
+                )
             return cls._attach_windows(name)
         oname = posix_name(name)
         start = time.monotonic()
@@ -318,7 +361,7 @@ class Segment:
                 )
             if mm is not None and _native.load_acquire64(mm, OFF_MAGIC) != 0:
                 try:
-                    validate_fixed(mm[:HEADER_SIZE], size)  # a copy: no export outlives errors
+                    validate(mm, size, name)
                 except BaseException:
                     mm.close()
                     raise

@@ -25,8 +25,41 @@ def attach_responder(name: str, **kw: object) -> sb.Responder:
             time.sleep(0.005)
 
 
+#: The v2 modes' schemas: a small camera (test_processes_v2.py).
+CAMERA = (
+    sb.Schema(image=(np.uint8, (12, 16, 3)), stamp=(np.float64, ())),
+    sb.Schema(boxes=(np.float32, (sb.upto(10), 6))),
+)
+
+
+def detections(request: sb.MessageView) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+    """The camera responder's reply: int(stamp) mod 11 rows (0 to the maximum 10) of the
+    image's sum mod 97, so the requester can verify every reply."""
+    n = int(request["stamp"]) % 11
+    return {"boxes": np.full((n, 6), int(request["image"].sum()) % 97, np.float32)}
+
+
 def main() -> int:
     mode, name = sys.argv[1], sys.argv[2]
+    if mode == "msg-responder-serve":
+        msg = sb.MessageResponder.attach(name, *CAMERA, timeout=10)
+        print("ready", flush=True)
+        n = msg.serve(detections)
+        msg.close()
+        print(f"served {n}", flush=True)
+        return 0
+    if mode == "msg-responder-hold":
+        msg = sb.MessageResponder.attach(name, *CAMERA, timeout=10)
+        taken = msg.take(timeout=10)
+        print(f"taken {taken.seq}", flush=True)
+        time.sleep(60)
+        return 1
+    if mode == "msg-requester-hold":
+        held = sb.MessageRequester.attach(name, *CAMERA, timeout=10)
+        print("ready", flush=True)
+        time.sleep(60)
+        held.close()
+        return 1
     if mode == "responder-serve":
         rsp = attach_responder(name)
 
