@@ -24,6 +24,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -128,19 +130,17 @@ Handle attach_when_created(const Args& a) {
   }
 }
 
-int requester(const Args& a) {
-  const shmbridge::Shape shape = shape_for(a.bytes);
-  const std::size_t n = static_cast<std::size_t>(a.bytes / 4);
-  auto req = shmbridge::Requester::create(a.name, shmbridge::DType::float32, shape, options(a));
-  std::vector<float> in(n), out(n);  // value-initialised: every page touched before timing
-  for (std::size_t i = 0; i < n; ++i) in[i] = 1e-6f + static_cast<float>(i % 1024);
-  std::printf("READY\n");
-  std::fflush(stdout);
-
+// W warm-up and R timed rounds (--warmup, --rounds; r < 0 is a warm-up round): run(r) is timed
+// with steady_clock, check(r) (did the round give the right reply?) is not; stops after
+// --max-seconds of timed rounds. Prints the JSON line of a requester (`extra`, e.g.
+// "\"protocol\":2,", goes after its role) and returns the number of wrong replies.
+template <class Run, class Check>
+long timed_rounds(const Args& a, const char* role, const char* extra, std::uint64_t bytes, Run run,
+                  Check check) {
   std::vector<std::int64_t> samples;
   samples.reserve(static_cast<std::size_t>(a.rounds));
   long bad = 0;
-  double cpu0 = 0.0, wall0 = 0.0;
+  double cpu0 = 0.0;
   long flt0 = 0;
   Clock::time_point start{};
   for (long r = -a.warmup; r < a.rounds; ++r) {
@@ -149,26 +149,44 @@ int requester(const Args& a) {
       flt0 = minor_faults();
       start = Clock::now();
     }
-    in[0] = static_cast<float>(r & 0xffff);  // a different request every round
     const auto t0 = Clock::now();
-    req.send(in.data(), shape);
-    req.receive(out.data(), shape);
+    run(r);
     const auto t1 = Clock::now();
-    if (out[0] != in[0] + 1.0f || out[n - 1] != in[n - 1] + 1.0f) ++bad;
+    if (!check(r)) ++bad;
     if (r >= 0) samples.push_back(duration_cast<nanoseconds>(t1 - t0).count());
     if (r >= 0 && a.max_seconds > 0 && duration<double>(t1 - start).count() > a.max_seconds) break;
   }
-  wall0 = duration<double>(Clock::now() - start).count();
+  const double wall = duration<double>(Clock::now() - start).count();
   const double cpu = cpu_seconds() - cpu0;
   const long flt = minor_faults() - flt0;
-  std::printf("{\"lang\":\"cpp\",\"role\":\"requester\",\"bytes\":%llu,\"rounds\":%zu,"
-              "\"errors\":%ld,\"wall_s\":%.6f,\"cpu_s\":%.6f,\"minor_faults\":%ld,\"samples_ns\":[",
-              static_cast<unsigned long long>(a.bytes), samples.size(), bad, wall0, cpu, flt);
+  std::printf("{\"lang\":\"cpp\",\"role\":\"%s\",%s\"bytes\":%llu,\"rounds\":%zu,\"errors\":%ld,"
+              "\"wall_s\":%.6f,\"cpu_s\":%.6f,\"minor_faults\":%ld,\"samples_ns\":[",
+              role, extra, static_cast<unsigned long long>(bytes), samples.size(), bad, wall, cpu,
+              flt);
   for (std::size_t i = 0; i < samples.size(); ++i) {
     std::printf(i ? ",%lld" : "%lld", static_cast<long long>(samples[i]));
   }
   std::printf("]}\n");
   std::fflush(stdout);
+  return bad;
+}
+
+int requester(const Args& a) {
+  const shmbridge::Shape shape = shape_for(a.bytes);
+  const std::size_t n = static_cast<std::size_t>(a.bytes / 4);
+  auto req = shmbridge::Requester::create(a.name, shmbridge::DType::float32, shape, options(a));
+  std::vector<float> in(n), out(n);  // value-initialised: every page touched before timing
+  for (std::size_t i = 0; i < n; ++i) in[i] = 1e-6f + static_cast<float>(i % 1024);
+  std::printf("READY\n");
+  std::fflush(stdout);
+  const long bad = timed_rounds(
+      a, "requester", "", a.bytes,
+      [&](long r) {
+        in[0] = static_cast<float>(r & 0xffff);  // a different request every round
+        req.send(in.data(), shape);
+        req.receive(out.data(), shape);
+      },
+      [&](long) { return out[0] == in[0] + 1.0f && out[n - 1] == in[n - 1] + 1.0f; });
   req.close();
   return bad ? 1 : 0;
 }
@@ -209,19 +227,17 @@ int idle(const Args& a) {
   return 0;
 }
 
-// -- The camera scenario
-// ------------------------------------------------------------------------
-// Round k (counted from the first warm-up round) sends frame[0] = k mod 256
-// (the rest of the frame is a fixed pattern) and stamp = k; the responder
-// answers n = k mod 101 rows of 6 float32, every value float(stamp) except
-// column 0 = frame[0]. It touches the frame as little as a responder can, so
-// the figures are the transport's; the example's detection rule
-// (cpp/examples/README.md) would add its own compute. The requester copies the
-// n rows out and checks n, the first and the last value.
+// -- The camera scenario ------------------------------------------------------------------------
+// Round k (counted from the first warm-up round) sends frame[0] = k mod 256 (the rest of the
+// frame is a fixed pattern) and stamp = k; the responder answers n = k mod 101 rows of 6 float32,
+// every value float(stamp) except column 0 = frame[0]. It touches the frame as little as a
+// responder can, so the figures are the transport's; the example's detection rule
+// (cpp/examples/README.md) would add its own compute. The requester copies the n rows out and
+// checks n, the first and the last value.
 
 constexpr std::uint64_t kFrameBytes = 480 * 640 * 3, kMaxBoxes = 100;
-constexpr std::uint64_t kPackedBytes = kFrameBytes + 8;  // v1: frame, then the stamp's 8 bytes
-constexpr std::uint64_t kRowsOffset = 8;                 // v1 reply: uint32 n, 4 spare, rows
+constexpr std::uint64_t kPackedBytes = kFrameBytes + 8;  // v1: the frame, then the stamp's bytes
+constexpr std::uint64_t kRowsOffset = 8;                 // v1 reply: uint32 n, 4 spare, the rows
 
 shmbridge::Schema camera_request() {
   return shmbridge::Schema{}.field<std::uint8_t>("image", {480, 640, 3}).field<double>("stamp", {});
@@ -230,8 +246,7 @@ shmbridge::Schema camera_reply() {
   return shmbridge::Schema{}.field<float>("boxes", {shmbridge::upto(kMaxBoxes), 6});
 }
 
-// The responder's rows for (stamp, first byte of the frame) into `rows` (n x 6
-// floats).
+// The responder's rows for (stamp, first byte of the frame) into `rows` (n x 6 floats).
 std::uint64_t fill_boxes(float* rows, double stamp, std::uint8_t first) {
   const std::uint64_t n = static_cast<std::uint64_t>(stamp) % (kMaxBoxes + 1);
   for (std::uint64_t i = 0; i < n * 6; ++i) rows[i] = static_cast<float>(stamp);
@@ -246,88 +261,56 @@ bool boxes_ok(const std::vector<float>& out, std::uint64_t n, long k) {
                     out[n * 6 - 1] == static_cast<float>(static_cast<double>(k)));
 }
 
-// Timed rounds of `one_round(k, out)` (returns the rows received), as
-// requester() does.
-template <class Round>
-int camera_rounds(const Args& a, std::vector<float>& out, Round one_round) {
-  std::printf("READY\n");
-  std::fflush(stdout);
-  std::vector<std::int64_t> samples;
-  samples.reserve(static_cast<std::size_t>(a.rounds));
-  long bad = 0;
-  double cpu0 = 0.0;
-  long flt0 = 0;
-  Clock::time_point start{};
-  for (long r = -a.warmup; r < a.rounds; ++r) {
-    if (r == 0) {
-      cpu0 = cpu_seconds();
-      flt0 = minor_faults();
-      start = Clock::now();
-    }
-    const long k = r + a.warmup;
-    const auto t0 = Clock::now();
-    const std::uint64_t n = one_round(k, out);
-    const auto t1 = Clock::now();
-    if (!boxes_ok(out, n, k)) ++bad;
-    if (r >= 0) samples.push_back(duration_cast<nanoseconds>(t1 - t0).count());
-    if (r >= 0 && a.max_seconds > 0 && duration<double>(t1 - start).count() > a.max_seconds) break;
-  }
-  const double wall = duration<double>(Clock::now() - start).count();
-  std::printf(
-      "{\"lang\":\"cpp\",\"role\":\"camera-requester\",\"protocol\":%d,"
-      "\"bytes\":%llu,"
-      "\"rounds\":%zu,\"errors\":%ld,\"wall_s\":%.6f,\"cpu_s\":%.6f,"
-      "\"minor_faults\":%ld,"
-      "\"samples_ns\":[",
-      a.protocol, static_cast<unsigned long long>(kPackedBytes), samples.size(), bad, wall,
-      cpu_seconds() - cpu0, minor_faults() - flt0);
-  for (std::size_t i = 0; i < samples.size(); ++i) {
-    std::printf(i ? ",%lld" : "%lld", static_cast<long long>(samples[i]));
-  }
-  std::printf("]}\n");
-  std::fflush(stdout);
-  return bad ? 1 : 0;
-}
-
 int camera_requester(const Args& a) {
   std::vector<float> out(kMaxBoxes * 6);
-  // v1 keeps the frame inside the packed array (no packing copy); v2 sends it
-  // as it is.
+  // v1 keeps the frame inside the packed array (no packing copy); v2 sends it as it is.
   std::vector<std::uint8_t> frame(a.protocol == 1 ? kPackedBytes : kFrameBytes);
   for (std::uint64_t i = 0; i < kFrameBytes; ++i) frame[i] = static_cast<std::uint8_t>(i * 7);
+  std::uint64_t n = 0;  // the rows of the last reply
+  // One round: frame[0] and the stamp of round k = r + warmup, send, the rows copied to `out`.
+  std::function<std::uint64_t(double)> exchange;
+  std::optional<shmbridge::MessageRequester> req2;
+  std::optional<shmbridge::Requester> req1;
   if (a.protocol == 2) {
-    auto req =
-        shmbridge::MessageRequester::create(a.name, camera_request(), camera_reply(), options(a));
-    const int rc = camera_rounds(a, out, [&](long k, std::vector<float>& rows) {
-      frame[0] = static_cast<std::uint8_t>(k & 0xff);
-      const double stamp = static_cast<double>(k);
-      req.send({{"image", shmbridge::FieldRef(frame.data(), {480, 640, 3})},
-                {"stamp", shmbridge::FieldRef(&stamp, {})}});
-      const shmbridge::MessageView m = req.receive();
+    req2.emplace(
+        shmbridge::MessageRequester::create(a.name, camera_request(), camera_reply(), options(a)));
+    exchange = [&](double stamp) {
+      req2->send({{"image", shmbridge::FieldRef(frame.data(), {480, 640, 3})},
+                  {"stamp", shmbridge::FieldRef(&stamp, {})}});
+      const shmbridge::MessageView m = req2->receive();
       const auto boxes = m.field<float>("boxes");
-      std::memcpy(rows.data(), boxes.data(), boxes.nbytes());
+      std::memcpy(out.data(), boxes.data(), boxes.nbytes());
       return boxes.shape()[0];
-    });
-    req.close();
-    return rc;
+    };
+  } else {
+    req1.emplace(shmbridge::Requester::create(a.name, shmbridge::DType::uint8,
+                                              shmbridge::Shape{kPackedBytes}, options(a)));
+    exchange = [&](double stamp) {
+      std::memcpy(frame.data() + kFrameBytes, &stamp, sizeof stamp);
+      req1->send(frame.data(), shmbridge::Shape{kPackedBytes});
+      const shmbridge::ArrayView v = req1->receive();
+      const auto* p = v.data<std::uint8_t>();
+      std::uint32_t rows = 0;
+      std::memcpy(&rows, p, sizeof rows);
+      if (rows > kMaxBoxes) return std::uint64_t{kMaxBoxes + 1};  // a wrong reply, no overflow
+      std::memcpy(out.data(), p + kRowsOffset, rows * 6 * sizeof(float));
+      return std::uint64_t{rows};
+    };
   }
-  auto req = shmbridge::Requester::create(a.name, shmbridge::DType::uint8,
-                                          shmbridge::Shape{kPackedBytes}, options(a));
-  const int rc = camera_rounds(a, out, [&](long k, std::vector<float>& rows) {
-    frame[0] = static_cast<std::uint8_t>(k & 0xff);
-    const double stamp = static_cast<double>(k);
-    std::memcpy(frame.data() + kFrameBytes, &stamp, sizeof stamp);
-    req.send(frame.data(), shmbridge::Shape{kPackedBytes});
-    const shmbridge::ArrayView v = req.receive();
-    const auto* p = v.data<std::uint8_t>();
-    std::uint32_t n = 0;
-    std::memcpy(&n, p, sizeof n);
-    if (n > kMaxBoxes) return std::uint64_t{kMaxBoxes + 1};  // a wrong reply, not an overflow
-    std::memcpy(rows.data(), p + kRowsOffset, n * 6 * sizeof(float));
-    return std::uint64_t{n};
-  });
-  req.close();
-  return rc;
+  std::printf("READY\n");
+  std::fflush(stdout);
+  const std::string extra = "\"protocol\":" + std::to_string(a.protocol) + ",";
+  const long bad = timed_rounds(
+      a, "camera-requester", extra.c_str(), kPackedBytes,
+      [&](long r) {
+        const long k = r + a.warmup;
+        frame[0] = static_cast<std::uint8_t>(k & 0xff);
+        n = exchange(static_cast<double>(k));
+      },
+      [&](long r) { return boxes_ok(out, n, r + a.warmup); });
+  if (req2) req2->close();
+  if (req1) req1->close();
+  return bad ? 1 : 0;
 }
 
 int camera_responder(const Args& a) {
@@ -357,11 +340,9 @@ int camera_responder(const Args& a) {
       ++served;
     });
   }
-  std::printf(
-      "{\"lang\":\"cpp\",\"role\":\"camera-responder\",\"protocol\":%d,"
-      "\"served\":%ld,"
-      "\"cpu_s\":%.6f}\n",
-      a.protocol, served, cpu_seconds() - cpu0);
+  std::printf("{\"lang\":\"cpp\",\"role\":\"camera-responder\",\"protocol\":%d,\"served\":%ld,"
+              "\"cpu_s\":%.6f}\n",
+              a.protocol, served, cpu_seconds() - cpu0);
   return 0;
 }
 

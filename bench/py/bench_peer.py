@@ -206,6 +206,8 @@ def camera_requester(a: argparse.Namespace) -> int:
 
         close = req1.close
     print("READY", flush=True)
+    # requester()'s loop, with one_round(k) for its two calls: kept apart from it so that the
+    # per-size rounds do not pay a Python call per round (about 0.1 µs of a 2 µs round at 64 B).
     samples = []
     bad = 0
     clock = time.perf_counter_ns
