@@ -33,7 +33,8 @@ import shmbridge
 def frame_base() -> npt.NDArray[np.uint8]:
     """(x + 2y + 3c) mod 256: round r's frame is this plus 7r, mod 256."""
     y, x, c = np.indices((HEIGHT, WIDTH, CHANNELS))
-    return ((x + 2 * y + 3 * c) % 256).astype(np.uint8)
+    base: npt.NDArray[np.uint8] = ((x + 2 * y + 3 * c) % 256).astype(np.uint8)
+    return base
 
 
 def positive(text: str) -> int:

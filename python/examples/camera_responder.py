@@ -86,7 +86,7 @@ def answer(request: shmbridge.MessageRequest) -> int:
     boxes = request.reply_field("boxes", (count(s), 6))  # writable view of the reply field
     write_detections(boxes, image, stamp, s)
     request.reply()  # publishes the reply field as written (T3)
-    return boxes.shape[0]
+    return int(boxes.shape[0])
 
 
 def main(argv: list[str] | None = None) -> int:
