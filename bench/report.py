@@ -159,6 +159,7 @@ def build(
                     100.0 * row["channel_gbps"] / f["memcpy_gbps"] if row["channel_gbps"] else None
                 )
         rows.append(row)
+    camera_floors = camera_ratios(rows, cells, floors_raw.get("_camera", {}))
     result = {
         "meta": meta,
         "sizes": sizes,
@@ -169,8 +170,47 @@ def build(
         "micro": micro,
         "skipped": skipped,
     }
+    if camera_floors:
+        result["camera_floors"] = camera_floors
     result["targets"] = targets(result)
     return result
+
+
+def is_camera(r: dict[str, Any]) -> bool:
+    return str(r.get("system", "")).startswith("camera")
+
+
+def camera_ratios(
+    rows: list[dict[str, Any]], cells: list[Any], cam: dict[str, Any]
+) -> dict[str, float]:
+    """The camera rows' ratios (bench/README.md), replacing the per-size ones that do not apply:
+    ×work floor = p50 / (copy of the request + copy of the largest reply in the requester's
+    language), median of per-pass ratios; ×v1 (v2 rows) = median over passes of v2 p50 / v1 p50
+    of the same pairing. Returns the camera floors (median of the passes), or {}."""
+    passes: dict[str, dict[str, float]] = cam.get("passes", {})
+    pass_p50 = {(c.system, c.pairing): c.pass_p50 for c in cells}
+    for r in rows:
+        if not is_camera(r) or "p50_ns" not in r:
+            continue
+        key = "copy_cpp" if r["pairing"].startswith("cpp") else "copy_py"
+        floor = _median(cam.get(key, [])) or float("nan")
+        mine = pass_p50.get((r["system"], r["pairing"]), {})
+        r["work_floor_ns"] = floor
+        r["x_work_floor"] = r["p50_ns"] / floor if floor == floor else None
+        r["x_work_floor_paired"] = _median(
+            [v / passes[k][key] for k, v in mine.items() if passes.get(k, {}).get(key)]
+        )
+        for k in ("x_floor", "x_handoff", "x_handoff_paired", "x_protocol_floor_paired"):
+            r[k] = None
+        if r["system"] == "camera v2":
+            v1 = pass_p50.get(("camera v1 (one array)", r["pairing"]), {})
+            r["x_v1_paired"] = _median([v / v1[k] for k, v in mine.items() if v1.get(k)])
+    if not passes:
+        return {}
+    return {
+        "copy_cpp_p50_ns": _median(cam.get("copy_cpp", [])) or float("nan"),
+        "copy_py_p50_ns": _median(cam.get("copy_py", [])) or float("nan"),
+    }
 
 
 def _row(result: dict[str, Any], key: str, size: int) -> dict[str, Any] | None:
@@ -313,6 +353,28 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "ge",
                     f"channel {r.get('channel_gbps') or 0:.2f} GB/s (2×payload / (p50 − add))",
                 )
+    for r in result["results"]:
+        if r["system"] != "camera v2" or "p50_ns" not in r:
+            continue
+        v1 = _row(result, f"camera v1 (one array) {r['pairing']}", r["size"])
+        add(
+            f"(info) camera {r['pairing']} v2 vs its work floor (copy of the frame + stamp and "
+            "of 100×6 float32)",
+            r.get("x_work_floor_paired") or r.get("x_work_floor"),
+            1.3,
+            "le",
+            per_pass(r, "camera work floor of the same pass"),
+        )
+        add(
+            f"(info) camera {r['pairing']} v2 vs the same exchange squeezed into one v1 array",
+            r.get("x_v1_paired"),
+            1.0,
+            "le",
+            f"p50 {fmt_us(r['p50_ns'])} vs {fmt_us(v1['p50_ns']) if v1 else '—'}; median of "
+            "per-pass ratios",
+        )
+    if not result["sizes"]:  # --camera only: the per-size targets were not measured
+        out = [g for g in out if "camera" in g["target"]]
     return out
 
 
@@ -358,8 +420,8 @@ def plot(result: dict[str, Any], out: Path, base: str) -> list[Path]:
         for r in result["results"]:
             if "p50_ns" not in r:
                 continue
-            if r["system"] == "shmbridge" and r["mode"] != mode:
-                continue
+            if (r["system"] == "shmbridge" and r["mode"] != mode) or is_camera(r):
+                continue  # the camera scenario is one point, in its own table
             label = r["key"]
             systems.setdefault(label, []).append((r["size"], r["p50_ns"] / 1e3))
         for label, pts in sorted(systems.items()):
@@ -418,6 +480,56 @@ def plot(result: dict[str, Any], out: Path, base: str) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+CAMERA_TITLE = (
+    "Camera scenario, blocking: (480, 640, 3) uint8 + float64 stamp → n ≤ 100 × 6 float32 "
+    "(n = 0..100), protocol v2 vs the same exchange squeezed into one v1 uint8 array; work floor "
+    "= copy of the request + copy of 100×6 float32 in the requester's language; ratios are "
+    "medians of per-pass ratios"
+)
+
+
+def camera_table(result: dict[str, Any]) -> list[list[str]]:
+    """Header + one row per pairing of the camera scenario ([] when it was not measured)."""
+    rows = {(r["system"], r["pairing"]): r for r in result["results"] if is_camera(r)}
+    if not rows:
+        return []
+    f = result.get("camera_floors", {})
+    out = [
+        [
+            "pairing",
+            "v2 p50",
+            "v2 p90",
+            "v2 p99",
+            "v1 p50",
+            "work floor",
+            "v2 ×work floor",
+            "v1 ×work floor",
+            "v2 / v1",
+        ]
+    ]
+    for pairing in ("cpp→cpp", "cpp→py", "py→cpp", "py→py"):
+        v2 = rows.get(("camera v2", pairing), {})
+        v1 = rows.get(("camera v1 (one array)", pairing), {})
+        if not v2 and not v1:
+            continue
+        nan = float("nan")
+        floor = f.get("copy_cpp_p50_ns" if pairing.startswith("cpp") else "copy_py_p50_ns", nan)
+        out.append(
+            [
+                pairing,
+                fmt_us(v2.get("p50_ns", nan)) if "p50_ns" in v2 else f"error {v2.get('error')}",
+                fmt_us(v2.get("p90_ns", nan)),
+                fmt_us(v2.get("p99_ns", nan)),
+                fmt_us(v1.get("p50_ns", nan)) if "p50_ns" in v1 else f"error {v1.get('error')}",
+                fmt_us(floor),
+                fmt_x(v2.get("x_work_floor_paired") or v2.get("x_work_floor")),
+                fmt_x(v1.get("x_work_floor_paired") or v1.get("x_work_floor")),
+                fmt_x(v2.get("x_v1_paired")),
+            ]
+        )
+    return out
 
 
 def print_tables(result: dict[str, Any]) -> None:
@@ -506,7 +618,7 @@ def print_tables(result: dict[str, Any]) -> None:
         t.add_column(h, justify="right" if h not in ("system", "mode") else "left")
     last = None
     for r in sorted(
-        result["results"],
+        (r for r in result["results"] if not is_camera(r)),
         key=lambda r: (r["size"], r["system"] != "shmbridge", r["mode"], r["key"]),
     ):
         if last is not None and r["size"] != last:
@@ -546,6 +658,15 @@ def print_tables(result: dict[str, Any]) -> None:
             fmt_x(r.get("speedup_vs_original"), 0),
         )
     con.print(t)
+
+    cam = camera_table(result)
+    if cam:
+        t = Table(title=CAMERA_TITLE)
+        for h in cam[0]:
+            t.add_column(h, justify="left" if h == "pairing" else "right")
+        for row in cam[1:]:
+            t.add_row(*row)
+        con.print(t)
 
     t = Table(title="Idle: CPU time of a responder waiting for a request that never comes")
     for h in ("system", "lang", "mode", "wall", "CPU", "% of a core", "outcome"):
@@ -607,13 +728,16 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Ratios ×work floor, ×protocol floor, ×handoff and the speedup are medians of "
         "per-pass ratios (floor measured in the same pass).",
-        "",
-        "| payload | system | mode | p50 | p90 | p99 | max | GB/s | ×work floor "
-        "| ×protocol floor | ×handoff | speedup vs original |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
+    if result["sizes"]:
+        lines += [
+            "",
+            "| payload | system | mode | p50 | p90 | p99 | max | GB/s | ×work floor "
+            "| ×protocol floor | ×handoff | speedup vs original |",
+            "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
     for r in sorted(
-        result["results"],
+        (r for r in result["results"] if not is_camera(r)),
         key=lambda r: (r["size"], r["system"] != "shmbridge", r["mode"], r["key"]),
     ):
         if "p50_ns" not in r:
@@ -631,43 +755,54 @@ def markdown(result: dict[str, Any]) -> str:
             f"{fmt_x(r.get('x_handoff_paired') or r.get('x_handoff'), 1)} | "
             f"{fmt_x(r.get('speedup_vs_original'), 0)} |"
         )
-    lines += [
-        "",
-        "| floor | "
-        + " | ".join(fmt_size(int(s)) for s in sorted(result["floors"], key=int))
-        + " |",
-        "|---|" + "--:|" * len(result["floors"]),
-    ]
-    for k, label in (
-        ("memcpy_cpp", "memcpy C++"),
-        ("add_cpp", "add C++"),
-        ("work_cpp", "work C++"),
-        ("copy_py", "copyto numpy"),
-        ("add_py", "a += 1 numpy"),
-        ("work_py", "work numpy"),
-        ("proto4_spin", "protocol round, spin"),
-        ("proto4_blocking", "protocol round, 20 µs + futex"),
-    ):
-        lines.append(
-            f"| {label} | "
-            + " | ".join(
-                fmt_us(result["floors"][s].get(k + "_p50_ns", float("nan")))
-                for s in sorted(result["floors"], key=int)
+    cam = camera_table(result)
+    if cam:
+        lines += ["", f"{CAMERA_TITLE}.", "", "| " + " | ".join(cam[0]) + " |"]
+        lines.append("|---|" + "--:|" * (len(cam[0]) - 1))
+        lines += ["| " + " | ".join(row) + " |" for row in cam[1:]]
+    if result["floors"]:  # none in a --camera only run
+        lines += [
+            "",
+            "| floor | "
+            + " | ".join(fmt_size(int(s)) for s in sorted(result["floors"], key=int))
+            + " |",
+            "|---|" + "--:|" * len(result["floors"]),
+        ]
+        for k, label in (
+            ("memcpy_cpp", "memcpy C++"),
+            ("add_cpp", "add C++"),
+            ("work_cpp", "work C++"),
+            ("copy_py", "copyto numpy"),
+            ("add_py", "a += 1 numpy"),
+            ("work_py", "work numpy"),
+            ("proto4_spin", "protocol round, spin"),
+            ("proto4_blocking", "protocol round, 20 µs + futex"),
+        ):
+            lines.append(
+                f"| {label} | "
+                + " | ".join(
+                    fmt_us(result["floors"][s].get(k + "_p50_ns", float("nan")))
+                    for s in sorted(result["floors"], key=int)
+                )
+                + " |"
             )
-            + " |"
-        )
     lines += ["", "| ping-pong (32-bit word, 2 processes) | p50 | p90 | p99 |", "|---|--:|--:|--:|"]
     for k, st in result["pingpong"].items():
         lines.append(
             f"| {k} | {fmt_us(st['p50_ns'])} | {fmt_us(st['p90_ns'])} | {fmt_us(st['p99_ns'])} |"
         )
-    lines += ["", "| idle responder | mode | wall | CPU | % of a core |", "|---|---|--:|--:|--:|"]
-    for r in result["idle"]:
-        lines.append(
-            f"| {r.get('system')} {r.get('lang')} | {r.get('mode')} | "
-            f"{r.get('wall_s', float('nan')):.1f} s | {r.get('cpu_s', float('nan')):.3f} s"
-            f" | {r.get('cpu_pct', float('nan')):.2f} % |"
-        )
+    if result["idle"]:
+        lines += [
+            "",
+            "| idle responder | mode | wall | CPU | % of a core |",
+            "|---|---|--:|--:|--:|",
+        ]
+        for r in result["idle"]:
+            lines.append(
+                f"| {r.get('system')} {r.get('lang')} | {r.get('mode')} | "
+                f"{r.get('wall_s', float('nan')):.1f} s | {r.get('cpu_s', float('nan')):.3f} s"
+                f" | {r.get('cpu_pct', float('nan')):.2f} % |"
+            )
     lines += ["", "| target | measured | limit | met | detail |", "|---|--:|--:|---|---|"]
     for g in result["targets"]:
         v = g["value"]

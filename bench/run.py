@@ -36,6 +36,11 @@ SIZES_QUICK = [64, 64 * KiB, MiB, 16 * MiB]
 SPIN_BLOCKING_US = 100.0  # the library default (R-WAIT-1)
 SPIN_SPIN_US = 1e6  # "spin mode": a budget longer than any round
 PAIRINGS = [("cpp", "cpp"), ("cpp", "py"), ("py", "cpp"), ("py", "py")]
+# The camera scenario (bench/README.md): a (480, 640, 3) uint8 frame + a float64 stamp -> up to
+# 100 x 6 float32, in protocol v2 and squeezed into one v1 array; its work floor copies both.
+CAMERA_REQUEST_BYTES = 480 * 640 * 3 + 8
+CAMERA_REPLY_BYTES = 100 * 6 * 4
+CAMERA_SYSTEMS = {"camera v2": "2", "camera v1 (one array)": "1"}
 MODES = {"blocking": SPIN_BLOCKING_US, "spin": SPIN_SPIN_US}
 
 
@@ -340,6 +345,67 @@ def shmbridge_cells(size: int, quick: bool) -> list[Cell]:
     return out
 
 
+def camera_cells(quick: bool) -> list[Cell]:
+    """The camera scenario in every pairing, blocking mode (the library default)."""
+    return [
+        Cell(
+            f"{system} {rq}→{rs}",
+            system,
+            f"{rq}→{rs}",
+            "blocking",
+            CAMERA_REQUEST_BYTES,
+            rounds_for(MiB, quick),
+        )
+        for system in CAMERA_SYSTEMS
+        for rq, rs in PAIRINGS
+    ]
+
+
+def camera_floors_pass(tools: Tools, rounds: int, fl: dict[str, Any], pass_no: int) -> None:
+    """The camera work floor of this pass in each language: one copy of the request
+    (CAMERA_REQUEST_BYTES) + one copy of the largest reply (CAMERA_REPLY_BYTES), C++ memcpy and
+    numpy copyto; kept under fl["_camera"] (the per-size floors do not list it)."""
+    cam = fl.setdefault("_camera", {"passes": {}, "copy_cpp": [], "copy_py": []})
+    cur = {"copy_cpp": 0.0, "copy_py": 0.0}
+    for size in (CAMERA_REQUEST_BYTES, CAMERA_REPLY_BYTES):
+        r, p = copy_floors(tools, size, rounds)
+        cur["copy_cpp"] += summarize(r["memcpy_ns"])["p50_ns"]
+        cur["copy_py"] += summarize(p["copy_ns"])["p50_ns"]
+    cam["passes"][str(pass_no)] = cur
+    cam["copy_cpp"].append(cur["copy_cpp"])
+    cam["copy_py"].append(cur["copy_py"])
+
+
+def run_camera(
+    tools: Tools, quick: bool, passes: int, budget: float, fl: dict[str, Any]
+) -> list[Cell]:
+    """The camera cells, interleaved in passes as the sizes are, each pass after its floors."""
+    cells = camera_cells(quick)
+    for i in range(passes):
+        log(f"camera scenario: pass {i + 1}/{passes}")
+        try:
+            camera_floors_pass(tools, 200 if quick else 600, fl, i)
+        except PeerError as e:
+            log(f"camera floors failed: {e}")
+        run_cells_pass(cells, tools, passes, budget, i)
+    return cells
+
+
+def run_cells_pass(cells: list[Cell], tools: Tools, passes: int, budget: float, i: int) -> None:
+    """Pass i of these cells, in an order rotated by i; a failing cell is not run again."""
+    k = i % len(cells)
+    for c in cells[k:] + cells[:k]:
+        if c.error:
+            continue
+        per = max(2, c.rounds // passes)
+        warm = max(2, min(200, per // 5)) if c.system != "original" else 2
+        try:
+            run_cell_pass(c, tools, per, warm, budget, i)
+        except PeerError as e:
+            c.error = str(e)
+            log(f"ERROR {e}")
+
+
 def _unlink_segment(name: str) -> None:
     """A peer killed on a timeout cannot unlink its segment: remove it (POSIX shm of `name`)."""
     with contextlib.suppress(OSError):
@@ -400,6 +466,16 @@ def _run_cell_pass(
             c.extra["responder_minor_faults"] = c.extra.get("responder_minor_faults", 0) + rres.get(
                 "minor_faults", 0
             )
+    elif c.system in CAMERA_SYSTEMS:
+        rq, rs = c.pairing.split("→")
+        common = ["--protocol", CAMERA_SYSTEMS[c.system], "--name", name]
+        common += ["--spin-us", str(MODES[c.mode]), "--timeout", "60"]
+        req = [*tools.peer_cmd(rq), "camera-requester", *common, "--rounds", str(rounds)]
+        req += ["--warmup", str(warmup), "--max-seconds", str(budget)]
+        res, _ = run_pair(
+            req, [*tools.peer_cmd(rs), "camera-responder", *common], tools.env, timeout, c.key
+        )
+        c.add(res, pass_no)
     elif c.system == "original":
         rows, cols = (512, 512) if c.size == MiB else (1, c.size // 4)
         req = [
@@ -496,6 +572,30 @@ def floors_pass(
             fl.setdefault("_proto4", {}).setdefault(str(size), {}).setdefault(mode, []).extend(
                 r["samples_ns"]
             )
+    r, p = copy_floors(tools, size, rounds)
+    d = fl.setdefault(
+        str(size),
+        {k: [] for k in ("memcpy_cpp", "add_cpp", "work_cpp", "copy_py", "add_py", "work_py")},
+    )
+    d["memcpy_cpp"] += r["memcpy_ns"]
+    d["add_cpp"] += r["add_ns"]
+    d["work_cpp"] += r["work_ns"]
+    d["copy_py"] += p["copy_ns"]
+    d["add_py"] += p["add_ns"]
+    d["work_py"] += p["work_ns"]
+    for k, v in (
+        ("memcpy_cpp", r["memcpy_ns"]),
+        ("add_cpp", r["add_ns"]),
+        ("copy_py", p["copy_ns"]),
+        ("add_py", p["add_ns"]),
+    ):
+        cur[k] = summarize(v)["p50_ns"]
+    per_pass[str(pass_no)] = cur
+
+
+def copy_floors(tools: Tools, size: int, rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The C++ (bench_floors copy) and numpy (alt_peers.py pyfloor) copy/add/work samples of
+    `size` bytes."""
     r = run_json(
         [str(tools.floors), "copy", "--bytes", str(size), "--rounds", str(rounds)],
         tools.env,
@@ -516,24 +616,7 @@ def floors_pass(
         600,
         f"floors numpy {size}",
     )
-    d = fl.setdefault(
-        str(size),
-        {k: [] for k in ("memcpy_cpp", "add_cpp", "work_cpp", "copy_py", "add_py", "work_py")},
-    )
-    d["memcpy_cpp"] += r["memcpy_ns"]
-    d["add_cpp"] += r["add_ns"]
-    d["work_cpp"] += r["work_ns"]
-    d["copy_py"] += p["copy_ns"]
-    d["add_py"] += p["add_ns"]
-    d["work_py"] += p["work_ns"]
-    for k, v in (
-        ("memcpy_cpp", r["memcpy_ns"]),
-        ("add_cpp", r["add_ns"]),
-        ("copy_py", p["copy_ns"]),
-        ("add_py", p["add_ns"]),
-    ):
-        cur[k] = summarize(v)["p50_ns"]
-    per_pass[str(pass_no)] = cur
+    return r, p
 
 
 def pingpong_floors(tools: Tools, rounds: int, passes: int) -> dict[str, dict[str, float]]:
@@ -689,6 +772,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "responder to CPU 1 (all systems and the ping-pong floor): removes the "
         "scheduler's choice of putting both peers on one core",
     )
+    ap.add_argument(
+        "--camera",
+        choices=["on", "off", "only"],
+        default="on",
+        help="the camera scenario (v2 vs v1, 4 pairings): with the sizes (on, the default), "
+        "not at all (off), or alone (only: no sizes, idle or micro-benchmarks)",
+    )
     ap.add_argument("--no-alternatives", action="store_true")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--tag", default="", help="appended to the result file names")
@@ -709,6 +799,8 @@ def main(argv: list[str] | None = None) -> int:
         if quick
         else SIZES_FULL
     )
+    if args.camera == "only":
+        sizes = []
     passes = args.passes or (1 if quick else 3)
     idle_s = args.idle_seconds or (3.0 if quick else 10.0)
     tools = find_tools(args)
@@ -819,25 +911,21 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except PeerError as e:
                 log(f"floors failed: {e}")
-            k = i % len(sc)
-            for c in sc[k:] + sc[:k]:
-                if c.error:
-                    continue
-                per = max(2, c.rounds // passes)
-                warm = max(2, min(200, per // 5)) if c.system != "original" else 2
-                try:
-                    run_cell_pass(c, tools, per, warm, budget, i)
-                except PeerError as e:
-                    c.error = str(e)
-                    log(f"ERROR {e}")
+            run_cells_pass(sc, tools, passes, budget, i)
 
-    log("idle CPU")
-    idle = run_idle(tools, idle_s)
-    log("micro-benchmarks")
-    try:
-        micro = run_micro(tools, quick)
-    except (subprocess.TimeoutExpired, OSError, ValueError) as e:
-        micro = [{"error": str(e)}]
+    if args.camera != "off":
+        cells += run_camera(tools, quick, passes, budget, floors_raw)
+
+    idle: list[dict[str, Any]] = []
+    micro: list[dict[str, Any]] = []
+    if args.camera != "only":
+        log("idle CPU")
+        idle = run_idle(tools, idle_s)
+        log("micro-benchmarks")
+        try:
+            micro = run_micro(tools, quick)
+        except (subprocess.TimeoutExpired, OSError, ValueError) as e:
+            micro = [{"error": str(e)}]
     meta["duration_s"] = round(time.monotonic() - t_start, 1)
     with contextlib.suppress(OSError):
         meta["machine"]["loadavg_end"] = list(os.getloadavg())
@@ -849,7 +937,9 @@ def main(argv: list[str] | None = None) -> int:
     report.print_tables(result)
     for p in paths:
         log(f"wrote {p.relative_to(REPO) if p.is_relative_to(REPO) else p}")
-    bad = [c.key for c in cells if c.error and c.system == "shmbridge"]
+    bad = [
+        c.key for c in cells if c.error and (c.system == "shmbridge" or c.system in CAMERA_SYSTEMS)
+    ]
     if bad:
         log(f"{len(bad)} shmbridge cell(s) failed")
         return 1

@@ -18,31 +18,9 @@ t0=$SECONDS
 
 ci_check_cxx demo && ci_check_python demo || exit 1
 
-echo "== demo: C++ library and example ($build_dir)"
-mkdir -p "$build_dir"
-generator=()
-command -v ninja >/dev/null && generator=(-G Ninja)
-cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSHMBRIDGE_BUILD_TESTS=OFF \
-  -DSHMBRIDGE_BUILD_EXAMPLES=ON -DSHMBRIDGE_BUILD_BENCH=OFF -DSHMBRIDGE_INSTALL=OFF \
-  -DSHMBRIDGE_WERROR=OFF >"$build_dir/configure.log" 2>&1 || { cat "$build_dir/configure.log" >&2; exit 1; }
-cmake --build "$build_dir" --config Release -j "${SHMBRIDGE_JOBS:-2}" --target shared_memory_example
-example=$(find "$build_dir/cpp/examples" -maxdepth 2 -type f \
-  \( -name shared_memory_example -o -name shared_memory_example.exe \) | head -1)
-[[ -n $example ]] || { echo "demo: shared_memory_example was not built" >&2; exit 1; }
-
-python=${SHMBRIDGE_PYTHON:-}
-if [[ -z $python ]]; then
-  echo "== demo: Python package (venv $build_dir/venv)"
-  ci_venv "$build_dir/venv"
-  python=$VENV_PY
-  # Reinstalled when the package sources changed since the last install.
-  stamp=$build_dir/venv/.demo-installed
-  if [[ ! -f $stamp ]] || ! "$python" -c 'import shmbridge._native' 2>/dev/null ||
-     [[ -n $(find python pyproject.toml -newer "$stamp" -print -quit) ]]; then
-    ci_python_headers demo "$build_dir/python-headers"
-    "$python" -m pip install -q --disable-pip-version-check . && touch "$stamp"
-  fi
-fi
+ci_demo_build demo "$build_dir" shared_memory_example || exit 1
+example=$(ci_demo_exe shared_memory_example)
+python=$DEMO_PYTHON
 echo "== demo: $rounds rounds through $name (built in $((SECONDS - t0)) s)"
 
 # C++ creates the segment and publishes the first request; main.py retries attaching until it exists.

@@ -172,3 +172,41 @@ ci_project_venv() {  # WHO [--reinstall]
   fi
   export SHMBRIDGE_PYTHON=$VENV_PY
 }
+
+# The demos' common part (ci/demo.sh, ci/demo-camera.sh): configures BUILD_DIR for the library
+# and the examples only (no tests, bench, fuzz), builds TARGETs, and installs the Python package
+# into the venv BUILD_DIR/venv (from PyPI: numpy, rich, and nanobind + scikit-build-core to
+# build it), reinstalled when the package sources changed since the last install. Sets
+# DEMO_PYTHON ($SHMBRIDGE_PYTHON if set: then nothing is installed) and DEMO_EXAMPLES (the
+# directory of the built examples).
+ci_demo_build() {  # WHO BUILD_DIR TARGET...
+  local who=$1 build_dir=$2 generator=() stamp exe
+  shift 2
+  echo "== $who: C++ library and examples ($build_dir)"
+  mkdir -p "$build_dir"
+  command -v ninja >/dev/null && generator=(-G Ninja)
+  cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSHMBRIDGE_BUILD_TESTS=OFF \
+    -DSHMBRIDGE_BUILD_EXAMPLES=ON -DSHMBRIDGE_BUILD_BENCH=OFF -DSHMBRIDGE_INSTALL=OFF \
+    -DSHMBRIDGE_WERROR=OFF >"$build_dir/configure.log" 2>&1 || { cat "$build_dir/configure.log" >&2; return 1; }
+  cmake --build "$build_dir" --config Release -j "${SHMBRIDGE_JOBS:-2}" --target "$@" || return 1
+  exe=$(find "$build_dir/cpp/examples" -maxdepth 2 -type f \( -name "$1" -o -name "$1.exe" \) | head -1)
+  [[ -n $exe ]] || { echo "$who: $1 was not built" >&2; return 1; }
+  DEMO_EXAMPLES=$(dirname "$exe")
+
+  DEMO_PYTHON=${SHMBRIDGE_PYTHON:-}
+  [[ -z $DEMO_PYTHON ]] || return 0
+  echo "== $who: Python package (venv $build_dir/venv)"
+  ci_venv "$build_dir/venv" || return 1
+  DEMO_PYTHON=$VENV_PY
+  stamp=$build_dir/venv/.demo-installed
+  if [[ ! -f $stamp ]] || ! "$DEMO_PYTHON" -c 'import shmbridge._native' 2>/dev/null ||
+     [[ -n $(find python pyproject.toml -newer "$stamp" -print -quit) ]]; then
+    ci_python_headers "$who" "$build_dir/python-headers" || return 1
+    "$DEMO_PYTHON" -m pip install -q --disable-pip-version-check . && touch "$stamp"
+  fi
+}
+
+# The path of the built example NAME (NAME.exe on Windows), after ci_demo_build.
+ci_demo_exe() {  # NAME
+  if [[ -f $DEMO_EXAMPLES/$1 ]]; then echo "$DEMO_EXAMPLES/$1"; else echo "$DEMO_EXAMPLES/$1.exe"; fi
+}

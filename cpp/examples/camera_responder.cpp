@@ -1,7 +1,7 @@
-// A C++ responder for camera_requester (the Python one is python/examples; either may serve):
-// attaches to "Camera" stating the schemas it expects (R-SCHEMA-10), and answers every frame with
-// the detections of the rule in camera_requester.cpp, written in place into the reply field's
-// zero-copy view (reply_field), until the requester closes.
+// A C++ responder for camera_requester (python/examples/camera_responder.py is the Python one;
+// either may serve): attaches to "Camera" stating the schemas it expects (R-SCHEMA-10), and
+// answers every frame with the detections of the rule (cpp/examples/README.md), written in place
+// into the reply field's zero-copy view (reply_field), until the requester closes.
 //
 // Usage: camera_responder [--timeout SEC] [--name NAME] [--quiet]
 // Exit: 0 when the requester closed; the spec exit code (10..28) on a shmbridge error, e.g. 16
@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "camera_rule.hpp"
@@ -48,10 +47,9 @@ int main(int argc, char** argv) {
     rsp.serve([&](shmbridge::MessageRequest& r) {
       const auto image = r.request().field<std::uint8_t>("image");  // read-only, zero-copy
       const double stamp = r.request().field<double>("stamp")[0];
-      const std::vector<float> rows = detections(image.data(), stamp);
-      const std::uint64_t n = rows.size() / 6;
-      auto boxes = r.reply_field<float>("boxes", {n, 6});  // writable view of n rows
-      if (!rows.empty()) std::memcpy(boxes.data(), rows.data(), rows.size() * sizeof(float));
+      const std::uint64_t s = frame_sum(image.data()), n = count(s);
+      auto boxes = r.reply_field<float>("boxes", {n, 6});  // writable view of the reply field
+      write_detections(boxes.data(), n, image.data(), stamp, s);
       if (!quiet)
         std::printf("request #%u: %llu boxes\n", r.seq(), static_cast<unsigned long long>(n));
       ++served;
