@@ -9,7 +9,9 @@ and the near end the near segment (as the far end declares it, R-RELAY-2), the p
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +184,43 @@ def test_r_relay_10_soak_checksummed_rounds(tmp_path: Path) -> None:
             assert st.get("rounds_ok") == SOAK, st
             for bad in ("stale_replies", "duplicates", "bad_frames", "rounds_failed"):
                 assert st.get(bad, 0) == 0, (bad, st)
+
+
+def _no_up(near: Any, seconds: float) -> None:
+    time.sleep(seconds)
+    assert not [e for e in near.events() if e.get("event") == "up"], near.text()
+
+
+def test_r_relay_18_curve_with_a_pinned_server_key(tmp_path: Path) -> None:
+    """R-RELAY-18: a CURVE far end that admits one client key: the near end with that key and
+    the far end's public key pinned comes up and relays verified rounds; a near end pinning
+    another server key, or holding a key the far end does not admit, never comes up."""
+    from shmbridge.relay.link import keygen
+
+    keys = tmp_path / "keys"
+    far_pub, far_sec = keygen(str(keys / "far"))
+    near_pub, near_sec = keygen(str(keys / "near"))
+    other_pub, other_sec = keygen(str(keys / "other"))
+    admitted = tmp_path / "admitted"
+    admitted.mkdir()
+    (admitted / "near.key").write_text(near_pub.read_text())
+    with relay_pair(tmp_path, "curve") as pair:
+        pair.start_far(*V1, "--curve-secret", str(far_sec), "--curve-clients", str(admitted))
+        near = pair.start_near("--create", "--curve-server", str(far_pub),
+                               "--curve-secret", str(near_sec))  # fmt: skip
+        pair.wait_up()
+        rsp = attached(pair.peer("py", "responder", "--attach", "--rounds", "3"))
+        req = pair.peer("py", "requester", "--attach", "--rounds", "3")
+        assert req.wait(30) == 0, req.text()
+        assert rsp.wait(30) == 0
+        near.stop()
+        wrong = pair.start_near("--create", "--curve-server", str(other_pub),
+                                "--curve-secret", str(near_sec))  # fmt: skip
+        unadmitted = None
+        try:
+            _no_up(wrong, 1.5)
+        finally:
+            wrong.stop()
+        unadmitted = pair.start_near("--create", "--curve-server", str(far_pub),
+                                     "--curve-secret", str(other_sec))  # fmt: skip
+        _no_up(unadmitted, 1.5)

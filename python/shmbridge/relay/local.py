@@ -79,18 +79,22 @@ class Declaration:
 
     @classmethod
     def decode(cls, raw: bytes) -> Declaration:
-        """R-RELAY-5: the local validators; the frame's own segment_size is the mapping size."""
-        if len(raw) >= 10 and raw[8] == 2 and raw[9] == 0:
-            seg = int.from_bytes(raw[24:32], "little") if len(raw) >= 32 else 0
-            h2 = decode_header_v2(raw, max(seg, len(raw)), name="far")
-            if len(raw) != h2.header_size:
-                raise CorruptHeader(
-                    f"HELLO declaration: {len(raw)} bytes, header_size {h2.header_size}"
-                )
-            return cls(2, bytes(raw), v2=h2)
-        seg = int.from_bytes(raw[24:32], "little") if len(raw) >= 32 else 0
-        h1 = decode_header_v1(raw, max(seg, len(raw)))
-        return cls(1, bytes(raw), v1=h1)
+        """R-RELAY-5: the frame must be exactly the header (512 bytes in v1, ``header_size`` in
+        v2); then the local validator, with the frame's ``segment_size`` as the mapping size (the
+        validators read nothing beyond ``header_size``)."""
+        if len(raw) < 512:
+            raise CorruptHeader(
+                f"HELLO declaration: {len(raw)} bytes, expected a segment header (>= 512 bytes)"
+            )
+        hsize = int.from_bytes(raw[12:16], "little")
+        seg = int.from_bytes(raw[24:32], "little")
+        if hsize != len(raw):
+            raise CorruptHeader(
+                f"HELLO declaration: {len(raw)} bytes, its header_size says {hsize}"
+            )
+        if raw[8:10] == b"\x02\x00":
+            return cls(2, bytes(raw), v2=decode_header_v2(raw, max(seg, len(raw)), name="far"))
+        return cls(1, bytes(raw), v1=decode_header_v1(raw, max(seg, len(raw))))
 
     def describe(self) -> str:
         if self.v1 is not None:

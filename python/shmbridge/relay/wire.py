@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ..dtype import DType
-from ..errors import CorruptHeader, ErrorCode, VersionMismatch
+from ..errors import CorruptHeader, Error, ErrorCode, VersionMismatch
 
 __all__ = [
     "DESC_SIZE",
@@ -64,7 +64,7 @@ class RoundState(enum.IntEnum):
     DONE = 3
 
 
-class WireError:
+class WireError(Error):
     """Marker base of the errors W1-W11 raise (R-RELAY-6): every one is also the error of the
     PROTOCOL.md table its check names (``CorruptHeader`` or ``VersionMismatch``), with ``check``
     set to the label. Catch ``WireError`` to catch them all. ``head`` is the decoded header when
