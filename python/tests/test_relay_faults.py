@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("zmq", reason="the relay needs pyzmq (pip install 'shmbridge[relay]')")
 
-from relay_harness import GONE_BOUND, attached, ops, relay_pair  # noqa: E402
+from relay_harness import GONE_BOUND, attached, ops, relay_pair
 
 V1 = ("--create", "--dtype", "float32", "--shape", "16")
 
@@ -96,7 +96,7 @@ def test_r_relay_12_far_responder_killed_mid_round(tmp_path: Path) -> None:
                                  "--crash-at", "T2@1"))  # fmt: skip
         req = pair.peer("cpp", "requester", "--attach", "--rounds", "1", "--timeout", "10")
         assert req.wait(30) == 16, req.text()
-        crash = [e for e in rsp.events() if e.get("op") == "crash"][0]
+        crash = next(e for e in rsp.events() if e.get("op") == "crash")
         rcv = ops(req, "receive")[0]
         assert rcv["reply_code"] == 7
         took = (rcv["t_return"] - crash["t_call"]) / 1e9

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("zmq", reason="the relay needs pyzmq (pip install 'shmbridge[relay]')")
 
-from relay_harness import (  # noqa: E402
+from relay_harness import (
     GONE_BOUND,
     PY,
     Pair,

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("zmq", reason="the relay needs pyzmq (pip install 'shmbridge[relay]')")
 
-from relay_harness import Pair, attached, ops, relay_pair, summary  # noqa: E402
+from relay_harness import Pair, attached, ops, relay_pair, summary
 
 ROUNDS = 20
 PAIRINGS = [("py", "py"), ("cpp", "py"), ("py", "cpp"), ("cpp", "cpp")]

@@ -19,11 +19,11 @@ import pytest
 
 pytest.importorskip("zmq", reason="the relay needs pyzmq (pip install 'shmbridge[relay]')")
 
-import shmbridge as sb  # noqa: E402
-from shmbridge.errors import InvalidArgument  # noqa: E402
-from shmbridge.relay.far import FarConfig, FarRelay  # noqa: E402
-from shmbridge.relay.link import Log, check_endpoint, keygen, load_curve  # noqa: E402
-from shmbridge.relay.wire import Desc, Kind, RoundState, decode, encode_header  # noqa: E402
+import shmbridge as sb
+from shmbridge.errors import InvalidArgument
+from shmbridge.relay.far import FarConfig, FarRelay
+from shmbridge.relay.link import Log, check_endpoint, keygen, load_curve
+from shmbridge.relay.wire import Desc, Kind, RoundState, decode, encode_header
 
 F32 = 11
 S = 0x51

@@ -1,9 +1,9 @@
 """``shmbridge relay near|far|keygen`` (spec/RELAY.md R-RELAY-19).
 
-    # host B (responder's host): the far end attaches to B's segment as its requester
-    shmbridge relay far SEG_B --bind tcp://127.0.0.1:5555
-    # host A (requester's host): the near end creates A's segment as the far end declares it
-    shmbridge relay near SEG_A --connect tcp://127.0.0.1:5555 --create
+# host B (responder's host): the far end attaches to B's segment as its requester
+shmbridge relay far SEG_B --bind tcp://127.0.0.1:5555
+# host A (requester's host): the near end creates A's segment as the far end declares it
+shmbridge relay near SEG_A --connect tcp://127.0.0.1:5555 --create
 """
 
 from __future__ import annotations
@@ -48,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("name", help="the local segment name")
         if end == "near":
             s.add_argument("--connect", required=True, help="the far end, tcp://HOST:PORT")
-            s.add_argument("--round-timeout", type=float, default=None,
-                           help="complete a round held this long with TIMEOUT (default: never)")
+            s.add_argument(
+                "--round-timeout",
+                type=float,
+                default=None,
+                help="complete a round held this long with TIMEOUT (default: never)",
+            )
             s.add_argument("--curve-server", help="the far end's public key file (pinned)")
         else:
             s.add_argument("--bind", required=True, help="where to listen, tcp://HOST:PORT")
@@ -114,9 +118,8 @@ def _run(a: argparse.Namespace) -> int:
         getattr(a, "curve_server", None),
         getattr(a, "curve_clients", None),
     )
-    if a.end == "near" and a.curve_secret is not None and curve is not None:
-        if curve.server_public is None:
-            raise InvalidArgument("the near end's CURVE needs --curve-server (the far end's key)")
+    if a.end == "near" and curve is not None and curve.server_public is None:
+        raise InvalidArgument("the near end's CURVE needs --curve-server (the far end's key)")
     if a.end == "far" and curve is not None and getattr(a, "curve_server", None):
         raise InvalidArgument("--curve-server is the near end's flag")
     out = sys.stdout if a.log == "-" else open(a.log, "a", encoding="utf-8")  # noqa: SIM115
@@ -137,8 +140,18 @@ def _run(a: argparse.Namespace) -> int:
         elif v2 is not None:
             decl = Declaration.v2_of(*v2)
         relay = NearRelay(
-            NearConfig(a.name, a.connect, a.create, decl, a.protocol, hb, a.heartbeat_misses,
-                       a.round_timeout, curve, Options()),  # fmt: skip
+            NearConfig(
+                a.name,
+                a.connect,
+                a.create,
+                decl,
+                a.protocol,
+                hb,
+                a.heartbeat_misses,
+                a.round_timeout,
+                curve,
+                Options(),
+            ),
             log,
         )
     else:

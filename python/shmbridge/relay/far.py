@@ -195,10 +195,13 @@ class FarRelay:
         self.link.send(Kind.HB, route=route, session=m.session, epoch=self.epoch,
                        relay_seq=m.relay_seq, round_state=int(state))  # fmt: skip
         c = self.cache
-        if state is RoundState.DONE and c is not None:
-            if time.monotonic() - c.sent_at >= self.cfg.heartbeat:  # R-RELAY-15
-                self.log.count("reply_resends")
-                self._send_cached(c, route)
+        # R-RELAY-15: resend the cached REP if it had a whole heartbeat to arrive
+        if state is RoundState.DONE and c is not None and self._overdue(c.sent_at):
+            self.log.count("reply_resends")
+            self._send_cached(c, route)
+
+    def _overdue(self, sent_at: float) -> bool:
+        return time.monotonic() - sent_at >= self.cfg.heartbeat
 
     def _request(self, m: Message, route: bytes) -> None:
         state = self._state_of(m.session, m.relay_seq)

@@ -167,7 +167,7 @@ class Link:
     payload frames of at least ZERO_COPY_MIN bytes go zero-copy with a tracker."""
 
     def __init__(self, log: Log) -> None:
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context[Any] = zmq.Context.instance()
         self.log = log
         self.sock: zmq.Socket[Any] | None = None
 
@@ -218,5 +218,6 @@ def _bytes(p: Any) -> Any:
     if isinstance(p, (bytes, bytearray)):
         return p
     if isinstance(p, np.ndarray):
-        return memoryview(p.reshape(-1).view(np.uint8))
+        flat: Any = p.reshape(-1).view(np.uint8)
+        return memoryview(flat)
     return memoryview(p).cast("B")

@@ -12,8 +12,7 @@ from typing import Any, Union
 import numpy as np
 
 from ..channel import Options, Request, Requester, Responder
-from ..dtype import DType
-from ..dtype import dtype_code
+from ..dtype import DType, dtype_code
 from ..errors import (
     CorruptHeader,
     DtypeMismatch,
@@ -201,9 +200,7 @@ class Held:
                 self.req.reply(_array(descs[0], frames[0]))
             else:
                 check_v2(o.reply_records, descs, "reply")
-                self.req.reply(
-                    {n: _array(d, f) for n, d, f in zip(o.reply_names, descs, frames)}
-                )
+                self.req.reply({n: _array(d, f) for n, d, f in zip(o.reply_names, descs, frames)})
         except Error as e:
             if not self.req.done:
                 self.req.fail(e.code)

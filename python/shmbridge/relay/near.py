@@ -4,9 +4,11 @@ and completes the local round with the reply of exactly that relay seq, or with 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
 import zmq
 
 from ..channel import Options
@@ -37,7 +39,7 @@ class NearConfig:
     misses: int = 3
     round_timeout: float | None = None
     curve: Curve | None = None
-    options: Options = Options()
+    options: Options = field(default_factory=Options)
 
 
 class FatalConfig(Exception):
@@ -61,6 +63,7 @@ class NearRelay:
         self.last_heard = 0.0
         self.next_hb = 0.0
         self.stop = False
+        self.local_gone = False
         self.poller = zmq.Poller()
 
     # -- socket ---------------------------------------------------------------------------------
@@ -214,9 +217,19 @@ class NearRelay:
         self._hello()  # tell the far end our declaration
         return True
 
+    def _idle(self, timeout: float) -> None:
+        """Serve the network while no round is held: every REP is stale (R-RELAY-9)."""
+        for m in self._recv(timeout):
+            rest = self._seen(m, None)
+            if rest is not None and rest.kind is Kind.REP:
+                self.log.count("stale_replies")
+                self.log.event("stale", relay_seq=rest.relay_seq)
+
     def _local_left(self, e: PeerGone) -> None:
         """The local requester closed or died (R-RELAY-19): wait for the next one."""
-        self.log.event("local_peer_gone", reason=e.reason.name)
+        if not self.local_gone:  # logged once per departure
+            self.local_gone = True
+            self.log.event("local_peer_gone", reason=e.reason.name)
         if not self.local.created:
             self.local.close()  # re-attach: a creator requester may have removed the segment
 
@@ -226,23 +239,18 @@ class NearRelay:
         self._hello()
         self.log.event("ready", name=self.cfg.name, connect=self.cfg.connect)
         while not self.stop:
-            for m in self._recv(0):
-                rest = self._seen(m, None)
-                if rest is not None and rest.kind is Kind.REP:
-                    self.log.count("stale_replies")  # no round is held (R-RELAY-9)
-                    self.log.event("stale", relay_seq=rest.relay_seq)
+            self._idle(0)
             self._housekeeping()
             if not self._ensure_local() or self.state is State.CONNECTING:
-                for m in self._recv(CHECK):
-                    self._seen(m, None)
+                self._idle(CHECK)
                 continue
             try:
                 held = self.local.take(min(CHECK, self.cfg.heartbeat / 2))
             except PeerGone as e:
                 self._local_left(e)
-                for m in self._recv(CHECK):
-                    self._seen(m, None)
+                self._idle(CHECK)
                 continue
+            self.local_gone = False
             if held is None:
                 continue
             if self.state is State.DOWN:
@@ -291,10 +299,8 @@ class _Round:
         t = self.tracker
         if t is None or t.done:
             return
-        try:
+        with contextlib.suppress(zmq.NotDone):
             t.wait(0.05)
-        except zmq.NotDone:
-            pass
         if not t.done:
             self.r.log.event("dropped_queued_request", relay_seq=self.rs)
             self.r._open_socket()  # LINGER 0 drops it (R-RELAY-16)
@@ -346,13 +352,16 @@ class _Round:
                         break
                     r.log.count("stale_replies")  # R-RELAY-9
                     r.log.event("stale", relay_seq=rest.relay_seq, holding=self.rs)
-                elif rest.kind is Kind.HB and rest.relay_seq == self.rs:
-                    if (
+                elif (
+                    rest.kind is Kind.HB
+                    and rest.relay_seq == self.rs
+                    and (
                         rest.round_state == RoundState.UNKNOWN
                         and time.monotonic() - self.sent_at >= r.cfg.heartbeat
-                    ):
-                        r.log.count("resends")  # R-RELAY-15
-                        self._send()
+                    )
+                ):
+                    r.log.count("resends")  # R-RELAY-15
+                    self._send()
             if self.done:
                 break
             if r.state is not State.UP:  # a new epoch was learned: handled in _seen
@@ -369,4 +378,3 @@ class _Round:
             if now >= r.next_hb:
                 r.link.send(Kind.HB, session=r.session, epoch=r.epoch, relay_seq=self.rs)
                 r.next_hb = now + r.cfg.heartbeat
-
