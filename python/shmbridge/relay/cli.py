@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow a non-loopback address (R-RELAY-17)")  # fmt: skip
         s.add_argument("--curve-secret", help="this end's secret key file (keygen's .key_secret)")
         s.add_argument("--log", default="-", help="JSON-lines log: a file, or - for stdout")
+        s.add_argument("--spin-us", type=float, default=0.0,
+                       help="spin budget of the local waits (R-WAIT-1; default 0: block at once, "
+                       "leaving the cores to the programs at both ends)")  # fmt: skip
     k = sub.add_parser("keygen", help="write PREFIX.key and PREFIX.key_secret (CurveZMQ)")
     k.add_argument("prefix")
     return p
@@ -129,6 +132,9 @@ def _run(a: argparse.Namespace) -> int:
                  "(shmbridge relay keygen; --curve-secret/--curve-server)")  # fmt: skip
     v1, v2 = _declaration(a)
     hb = a.heartbeat_ms / 1000.0
+    if a.spin_us < 0:
+        raise InvalidArgument("--spin-us must be >= 0")
+    opts = Options(spin=a.spin_us / 1e6)
     relay: Any
     if a.end == "near":
         from .local import Declaration
@@ -150,7 +156,7 @@ def _run(a: argparse.Namespace) -> int:
                 a.heartbeat_misses,
                 a.round_timeout,
                 curve,
-                Options(),
+                opts,
             ),
             log,
         )
@@ -158,7 +164,7 @@ def _run(a: argparse.Namespace) -> int:
         from .far import FarConfig, FarRelay
 
         relay = FarRelay(
-            FarConfig(a.name, a.bind, v1, v2, a.protocol, hb, a.heartbeat_misses, curve),
+            FarConfig(a.name, a.bind, v1, v2, a.protocol, hb, a.heartbeat_misses, curve, opts),
             log,
         )
 
