@@ -49,6 +49,6 @@ pin=()
 # pyzmq REQ/REP sending the same arrays directly, same run; about 15 s. BENCH_RELAY=0 skips it.
 if [[ ${BENCH_RELAY:-1} == 1 ]]; then
   echo "== bench: relay vs direct pyzmq (bench/relay_bench.py)"
-  pip_quiet -e ".[relay]" || true
+  # pyzmq was installed above with the optional comparison packages
   "$py" -m bench.relay_bench --sizes 64,1048576 --seconds 3
 fi
