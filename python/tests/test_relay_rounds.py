@@ -46,9 +46,10 @@ def _pairings(pair: Pair, v2: bool) -> None:
 
 
 def test_r_relay_1_four_pairings_v1_through_a_relay_pair(tmp_path: Path) -> None:
-    """R-RELAY-1, R-RELAY-2, R-RELAY-4, R-RELAY-9: C++ and Python requesters and responders,
-    unchanged, exchange v1 rounds through a relay pair; the near end creates its segment as the
-    far end declares it."""
+    """R-RELAY-1, R-RELAY-2, R-RELAY-4, R-RELAY-9, R-RELAY-19: C++ and Python requesters and
+    responders, unchanged, exchange v1 rounds through a relay pair; the near end creates its
+    segment as the far end declares it; both ends outlive four requesters and four responders
+    coming and going, and on SIGTERM log their counters."""
     with relay_pair(tmp_path, "v1") as pair:
         pair.start_far(*V1)
         pair.start_near("--create")

@@ -231,3 +231,14 @@ def test_r_relay_4_desc_encoding_is_the_protocol_descriptor() -> None:
     from shmbridge.layout import Descriptor, encode_descriptor
 
     assert encode_desc(Desc.of(F32, (2, 5))) == encode_descriptor(Descriptor(F32, (2, 5)))
+
+
+def test_relay_coverage_every_requirement_has_a_test() -> None:
+    """spec/RELAY_COVERAGE.md is up to date and no R-RELAY id lacks a citing test."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[2] / "spec" / "tools" / "relay_coverage.py"
+    r = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -15,7 +15,7 @@ from ..channel import Options
 from ..errors import Error, ErrorCode, PeerGone, error_name
 from .link import Curve, Link, Log, random_u64
 from .local import Declaration, Held, NearLocal
-from .wire import Kind, Message, RoundState, decode
+from .wire import Kind, Message, RoundState, WireError, decode
 
 __all__ = ["NearConfig", "NearRelay"]
 
@@ -64,6 +64,7 @@ class NearRelay:
         self.next_hb = 0.0
         self.stop = False
         self.local_gone = False
+        self.bad_reply: tuple[int, Error] | None = None
         self.poller = zmq.Poller()
 
     # -- socket ---------------------------------------------------------------------------------
@@ -117,6 +118,9 @@ class NearRelay:
                 m = decode(frames)
             except Error as e:
                 self._bad_frame(e)
+                head = e.head if isinstance(e, WireError) else None
+                if head is not None and head.kind is Kind.REP and head.session == self.session:
+                    self.bad_reply = (head.relay_seq, e)  # R-RELAY-6: fails that round
                 continue
             if m.session != self.session:
                 self.log.count("stale_session")
@@ -363,6 +367,10 @@ class _Round:
                     r.log.count("resends")  # R-RELAY-15
                     self._send()
             if self.done:
+                break
+            bad, r.bad_reply = r.bad_reply, None
+            if bad is not None and bad[0] == self.rs:
+                self.finish_error(int(bad[1].code), f"bad reply frames: {bad[1].check}")
                 break
             if r.state is not State.UP:  # a new epoch was learned: handled in _seen
                 self.finish_error(int(ErrorCode.PEER_GONE), "far end restarted")
