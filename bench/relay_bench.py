@@ -115,14 +115,43 @@ def run(sizes: list[int], seconds: float, passes: int) -> list[dict[str, Any]]:
         dep = f"tcp://127.0.0.1:{dport}"
         procs = [
             subprocess.Popen([py, "-c", _SERVER, dep]),
-            subprocess.Popen([py, "-m", "shmbridge", "relay", "far", far, "--bind", ep,
-                              "--create", "--dtype", "float32", "--shape", str(n),
-                              "--log", os.devnull]),  # fmt: skip
+            subprocess.Popen(
+                [
+                    py,
+                    "-m",
+                    "shmbridge",
+                    "relay",
+                    "far",
+                    far,
+                    "--bind",
+                    ep,
+                    "--create",
+                    "--dtype",
+                    "float32",
+                    "--shape",
+                    str(n),
+                    "--log",
+                    os.devnull,
+                ]
+            ),
         ]
         procs.append(subprocess.Popen([py, "-c", _RESPONDER, far]))
         procs.append(
-            subprocess.Popen([py, "-m", "shmbridge", "relay", "near", near, "--connect", ep,
-                              "--create", "--log", os.devnull])  # fmt: skip
+            subprocess.Popen(
+                [
+                    py,
+                    "-m",
+                    "shmbridge",
+                    "relay",
+                    "near",
+                    near,
+                    "--connect",
+                    ep,
+                    "--create",
+                    "--log",
+                    os.devnull,
+                ]
+            )
         )
         try:
             req = sb.Requester.attach(near, timeout=30)
@@ -175,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = "ok" if r["ratio"] <= r["target"] else "ABOVE"
         print(f"{r['payload_bytes']:>10} {r['direct_pyzmq_p50_us']:>15.1f} us "
               f"{r['relay_p50_us']:>8.1f} us {r['ratio']:>6.2f}  <= 1.5 {ok}")  # fmt: skip
-    path = Path(a.json) if a.json else HERE / "results" / time.strftime(
-        "relay_%Y%m%d-%H%M.json"
-    )
+    path = Path(a.json) if a.json else HERE / "results" / time.strftime("relay_%Y%m%d-%H%M.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"host": platform.node(), "cpus": os.cpu_count(), "python": sys.version.split()[0]}
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

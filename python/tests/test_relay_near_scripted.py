@@ -14,8 +14,9 @@ import pytest
 
 zmq = pytest.importorskip("zmq", reason="the relay needs pyzmq (pip install 'shmbridge[relay]')")
 
-import shmbridge as sb  # noqa: E402
 from relay_harness import relay_pair  # noqa: E402
+
+import shmbridge as sb  # noqa: E402
 from shmbridge.relay.local import Declaration  # noqa: E402
 from shmbridge.relay.wire import Desc, Kind, RoundState, decode, encode_header  # noqa: E402
 

@@ -21,15 +21,15 @@ __all__ = ["main"]
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    if text in ("", "()", "scalar"):
-        return ()
+    """--shape as the conformance peer reads it (PEER.md §1)."""
+    from ..peer import UsageError, parse_shape
+
     try:
-        out = tuple(int(e) for e in text.split(","))
-    except ValueError:
-        raise InvalidArgument(f"--shape {text!r}: expected comma-separated extents") from None
-    if any(e < 0 for e in out):
-        raise InvalidArgument(f"--shape {text!r}: extents must be >= 0")
-    return out
+        shape = parse_shape(text)
+    except UsageError as e:
+        raise InvalidArgument(f"{e}: expected comma-separated extents >= 0") from None
+    assert shape is not None
+    return shape
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 
@@ -171,6 +171,23 @@ def check_v2(records: Sequence[Record], descs: Sequence[Desc], side: str) -> Non
         validate_entry(r, encode_desc(d), side)
 
 
+_H = TypeVar("_H", Responder, Requester)
+_M = TypeVar("_M", MessageResponder, MessageRequester)
+
+
+def _attach(v1: type[_H], v2: type[_M], name: str, protocol: int, opts: Options) -> _H | _M:
+    """Attach with the API of ``protocol``; 0: the v1 API, else the v2 API if the segment says
+    it is a v2 segment (R-VER-3)."""
+    if protocol == 2:
+        return v2.attach(name, options=opts)
+    try:
+        return v1.attach(name, options=opts)
+    except VersionMismatch:
+        if protocol == 1:
+            raise
+        return v2.attach(name, options=opts)
+
+
 # ---------------------------------------------------------------------------- near end
 
 
@@ -249,17 +266,9 @@ class NearLocal:
 
     def attach(self, protocol: int, timeout: float) -> None:
         """Attach with the API of ``protocol`` (0: whichever the segment is)."""
-        opts = replace(self.opts, timeout=timeout)
-        h: Responder | MessageResponder
-        if protocol == 1:
-            h = Responder.attach(self.name, options=opts)
-        elif protocol == 2:
-            h = MessageResponder.attach(self.name, options=opts)
-        else:
-            try:
-                h = Responder.attach(self.name, options=opts)
-            except VersionMismatch:
-                h = MessageResponder.attach(self.name, options=opts)
+        h = _attach(
+            Responder, MessageResponder, self.name, protocol, replace(self.opts, timeout=timeout)
+        )
         self._opened(h, False)
 
     def take(self, timeout: float) -> Held | None:
@@ -325,17 +334,9 @@ class FarLocal:
         self._opened(MessageRequester.create(self.name, request, reply, options=self.opts), True)
 
     def attach(self, protocol: int, timeout: float) -> None:
-        opts = replace(self.opts, timeout=timeout)
-        h: Requester | MessageRequester
-        if protocol == 1:
-            h = Requester.attach(self.name, options=opts)
-        elif protocol == 2:
-            h = MessageRequester.attach(self.name, options=opts)
-        else:
-            try:
-                h = Requester.attach(self.name, options=opts)
-            except VersionMismatch:
-                h = MessageRequester.attach(self.name, options=opts)
+        h = _attach(
+            Requester, MessageRequester, self.name, protocol, replace(self.opts, timeout=timeout)
+        )
         self._opened(h, False)
 
     def check(self, descs: Sequence[Desc]) -> None:
