@@ -43,4 +43,12 @@ mode=(--quick)
 # BENCH_PIN=0 runs unpinned.
 pin=()
 [[ ${BENCH_PIN:-1} == 1 && $(nproc 2>/dev/null || echo 1) -ge 2 ]] && pin=(--pin)
-exec "$py" -m bench "${mode[@]}" "${pin[@]}" --build-dir "$build_dir" "$@"
+"$py" -m bench "${mode[@]}" "${pin[@]}" --build-dir "$build_dir" "$@"
+
+# The relay rows (issue 15, spec/RELAY.md): 64 B and 1 MiB through a relay pair on loopback vs
+# pyzmq REQ/REP sending the same arrays directly, same run; about 15 s. BENCH_RELAY=0 skips it.
+if [[ ${BENCH_RELAY:-1} == 1 ]]; then
+  echo "== bench: relay vs direct pyzmq (bench/relay_bench.py)"
+  # pyzmq was installed above with the optional comparison packages
+  "$py" -m bench.relay_bench --sizes 64,1048576 --seconds 3
+fi

@@ -12,6 +12,8 @@ then exits with SEGMENT_NOT_FOUND's code, as attaching by that name would fail.
     shmbridge clean --stale [--dry-run]   unlink every segment whose creator is dead (R-STALE-1)
     shmbridge conformance ARGS...         python -m conformance ARGS (from a source checkout)
     shmbridge bench ARGS...               python -m bench ARGS (from a source checkout)
+    shmbridge relay near|far|keygen ...   carry a channel between hosts over ZeroMQ (spec/RELAY.md;
+                                          needs the relay extra: pip install 'shmbridge[relay]')
 
 Reading is done with plain reads of the OS object (no mapping, no slot claimed), so ``info`` and
 ``ls`` work on read-only, truncated or corrupt objects. Exit codes: 0 success, 2 usage, otherwise
@@ -526,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
         "conformance", help="python -m conformance ... (source checkout)", add_help=False
     )
     sub.add_parser("bench", help="python -m bench ... (source checkout)", add_help=False)
+    sub.add_parser("relay", help="near|far|keygen: a channel between hosts (spec/RELAY.md)",
+                   add_help=False)  # fmt: skip
     return p
 
 
@@ -533,6 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("conformance", "bench"):
         return _delegate(args[0], args[1:])
+    if args and args[0] == "relay":
+        from .relay.cli import main as relay_main
+
+        return relay_main(args[1:])
     parser = build_parser()
     a = parser.parse_args(args)
     handler = {"info": cmd_info, "ls": cmd_ls, "rm": cmd_rm, "clean": cmd_clean}[a.cmd]

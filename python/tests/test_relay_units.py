@@ -1,0 +1,208 @@
+"""The relay ends' rules without a network (spec/RELAY.md): the far end's at-most-once execution
+and reply cache (R-RELAY-10), its heartbeat answers and resends (R-RELAY-13, R-RELAY-15), driven
+message by message with a recording link and a real local segment; endpoint and key rules
+(R-RELAY-17, R-RELAY-18) and the command line's refusals (R-RELAY-19)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zmq", reason="the relay needs pyzmq (pip install 'shmbridge[relay]')")
+
+import shmbridge as sb
+from shmbridge.errors import InvalidArgument
+from shmbridge.relay.far import FarConfig, FarRelay
+from shmbridge.relay.link import Log, check_endpoint, keygen, load_curve
+from shmbridge.relay.wire import Desc, Kind, RoundState, decode, encode_header
+
+F32 = 11
+S = 0x51
+ROUTE = b"route"
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Kind, dict[str, Any], list[Any]]] = []
+
+    def __call__(self, kind: Kind, *, route: bytes | None = None, frames: Any = (),
+                 descs: Any = (), **fields: int) -> None:  # fmt: skip
+        self.sent.append((kind, fields, [bytes(np.asarray(f).tobytes()) for f in frames]))
+
+    def kinds(self) -> list[Kind]:
+        return [k for k, _, _ in self.sent]
+
+
+def _msg(kind: Kind, far: FarRelay, rs: int = 0, session: int = S, epoch: int | None = None,
+         data: np.ndarray[Any, Any] | None = None, **kw: int) -> Any:  # fmt: skip
+    ep = far.epoch if epoch is None else epoch
+    if kind is Kind.REQ:
+        assert data is not None
+        d = Desc.of(F32, data.shape)
+        return decode([encode_header(Kind.REQ, protocol=1, session=session, epoch=ep,
+                                     relay_seq=rs, descs=[d], **kw), data.tobytes()])  # fmt: skip
+    frames = [encode_header(kind, protocol=0 if kind is Kind.HB else 1, session=session,
+                            epoch=ep, relay_seq=rs, **kw)]  # fmt: skip
+    if kind is Kind.HELLO:
+        frames.append(b"")
+    return decode(frames)
+
+
+def _run_round(far: FarRelay) -> None:
+    deadline = time.monotonic() + 10
+    while far.running is not None and time.monotonic() < deadline:
+        far._step()
+    assert far.running is None
+
+
+def test_r_relay_10_far_end_executes_each_round_at_most_once(segname: str) -> None:
+    """R-RELAY-10, R-RELAY-15, R-RELAY-13: a duplicate REQ gets the cached REP (no second take);
+    a duplicate while executing is ignored; an HB answers DONE/EXECUTING/UNKNOWN and makes the far
+    end resend the cached REP once a heartbeat passed; an old relay seq, another session and
+    another epoch are dropped and counted, never executed."""
+    log = Log("far")
+    far = FarRelay(FarConfig(segname, "inproc://unused", create_v1=(np.float32, (4,)),
+                             heartbeat=0.05), log)  # fmt: skip
+    rec = _Recorder()
+    far.link.send = rec  # type: ignore[method-assign]
+    assert far._ensure_local()
+    taken: list[int] = []
+    rsp = sb.Responder.attach(segname)
+
+    def serve() -> None:
+        def add1(a: np.ndarray[Any, Any]) -> None:
+            taken.append(int(a[0]))
+            a += 1
+
+        rsp.serve(add1, timeout=20)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        far._handle(_msg(Kind.HELLO, far), ROUTE)
+        assert rec.kinds() == [Kind.HELLO]
+        x = np.arange(4, dtype=np.float32)
+        far._handle(_msg(Kind.REQ, far, 1, data=x), ROUTE)
+        far._handle(_msg(Kind.REQ, far, 1, data=x), ROUTE)  # while executing: ignored
+        hb = len(rec.sent)
+        far._handle(_msg(Kind.HB, far, 1), ROUTE)
+        assert rec.sent[hb][1]["round_state"] == RoundState.EXECUTING
+        _run_round(far)
+        reps = [(f, d) for k, f, d in rec.sent if k is Kind.REP]
+        assert len(reps) == 1 and reps[0][0]["relay_seq"] == 1 and reps[0][0]["reply_code"] == 0
+        assert np.frombuffer(reps[0][1][0], np.float32).tolist() == [1, 2, 3, 4]
+        far._handle(_msg(Kind.REQ, far, 1, data=x), ROUTE)  # resent REQ: the cached REP
+        assert [k for k, _, _ in rec.sent].count(Kind.REP) == 2
+        time.sleep(0.06)  # a heartbeat after the REP was sent: an HB for it resends it
+        far._handle(_msg(Kind.HB, far, 1), ROUTE)
+        assert [f["round_state"] for k, f, _ in rec.sent if k is Kind.HB][-1] == RoundState.DONE
+        assert [k for k, _, _ in rec.sent].count(Kind.REP) == 3
+        far._handle(_msg(Kind.HB, far, 2), ROUTE)
+        assert [f["round_state"] for k, f, _ in rec.sent if k is Kind.HB][-1] == RoundState.UNKNOWN
+        far._handle(_msg(Kind.REQ, far, 2, data=x + 10), ROUTE)
+        _run_round(far)
+        n = len(rec.sent)
+        far._handle(_msg(Kind.REQ, far, 1, data=x), ROUTE)  # older than the highest: stale
+        far._handle(_msg(Kind.REQ, far, 3, session=S + 1, data=x), ROUTE)  # another session
+        far._handle(_msg(Kind.REQ, far, 3, epoch=far.epoch + 1, data=x), ROUTE)  # old epoch
+        assert far.running is None
+        assert [k for k, _, _ in rec.sent[n:]] == [Kind.HELLO, Kind.HELLO]  # "here is my epoch"
+        assert taken == [0, 10]  # executed once each, in order
+        st = log.stats
+        assert st["duplicates"] == 2 and st["stale_requests"] == 1
+        assert st["stale_session"] == 1 and st["stale_epoch"] == 1 and st["reply_resends"] == 1
+    finally:
+        far.close()
+        t.join(10)
+        rsp.close()
+
+
+def test_r_relay_6_far_answers_a_request_whose_frames_are_bad(segname: str) -> None:
+    """R-RELAY-6: a REQ whose header passed W1-W8 but whose payload frame has the wrong size is
+    answered with a REP of CORRUPT_HEADER (the requester gets an error, not a timeout)."""
+    from shmbridge.errors import Error
+
+    log = Log("far")
+    far = FarRelay(FarConfig(segname, "inproc://unused", create_v1=(np.float32, (4,))), log)
+    rec = _Recorder()
+    far.link.send = rec  # type: ignore[method-assign]
+    try:
+        assert far._ensure_local()
+        far._handle(_msg(Kind.HELLO, far), ROUTE)
+        d = Desc.of(F32, (4,))
+        frames = [encode_header(Kind.REQ, protocol=1, session=S, epoch=far.epoch, relay_seq=1,
+                                descs=[d]), bytes(15)]  # fmt: skip
+        with pytest.raises(Error) as ei:
+            decode(frames)
+        far._bad_frame(ei.value, ROUTE)
+        rep = [f for k, f, _ in rec.sent if k is Kind.REP]
+        assert rep and rep[0]["reply_code"] == 10 and rep[0]["relay_seq"] == 1
+        assert log.stats["bad_frames"] == 1
+    finally:
+        far.close()
+
+
+# ---------------------------------------------------------------------------- security
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "ok"),
+    [("tcp://127.0.0.1:5555", True), ("tcp://127.9.9.9:1", True), ("tcp://[::1]:5555", True),
+     ("tcp://localhost:5555", True), ("ipc:///tmp/x.sock", True), ("tcp://0.0.0.0:5555", False),
+     ("tcp://*:5555", False), ("tcp://10.1.2.3:5555", False), ("tcp://example.com:1", False),
+     ("udp://127.0.0.1:1", False), ("127.0.0.1:5555", False)],
+)  # fmt: skip
+def test_r_relay_17_loopback_unless_allow_remote(endpoint: str, ok: bool) -> None:
+    """R-RELAY-17: loopback (and ipc://) only; anything else needs --allow-remote."""
+    if ok:
+        check_endpoint(endpoint, False, "--bind")
+    else:
+        with pytest.raises(InvalidArgument):
+            check_endpoint(endpoint, False, "--bind")
+    if endpoint.startswith(("tcp://", "ipc://")):
+        check_endpoint(endpoint, True, "--bind")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shmbridge", "relay", *args],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_r_relay_17_remote_bind_is_refused_by_the_cli() -> None:
+    """R-RELAY-17, R-RELAY-19: a remote --bind without --allow-remote exits with
+    INVALID_ARGUMENT's code (25) and says what to do, before any socket or segment exists."""
+    r = _cli("far", "seg", "--bind", "tcp://0.0.0.0:5999")
+    assert r.returncode == 25 and "--allow-remote" in r.stderr, r.stderr
+    r = _cli("near", "seg", "--connect", "tcp://192.0.2.1:5999")
+    assert r.returncode == 25 and "loopback" in r.stderr
+
+
+def test_r_relay_18_keygen_and_key_files(tmp_path: Path) -> None:
+    """R-RELAY-18: keygen writes PREFIX.key (public) and PREFIX.key_secret (mode 0600), refuses
+    to overwrite; a missing or public-only key where a secret is needed is INVALID_ARGUMENT."""
+    r = _cli("keygen", str(tmp_path / "far"))
+    assert r.returncode == 0, r.stderr
+    pub, sec = tmp_path / "far.key", tmp_path / "far.key_secret"
+    assert stat.S_IMODE(os.stat(sec).st_mode) == 0o600
+    assert "secret-key" not in pub.read_text() and "secret-key" in sec.read_text()
+    assert _cli("keygen", str(tmp_path / "far")).returncode == 25
+    c = load_curve(str(sec), None, None)
+    assert c is not None and len(c.public) == 40 and len(c.secret) == 40
+    with pytest.raises(InvalidArgument):
+        load_curve(str(pub), None, None)  # a public key where the secret is needed
+    with pytest.raises(InvalidArgument):
+        load_curve(str(tmp_path / "missing.key_secret"), None, None)
+    r = _cli("near", "seg", "--connect", "tcp://127.0.0.1:5999", "--curve-server",
+             str(tmp_path / "nope.key"))  # fmt: skip
+    assert r.returncode == 25 and "nope.key" in r.stderr
+    with pytest.raises(InvalidArgument):
+        keygen(str(tmp_path / "far"))
