@@ -26,7 +26,8 @@ A file holds ``[[case]]`` tables and ``[[matrix]]`` generators. A case::
                                            # (its /proc comm, R-LIVE-7; a native peer only)
 
 A matrix expands a case template over the cartesian product of ``vars``; ``{var}`` in any string
-of the template is replaced (a table value binds each of its keys).
+of the template is replaced (a table value binds each of its keys); a string that is exactly
+``"{var}"`` takes the variable's own type (``reply_code = "{code}"`` with ``code = 4``).
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ class Case:
 
 def _subst(obj, vars_: dict):
     if isinstance(obj, str):
+        whole = re.fullmatch(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", obj)
+        if whole and whole.group(1) in vars_ and not isinstance(vars_[whole.group(1)], str):
+            return vars_[whole.group(1)]  # "{code}" alone keeps the variable's type (reply_code = 4)
         def rep(m):
             k = m.group(1)
             return str(vars_[k]) if k in vars_ else m.group(0)
