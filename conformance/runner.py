@@ -225,6 +225,7 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
     deadline = t_start + case.watchdog_s * (4 if opt.stress and case.stress_rounds else 1)
     ready_at: dict[str, float] = {}
     exited_at: dict[str, float] = {}
+    snapshot: bytes | None = None  # the segment when case.unchanged_after exited
     started_at: dict[str, float] = {}
     logged_start: dict[str, float] = {}
     for p in case.procs:
@@ -315,6 +316,8 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
                     exited_at[pname] = time.monotonic()
                     procs[pname].returncode = po.returncode
                     procs[pname].end_ns = time.monotonic_ns()
+                    if pname == case.unchanged_after:
+                        snapshot = _segment_bytes(name)
             running = [n for n in popen if n not in exited_at]
             if not running and not pending:
                 break
@@ -351,8 +354,11 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
             except OSError:
                 pass
     res.seconds = time.monotonic() - t_start
+    final = _segment_bytes(name) if case.unchanged_after else None
     leftover = _cleanup_segment(name, case)
     _evaluate(res, case, procs, leftover, opt)
+    if case.unchanged_after:
+        _check_unchanged(res, case, snapshot, final)
     res.verdict = "PASS" if all(c.ok for c in res.checks) else "FAIL"
     return res
 
@@ -372,6 +378,36 @@ def _kill_group(po: subprocess.Popen):
             po.kill()
         except ProcessLookupError:
             pass
+
+
+def _segment_bytes(name: str, limit: int = 1 << 24) -> bytes | None:
+    """The OS object's bytes (at most ``limit``), None when there is none."""
+    try:
+        with open(Path("/dev/shm") / name, "rb") as fh:
+            return fh.read(limit)
+    except OSError:
+        return None
+
+
+def _check_unchanged(res: RunResult, case: Case, before: bytes | None, after: bytes | None):
+    """``unchanged_after = PROC``: the segment (left by PROC, e.g. a creator with --keep) is byte
+    for byte the same at the end of the case as when PROC exited: the processes that ran after
+    it changed nothing, claimed no slot (R-LIVE-1)."""
+    who = case.unchanged_after
+    if before is None or after is None:
+        res.checks.append(Check("segment unchanged", False, case.requirements,
+                                f"the segment exists when {who} exited and at the end",
+                                f"when {who} exited: {'absent' if before is None else 'present'}, "
+                                f"at the end: {'absent' if after is None else 'present'}"))
+        return
+    if before != after:
+        at = next((i for i, (x, y) in enumerate(zip(before, after)) if x != y),
+                  min(len(before), len(after)))
+        res.checks.append(Check("segment unchanged", False, case.requirements + ["R-LIVE-1"],
+                                f"no byte of the segment changes after {who} exited",
+                                f"{len(before)} -> {len(after)} bytes, first difference at "
+                                f"offset 0x{at:03X} ({before[at:at + 8].hex()} -> "
+                                f"{after[at:at + 8].hex()})"))
 
 
 def _cleanup_segment(name: str, case: Case) -> bool:

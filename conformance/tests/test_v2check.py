@@ -234,3 +234,35 @@ def test_python_peer_follows_the_same_rules():
             a = peer.field_array(r, k, "rule", rnd + seed, 13 * rnd + seed)
             got[r.name] = (tuple(a.shape), peer.hexsum(a))
         assert got == want
+
+
+def test_unchanged_after_reports_the_first_changed_byte(tmp_path):
+    (tmp_path / "u.toml").write_text('''
+[[case]]
+id = "u/one"
+requirements = ["R-SCHEMA-10"]
+purpose = "p"
+unchanged_after = "creator"
+[[case.proc]]
+name = "creator"
+role = "requester"
+args = "--create"
+''')
+    from conformance import catalogue
+    (case,) = catalogue.load(tmp_path)
+    assert case.unchanged_after == "creator"
+    res = runner.RunResult(case, "py-py", "PASS")
+    before = bytes(512)
+    runner._check_unchanged(res, case, before, before)
+    assert res.checks == []
+    after = bytearray(before)
+    after[0x164] = 2  # the responder slot's state: a claim
+    runner._check_unchanged(res, case, before, bytes(after))
+    (c,) = res.checks
+    assert not c.ok and "0x164" in c.actual and "R-LIVE-1" in c.requirements
+    runner._check_unchanged(res, case, None, before)
+    assert not res.checks[-1].ok
+    (tmp_path / "u.toml").write_text((tmp_path / "u.toml").read_text().replace(
+        'unchanged_after = "creator"', 'unchanged_after = "nobody"'))
+    with pytest.raises(catalogue.CatalogueError):
+        catalogue.load(tmp_path)
