@@ -13,6 +13,9 @@ A file holds ``[[case]]`` tables and ``[[matrix]]`` generators. A case::
     watchdog_s = 30
     known_bad = {category = "crash", naive = "requester"}   # also in the known-bad matrix
     one_ok = ["a", "b"]                    # exactly one of these procs exits OK (a race's winner)
+    unchanged_after = "creator"            # the segment's bytes when that proc exited (a creator
+                                           # with --keep) are its bytes at the end of the case:
+                                           # what ran after it claimed no slot, changed nothing
       [[case.proc]]
       name = "req"; role = "requester"
       start = "first" | "after:PROC:ready" | "after:PROC:exit" | "after:PROC:started"
@@ -26,7 +29,8 @@ A file holds ``[[case]]`` tables and ``[[matrix]]`` generators. A case::
                                            # (its /proc comm, R-LIVE-7; a native peer only)
 
 A matrix expands a case template over the cartesian product of ``vars``; ``{var}`` in any string
-of the template is replaced (a table value binds each of its keys).
+of the template is replaced (a table value binds each of its keys); a string that is exactly
+``"{var}"`` takes the variable's own type (``reply_code = "{code}"`` with ``code = 4``).
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ PROC_KEYS = {"name", "role", "start", "delay_ms", "impl", "args", "expect", "kil
              "zombie_ms", "comm"}
 CASE_KEYS = {"id", "requirements", "purpose", "category", "pairings", "timing", "leftover",
              "watchdog_s", "known_bad", "proc", "rounds", "stress_rounds", "history", "checksums",
-             "one_ok"}
+             "one_ok", "unchanged_after"}
 
 
 class CatalogueError(Exception):
@@ -99,6 +103,7 @@ class Case:
     history: bool = True
     checksums: bool = True
     one_ok: list = field(default_factory=list)  # exactly one of these procs exits OK (races)
+    unchanged_after: str = ""  # the segment's bytes when this proc exited = at the end
     source: str = ""
 
     def proc(self, name: str) -> Proc:
@@ -110,6 +115,9 @@ class Case:
 
 def _subst(obj, vars_: dict):
     if isinstance(obj, str):
+        whole = re.fullmatch(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", obj)
+        if whole and whole.group(1) in vars_ and not isinstance(vars_[whole.group(1)], str):
+            return vars_[whole.group(1)]  # "{code}" alone keeps the variable's type (reply_code = 4)
         def rep(m):
             k = m.group(1)
             return str(vars_[k]) if k in vars_ else m.group(0)
@@ -175,6 +183,9 @@ def _make_case(d: dict, where: str) -> Case:
     for n in d.get("one_ok", []):
         if n not in names:
             raise CatalogueError(f"{where}: case {d['id']}: one_ok names no proc {n!r}")
+    if d.get("unchanged_after", "") not in ("", *names):
+        raise CatalogueError(f"{where}: case {d['id']}: unchanged_after names no proc "
+                             f"{d['unchanged_after']!r}")
     for p in procs:
         if p.start != "first":
             m = re.fullmatch(r"after:([^:]+):(ready|exit|started)", p.start)
@@ -190,7 +201,7 @@ def _make_case(d: dict, where: str) -> Case:
                 known_bad=d.get("known_bad"), rounds=int(d.get("rounds", 0)),
                 stress_rounds=int(d.get("stress_rounds", 0)), history=bool(d.get("history", True)),
                 checksums=bool(d.get("checksums", True)), one_ok=list(d.get("one_ok", [])),
-                source=where)
+                unchanged_after=d.get("unchanged_after", ""), source=where)
 
 
 def load(directory: Path | None = None) -> list[Case]:

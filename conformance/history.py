@@ -146,6 +146,8 @@ def options(ev: Event, model: Model) -> list[tuple[str, ...]]:
         if op == "send":
             return [("T1",), ("T4", "T1")] if r == "ok" else [()]
         if op == "receive":
+            if ev.raw.get("reply_code") is not None:
+                return [("T4",)]  # PEER.md §2: it logs reply_code only if it consumed a reply
             if r == "ok":
                 return [("T4",)]
             if r == "TIMEOUT":
@@ -165,6 +167,8 @@ def options(ev: Event, model: Model) -> list[tuple[str, ...]]:
         if op == "reply":
             if r == "HANDLER_FAILED":
                 return [("T3",)]  # the error reply of a failed handler (R-MSG-3)
+            if r != "ok" and ev.raw.get("reply_code"):
+                return [("T3",)]  # a refused v2 reply, completed by an error reply (PEER.md §7.4)
             return [("T3",)] if r == "ok" else [()]
         if op == "attach" and r == "ok":
             return [(), ("T8",)]

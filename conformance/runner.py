@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import REPO_ROOT, history, spec
+from . import REPO_ROOT, history, spec, v2check
 from .catalogue import Case, Proc, show_pairing
 
 
@@ -225,6 +225,7 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
     deadline = t_start + case.watchdog_s * (4 if opt.stress and case.stress_rounds else 1)
     ready_at: dict[str, float] = {}
     exited_at: dict[str, float] = {}
+    snapshot: bytes | None = None  # the segment when case.unchanged_after exited
     started_at: dict[str, float] = {}
     logged_start: dict[str, float] = {}
     for p in case.procs:
@@ -315,6 +316,8 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
                     exited_at[pname] = time.monotonic()
                     procs[pname].returncode = po.returncode
                     procs[pname].end_ns = time.monotonic_ns()
+                    if pname == case.unchanged_after:
+                        snapshot = _segment_bytes(name)
             running = [n for n in popen if n not in exited_at]
             if not running and not pending:
                 break
@@ -351,8 +354,11 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
             except OSError:
                 pass
     res.seconds = time.monotonic() - t_start
+    final = _segment_bytes(name) if case.unchanged_after else None
     leftover = _cleanup_segment(name, case)
     _evaluate(res, case, procs, leftover, opt)
+    if case.unchanged_after:
+        _check_unchanged(res, case, snapshot, final)
     res.verdict = "PASS" if all(c.ok for c in res.checks) else "FAIL"
     return res
 
@@ -372,6 +378,36 @@ def _kill_group(po: subprocess.Popen):
             po.kill()
         except ProcessLookupError:
             pass
+
+
+def _segment_bytes(name: str, limit: int = 1 << 24) -> bytes | None:
+    """The OS object's bytes (at most ``limit``), None when there is none."""
+    try:
+        with open(Path("/dev/shm") / name, "rb") as fh:
+            return fh.read(limit)
+    except OSError:
+        return None
+
+
+def _check_unchanged(res: RunResult, case: Case, before: bytes | None, after: bytes | None):
+    """``unchanged_after = PROC``: the segment (left by PROC, e.g. a creator with --keep) is byte
+    for byte the same at the end of the case as when PROC exited: the processes that ran after
+    it changed nothing, claimed no slot (R-LIVE-1)."""
+    who = case.unchanged_after
+    if before is None or after is None:
+        res.checks.append(Check("segment unchanged", False, case.requirements,
+                                f"the segment exists when {who} exited and at the end",
+                                f"when {who} exited: {'absent' if before is None else 'present'}, "
+                                f"at the end: {'absent' if after is None else 'present'}"))
+        return
+    if before != after:
+        at = next((i for i, (x, y) in enumerate(zip(before, after)) if x != y),
+                  min(len(before), len(after)))
+        res.checks.append(Check("segment unchanged", False, case.requirements + ["R-LIVE-1"],
+                                f"no byte of the segment changes after {who} exited",
+                                f"{len(before)} -> {len(after)} bytes, first difference at "
+                                f"offset 0x{at:03X} ({before[at:at + 8].hex()} -> "
+                                f"{after[at:at + 8].hex()})"))
 
 
 def _cleanup_segment(name: str, case: Case) -> bool:
@@ -400,9 +436,19 @@ def _as_list(x):
 
 
 def _match(obj: dict, pat: dict) -> bool:
+    """An event matches a pattern of the catalogue: every key equal, except ``result = [..]``
+    (one of), a value ``"null"`` (the key is logged as JSON null: TOML has no null, e.g. the
+    ``field`` of an error that names none, PEER.md §7.5) and ``message_has = TEXT`` (the
+    error message contains TEXT, e.g. the API R-VER-3 tells the user to use)."""
     for k, v in pat.items():
         if k == "result" and isinstance(v, list):
             if obj.get(k) not in v:
+                return False
+        elif k == "message_has":
+            if str(v) not in str(obj.get("message") or ""):
+                return False
+        elif v == "null":
+            if k not in obj or obj[k] is not None:
                 return False
         elif obj.get(k) != v:
             return False
@@ -522,7 +568,7 @@ def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Opti
                                 f"{_fmt_pat(pat)} returns no earlier than {bound['ms']} ms",
                                 "no such event" if dur is None else f"{dur:.1f} ms", proc=p.name))
         if pr.impl != "naive":  # the naive peer logs PEER.md 1.0 (it is known-bad anyway)
-            _check_replies(checks, p.name, evs)
+            _check_replies(checks, p.name, evs, v2=v2check.is_v2(pr.lines))
         for bound in _as_list_dicts(exp.get("max_op_ms")):
             pat = {k: v for k, v in bound.items() if k != "ms"}
             hit = [e for e in evs if _match(e, pat)]
@@ -572,6 +618,7 @@ def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Opti
     # checksums: what was taken is what was sent, what was received is what was published
     if case.checksums:
         _check_checksums(res, procs)
+        _check_v2(res, case, procs)
     if leftover and case.leftover != "expected":
         checks.append(Check("leftover segment", False, ["R-SEG-3", "R-CLOSE-1"],
                             f"no /dev/shm/{res.name} after the case", "left behind (removed by the runner)"))
@@ -591,12 +638,24 @@ def _desc_text(hexstr) -> str:
 REPLY_ERRORS_OF_OK = {"SHAPE_MISMATCH", "DTYPE_MISMATCH", "CORRUPT_HEADER"}
 
 
-def _check_replies(checks: list, proc: str, evs: list) -> None:
+def _check_v2(res: RunResult, case: Case, procs: dict) -> None:
+    """PEER.md §7.5 logs, the §7.3/§7.4 data rules and the flow field by field
+    (conformance/v2check.py) for the protocol v2 processes of the run."""
+    v2 = [v2check.V2Proc(n, pr.role, pr.argv, pr.events()) for n, pr in procs.items()
+          if v2check.is_v2(pr.lines)]
+    if not v2:
+        return
+    for f in v2check.check(v2):
+        res.checks.append(Check(f.name, False, f.requirements, f.expected, f.actual, proc=f.proc))
+
+
+def _check_replies(checks: list, proc: str, evs: list, v2: bool = False) -> None:
     """PEER.md 1.1 fields: what every consumed reply left (R-MSG-4, R-MSG-5) and the reason of
-    every PEER_GONE (R-LIVE-5)."""
+    every PEER_GONE (R-LIVE-5). A v2 peer (PEER.md §7.5) logs no v1 descriptor: its consumed
+    replies are checked by reply_code only (R-MSG-5 as amended by R-FIELD-9)."""
     declared = next((e.get("declared_desc") for e in evs
                      if e.get("op") in ("create", "attach") and e.get("result") == "ok"), None)
-    if declared is None and any(e.get("op") in ("create", "attach") and e.get("result") == "ok"
+    if not v2 and declared is None and any(e.get("op") in ("create", "attach") and e.get("result") == "ok"
                                 for e in evs):
         checks.append(Check("log fields", False, ["R-MSG-4"],
                             "a successful create/attach logs declared_desc (PEER.md §2)", "absent",
@@ -616,12 +675,17 @@ def _check_replies(checks: list, proc: str, evs: list) -> None:
             continue
         rc, desc = e.get("reply_code"), e.get("message_desc")
         where = f"receive round {e.get('round')} -> {e.get('result')}"
-        if rc is None or desc is None:
+        if v2 and rc is None:
+            checks.append(Check("log fields", False, ["R-FIELD-9", "R-MSG-5"],
+                                "a v2 receive that consumed a reply logs reply_code (PEER.md §7.5)",
+                                f"{where}: absent", proc=proc))
+            continue
+        if not v2 and (rc is None or desc is None):
             checks.append(Check("log fields", False, ["R-MSG-4", "R-MSG-5"],
                                 "a receive that consumed a reply logs reply_code and message_desc "
                                 "(PEER.md §2)", f"{where}: absent", proc=proc))
             continue
-        if declared is not None and desc != declared:
+        if not v2 and declared is not None and desc != declared:
             checks.append(Check("reply descriptor", False, ["R-MSG-4", "R-MSG-1"],
                                 f"the reply leaves message = declared ({_desc_text(declared)})",
                                 f"{where}: message is {_desc_text(desc)}", proc=proc))

@@ -155,3 +155,42 @@ def test_decode_word():
     assert history.decode_word(0x11) == ("REQUESTED", 1)
     assert history.decode_word(0x24) == ("TAKEN", 2)
     assert history.decode_word(0xF)[0] == "INVALID"
+
+
+# ---- replies consumed and refused (PEER.md §2 reply_code, §7.4/§7.5) ----------------------------
+
+
+def refused_reply_round(reply_code_on_reply: bool):
+    """v2 --reply-extents over: the responder's reply is refused (S7, CAPACITY_EXCEEDED), the
+    peer completes the round with an error reply of that code inside the same line (PEER.md
+    §7.4), and the requester's receive consumes it (reply_code 5, PEER.md §2)."""
+    extra = {"reply_code": 5} if reply_code_on_reply else {}
+    return [ev("req", "requester", "create", 0, 5),
+            ev("rsp", "responder", "attach", 6, 7),
+            ev("rsp", "responder", "take", 8, 25, seq=1, phase_after="TAKEN"),
+            ev("req", "requester", "send", 10, 20, seq=1, phase_after="REQUESTED"),
+            ev("req", "requester", "receive", 21, 80, result="CAPACITY_EXCEEDED", reply_code=5,
+               phase_after="IDLE"),
+            ev("rsp", "responder", "reply", 30, 60, result="CAPACITY_EXCEEDED", **extra)]
+
+
+def test_refused_reply_completed_with_an_error_reply_is_a_t3():
+    v = history.check(logs_of(*refused_reply_round(True)))
+    assert v.ok, v.message
+
+
+def test_a_consumed_reply_needs_a_reply():
+    # the receive logs reply_code (it consumed a reply, T4), but no responder line published
+    # one: the error reply is missing from the history
+    v = history.check(logs_of(*refused_reply_round(False)))
+    assert not v.ok and "receive" in v.message
+
+
+def test_receive_with_reply_code_is_t4_not_a_timeout():
+    # a receive that logs reply_code consumed a reply: it cannot have left the word alone
+    evs = [ev("req", "requester", "create", 0, 5),
+           ev("req", "requester", "send", 10, 20, seq=1),
+           ev("req", "requester", "receive", 21, 40, result="HANDLER_FAILED", reply_code=18)]
+    assert not history.check(logs_of(*evs)).ok
+    assert history.check(logs_of(*evs[:2], ev("req", "requester", "receive", 21, 40,
+                                                result="HANDLER_FAILED"))).ok

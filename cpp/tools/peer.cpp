@@ -738,32 +738,40 @@ class Peer {
     emit(f.done());
   }
 
+  // §7.5: what a v2 line of a failed operation adds: "protocol" (create/attach), null "shapes"
+  // and "checksums" (send/take/reply/receive) and the "field" the error names (R-FIELD-7).
+  std::string error_fields(const std::string& op, const std::string& field) const {
+    if (a_.protocol != 2 || op == "close") return "";
+    const std::string named = "\"field\":" + (field.empty() ? std::string("null") : jstr(field));
+    if (op == "create" || op == "attach") return "\"protocol\":2," + named;
+    return "\"shapes\":null,\"checksums\":null," + named;
+  }
+
   // Runs one library call; on an error logs it and returns its name (value untouched).
+  // `on_error` runs after a failed call and before its line is written, and adds fields to it.
   std::string call(const std::string& op, long rnd, const std::function<void()>& fn,
                    std::int64_t& t0, std::int64_t& t1, bool injected = false,
-                   int* exit_code = nullptr) {
+                   int* exit_code = nullptr,
+                   const std::function<std::string(const sb::Error&)>& on_error = nullptr) {
     t0 = now_ns();
     try {
       fn();
       t1 = now_ns();
       return "ok";
     } catch (const sb::Error& e) {
-      t1 = now_ns();
       // PEER.md §2: the reason of a PEER_GONE (R-LIVE-5); what a consumed reply left (R-MSG-5);
       // §7.5: in v2 the field the error names (R-FIELD-7).
       std::string extra;
       auto add = [&](const std::string& kv) {
         if (!kv.empty()) extra += (extra.empty() ? "" : ",") + kv;
       };
+      if (on_error) add(on_error(e));
+      t1 = now_ns();
       if (e.code() == sb::ErrorCode::PEER_GONE) {
         add(std::string("\"reason\":\"") + sb::peer_gone_reason_name(e.peer_gone_reason()) + "\"");
       }
       if (op == "receive" && e.reply_code() && view_) add(view_->reply_fields());
-      if (a_.protocol == 2 && (op == "create" || op == "attach")) add("\"protocol\":2");
-      if (a_.protocol == 2 && op != "create" && op != "attach" && op != "close")
-        add("\"shapes\":null,\"checksums\":null");
-      if (a_.protocol == 2 && op != "close")
-        add("\"field\":" + (e.field().empty() ? std::string("null") : jstr(e.field())));
+      add(error_fields(op, e.field()));
       event(op, rnd, t0, t1, e.name(), std::nullopt, std::nullopt, injected, e.what(), std::nullopt,
             extra);
       if (exit_code) *exit_code = e.exit_code();
@@ -1013,20 +1021,23 @@ template <class Responder, class Log>
       throw std::runtime_error("--op fail: the handler failed on purpose");
     });
   } catch (const sb::Error& e) {
-    p.event(taken ? "reply" : "take", rnd, t0, now_ns(), e.name(), std::nullopt, std::nullopt,
-            false, e.what());
+    const std::string op = taken ? "reply" : "take";
+    p.event(op, rnd, t0, now_ns(), e.name(), std::nullopt, std::nullopt, false, e.what(),
+            std::nullopt, p.error_fields(op, e.field()));
     p.fail(e.name(), e.exit_code());
   } catch (const std::runtime_error& e) {
     const sb::Error hf(sb::ErrorCode::HANDLER_FAILED,
                        std::string("the handler of request #") + std::to_string(seq.value_or(0)) +
                            " failed: " + e.what() +
                            "; the library answered it with reply_code HANDLER_FAILED (R-MSG-3)");
-    p.event("reply", rnd, t0, now_ns(), hf.name(), seq, std::nullopt, false, hf.what());
+    p.event("reply", rnd, t0, now_ns(), hf.name(), seq, std::nullopt, false, hf.what(),
+            std::nullopt, p.error_fields("reply", ""));
     p.fail(hf.name(), hf.exit_code());
   }
   // serve() returned: the requester closed before sending (R-LIVE-4)
   p.event("take", rnd, t0, now_ns(), "PEER_GONE", std::nullopt, std::nullopt, false,
-          "PEER_GONE: the requester closed before sending a request for --op fail");
+          "PEER_GONE: the requester closed before sending a request for --op fail", std::nullopt,
+          p.error_fields("take", ""));
   p.fail("PEER_GONE", sb::exit_code(sb::ErrorCode::PEER_GONE));
 }
 // What both versions' rounds share: the handles, the request held, `take`, the injected reply and
@@ -1420,7 +1431,8 @@ class V2Rounds final
   void compute() override {}  // the reply fields are written by reply() (zero-copy views)
 
   // §7.4: the op's reply through reply_field views, then reply(); a reply call that fails (S7
-  // with --reply-extents over) is logged and answered with an error reply of its code (R-MSG-2).
+  // with --reply-extents over) is answered with an error reply of its code (R-MSG-2) before its
+  // line is logged, with that reply_code.
   std::string reply(long rnd, int& ec) override {
     std::string fields;
     std::int64_t t0, t1;
@@ -1430,20 +1442,24 @@ class V2Rounds final
           fields = write_reply();
           request_->reply();
         },
-        t0, t1, false, &ec);
+        t0, t1, false, &ec, [&](const sb::Error& e) { return error_reply(e); });
     if (res == "ok") {
       p_.event("reply", rnd, t0, t1, "ok", request_->seq(), std::nullopt, false, "", std::nullopt,
                fields);
-    } else if (!request_->answered()) {
-      sb::ErrorCode code;
-      if (sb::error_from_name(res, code)) {
-        try {
-          request_->fail(code);
-        } catch (const sb::Error&) {
-        }
-      }
     }
     return res;
+  }
+
+  // §7.4: completes a refused reply's round with an error reply of its code; the "reply_code"
+  // its line logs, or nothing if the round was answered or the error reply failed too.
+  std::string error_reply(const sb::Error& e) {
+    if (request_->answered()) return "";
+    try {
+      request_->fail(e.code());
+    } catch (const sb::Error&) {
+      return "";
+    }
+    return "\"reply_code\":" + std::to_string(static_cast<int>(e.code()));
   }
 
  protected:

@@ -30,7 +30,14 @@ from .channel import (
     _timeout,
 )
 from .dtype import DType
-from .errors import Error, ErrorCode, InvalidArgument, OutOfTurn, SchemaMismatch
+from .errors import (
+    CapacityExceeded,
+    Error,
+    ErrorCode,
+    InvalidArgument,
+    OutOfTurn,
+    SchemaMismatch,
+)
 from .layout import SLOT_ATTACHED, Slot
 from .layout_v2 import (
     MAX_HEADER_SIZE,
@@ -259,6 +266,7 @@ class _MessageFormat(_Handle):
         with the creator's slots claimed, and the magic last."""
         validate_name(name)
         declared = declare(request, reply)
+        _check_array_extents(declared.request + declared.reply)
         me = Slot(os.getpid(), SLOT_ATTACHED, own_start_time(), 1)
         header = header_for(
             declared,
@@ -303,11 +311,31 @@ class _MessageFormat(_Handle):
                 check_expected(request, header.request, "request", header.request, seg.name)
             if reply is not None:
                 check_expected(reply, header.reply, "reply", header.request, seg.name)
+            _check_array_extents(header.request + header.reply)
             claim_slot(mm, cls._slot, cls._role)
         except BaseException:
             seg.close()
             raise
         return seg, header
+
+
+#: The largest extent a NumPy array can have (np.intp); the protocol allows up to 2^64 - 1.
+MAX_ARRAY_EXTENT = int(np.iinfo(np.intp).max)
+
+
+def _check_array_extents(records: tuple[Record, ...]) -> None:
+    """R-SCHEMA-1: a schema with a fixed extent or maximum NumPy cannot shape is refused when it
+    is declared (after C1-C9) or found (after X1-X6, before the slot is claimed), so no message
+    of it is ever taken or received and then cannot be handed out."""
+    for r in records:
+        for d, m in enumerate(r.max_shape):
+            if m > MAX_ARRAY_EXTENT:
+                raise CapacityExceeded(
+                    f"field {r.name!r} ({r.describe()}): extent {d} may be {m}, above "
+                    f"{MAX_ARRAY_EXTENT} (2^63 - 1), the largest extent a NumPy array can have; "
+                    "this library cannot hand out such a field: declare a smaller maximum",
+                    field=r.name,
+                )
 
 
 def _validate(mm: Any, size: int, name: str) -> object:

@@ -495,8 +495,9 @@ def corrupt_header(name: str, field: str, value: str | None) -> int:
             v = DTYPE_CODES[wrong_dtype("int32" if cur == 6 else "float32")]
         else:
             declared_dtype = struct.unpack_from("<I", m, 0x40)[0]
+            (major,) = struct.unpack_from("<H", m, 0x008)
             v = {
-                "version_major": 2,
+                "version_major": 1 if major == 2 else 2,  # the other version (§1.1, §7.5)
                 "header_size": 256,
                 "flags": 1,
                 "max_dims": 4,
@@ -623,16 +624,23 @@ class Peer:
         return "INVALID" if ph is None else Phase(ph).name
 
     def call(
-        self, op: str, rnd: int, fn: Callable[[], Any], injected: bool = False, fatal: bool = True
+        self,
+        op: str,
+        rnd: int,
+        fn: Callable[[], Any],
+        injected: bool = False,
+        fatal: bool = True,
+        on_error: Callable[[Error], dict[str, Any]] | None = None,
     ) -> tuple[str, Any]:
-        """Runs one library call and logs it; returns (result, value)."""
+        """Runs one library call and logs it; returns (result, value). ``on_error`` runs after
+        a failed call and before its line is written, and adds fields to that line."""
         t0 = now_ns()
         try:
             value = fn()
         except Error as e:
-            t1 = now_ns()
             # PEER.md §2: the reason of a PEER_GONE (R-LIVE-5); what a consumed reply left.
-            extra: dict[str, Any] = {}
+            extra: dict[str, Any] = on_error(e) if on_error is not None else {}
+            t1 = now_ns()
             if isinstance(e, PeerGone):
                 extra["reason"] = e.reason.value
             if op == "receive" and e.reply_code is not None:
@@ -643,7 +651,7 @@ class Peer:
                 extra.update(shapes=None, checksums=None, field=e.field)
                 nulls = ("shapes", "checksums", "field")
             elif self.v2:  # create/attach: the field a declaration or expectation check names
-                extra.update(field=e.field)
+                extra.update(protocol=2, field=e.field)  # §7.5: on every create/attach line
                 nulls = ("field",)
             self.log.event(
                 op,
@@ -965,14 +973,25 @@ class Peer:
             if not (r.alias and a.op in ("echo", "checksum"))
         }
         self.point("before", "reply", rnd)
-        res, val = self.call("reply", rnd, lambda: req.reply(given))
+        res, val = self.call(
+            "reply", rnd, lambda: req.reply(given), on_error=lambda e: self.error_reply(req, e)
+        )
         if res != "ok":
-            if isinstance(val, Error) and not req.done:
-                req.fail(val.code)
             self.fail(res, val)
         t0, t1, _ = val
         self.log.event("reply", rnd, t0, t1, "ok", int(req.seq), self.phase(),
                        **fields_log(published))  # fmt: skip
+
+    def error_reply(self, req: MessageRequest, e: Error) -> dict[str, Any]:
+        """§7.4: a refused reply's round is completed by an error reply of its code (R-MSG-2)
+        before the ``reply`` line is written, which then logs that ``reply_code``."""
+        if req.done:
+            return {}
+        try:
+            req.fail(e.code)
+        except Error:
+            return {}  # the error reply failed too (e.g. the requester is gone): no reply_code
+        return {"reply_code": int(e.code)}
 
     def run_responder(self) -> None:
         a, h = self.a, self.h
@@ -1041,8 +1060,19 @@ class Peer:
                 f"the handler of request #{req.seq} failed: {e}; the library answered it with "
                 "reply_code HANDLER_FAILED (R-MSG-3)"
             )
+            v2: dict[str, Any] = {"shapes": None, "checksums": None, "field": None}
             self.log.event(
-                "reply", rnd, t0, now_ns(), err.name, int(req.seq), self.phase(), message=str(err)
+                "reply",
+                rnd,
+                t0,
+                now_ns(),
+                err.name,
+                int(req.seq),
+                self.phase(),
+                None,
+                tuple(v2) if self.v2 else (),  # §7.5: a failed v2 reply's null fields
+                message=str(err),
+                **(v2 if self.v2 else {}),
             )
             self.fail(err.name, err)
         raise AssertionError("unreachable")

@@ -113,6 +113,39 @@ def test_r_schema_10_an_attacher_stating_nothing_accepts_any_schema(camera: Any)
     assert rsp.reply_schema == CAMERA[1]
 
 
+def test_r_schema_1_extents_numpy_cannot_shape_are_refused_when_declared_or_found(
+    segname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R-SCHEMA-1: a maximum of 2^64 - 1 next to an extent 0 is a legal schema (max_nbytes 0),
+    but NumPy arrays cannot have an extent above 2^63 - 1: create refuses it before any OS
+    object, attach (to a segment made by a library without that limit) before it claims a slot,
+    both with CAPACITY_EXCEEDED naming the field. Found by the conformance case
+    v2/extents/u64-maximum: the Python responder took a C++ request of shape (2^64 - 1, 0) and
+    crashed with a ValueError building its view."""
+    big = Schema(e=(np.float32, (upto(2**64 - 1), 0)), s=(np.int8, ()))
+    reply = Schema(f=(np.float32, (upto(2**63), 0)))
+    with pytest.raises(sb.CapacityExceeded) as info:
+        sb.MessageRequester.create(segname, big, reply, **OPTS)
+    assert info.value.field == "e" and "2^63 - 1" in info.value.message
+    assert not os.path.exists(shm_path(segname))
+    ok = Schema(e=(np.float32, (upto(2**63 - 1), 0)))  # at the limit: fine
+    with sb.MessageRequester.create(segname, ok, ok, keep_segment=True, **OPTS):
+        pass
+    os.unlink(shm_path(segname))
+    from shmbridge import message
+
+    monkeypatch.setattr(message, "_check_array_extents", lambda records: None)
+    creator = sb.MessageRequester.create(segname, Schema(a=(np.int8, ())), reply, **OPTS)
+    monkeypatch.undo()  # as a library without NumPy's limit made it
+    with pytest.raises(sb.CapacityExceeded) as info:
+        sb.MessageResponder.attach(segname, **OPTS)
+    assert info.value.field == "f"
+    raw = map_raw(segname)
+    assert struct.unpack_from("<I", raw, OFF_RESPONDER)[0] == 0  # no slot claimed
+    raw.close()
+    creator.close()
+
+
 def test_r_ver_3_v1_api_on_a_v2_segment(camera: Any) -> None:
     """R-VER-3: Requester/Responder on a v2 segment: VERSION_MISMATCH with the message of the
     spec, no slot claimed."""
