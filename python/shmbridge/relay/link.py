@@ -20,7 +20,17 @@ import zmq.auth
 from ..errors import InvalidArgument
 from .wire import Desc, Kind, encode_header
 
-__all__ = ["Curve", "Link", "Log", "check_endpoint", "keygen", "load_curve", "random_u64"]
+__all__ = [
+    "Curve",
+    "Link",
+    "Log",
+    "check_endpoint",
+    "keygen",
+    "load_curve",
+    "random_u64",
+    "readable",
+    "waiting",
+]
 
 #: payload frames below this size are copied by ZeroMQ anyway (pyzmq's copy threshold)
 ZERO_COPY_MIN = 65536
@@ -152,11 +162,47 @@ class Log:
         except (OSError, ValueError):
             pass  # a closed log must not stop the relay
 
+    def round(self, relay_seq: int, seq: int, result: str, why: str | None = None) -> None:
+        """The ``round`` event, once per round at each end: the same line ``event`` writes,
+        formatted without json.dumps (ints and an error name; ``why`` is escaped)."""
+        if self.out is None:
+            return
+        if why is not None:
+            self.event("round", seq=seq, relay_seq=relay_seq, result=result, why=why)
+            return
+        try:
+            self.out.write(
+                f'{{"event": "round", "end": "{self.end}", "t": {time.monotonic_ns()}, '
+                f'"seq": {seq}, "relay_seq": {relay_seq}, "result": "{result}"}}\n'
+            )
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
+
     def count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
 
     def warn(self, text: str) -> None:
         print(f"shmbridge relay {self.end}: {text}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- receiving
+
+
+def waiting(sock: zmq.Socket[Any]) -> bool:
+    """Whether a message waits on ``sock`` now (ZMQ_EVENTS: no wait, no Poller)."""
+    return bool(int(sock.get(zmq.EVENTS)) & zmq.POLLIN)
+
+
+def readable(sock: zmq.Socket[Any], timeout: float) -> bool:
+    """Whether a message waits on ``sock``, after waiting up to ``timeout`` seconds for one.
+    Asked first through ZMQ_EVENTS: no poll system call, and no Poller object per call (pyzmq's
+    Socket.poll builds one), when a message is already there or the caller will not wait."""
+    if waiting(sock):
+        return True
+    if timeout <= 0:
+        return False
+    return bool(zmq.zmq_poll([(sock, zmq.POLLIN)], int(timeout * 1000 + 0.999)))
 
 
 # ---------------------------------------------------------------------------- sending
@@ -182,20 +228,23 @@ class Link:
     ) -> zmq.MessageTracker | None:
         """Send one message; returns the tracker of its zero-copy frames (None if none, or if
         the send was dropped)."""
-        assert self.sock is not None
-        head = encode_header(kind, descs=descs, **fields)
-        parts: list[Any] = [head, *frames] if route is None else [route, head, *frames]
-        big = any(_nbytes(f) >= ZERO_COPY_MIN for f in frames)
+        sock = self.sock
+        assert sock is not None
+        parts: list[Any] = [encode_header(kind, descs=descs, **fields)]
+        if route is not None:
+            parts.insert(0, route)
+        big = False
+        for f in frames:
+            buf = _bytes(f)
+            parts.append(buf)
+            big = big or buf.nbytes >= ZERO_COPY_MIN
         try:
-            if big:
-                tracker: zmq.MessageTracker | None = self.sock.send_multipart(
-                    [_bytes(p) for p in parts],
-                    flags=zmq.NOBLOCK,
-                    copy=False,
-                    track=True,
+            if big:  # R-RELAY-4: zero-copy, and a tracker says when ZeroMQ let go of the frames
+                tracker: zmq.MessageTracker | None = sock.send_multipart(
+                    parts, flags=zmq.NOBLOCK, copy=False, track=True
                 )
                 return tracker
-            self.sock.send_multipart([_bytes(p) for p in parts], flags=zmq.NOBLOCK)
+            sock.send_multipart(parts, flags=zmq.NOBLOCK)  # small: ZeroMQ copies them anyway
         except zmq.Again:
             self.log.count("dropped_sends")
         except zmq.ZMQError as e:  # e.g. ROUTER to an unknown peer (ROUTER_MANDATORY is off)
@@ -209,14 +258,8 @@ class Link:
         self.sock = None
 
 
-def _nbytes(f: Any) -> int:
-    return int(getattr(f, "nbytes", None) or len(f))
-
-
-def _bytes(p: Any) -> Any:
-    """A flat byte buffer over ``p`` without a copy (numpy arrays of any dtype and rank)."""
-    if isinstance(p, (bytes, bytearray)):
-        return p
+def _bytes(p: Any) -> memoryview:
+    """A flat byte view over ``p`` without a copy (numpy arrays of any dtype and rank)."""
     if isinstance(p, np.ndarray):
         flat: Any = p.reshape(-1).view(np.uint8)
         return memoryview(flat)
