@@ -14,7 +14,7 @@ import zmq.auth.thread
 from ..channel import Options
 from ..errors import Error, ErrorCode, error_name
 from ..schema import Schema
-from .link import Curve, Link, Log, random_u64, readable, waiting
+from .link import NOBLOCK, Curve, Link, Log, random_u64, readable, waiting
 from .local import FarLocal, Outcome
 from .wire import Desc, Kind, Message, RoundState, WireError, decode
 
@@ -135,7 +135,7 @@ class FarRelay:
             return
         for _ in range(64):
             try:
-                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                parts = sock.recv_multipart(NOBLOCK, copy=False)
             except zmq.Again:
                 return
             route, frames = parts[0].bytes, parts[1:]

@@ -13,7 +13,7 @@ import zmq
 
 from ..channel import Options
 from ..errors import Error, ErrorCode, PeerGone, error_name
-from .link import Curve, Link, Log, random_u64, readable, waiting
+from .link import NOBLOCK, Curve, Link, Log, random_u64, readable, waiting
 from .local import Declaration, Held, NearLocal
 from .wire import Kind, Message, RoundState, WireError, decode
 
@@ -111,7 +111,7 @@ class NearRelay:
             return out
         while True:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = sock.recv_multipart(NOBLOCK, copy=False)
             except zmq.Again:
                 break
             try:
