@@ -101,46 +101,6 @@ class Desc:
         return cls(int(dtype), tuple(int(e) for e in shape), n)
 
 
-class Message:
-    """A message that passed W1-W11. ``frames`` are the payload frames (buffers, not copied).
-    A plain slotted class, not a dataclass: one is built per message received (hot path)."""
-
-    __slots__ = (
-        "descs",
-        "epoch",
-        "frames",
-        "kind",
-        "local_seq",
-        "protocol",
-        "relay_seq",
-        "reply_code",
-        "round_state",
-        "session",
-    )  # fmt: skip
-
-    def __init__(
-        self, kind: Kind, protocol: int, round_state: int, session: int, epoch: int,
-        relay_seq: int, local_seq: int, reply_code: int, descs: tuple[Desc, ...],
-        frames: tuple[Any, ...],
-    ) -> None:  # fmt: skip
-        self.kind = kind
-        self.protocol = protocol
-        self.round_state = round_state
-        self.session = session
-        self.epoch = epoch
-        self.relay_seq = relay_seq
-        self.local_seq = local_seq
-        self.reply_code = reply_code
-        self.descs = descs
-        self.frames = frames
-
-    def __repr__(self) -> str:
-        return (
-            f"Message({self.kind.name}, session={self.session}, epoch={self.epoch}, "
-            f"relay_seq={self.relay_seq}, reply_code={self.reply_code}, descs={self.descs})"
-        )
-
-
 #: Descriptors are immutable and a channel carries the same few over and over: their encoding
 #: and their W10 decoding are memoised (bounded: a hostile peer cannot grow them without limit).
 _CACHE_MAX = 256
@@ -260,6 +220,23 @@ class Head:
         self.nfields = nfields
 
 
+class Message(Head):
+    """A message that passed W1-W11: the header's fields, the descriptors and ``frames``, the
+    payload frames (buffers, not copied). Slotted, not a dataclass: one is built per message
+    received (hot path); the decoder builds it at W8 and fills these two after W11."""
+
+    __slots__ = ("descs", "frames")
+
+    descs: tuple[Desc, ...]
+    frames: tuple[Any, ...]
+
+    def __repr__(self) -> str:
+        return (
+            f"Message({self.kind.name}, session={self.session}, epoch={self.epoch}, "
+            f"relay_seq={self.relay_seq}, reply_code={self.reply_code}, descs={self.descs})"
+        )
+
+
 def decode(frames: Sequence[Any]) -> Message:
     """W1-W11 in order (R-RELAY-6); the first failing check raises its typed error."""
     head, raw = _decode_head(frames)
@@ -284,7 +261,7 @@ def _frame0(frames: Sequence[Any]) -> bytes:
     return b if isinstance(b, bytes) else bytes(_buffer(f))
 
 
-def _decode_head(frames: Sequence[Any]) -> tuple[Head, bytes]:
+def _decode_head(frames: Sequence[Any]) -> tuple[Message, bytes]:
     if not frames:
         raise _corrupt("W1", "no frame")
     head = _frame0(frames)
@@ -324,11 +301,11 @@ def _decode_head(frames: Sequence[Any]) -> tuple[Head, bytes]:
         raise _corrupt("W8", f"reply_code {reply_code} in a {k.name}")
     if relay_seq == 0 and (k is Kind.REQ or k is Kind.REP):
         raise _corrupt("W8", f"relay_seq 0 in a {k.name}")
-    h = Head(k, protocol, state, session, epoch, relay_seq, local_seq, reply_code, nfields)
+    h = Message(k, protocol, state, session, epoch, relay_seq, local_seq, reply_code, nfields)
     return h, head
 
 
-def _decode_rest(h: Head, head: bytes, frames: Sequence[Any]) -> Message:
+def _decode_rest(h: Message, head: bytes, frames: Sequence[Any]) -> Message:
     """W9-W11."""
     k, nfields = h.kind, h.nfields
     want = 2 if k is Kind.HELLO else 1 + nfields
@@ -348,7 +325,6 @@ def _decode_rest(h: Head, head: bytes, frames: Sequence[Any]) -> Message:
         n, want_n = _nbytes(payload[i]), descs[i].nbytes
         if n != want_n:
             raise _corrupt("W11", f"payload frame {i + 1} has {n} bytes, its descriptor {want_n}")
-    return Message(
-        k, h.protocol, h.round_state, h.session, h.epoch, h.relay_seq, h.local_seq,
-        h.reply_code, descs, payload,
-    )  # fmt: skip
+    h.descs = descs
+    h.frames = payload
+    return h
