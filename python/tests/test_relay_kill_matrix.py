@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,12 @@ import pytest
 
 pytest.importorskip("zmq", reason="the relay needs pyzmq (pip install 'shmbridge[relay]')")
 
-from relay_harness import GONE_BOUND, Pair, Proc, attached, ops, relay_pair
+from relay_harness import GONE_BOUND, HB_MS, PY, Pair, Proc, attached, ops, relay_pair
+
+from shmbridge.errors import ErrorCode, exit_code
 
 V1 = ("--create", "--dtype", "float32", "--shape", "16")
+SPEC_BOUND = 3 * HB_MS / 1000 + 0.05  # M x H + 50 ms of R-RELAY-13 with the tests' heartbeats
 FULL = os.environ.get("SHMBRIDGE_RELAY_KILL_MATRIX", "") == "full"
 
 
@@ -89,6 +93,11 @@ CELLS = {
                                      "R-RELAY-19: the reply goes nowhere; run once"),
 }  # fmt: skip
 
+BEFORE_TAKE_MS = 2000  # responder-before-take: the requester's T1 comes well before (python start)
+# the far responder makes a round last this long when the requester is the victim, so that the
+# requester dies with its round in flight (the whole round takes about 3 ms otherwise)
+IN_FLIGHT_MS = 300
+
 DEFAULT = [k for k, c in CELLS.items() if c.default]
 SELECTED = list(CELLS) if FULL else DEFAULT
 
@@ -100,8 +109,8 @@ def _relay_crash(c: Cell, end: str) -> str | None:
 def _peer_crash(c: Cell, role: str) -> list[str]:
     if c.victim != role:
         return []
-    if c.point == "T2:before@1":  # dies once round 1's request waits on its segment
-        return ["--delay-before", "T2:800@1", "--crash-at", c.point]
+    if c.point == "T2:before@1":  # dies once round 1's request waits on its segment (asserted)
+        return ["--delay-before", f"T2:{BEFORE_TAKE_MS}@1", "--crash-at", c.point]
     return ["--crash-at", c.point]
 
 
@@ -171,6 +180,8 @@ def _run_cell(pair: Pair, cell_id: str, c: Cell) -> None:
     else:
         pair.wait_up()
         hold = ["--delay-before", "T3:1500@1"] if c.point == "test:far-T2" else []
+        if c.victim == "requester":
+            hold = ["--delay-before", f"T3:{IN_FLIGHT_MS}@1"]
         responder(*hold, *_peer_crash(c, "responder"))
     test_kill: int | None = None
     if c.point == "test:before-T1":
@@ -195,7 +206,12 @@ def _run_cell(pair: Pair, cell_id: str, c: Cell) -> None:
               "requester": req}[c.victim]  # fmt: skip
     assert victim is not None
     code = req.wait(30)
-    _check_outcome(cell_id, c, req, code, _crash_time(victim, test_kill))
+    killed = _crash_time(victim, test_kill)
+    if c.point == "T2:before@1":  # the transition was the one named: round 1 was published
+        assert int(ops(req, "send")[0]["t_return"]) < killed, "T1 after the responder died"
+    if c.victim == "requester":  # it died with its round in flight, not after the round
+        assert ops(req, "send")[0]["phase_after"] != "REPLIED", req.text()
+    _check_outcome(cell_id, c, req, code, killed)
 
     # -- the survivors go on: restart the victim, then two verified rounds --------------------
     if c.victim == "near":
@@ -241,7 +257,8 @@ def _check_outcome(cell_id: str, c: Cell, req: Proc, code: int, killed_ns: int) 
     start = max(killed_ns, int(send["t_return"]))  # a kill before the request counts from T1
     took = (int(rcv["t_return"]) - start) / 1e9
     allowed = c.outcome.split("|")
-    print(f"{cell_id}: requester {rcv['result']} {took:.3f} s after the kill (or its T1)")
+    print(f"{cell_id}: requester {rcv['result']} {took:.3f} s after the kill (or its T1); "
+          f"R-RELAY-13 bound {SPEC_BOUND:.2f} s + a wake-up, allowed {GONE_BOUND} s")  # fmt: skip
     assert rcv["result"] in allowed, f"{cell_id}: expected {c.outcome}:\n{req.text()}"
     if rcv["result"] == "ok":
         assert code == 0 and rcv["verified"], req.text()
@@ -249,3 +266,15 @@ def _check_outcome(cell_id: str, c: Cell, req: Proc, code: int, killed_ns: int) 
     assert code == 16, req.text()  # PEER_GONE's exit code
     assert rcv.get("reason") == "DIED", rcv  # R-LIVE-5: an error reply or a dead responder
     assert took < GONE_BOUND, f"{cell_id}: PEER_GONE after {took:.3f} s > {GONE_BOUND} s"
+
+
+@pytest.mark.parametrize("value", ["near.nowhere", "near.taken@0", "far.sent@x", "@1"])
+def test_r_relay_19_crash_hook_refuses_bad_values(value: str) -> None:
+    """R-RELAY-19 (a configuration error exits with its code after one line on stderr): the test
+    hook of RELAY.md §12 refuses an unknown point or round with INVALID_ARGUMENT before any
+    socket exists, naming what it expected."""
+    env = {**os.environ, "SHMBRIDGE_RELAY_CRASH_AT": value}
+    cmd = [PY, "-m", "shmbridge", "relay", "near", "nohook", "--connect", "tcp://127.0.0.1:9"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == exit_code(ErrorCode.INVALID_ARGUMENT), done.stderr
+    assert "SHMBRIDGE_RELAY_CRASH_AT" in done.stderr and "expected" in done.stderr

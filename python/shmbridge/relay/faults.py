@@ -58,7 +58,10 @@ class CrashPlan:
         except ValueError:
             at = 0
         if at < 1:
-            raise InvalidArgument(f"{ENV}={text!r}: R must be a whole number >= 1; found {rounds!r}")
+            raise InvalidArgument(
+                f"{ENV}={text!r}: expected R, the visit to die at, a whole number >= 1; "
+                f"found {rounds!r}"
+            )
         if not point.startswith(end + "."):
             return cls()
         return cls(point, at, 0, log)
