@@ -13,8 +13,9 @@ PEER_GONE from the near relay (R-RELAY-13, R-RELAY-14); a dead far responder is 
 PEER_GONE relayed as an error reply (R-RELAY-12). TIMEOUT would only come from a requester timeout
 below the bound, or from `--round-timeout` (covered in test_relay_rounds.py).
 
-Cost: the default run is a subset (one or two cells per victim); SHMBRIDGE_RELAY_KILL_MATRIX=full
-runs every cell (timings in the lead's report and below in DEFAULT)."""
+Cost (2 shared cores): the default run is a subset, one cell per victim plus far-reply-taken
+(`default=True` below; 5 cells + 4 hook checks, 17 s at load 2.7); SHMBRIDGE_RELAY_KILL_MATRIX=full
+runs all 16 cells (42 s at load 2.5, 80 s at load 6)."""
 
 from __future__ import annotations
 
