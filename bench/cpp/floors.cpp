@@ -4,7 +4,8 @@
 //       per-round timings (steady_clock) of: memcpy of B bytes into a shared mapping ("memcpy"),
 //       float32 += 1.0f over it ("add"), and the work floor "work" = memcpy in + add + memcpy out
 //       (what one round of the original design computes, without any handoff).
-//   bench_floors pingpong --kind spin|futex|spinfutex --rounds R [--spin-us S]
+//   bench_floors pingpong --kind spin|futex|spinfutex|spinyield|proto4|addonly --rounds R
+//                         [--spin-us S] [--bytes B]
 //       raw cross-process round trip of a 32-bit word between two forked processes:
 //       spin = busy-wait only; futex = FUTEX_WAIT every time (+ FUTEX_WAKE every time);
 //       spinfutex = spin S µs, then FUTEX_WAIT, with a waiters counter so the waker makes the
@@ -14,7 +15,10 @@
 //       proto4 = the four compare-and-swaps of one protocol round (IDLE→REQUESTED→TAKEN→
 //       REPLIED→IDLE, PROTOCOL.md §5) with spin-then-futex waits, the requester copying B bytes
 //       (--bytes, default 64) in and out and the responder adding 1.0 in place, no library: the
-//       cross-process floor of a round (with --spin-us 1e6: pure spinning).
+//       cross-process floor of a round (with --spin-us 1e6: pure spinning);
+//       addonly = proto4 without the copies: the requester writes element 0 of the payload in
+//       place and reads the first and last element of the reply, the responder adds 1.0 to all
+//       of it in place: the floor of a zero-copy round (the responder's add + the raw hand-offs).
 // SHMB_BENCH_PIN=1 pins the ping-pong parent to CPU 0 and the child to CPU 1 (as bench/run.py
 // --pin does for the peers), so that the scheduler cannot put both on one core.
 // Each prints one JSON line: {"kind": ..., "samples_ns": [...]} (one list per measured kind).
@@ -34,6 +38,8 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "add_one.hpp"
 
 namespace {
 
@@ -66,8 +72,9 @@ void print_samples(const char* key, const std::vector<std::int64_t>& s, bool las
   std::printf(last ? "]" : "],");
 }
 
+// The responders' add (cpp/examples/add_one.hpp: the CPU's widest vector unit).
 __attribute__((noinline)) void add_one(float* p, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) p[i] += 1.0f;
+  shmbridge_examples::add_in_place(p, n, 1.0f);
 }
 
 int copy_floor(std::size_t bytes, long rounds) {
@@ -202,8 +209,9 @@ void cas_publish(Shared* s, std::uint32_t from, std::uint32_t to) {
   if (s->waiters.load(std::memory_order_seq_cst) != 0) futex(&s->word, FUTEX_WAKE, INT_MAX);
 }
 
-// IDLE 0, REQUESTED 1, TAKEN 4, REPLIED 2; seq in bits 4..31.
-int proto4(long rounds, double spin_us, std::size_t bytes) {
+// IDLE 0, REQUESTED 1, TAKEN 4, REPLIED 2; seq in bits 4..31. copy: the requester copies the
+// payload in and out (proto4); else it writes element 0 and reads the first and last (addonly).
+int proto4(long rounds, double spin_us, std::size_t bytes, bool copy) {
   const std::size_t n = bytes / 4;
   auto* s = static_cast<Shared*>(shared_map(512 + bytes));
   new (s) Shared{};
@@ -226,18 +234,31 @@ int proto4(long rounds, double spin_us, std::size_t bytes) {
   pin_to(0);
   std::vector<float> in(n), out(n);
   for (std::size_t i = 0; i < n; ++i) in[i] = static_cast<float>(i % 1024);
+  std::memcpy(payload, in.data(), bytes);  // addonly: the request written in place once
+  float last = in[n - 1];                  // addonly: the last element, +1 per round
   std::vector<std::int64_t> rt;
   rt.reserve(rounds);
   std::uint32_t w = 0;
   for (long k = 0; k < total; ++k) {
     const auto t0 = Clock::now();
     in[0] = static_cast<float>(k & 0xffff);
-    std::memcpy(payload, in.data(), bytes);
+    if (copy) {
+      std::memcpy(payload, in.data(), bytes);
+    } else {
+      payload[0] = in[0];
+    }
     const std::uint32_t req = ((w & ~0xFu) + 0x10) | 1;
     cas_publish(s, w, req);                     // send
     const std::uint32_t r = wait_phase(s, 2, spin);  // REPLIED
     cas_publish(s, r, r & ~0xFu);               // receive
-    std::memcpy(out.data(), payload, bytes);
+    if (copy) {
+      std::memcpy(out.data(), payload, bytes);
+    } else {
+      out[0] = payload[0];
+      out[n - 1] = payload[n - 1];
+      in[n - 1] = last;
+      last += 1.0f;
+    }
     w = r & ~0xFu;
     const auto t1 = Clock::now();
     if (out[0] != in[0] + 1.0f || out[n - 1] != in[n - 1] + 1.0f) {
@@ -248,14 +269,17 @@ int proto4(long rounds, double spin_us, std::size_t bytes) {
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  std::printf("{\"kind\":\"pingpong_proto4\",\"spin_us\":%g,\"bytes\":%zu,", spin_us, bytes);
+  std::printf("{\"kind\":\"pingpong_%s\",\"spin_us\":%g,\"bytes\":%zu,",
+              copy ? "proto4" : "addonly", spin_us, bytes);
   print_samples("samples_ns", rt, true);
   std::printf("}\n");
   return 0;
 }
 
 int pingpong(const std::string& kind_s, long rounds, double spin_us, std::size_t bytes) {
-  if (kind_s == "proto4") return proto4(rounds, spin_us, bytes);
+  if (kind_s == "proto4" || kind_s == "addonly") {
+    return proto4(rounds, spin_us, bytes, kind_s == "proto4");
+  }
   Kind kind = kind_s == "spin"        ? Kind::spin
               : kind_s == "futex"     ? Kind::futex
               : kind_s == "spinyield" ? Kind::spinyield
