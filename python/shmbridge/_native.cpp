@@ -240,6 +240,10 @@ inline void cpu_relax() noexcept {
 // Ctrl-C and other threads get a turn at least this often.
 constexpr double kMaxSpinSliceSeconds = 0.010;
 
+// wait_cas spins this long with the GIL held before it releases it (see there).
+constexpr std::chrono::microseconds kGilSpin{5};
+constexpr double kGilSpinSeconds = 5e-6;
+
 // R-WAIT-1 (C++: SpinYield in wait.hpp): after spinning this long without seeing the word change,
 // yield the CPU, then every kSpinYieldEvery, so that a peer the scheduler put on this core runs
 // within ~20 us instead of after the whole budget. Waits of a 64 B round never get that far.
@@ -369,6 +373,21 @@ uint64_t wait_cas(nb::handle buffer, long long offset, long long waiters_offset,
     const auto span = [](double s) {
         return std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(s));
     };
+    // A peer answering within kGilSpin is waited for with the GIL held: releasing and taking it
+    // back costs more than a 64 B round's own work, and kGilSpin is a thousandth of the
+    // interpreter's 5 ms switch interval, so other threads do not notice.
+    if (spin_s > 0.0) {
+        const auto gil_end = clock::now() + (spin_s < kGilSpinSeconds ? span(spin_s) : kGilSpin);
+        do {
+            uint32_t v = w;
+            for (int i = 0; i < 8 && (v = atomic_load_acquire(word)) == w; ++i) cpu_relax();
+            if (v != w) {
+                w = v;
+                if (try_change(w)) return kChanged | w;
+                if (!waited_in(w)) return kLeft | w;
+            }
+        } while (clock::now() < gil_end);
+    }
     uint64_t status = kWaiting;
     bool blocked = false;
     {

@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import struct
+import sys
 import time
 import warnings
 import weakref
@@ -97,8 +98,22 @@ _Step = tuple[int, int, int, int, int, int, int]
 # Bit masks of the native wait-and-CAS steps: the whole word, and all but the phase bits (the
 # seq a transition keeps).
 _ALL, _KEEP_SEQ = 0xFFFFFFFF, 0xFFFFFFFF & ~0xF
+_MESSAGE_END = OFF_MESSAGE + DESCRIPTOR_SIZE
 # T2: wait in IDLE or REPLIED (any seq) for REQUESTED, then REQUESTED -> TAKEN (same seq).
 _TAKE_STEP: _Step = (0xF, _REQUESTED, _KEEP_SEQ, _TAKEN, 0xF, _IDLE, _REPLIED)
+
+
+_getrefcount: Callable[[Any], int] = getattr(sys, "getrefcount", lambda obj: -1)
+
+
+def _refs_of_a_local() -> int:
+    """What sys.getrefcount reports for an object that only one local variable refers to, as
+    measured on this interpreter; 0 where the count cannot be trusted (no getrefcount, or a
+    free-threaded build, whose counts are deferred), which turns the reuse it guards off."""
+    if not hasattr(sys, "getrefcount") or not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return 0
+    probe = np.zeros(1).view()
+    return sys.getrefcount(probe)
 
 
 class ViewEscapedWarning(ResourceWarning):
@@ -496,7 +511,13 @@ class _ArrayFormat(_Handle):
         v: np.ndarray[Any, Any] = self._typed.view()  # writable like its base
         if not writable:
             v.setflags(write=False)
-        return self._track(v, lease)
+        # _track, inline (once per round on the responder's hot path).
+        if len(self._all_views) > 64:
+            self._all_views = [r for r in self._all_views if r() is not None]
+        ref = weakref.ref(v)
+        self._all_views.append(ref)
+        lease.views.append(ref)
+        return v
 
     def _check_array(self, array: Any) -> np.ndarray[Any, Any]:
         arr = np.asarray(array)
@@ -1166,6 +1187,7 @@ class _ResponderCore(_Handle, Generic[_Req]):
         super().__init__(seg, header, opts)
         self._held: int | None = None
         self._request: _Req | None = None
+        self._spare: Any = None  # v1 serve: the request object of its next round
 
     def _recover_on_attach(self) -> None:
         """R-REC-2: complete a round left TAKEN by a dead predecessor with PEER_GONE (T8); a
@@ -1192,9 +1214,12 @@ class _ResponderCore(_Handle, Generic[_Req]):
     def take(self, timeout: float | None = None) -> _Req:
         """Wait for a request and take it (T2). Raises PEER_GONE when the requester closed or died
         (R-LIVE-4), TIMEOUT at the deadline (R-TIME-3)."""
+        return self._take(_timeout(timeout, self._opts.timeout))
+
+    def _take(self, t: float) -> _Req:
+        """take with a validated timeout ``t`` (serve validates it once, not per round)."""
         if self._closed:
             self._check_open()
-        t = _timeout(timeout, self._opts.timeout)
         if self._held is not None:
             raise OutOfTurn(
                 f"take: request #{self._held} is held; expected reply() or fail() first"
@@ -1253,7 +1278,7 @@ class _ResponderCore(_Handle, Generic[_Req]):
         CLOSED, R-LIVE-4: the end of service); a requester that died raises PEER_GONE (reason
         DIED, R-LIVE-5), so that a supervisor sees the crash."""
         try:
-            return self.take(timeout)
+            return self._take(timeout)
         except PeerGone as e:
             if e.reason is PeerGoneReason.CLOSED:
                 return None
@@ -1349,11 +1374,18 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
         return self
 
     def _taken(self, seq: int) -> Request:
-        bad = self._check_message("take")
-        if bad is not None:  # R-MSG-2: still complete the round
-            self._reply(seq, int(bad.code))
-            raise bad
-        return Request(self, seq)
+        if self._mm[OFF_MESSAGE:_MESSAGE_END] != self._declared_bytes:  # R-MSG-1, inline
+            bad = self._check_message("take")
+            if bad is not None:  # R-MSG-2: still complete the round
+                self._reply(seq, int(bad.code))
+                raise bad
+        req: Request | None = self._spare  # serve's request of the last round, nobody saw it
+        if req is None:
+            return Request(self, seq)
+        self._spare = None
+        req.seq = seq
+        req.done = False
+        return req
 
     def reply(self, array: Any = None) -> None:
         """Reply to the held request (low level; same as ``request.reply``). OUT_OF_TURN if this
@@ -1378,26 +1410,38 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
         (R-MSG-2) and is re-raised."""
         t = _timeout(timeout, self._opts.timeout)  # validated once, not per round
         n = 0
-        while True:
-            req = self._serve_take(t)
-            if req is None:
-                return n
-            # ``with req:`` spelled out: the same completion rules without two calls per round.
-            try:
-                view = req.array
-                result = handler(view)
-                if not req.done:
-                    if result is None or result is view:
-                        self._reply(req.seq, 0)  # in place: Request.reply without its checks
-                        req.done = True
-                    else:
-                        req.reply(result)
-            except BaseException as e:
-                req.__exit__(type(e), e, e.__traceback__)
-                raise
-            # The lease ends (R-CLOSE-3). The loop's own references go first: a view the
-            # handler did not keep is then already gone and needs no read-only flag.
-            req._array = None
-            del view, result
-            req.end()
-            n += 1
+        # A view and a request nobody but this loop holds serve the next round too (R-CLOSE-3
+        # only concerns views somebody kept): one object less to make and track per round.
+        view: np.ndarray[Any, Any] | None = None
+        alone = _refs_of_a_local()  # the count of a view only this loop holds; 0: never reuse
+        try:
+            while True:
+                req = self._serve_take(t)
+                if req is None:
+                    return n
+                # ``with req:`` spelled out: the same completion rules without two calls.
+                in_place = False
+                try:
+                    if view is None:
+                        view = self._view(req, True)  # tracked by req (its lease) and the handle
+                    req._array = view
+                    result = handler(view)
+                    if not req.done:
+                        if result is None or result is view:
+                            self._reply(req.seq, 0)  # Request.reply without its checks
+                            req.done = in_place = True
+                        else:
+                            req.reply(result)
+                except BaseException as e:
+                    req.__exit__(type(e), e, e.__traceback__)
+                    raise
+                # The lease ends (R-CLOSE-3): a view somebody kept becomes read-only.
+                req._array = result = None
+                if in_place and _getrefcount(view) == alone:
+                    self._spare = req  # view and request: nobody else holds them
+                else:
+                    req.end()
+                    view = None
+                n += 1
+        finally:
+            self._spare = None
