@@ -78,6 +78,7 @@ __all__ = ["Options", "Reply", "Request", "Requester", "Responder", "ViewEscaped
 
 _U32 = struct.Struct("<I")
 _cas_wake = _native.cas_wake
+_load = _native.load_acquire
 _wait_cas = _native.wait_cas
 _CHANGED, _LEFT, _WAITING = (
     _native.WAIT_CAS_CHANGED,
@@ -516,7 +517,8 @@ class _ArrayFormat(_Handle):
             self._all_views = [r for r in self._all_views if r() is not None]
         ref = weakref.ref(v)
         self._all_views.append(ref)
-        lease.views.append(ref)
+        if writable:  # the lease's end makes it read-only; a read-only view has nothing to end
+            lease.views.append(ref)
         return v
 
     def _check_array(self, array: Any) -> np.ndarray[Any, Any]:
@@ -663,17 +665,20 @@ class Reply:
         return out
 
 
-class _RequestBuffer:
-    """``with req.request_buffer() as buf:`` fill ``buf`` in place; it is sent on a clean exit."""
+class _RequestBuffer(_Lease):
+    """``with req.request_buffer() as buf:`` fill ``buf`` in place; it is sent on a clean exit.
+    It is the lease of its view (one object, not two)."""
+
+    __slots__ = ("_owner", "array")
 
     def __init__(self, owner: Requester) -> None:
+        self.views = []
         self._owner = owner
-        self._lease = _Lease()
         self.array: np.ndarray[Any, Any] | None = None
 
     def __enter__(self) -> np.ndarray[Any, Any]:
         self._owner._prepare_send()
-        self.array = self._owner._view(self._lease, writable=True)
+        self.array = self._owner._view(self, writable=True)
         return self.array
 
     def __exit__(
@@ -682,7 +687,7 @@ class _RequestBuffer:
         ev: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._lease.end()
+        self.end()
         if et is None:
             self._owner._publish_request()
 
@@ -777,7 +782,7 @@ class _RequesterCore(_Handle):
                     "it or has not taken it); expected no request pending: receive() its reply "
                     "first"
                 )
-        w = _native.load_acquire(mm, OFF_WORD)
+        w = _load(mm, OFF_WORD)
         if w != self._last_seq << 4:  # not IDLE (phase 0) with the seq of our last round
             if w & 0xF != _IDLE:
                 raise self._error_for_word(w, "send")
@@ -1068,7 +1073,11 @@ class Requester(_ArrayFormat, _RequesterCore):
         if out is None:
             copy: np.ndarray[Any, Any] = src.copy()
             return copy
-        if type(out) is np.ndarray and out.dtype == src.dtype and out.shape == src.shape:
+        if (
+            type(out) is np.ndarray
+            and (out.dtype is src.dtype or out.dtype == src.dtype)
+            and out.shape == src.shape
+        ):
             out[...] = src  # same dtype and shape: a plain copy
         else:
             np.copyto(out, src)
