@@ -19,6 +19,12 @@
 //       addonly = proto4 without the copies: the requester writes element 0 of the payload in
 //       place and reads the first and last element of the reply, the responder adds 1.0 to all
 //       of it in place: the floor of a zero-copy round (the responder's add + the raw hand-offs).
+//   bench_floors addisa --bytes B --rounds R
+//       the evidence for cpp/examples/add_one.hpp (bench/README.md): the add of each instruction
+//       set this CPU has (baseline x86-64 = SSE2, AVX2, AVX-512F), timed in a child process on
+//       data the parent process has just written ("fresh": every line comes from the other
+//       core, as in a responder) and on data the child itself wrote last ("local"); the
+//       versions rotate round by round. Prints p50 per version and case.
 // SHMB_BENCH_PIN=1 pins the ping-pong parent to CPU 0 and the child to CPU 1 (as bench/run.py
 // --pin does for the peers), so that the scheduler cannot put both on one core.
 // Each prints one JSON line: {"kind": ..., "samples_ns": [...]} (one list per measured kind).
@@ -29,6 +35,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -327,11 +334,76 @@ int pingpong(const std::string& kind_s, long rounds, double spin_us, std::size_t
   return 0;
 }
 
+// The add of each instruction set on fresh (just written by the other process) and local data.
+int addisa(std::size_t bytes, long rounds) {
+#if defined(SHMBRIDGE_EXAMPLES_ADD_DISPATCH)
+  using shmbridge_examples::add_detail::AddFn;
+  struct Version {
+    const char* name;
+    AddFn fn;
+  };
+  std::vector<Version> versions{{"baseline", shmbridge_examples::add_detail::add_baseline}};
+  if (__builtin_cpu_supports("avx2")) versions.push_back({"avx2", shmbridge_examples::add_detail::add_avx2});
+  if (__builtin_cpu_supports("avx512f")) {
+    versions.push_back({"avx512f", shmbridge_examples::add_detail::add_avx512});
+  }
+  const std::size_t nv = versions.size(), n = bytes / 4;
+  const long total = rounds * static_cast<long>(nv) * 2;  // every version, fresh and local
+  auto* s = static_cast<Shared*>(shared_map(4096 + bytes));
+  new (s) Shared{};
+  auto* payload = reinterpret_cast<float*>(reinterpret_cast<char*>(s) + 4096);
+  auto* times = static_cast<std::int64_t*>(shared_map(sizeof(std::int64_t) * total));
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid == 0) {  // the adding process: round k uses version k % nv, fresh if (k / nv) is even
+    pin_to(1);
+    for (long k = 0; k < total; ++k) {
+      while (s->word.load(std::memory_order_acquire) != static_cast<std::uint32_t>(2 * k + 1)) relax();
+      const auto t0 = Clock::now();
+      versions[static_cast<std::size_t>(k) % nv].fn(payload, n, 1.0f);
+      times[k] = duration_cast<nanoseconds>(Clock::now() - t0).count();
+      s->word.store(static_cast<std::uint32_t>(2 * k + 2), std::memory_order_release);
+    }
+    _exit(0);
+  }
+  pin_to(0);
+  std::vector<float> in(n, 1.0f);
+  for (long k = 0; k < total; ++k) {
+    const bool fresh = (k / static_cast<long>(nv)) % 2 == 0;
+    if (fresh) std::memcpy(payload, in.data(), bytes);  // every line now in this core's cache
+    s->word.store(static_cast<std::uint32_t>(2 * k + 1), std::memory_order_release);
+    while (s->word.load(std::memory_order_acquire) != static_cast<std::uint32_t>(2 * k + 2)) relax();
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::printf("{\"kind\":\"addisa\",\"bytes\":%zu", bytes);
+  for (std::size_t v = 0; v < nv; ++v) {
+    for (const bool fresh : {true, false}) {
+      std::vector<std::int64_t> x;
+      for (long k = rounds / 10 * static_cast<long>(nv) * 2; k < total; ++k) {  // warm-up out
+        const bool k_fresh = (k / static_cast<long>(nv)) % 2 == 0;
+        if (static_cast<std::size_t>(k) % nv == v && k_fresh == fresh) x.push_back(times[k]);
+      }
+      std::sort(x.begin(), x.end());
+      std::printf(",\"%s_%s_p50_ns\":%lld", versions[v].name, fresh ? "fresh" : "local",
+                  static_cast<long long>(x.empty() ? 0 : x[x.size() / 2]));
+    }
+  }
+  std::printf("}\n");
+  return 0;
+#else
+  (void)bytes;
+  (void)rounds;
+  std::fprintf(stderr, "addisa: no add versions on this compiler/CPU (add_one.hpp)\n");
+  return 2;
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s copy|pingpong [options]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s copy|pingpong|addisa [options]\n", argv[0]);
     return 2;
   }
   const std::string mode = argv[1];
@@ -350,6 +422,11 @@ int main(int argc, char** argv) {
     }
     return pingpong(opt(argc, argv, "--kind", "spinfutex"), rounds,
                     std::strtod(opt(argc, argv, "--spin-us", "100").c_str(), nullptr), bytes);
+  }
+  if (mode == "addisa") {
+    return addisa(static_cast<std::size_t>(
+                      std::strtoull(opt(argc, argv, "--bytes", "1048576").c_str(), nullptr, 10)),
+                  rounds);
   }
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 2;
