@@ -431,7 +431,7 @@ class _Handle:
         wake(mm, self._events)  # R-CLOSE-1 / R-WAIT-3: let blocked peers see CLOSED
         if self._events is not None:
             self._events.close()
-        escaped = [v for v in (r() for r in self._all_views) if v is not None]
+        escaped = self._escaped_views()
         for v in escaped:
             v.flags.writeable = False
         if escaped:
@@ -443,12 +443,17 @@ class _Handle:
                 stacklevel=3,
             )
         self._seg = None
-        self._drop_message()
         del self._payload
         del self._mm
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             seg.close()
+
+    def _escaped_views(self) -> list[np.ndarray[Any, Any]]:
+        """The zero-copy views still referenced outside the handle, once the format has dropped
+        its own references into the mapping (R-CLOSE-3)."""
+        self._drop_message()
+        return [v for v in (r() for r in self._all_views) if v is not None]
 
     def _drop_message(self) -> None:
         """Drop the format's references into the mapping before it is unmapped."""
@@ -489,9 +494,11 @@ class _ArrayFormat(_Handle):
         self._typed: np.ndarray[Any, Any] = (
             self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
         )
+        self._read_only: np.ndarray[Any, Any] | None = None  # see _view
 
     def _drop_message(self) -> None:
         del self._typed
+        self._read_only = None
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -509,16 +516,23 @@ class _ArrayFormat(_Handle):
         )
 
     def _view(self, lease: _Lease, writable: bool) -> np.ndarray[Any, Any]:
-        v: np.ndarray[Any, Any] = self._typed.view()  # writable like its base
         if not writable:
-            v.setflags(write=False)
+            # One read-only view serves every receive and answered request: a new one would
+            # show the same bytes, change with them after the next send just the same (R-CLOSE-3:
+            # valid until then), and cost a view, a flag and a weakref per round.
+            ro = self._read_only
+            if ro is None:
+                ro = self._read_only = self._typed.view()
+                ro.setflags(write=False)
+                self._all_views.append(weakref.ref(ro))
+            return ro
+        v: np.ndarray[Any, Any] = self._typed.view()  # writable like its base
         # _track, inline (once per round on the responder's hot path).
         if len(self._all_views) > 64:
             self._all_views = [r for r in self._all_views if r() is not None]
         ref = weakref.ref(v)
         self._all_views.append(ref)
-        if writable:  # the lease's end makes it read-only; a read-only view has nothing to end
-            lease.views.append(ref)
+        lease.views.append(ref)
         return v
 
     def _check_array(self, array: Any) -> np.ndarray[Any, Any]:
