@@ -854,10 +854,7 @@ class _RequesterCore(_Handle):
         # for REPLIED of it, then REPLIED -> IDLE.
         base = pending << 4
         first_spin = self._first_spin if timeout >= self._first_spin else timeout
-        r = _wait_cas(
-            self._mm,
-            OFF_WORD,
-            OFF_WAITERS,
+        step: _Step = (
             _ALL,
             base | _REPLIED,
             _KEEP_SEQ,
@@ -865,21 +862,10 @@ class _RequesterCore(_Handle):
             _ALL,
             base | _REQUESTED,
             base | _TAKEN,
-            first_spin,
-            0.0,
-            self._events,
         )
+        r = _wait_cas(self._mm, OFF_WORD, OFF_WAITERS, *step, first_spin, 0.0, self._events)
         if r > _ALL:  # not changed (a result < 2**32 is the word the CAS replaced)
             w = r & _ALL
-            step: _Step = (
-                _ALL,
-                base | _REPLIED,
-                _KEEP_SEQ,
-                _IDLE,
-                _ALL,
-                base | _REQUESTED,
-                base | _TAKEN,
-            )
             self._receive_slow(pending, step, r - w, w, timeout, first_spin)
         self._pending = None
         self._timed_out = False
