@@ -1423,11 +1423,15 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
         # only concerns views somebody kept): one object less to make and track per round.
         view: np.ndarray[Any, Any] | None = None
         alone = _refs_of_a_local()  # the count of a view only this loop holds; 0: never reuse
+        take = self._take
         try:
             while True:
-                req = self._serve_take(t)
-                if req is None:
-                    return n
+                try:  # _serve_take, inline
+                    req = take(t)
+                except PeerGone as e:
+                    if e.reason is PeerGoneReason.CLOSED:
+                        return n  # R-LIVE-4: the end of service
+                    raise  # R-LIVE-5: a requester that died is reported
                 # ``with req:`` spelled out: the same completion rules without two calls.
                 in_place = False
                 try:
