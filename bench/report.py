@@ -244,6 +244,18 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             if r
             else "not measured",
         )
+    for pairing in ALL_PAIRINGS:
+        r = _row(result, f"shmbridge {pairing} blocking", MiB)
+        if r and r.get("x_protocol_floor_paired"):
+            add(
+                f"(info) 1 MiB {pairing} copying round vs the bare protocol round across two "
+                "processes (4 CAS, copies, add; no library): the measured floor that includes "
+                "the cross-core transfers the work floor leaves out",
+                r["x_protocol_floor_paired"],
+                1.15,
+                "le",
+                per_pass(r, "proto4 of the same pass"),
+            )
     # 2. The zero-copy round at 1 MiB, every pairing.
     for pairing in ALL_PAIRINGS:
         z = _row(result, f"shmbridge zero-copy {pairing} blocking", MiB)
