@@ -61,7 +61,7 @@ def requester(a: argparse.Namespace) -> int:
     first_i, last_i = (0,) * len(shape), tuple(s - 1 for s in shape)
     # zero-copy: the first round writes the whole request in place (whole values, exact after
     # many +1), later rounds element 0; the last element grows by 1 per round.
-    whole = (np.arange(n, dtype=np.float32) % 1024).reshape(shape)
+    whole = (np.arange(n, dtype=np.int32) % 1024).astype(np.float32).reshape(shape)
     last = float((n - 1) % 1024)
     print("READY", flush=True)
     samples = []
