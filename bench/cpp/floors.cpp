@@ -343,8 +343,8 @@ int addisa(std::size_t bytes, long rounds) {
     AddFn fn;
   };
   std::vector<Version> versions{{"baseline", shmbridge_examples::add_detail::add_baseline}};
-  if (__builtin_cpu_supports("avx2")) versions.push_back({"avx2", shmbridge_examples::add_detail::add_avx2});
-  if (__builtin_cpu_supports("avx512f")) {
+  if (shmbridge_examples::add_detail::has_avx2()) versions.push_back({"avx2", shmbridge_examples::add_detail::add_avx2});
+  if (shmbridge_examples::add_detail::has_avx512f()) {
     versions.push_back({"avx512f", shmbridge_examples::add_detail::add_avx512});
   }
   const std::size_t nv = versions.size(), n = bytes / 4;

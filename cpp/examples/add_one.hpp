@@ -11,12 +11,15 @@
 //
 // GCC and Clang on x86: three versions (AVX-512F, AVX2, baseline), written with vector
 // extensions so that they do not depend on the optimisation level's auto-vectoriser, selected by
-// __builtin_cpu_supports at the first call. Elsewhere (MSVC, ARM, where the baseline already has
+// CPUID/XGETBV at the first call. Elsewhere (MSVC, ARM, where the baseline already has
 // the vector unit the compiler uses): the plain loop.
 #pragma once
 
 #include <cstddef>
 #include <cstring>
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include <cpuid.h>
+#endif
 
 namespace shmbridge_examples {
 
@@ -53,10 +56,34 @@ SHMBRIDGE_EXAMPLES_ADD_VERSION(add_baseline, , 4)
 
 using AddFn = void (*)(float*, std::size_t, float);
 
+// What the CPU has and the OS saves across context switches (CPUID and XGETBV, as numpy's
+// dispatch checks): __builtin_cpu_supports would need a runtime library that not every
+// toolchain ships (zig's has no __cpu_model for macOS).
+inline bool os_saves(unsigned xcr0_bits) {
+  unsigned lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  (void)hi;
+  return (lo & xcr0_bits) == xcr0_bits;
+}
+
+inline bool has_avx2() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool osxsave = (c >> 27) & 1u, avx = (c >> 28) & 1u;
+  if (!osxsave || !avx || !os_saves(0x6u)) return false;  // XMM and YMM state
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return (b >> 5) & 1u;
+}
+
+inline bool has_avx512f() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!has_avx2() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return ((b >> 16) & 1u) && os_saves(0xE6u);  // + opmask, ZMM0-15 upper halves, ZMM16-31
+}
+
 inline AddFn select_add() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return add_avx512;
-  if (__builtin_cpu_supports("avx2")) return add_avx2;
+  if (has_avx512f()) return add_avx512;
+  if (has_avx2()) return add_avx2;
   return add_baseline;
 }
 #endif

@@ -20,9 +20,9 @@ std::vector<std::pair<std::string, AddFn>> versions_here() {
       {"plain", shmbridge_examples::add_detail::add_plain}};
 #if defined(SHMBRIDGE_EXAMPLES_ADD_DISPATCH)
   v.emplace_back("baseline", shmbridge_examples::add_detail::add_baseline);
-  if (__builtin_cpu_supports("avx2"))
+  if (shmbridge_examples::add_detail::has_avx2())
     v.emplace_back("avx2", shmbridge_examples::add_detail::add_avx2);
-  if (__builtin_cpu_supports("avx512f")) {
+  if (shmbridge_examples::add_detail::has_avx512f()) {
     v.emplace_back("avx512f", shmbridge_examples::add_detail::add_avx512);
   }
 #endif
