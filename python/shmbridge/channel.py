@@ -1435,7 +1435,7 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
                 # ``with req:`` spelled out: the same completion rules without two calls.
                 in_place = False
                 try:
-                    if view is None:
+                    if view is None or not req.views:  # (a reused view comes with its lease)
                         view = self._view(req, True)  # tracked by req (its lease) and the handle
                     req._array = view
                     result = handler(view)
