@@ -4,7 +4,15 @@ responder adding 1 in place, and back) against pyzmq REQ/REP sending the same ar
 TCP loopback (the server adds 1), in the same run, interleaved. Rows 64 B and 1 MiB by default;
 the target of the issue is relay p50 <= 1.5 x direct p50.
 
-    python -m bench.relay_bench [--sizes 64,1048576] [--seconds 3] [--json PATH]
+The **floor** is what two extra process hops cost at least on this machine, measured in the same
+run: direct pyzmq p50 + the p50 of the two local shared-memory round trips the relay adds (a
+Python requester and a Python responder that replies in place without work, with the spin budgets
+of the relay's two segments: near = program requester / relay responder, far = relay requester /
+program responder). A relay with zero overhead of its own would sit at the floor; ``floor_ratio``
+= floor / direct says whether 1.5 x is reachable by construction at that size. ``*_cpu_us`` is
+the CPU time (all threads, from /proc) each relay end spends per round.
+
+    python -m bench.relay_bench [--sizes 64,1048576] [--seconds 3] [--spin-us 0] [--json PATH]
 
 Standalone (not part of ``python -m bench``): needs pyzmq and the shmbridge package."""
 
@@ -13,17 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+TARGET = 1.5
 
 _SERVER = r"""
 import sys, numpy as np, zmq
@@ -37,16 +46,23 @@ while True:
     s.send(a, copy=False)
 """
 
+# argv: segment name, spin seconds, "add1" (the relay's far program) or "noop" (a floor hop)
 _RESPONDER = r"""
 import sys, numpy as np, shmbridge as sb
-with sb.Responder.attach(sys.argv[1], timeout=30) as r:
+opts = sb.Options(timeout=30, spin=float(sys.argv[2]))
+with sb.Responder.attach(sys.argv[1], options=opts) as r:
     def add1(a):
         a += 1
+    def noop(a):
+        return None
     try:
-        r.serve(add1, timeout=60)
+        r.serve(add1 if sys.argv[3] == "add1" else noop, timeout=60)
     except sb.PeerGone:
         pass
 """
+
+#: the spin budget of a program's handle (Options' default), for the floor's program side
+PROGRAM_SPIN = 100e-6
 
 
 def _port() -> int:
@@ -59,115 +75,122 @@ def _p50_us(samples: list[int]) -> float:
     return float(np.percentile(np.array(samples) / 1e3, 50))
 
 
+def _cpu_s(pid: int) -> float:
+    """utime + stime of all threads of ``pid`` (seconds), or 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _timed(one_round: Callable[[], None], seconds: float) -> list[int]:
+    """Round-trip times (ns) of ``one_round`` for ``seconds`` after 50 warm-up rounds."""
+    samples: list[int] = []
+    end = time.monotonic() + seconds
+    for i in range(50 + 10**9):
+        t0 = time.perf_counter_ns()
+        one_round()
+        t1 = time.perf_counter_ns()
+        if i >= 50:
+            samples.append(t1 - t0)
+        if time.monotonic() > end and len(samples) >= 20:
+            break
+    return samples
+
+
 def _direct(endpoint: str, arr: np.ndarray[Any, Any], out: np.ndarray[Any, Any],
             seconds: float) -> list[int]:  # fmt: skip
     import zmq
 
-    ctx = zmq.Context.instance()
-    s = ctx.socket(zmq.REQ)
+    s = zmq.Context.instance().socket(zmq.REQ)
     s.connect(endpoint)
-    samples: list[int] = []
-    end = time.monotonic() + seconds
-    for i in range(50 + 10**9):
-        t0 = time.perf_counter_ns()
+
+    def one() -> None:
         s.send(arr, copy=arr.nbytes < 65536)
-        f = s.recv(copy=False)
-        out[...] = np.frombuffer(f, dtype=np.float32)
-        t1 = time.perf_counter_ns()
-        if i >= 50:
-            samples.append(t1 - t0)
-        if time.monotonic() > end and len(samples) >= 20:
-            break
-    s.close(linger=0)
-    return samples
+        out[...] = np.frombuffer(s.recv(copy=False), dtype=np.float32)
+
+    try:
+        return _timed(one, seconds)
+    finally:
+        s.close(linger=0)
 
 
-def _relay(req: Any, arr: np.ndarray[Any, Any], out: np.ndarray[Any, Any],
+def _local(req: Any, arr: np.ndarray[Any, Any], out: np.ndarray[Any, Any],
            seconds: float) -> list[int]:  # fmt: skip
-    samples: list[int] = []
-    end = time.monotonic() + seconds
-    for i in range(50 + 10**9):
-        t0 = time.perf_counter_ns()
+    """Rounds through a shmbridge segment: the relay's near segment, or a floor hop."""
+
+    def one() -> None:
         req.send(arr)
         req.receive_copy(out=out)
-        t1 = time.perf_counter_ns()
-        if i >= 50:
-            samples.append(t1 - t0)
-        if time.monotonic() > end and len(samples) >= 20:
-            break
-    return samples
+
+    return _timed(one, seconds)
 
 
-def run(sizes: list[int], seconds: float, passes: int) -> list[dict[str, Any]]:
+def _relay_cmd(end: str, name: str, ep: str, spin_us: float, n: int) -> list[str]:
+    cmd = [sys.executable, "-m", "shmbridge", "relay", end, name, "--log", os.devnull,
+           "--spin-us", str(spin_us), "--create"]  # fmt: skip
+    if end == "far":
+        return [*cmd, "--bind", ep, "--dtype", "float32", "--shape", str(n)]
+    return [*cmd, "--connect", ep]
+
+
+def run(sizes: list[int], seconds: float, passes: int, spin_us: float) -> list[dict[str, Any]]:
     import zmq
 
     import shmbridge as sb
 
     py = sys.executable
+    relay_spin = spin_us / 1e6
     rows = []
     for size in sizes:
         n = max(1, size // 4)
         tag = f"{os.getpid() % 100000}_{size}"
-        near, far = f"rbn{tag}", f"rbf{tag}"
-        port = _port()
-        ep = f"tcp://127.0.0.1:{port}"
-        dport = _port()
-        dep = f"tcp://127.0.0.1:{dport}"
+        near, far, hop_n, hop_f = f"rbn{tag}", f"rbf{tag}", f"rbh{tag}", f"rbg{tag}"
+        ep = f"tcp://127.0.0.1:{_port()}"
+        dep = f"tcp://127.0.0.1:{_port()}"
+        opts = sb.Options(timeout=30)
+        # the floor's two hops: the near one (program requester, relay-spin responder) and the
+        # far one (relay-spin requester, program responder); no work in either responder
+        hop_near = sb.Requester.create(hop_n, np.float32, (n,), options=opts)
+        hop_far = sb.Requester.create(hop_f, np.float32, (n,), options=sb.Options(timeout=30,
+                                      spin=relay_spin))  # fmt: skip
         procs = [
             subprocess.Popen([py, "-c", _SERVER, dep]),
-            subprocess.Popen(
-                [
-                    py,
-                    "-m",
-                    "shmbridge",
-                    "relay",
-                    "far",
-                    far,
-                    "--bind",
-                    ep,
-                    "--create",
-                    "--dtype",
-                    "float32",
-                    "--shape",
-                    str(n),
-                    "--log",
-                    os.devnull,
-                ]
-            ),
+            subprocess.Popen(_relay_cmd("far", far, ep, spin_us, n)),
+            subprocess.Popen([py, "-c", _RESPONDER, far, str(PROGRAM_SPIN), "add1"]),
+            subprocess.Popen(_relay_cmd("near", near, ep, spin_us, n)),
+            subprocess.Popen([py, "-c", _RESPONDER, hop_n, str(relay_spin), "noop"]),
+            subprocess.Popen([py, "-c", _RESPONDER, hop_f, str(PROGRAM_SPIN), "noop"]),
         ]
-        procs.append(subprocess.Popen([py, "-c", _RESPONDER, far]))
-        procs.append(
-            subprocess.Popen(
-                [
-                    py,
-                    "-m",
-                    "shmbridge",
-                    "relay",
-                    "near",
-                    near,
-                    "--connect",
-                    ep,
-                    "--create",
-                    "--log",
-                    os.devnull,
-                ]
-            )
-        )
+        far_pid, near_pid = procs[1].pid, procs[3].pid
+        load0 = os.getloadavg()
         try:
             req = sb.Requester.attach(near, timeout=30)
             arr = (np.arange(n) % 61).astype(np.float32)
             out = np.empty_like(arr)
-            relay_s: list[int] = []
-            direct_s: list[int] = []
-            for _ in range(passes):  # interleaved: both see the same machine state
-                direct_s += _direct(dep, arr, out, seconds / passes)
+            got: dict[str, list[int]] = {"direct": [], "relay": [], "hop_near": [], "hop_far": []}
+            cpu = {"near": 0.0, "far": 0.0}
+            share = seconds / passes
+            for _ in range(passes):  # interleaved: all four see the same machine state
+                got["direct"] += _direct(dep, arr, out, share)
                 assert out[1] == arr[1] + 1
-                relay_s += _relay(req, arr, out, seconds / passes)
+                c0 = (_cpu_s(near_pid), _cpu_s(far_pid))
+                k0 = len(got["relay"])
+                got["relay"] += _local(req, arr, out, share)
+                c1 = (_cpu_s(near_pid), _cpu_s(far_pid))
                 assert out[1] == arr[1] + 1
+                rounds = len(got["relay"]) - k0 + 50  # the warm-up rounds cost CPU too
+                cpu["near"] += (c1[0] - c0[0]) / rounds / passes
+                cpu["far"] += (c1[1] - c0[1]) / rounds / passes
+                got["hop_near"] += _local(hop_near, arr, out, share / 2)
+                got["hop_far"] += _local(hop_far, arr, out, share / 2)
+                assert out[1] == arr[1]
             req.close()
         finally:
-            ctx = zmq.Context.instance()
-            s = ctx.socket(zmq.REQ)
+            hop_near.close()
+            hop_far.close()
+            s = zmq.Context.instance().socket(zmq.REQ)
             s.connect(dep)
             s.send(b"")
             s.recv()
@@ -176,37 +199,73 @@ def run(sizes: list[int], seconds: float, passes: int) -> list[dict[str, Any]]:
                 p.terminate()
             for p in procs:
                 p.wait(10)
-        d50, r50 = _p50_us(direct_s), _p50_us(relay_s)
+        d50, r50 = _p50_us(got["direct"]), _p50_us(got["relay"])
+        hn50, hf50 = _p50_us(got["hop_near"]), _p50_us(got["hop_far"])
+        floor = d50 + hn50 + hf50
         rows.append(
             {
                 "payload_bytes": n * 4,
                 "direct_pyzmq_p50_us": round(d50, 1),
                 "relay_p50_us": round(r50, 1),
                 "ratio": round(r50 / d50, 2),
-                "target": 1.5,
-                "direct_rounds": len(direct_s),
-                "relay_rounds": len(relay_s),
+                "target": TARGET,
+                "target_met": r50 / d50 <= TARGET,
+                "hop_near_p50_us": round(hn50, 1),
+                "hop_far_p50_us": round(hf50, 1),
+                "floor_p50_us": round(floor, 1),
+                "floor_ratio": round(floor / d50, 2),
+                "relay_over_floor": round(r50 / floor, 2),
+                "near_cpu_us_per_round": round(cpu["near"] * 1e6, 1),
+                "far_cpu_us_per_round": round(cpu["far"] * 1e6, 1),
+                "relay_spin_us": spin_us,
+                "loadavg_1m": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
+                "direct_rounds": len(got["direct"]),
+                "relay_rounds": len(got["relay"]),
             }
         )
     return rows
 
 
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    print(f"{'payload':>8} {'direct':>9} {'relay':>9} {'ratio':>6} {'floor':>9} {'floor':>6} "
+          f"{'relay/':>6} {'cpu/round':>13}  target {TARGET}x  load")  # fmt: skip
+    print(f"{'bytes':>8} {'p50 us':>9} {'p50 us':>9} {'':>6} {'p50 us':>9} {'ratio':>6} "
+          f"{'floor':>6} {'near/far us':>13}")  # fmt: skip
+    for r in rows:
+        if r["target_met"]:
+            verdict = "met"
+        elif r["floor_ratio"] > TARGET:
+            verdict = "NOT met (floor above target: impossible by construction)"
+        else:
+            verdict = "NOT met"
+        print(f"{r['payload_bytes']:>8} {r['direct_pyzmq_p50_us']:>9.1f} {r['relay_p50_us']:>9.1f} "
+              f"{r['ratio']:>6.2f} {r['floor_p50_us']:>9.1f} {r['floor_ratio']:>6.2f} "
+              f"{r['relay_over_floor']:>6.2f} {r['near_cpu_us_per_round']:>6.0f}/"
+              f"{r['far_cpu_us_per_round']:<6.0f}  {verdict}  "
+              f"{r['loadavg_1m'][0]:.1f}->{r['loadavg_1m'][1]:.1f}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .run import git_commit, machine_info
+
     ap = argparse.ArgumentParser(prog="python -m bench.relay_bench", description=__doc__)
     ap.add_argument("--sizes", default="64,1048576")
     ap.add_argument("--seconds", type=float, default=3.0, help="per size and system")
     ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--spin-us", type=float, default=0.0, help="the relay ends' --spin-us")
     ap.add_argument("--json", default=None, help="write the rows here (default bench/results/)")
     a = ap.parse_args(argv)
-    rows = run([int(s) for s in a.sizes.split(",")], a.seconds, a.passes)
-    print(f"{'payload':>10} {'pyzmq REQ/REP p50':>18} {'relay p50':>11} {'ratio':>6}  target")
-    for r in rows:
-        ok = "ok" if r["ratio"] <= r["target"] else "ABOVE"
-        print(f"{r['payload_bytes']:>10} {r['direct_pyzmq_p50_us']:>15.1f} us "
-              f"{r['relay_p50_us']:>8.1f} us {r['ratio']:>6.2f}  <= 1.5 {ok}")  # fmt: skip
+    meta = machine_info()
+    commit, dirty = git_commit()
+    meta.update(commit=commit + ("-dirty" if dirty else ""), relay_spin_us=a.spin_us)
+    rows = run([int(s) for s in a.sizes.split(",")], a.seconds, a.passes, a.spin_us)
+    meta["loadavg_end"] = list(os.getloadavg())
+    print(f"{meta['cpu_model']}, {meta['cores']} cores, commit {meta['commit']}, relay "
+          f"--spin-us {a.spin_us:g}; load {meta['loadavg_start'][0]:.2f} -> "
+          f"{meta['loadavg_end'][0]:.2f}")  # fmt: skip
+    print_rows(rows)
     path = Path(a.json) if a.json else HERE / "results" / time.strftime("relay_%Y%m%d-%H%M.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"host": platform.node(), "cpus": os.cpu_count(), "python": sys.version.split()[0]}
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

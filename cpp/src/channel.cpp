@@ -212,6 +212,22 @@ const std::string& ChannelHandle::name() const { return core().segment().name();
 bool ChannelHandle::is_creator() const { return core().segment().is_creator(); }
 bool ChannelHandle::name_removed() const { return core().name_removed(); }
 bool ChannelHandle::is_open() const noexcept { return core_ && core_->open(); }
+std::uint64_t ChannelHandle::segment_size() const {
+  core().ensure_open();
+  return core().segment().size();
+}
+std::vector<std::uint8_t> ChannelHandle::segment_bytes(std::uint64_t offset,
+                                                       std::uint64_t n) const {
+  const std::uint64_t size = segment_size();
+  if (offset > size || n > size - offset) {
+    raise(ErrorCode::INVALID_ARGUMENT,
+          "segment_bytes within the mapping of " + std::to_string(size) + " bytes",
+          std::to_string(n) + " bytes at offset " + std::to_string(offset),
+          "read inside [0, segment_size())");
+  }
+  const std::uint8_t* p = core().base() + offset;
+  return std::vector<std::uint8_t>(p, p + n);
+}
 void ChannelHandle::close() {
   if (core_) core_->close();
 }

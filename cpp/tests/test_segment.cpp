@@ -581,3 +581,21 @@ TEST(Segment, R_SEG_9_CreatorNoticesItsNameRemovedWhileMapped) {
   EXPECT_NO_THROW(rsp.close());
 }
 
+// spec/API.md segment_bytes (diagnostics; the conformance peer's PEER.md §2 header fields): a copy
+// of bytes of the handle's own mapping. It reads the same object after another process removed
+// the name (R-SEG-9), which a second open by name cannot.
+TEST(Segment, SegmentBytesReadsTheOwnMappingAfterTheNameIsGone) {
+  UniqueName n("sbytes");
+  auto req = Requester::create(n, DType::float32, {4});
+  auto rsp = Responder::attach(n, DType::float32, {4});
+  ASSERT_EQ(::shm_unlink(("/" + n.str()).c_str()), 0);
+  const auto magic = rsp.segment_bytes(layout::kOffMagic, 8);
+  EXPECT_EQ(std::vector<std::uint8_t>(layout::kMagic.begin(), layout::kMagic.end()), magic);
+  EXPECT_EQ(req.segment_bytes(layout::kOffDeclared, 80),
+            rsp.segment_bytes(layout::kOffDeclared, 80));
+  EXPECT_EQ(rsp.segment_bytes(0, 0).size(), 0u);
+  EXPECT_CODE(rsp.segment_bytes(rsp.segment_size(), 1), ErrorCode::INVALID_ARGUMENT);
+  EXPECT_CODE(rsp.segment_bytes(8, rsp.segment_size()), ErrorCode::INVALID_ARGUMENT);
+  rsp.close();
+  EXPECT_CODE(rsp.segment_bytes(0, 8), ErrorCode::OUT_OF_TURN);  // a closed handle, as word()
+}

@@ -500,41 +500,18 @@ std::uint64_t corrupt_header(const std::string& name, const std::string& field,
   return v;
 }
 
-// A separate read-only view of the OS object, opened once after create/attach (plain reads, as
-// --wait-peer's): it reads the same object even after its creator unlinked the name.
+// Plain reads of the header through the handle's own mapping (ChannelHandle::segment_bytes): the
+// same object the handle uses, even after its creator unlinked the name (a second open by name
+// would race with that unlink and find nothing).
 class HeaderView {
  public:
-  explicit HeaderView(const std::string& name) {
-    const std::string bare = name.rfind('/', 0) == 0 ? name.substr(1) : name;
-#if defined(_WIN32)
-    const std::string win_name = "Local\\" + bare;
-    HANDLE mh = OpenFileMappingW(FILE_MAP_READ, FALSE,
-                                 std::wstring(win_name.begin(), win_name.end()).c_str());
-    if (!mh) return;
-    view_ = static_cast<const unsigned char*>(MapViewOfFile(mh, FILE_MAP_READ, 0, 0, 512));
-    CloseHandle(mh);  // the view keeps the mapping alive
-#else
-    fd_ = ::shm_open(("/" + bare).c_str(), O_RDONLY, 0);
-#endif
-  }
-  ~HeaderView() {
-#if defined(_WIN32)
-    if (view_) UnmapViewOfFile(view_);
-#else
-    if (fd_ >= 0) ::close(fd_);
-#endif
-  }
-  HeaderView(const HeaderView&) = delete;
-  HeaderView& operator=(const HeaderView&) = delete;
+  explicit HeaderView(const sb::ChannelHandle& handle) : handle_(&handle) {}
 
   bool read(std::size_t off, std::size_t n, unsigned char* out) const {
-#if defined(_WIN32)
-    if (!view_) return false;
-    std::memcpy(out, view_ + off, n);
+    if (!handle_->is_open()) return false;
+    const std::vector<std::uint8_t> bytes = handle_->segment_bytes(off, n);
+    std::memcpy(out, bytes.data(), n);
     return true;
-#else
-    return fd_ >= 0 && ::pread(fd_, out, n, static_cast<off_t>(off)) == static_cast<ssize_t>(n);
-#endif
   }
 
   // spec/PEER.md §2 `declared_desc` / `message_desc`: the 80 descriptor bytes at `off` as hex.
@@ -560,11 +537,7 @@ class HeaderView {
   }
 
  private:
-#if defined(_WIN32)
-  const unsigned char* view_ = nullptr;
-#else
-  int fd_ = -1;
-#endif
+  const sb::ChannelHandle* handle_;
 };
 
 // --wait-peer: poll the other role's slot state (a plain read) until ATTACHED (1).
@@ -831,8 +804,8 @@ class Peer {
   }
 
   // After a successful create/attach: the separate header view of PEER.md §2.
-  HeaderView& open_view() {
-    view_.emplace(a_.name);
+  HeaderView& open_view(const sb::ChannelHandle& handle) {
+    view_.emplace(handle);
     return *view_;
   }
   HeaderView* view() { return view_ ? &*view_ : nullptr; }
@@ -1156,7 +1129,7 @@ class V1Rounds final : public RoundsOf<sb::Requester, sb::Responder, sb::Request
         t0, t1, false, &ec);
     if (result != "ok") p_.fail(result, ec);
     sb::Handle* h = req_ ? static_cast<sb::Handle*>(&*req_) : &*rsp_;
-    HeaderView& view = p_.open_view();
+    HeaderView& view = p_.open_view(*h);
     p_.event(op, 0, t0, t1, "ok", h->seq(), std::nullopt, false, "", std::nullopt,
              view.desc_field("declared_desc", 0x040));
     dtype_ = h->dtype();
@@ -1331,7 +1304,7 @@ class V2Rounds final
         t0, t1, false, &ec);
     if (result != "ok") p_.fail(result, ec);
     layout_ = req_ ? req_->schemas() : rsp_->schemas();
-    p_.open_view();
+    p_.open_view(*handle());
     p_.event(op, 0, t0, t1, "ok", handle()->seq(), std::nullopt, false, "", std::nullopt,
              "\"protocol\":2");
     if (!op_fits()) {

@@ -266,6 +266,24 @@ class _Handle:
             warnings.warn(name_removed_message(self._seg.name), SegmentNameRemovedWarning, 3)
         return self._name_removed
 
+    @property
+    def segment_size(self) -> int:
+        """Diagnostics (spec/API.md): the size of this handle's mapping in bytes."""
+        self._check_open()
+        return len(self._mm)
+
+    def segment_bytes(self, offset: int, n: int) -> bytes:
+        """Diagnostics (spec/API.md): a copy of ``n`` bytes of this handle's own mapping at
+        ``offset`` (plain reads; e.g. the conformance peer's header fields, spec/PEER.md §2).
+        Works after the name was removed (R-SEG-9); InvalidArgument outside the mapping."""
+        size = self.segment_size
+        if not (0 <= offset <= size and 0 <= n <= size - offset):
+            raise InvalidArgument(
+                f"segment_bytes: expected a range within the mapping of {size} bytes, found "
+                f"{n} bytes at offset {offset}; read inside [0, segment_size)"
+            )
+        return bytes(self._mm[offset : offset + n])
+
     def word(self) -> int:
         """The control word (acquire load)."""
         self._check_open()

@@ -535,20 +535,17 @@ def _word_value(value: str | None, cur: int) -> int:
 
 
 class HeaderView:
-    """A read-only descriptor of the OS object, opened once after create/attach: it reads the same
-    object even after its creator unlinked the name (plain reads, as --wait-peer's)."""
+    """Plain reads of the header through the handle's own mapping (``segment_bytes``): the same
+    object the handle uses, even after its creator unlinked the name (a second open by name
+    would race with that unlink and find nothing)."""
 
-    def __init__(self, name: str) -> None:
-        try:
-            self.fd: int | None = os.open(_shm_path(name), os.O_RDONLY)
-        except OSError:
-            self.fd = None
+    def __init__(self, handle: Handle) -> None:
+        self.handle = handle
 
     def read(self, off: int, n: int) -> bytes | None:
-        if self.fd is None:
+        if self.handle.closed:
             return None
-        data = os.pread(self.fd, n, off)
-        return data if len(data) == n else None
+        return self.handle.segment_bytes(off, n)
 
     def declared_field(self) -> dict[str, Any]:
         """PEER.md §2 ``declared_desc``: the 80 bytes of ``declared`` as hex."""
@@ -787,7 +784,7 @@ class Peer:
             self.fail(res, val)
         t0, t1, h = val
         self.h = h
-        self.view = HeaderView(a.name)
+        self.view = HeaderView(h)
         self.log.event(op, 0, t0, t1, "ok", h.seq(), self.phase(), **self.view.declared_field())
         self.dtype = h.dtype.name
         self.shape: tuple[int, ...] = tuple(h.shape)
@@ -816,7 +813,7 @@ class Peer:
             self.fail(res, val)
         t0, t1, h = val
         self.h = h
-        self.view = HeaderView(a.name)
+        self.view = HeaderView(h)
         self.log.event(op, 0, t0, t1, "ok", h.seq(), self.phase(), protocol=2)
         header = h.header()
         self.request_records, self.reply_records = header.request, header.reply

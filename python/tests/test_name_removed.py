@@ -120,3 +120,25 @@ def test_r_seg_10_info_and_ls_find_a_segment_whose_name_was_removed(
     req.close()
     assert cli.main(["info", segname]) == 10  # gone for good: plain SEGMENT_NOT_FOUND
     assert "name removed" not in capsys.readouterr().out
+
+
+def test_segment_bytes_reads_the_own_mapping_after_the_name_is_gone(segname: str) -> None:
+    """spec/API.md ``segment_bytes`` (diagnostics; the conformance peer's PEER.md §2 header
+    fields): a copy of the handle's own mapping, readable after the name was removed (R-SEG-9)."""
+    from shmbridge.layout import MAGIC, OFF_DECLARED, OFF_MAGIC
+
+    req, rsp = pair(segname)
+    _posixshmem.shm_unlink("/" + segname)
+    assert rsp.segment_bytes(OFF_MAGIC, 8) == MAGIC
+    assert req.segment_bytes(OFF_DECLARED, 80) == rsp.segment_bytes(OFF_DECLARED, 80)
+    assert rsp.segment_bytes(0, 0) == b""
+    with pytest.raises(shmbridge.InvalidArgument, match="segment_bytes"):
+        rsp.segment_bytes(rsp.segment_size, 1)
+    with pytest.raises(shmbridge.InvalidArgument, match="segment_bytes"):
+        rsp.segment_bytes(-1, 1)
+    rsp.close()
+    with pytest.raises(shmbridge.InvalidArgument, match="closed"):
+        rsp.segment_bytes(0, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SegmentNameRemovedWarning)
+        req.close()

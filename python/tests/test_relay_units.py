@@ -206,3 +206,56 @@ def test_r_relay_18_keygen_and_key_files(tmp_path: Path) -> None:
     assert r.returncode == 25 and "nope.key" in r.stderr
     with pytest.raises(InvalidArgument):
         keygen(str(tmp_path / "far"))
+
+
+def test_r_relay_4_only_zero_copy_frames_are_tracked() -> None:
+    """R-RELAY-4: payload frames of at least ZERO_COPY_MIN bytes go zero-copy with a tracker that
+    is done only once ZeroMQ released them; smaller frames (and the header) are copied at send,
+    so a message with none returns no tracker; a mixed message tracks its big frames only."""
+    import zmq
+
+    from shmbridge.relay.link import ZERO_COPY_MIN, Link
+
+    link = Link(Log("near"))
+    ctx = link.ctx
+    rx = ctx.socket(zmq.PAIR)
+    port = rx.bind_to_random_port("tcp://127.0.0.1")
+    tx = ctx.socket(zmq.PAIR)
+    tx.connect(f"tcp://127.0.0.1:{port}")
+    link.sock = tx
+    try:
+        small = np.arange(16, dtype=np.float32)
+        big = np.arange(ZERO_COPY_MIN // 4, dtype=np.float32)
+        d_small, d_big = Desc.of(F32, small.shape), Desc.of(F32, big.shape)
+        assert link.send(Kind.REQ, frames=[small], descs=[d_small], protocol=2, relay_seq=1) is None
+        t = link.send(Kind.REQ, frames=[small, big], descs=[d_small, d_big], protocol=2,
+                      relay_seq=2)  # fmt: skip
+        assert isinstance(t, zmq.MessageTracker)
+        for rs, arrays in ((1, [small]), (2, [small, big])):
+            assert rx.poll(5000)
+            m = decode(rx.recv_multipart(copy=False))
+            assert m.relay_seq == rs
+            assert [np.frombuffer(f.buffer, np.float32).tolist() for f in m.frames] == [
+                a.tolist() for a in arrays
+            ]
+        t.wait(5)  # released once ZeroMQ wrote it: the sender may reuse the buffer
+        assert t.done
+    finally:
+        link.close()
+        rx.close(linger=0)
+
+
+def test_r_relay_6_descriptor_cache_is_bounded_and_keeps_w11() -> None:
+    """R-RELAY-6: the memoised W10 decoding of descriptors neither grows without bound (a peer
+    sending ever new shapes) nor lets a known descriptor skip W11 (payload size)."""
+    from shmbridge.relay import wire
+
+    for n in range(1, 600):
+        d = Desc.of(F32, (n,))
+        m = decode([encode_header(Kind.REQ, protocol=1, relay_seq=1, descs=[d]), bytes(4 * n)])
+        assert m.descs == (d,)
+    assert len(wire._DECODED) <= wire._CACHE_MAX and len(wire._ENCODED) <= wire._CACHE_MAX
+    head = encode_header(Kind.REQ, protocol=1, relay_seq=1, descs=[Desc.of(F32, (1,))])
+    with pytest.raises(wire.WireCorrupt) as e:
+        decode([head, bytes(8)])  # the descriptor is cached; its payload is 8 bytes, not 4
+    assert e.value.check == "W11"

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "shmbridge/dtype.hpp"
 #include "shmbridge/errors.hpp"
@@ -144,6 +145,12 @@ class ChannelHandle {
   // channel keeps working for the peers already attached, but no new peer can attach by name.
   // Checked now and with each liveness probe while waiting; stays true once seen.
   bool name_removed() const;
+  // Diagnostics (spec/API.md): the mapping's size, and a copy of `n` of its bytes at `offset`
+  // (plain reads; e.g. the conformance peer's header fields, spec/PEER.md §2). Reads this handle's
+  // own mapping, so it works after the name was removed (R-SEG-9). INVALID_ARGUMENT outside the
+  // mapping; a closed handle is OUT_OF_TURN, as every other call.
+  std::uint64_t segment_size() const;
+  std::vector<std::uint8_t> segment_bytes(std::uint64_t offset, std::uint64_t n) const;
   // R-CLOSE-*: idempotent; also run by the destructor.
   void close();
 

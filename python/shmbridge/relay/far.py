@@ -14,7 +14,7 @@ import zmq.auth.thread
 from ..channel import Options
 from ..errors import Error, ErrorCode, error_name
 from ..schema import Schema
-from .link import Curve, Link, Log, random_u64
+from .link import NOBLOCK, Curve, Link, Log, random_u64, readable, waiting
 from .local import FarLocal, Outcome
 from .wire import Desc, Kind, Message, RoundState, WireError, decode
 
@@ -129,21 +129,24 @@ class FarRelay:
         )  # fmt: skip
 
     def _serve_network(self, timeout: float) -> None:
-        assert self.link.sock is not None
         sock = self.link.sock
-        ms = max(0, int(timeout * 1000 + 0.999))
-        n = 0
-        while n < 64 and sock.poll(ms, zmq.POLLIN):
-            ms = 0
-            n += 1
-            parts = sock.recv_multipart(copy=False)
+        assert sock is not None
+        if not readable(sock, timeout):
+            return
+        for _ in range(64):
+            try:
+                parts = sock.recv_multipart(NOBLOCK, copy=False)
+            except zmq.Again:
+                return
             route, frames = parts[0].bytes, parts[1:]
             try:
                 m = decode(frames)
             except Error as e:
                 self._bad_frame(e, route)
-                continue
-            self._handle(m, route)
+            else:
+                self._handle(m, route)
+            if not waiting(sock):
+                return
 
     def _bad_frame(self, e: Error, route: bytes) -> None:
         self.log.count("bad_frames")
@@ -256,10 +259,11 @@ class FarRelay:
     def _finish(self, job: _Job, out: Outcome) -> None:
         self._reply(job.route, job.session, job.relay_seq, out.local_seq, out, cache=True)
         self.log.count("rounds_ok" if out.reply_code == 0 else "rounds_failed")
-        self.log.event(
-            "round", relay_seq=job.relay_seq, seq=out.local_seq,
-            result="ok" if out.reply_code == 0 else error_name(out.reply_code),
-        )  # fmt: skip
+        self.log.round(
+            job.relay_seq,
+            out.local_seq,
+            "ok" if out.reply_code == 0 else error_name(out.reply_code),
+        )
         if self.next_job is not None:
             nxt, self.next_job = self.next_job, None
             self._start(nxt)

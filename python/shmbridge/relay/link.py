@@ -20,7 +20,17 @@ import zmq.auth
 from ..errors import InvalidArgument
 from .wire import Desc, Kind, encode_header
 
-__all__ = ["Curve", "Link", "Log", "check_endpoint", "keygen", "load_curve", "random_u64"]
+__all__ = [
+    "Curve",
+    "Link",
+    "Log",
+    "check_endpoint",
+    "keygen",
+    "load_curve",
+    "random_u64",
+    "readable",
+    "waiting",
+]
 
 #: payload frames below this size are copied by ZeroMQ anyway (pyzmq's copy threshold)
 ZERO_COPY_MIN = 65536
@@ -152,11 +162,55 @@ class Log:
         except (OSError, ValueError):
             pass  # a closed log must not stop the relay
 
+    def round(self, relay_seq: int, seq: int, result: str, why: str | None = None) -> None:
+        """The ``round`` event, once per round at each end: the same line ``event`` writes,
+        formatted without json.dumps (ints and an error name; ``why`` is escaped)."""
+        if self.out is None:
+            return
+        if why is not None:
+            self.event("round", seq=seq, relay_seq=relay_seq, result=result, why=why)
+            return
+        try:
+            self.out.write(
+                f'{{"event": "round", "end": "{self.end}", "t": {time.monotonic_ns()}, '
+                f'"seq": {seq}, "relay_seq": {relay_seq}, "result": "{result}"}}\n'
+            )
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
+
     def count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
 
     def warn(self, text: str) -> None:
         print(f"shmbridge relay {self.end}: {text}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- receiving
+
+
+# pyzmq's constants are enum flags: ``a | b`` or ``events & POLLIN`` on them builds enum members
+# (two enum calls each, measurable per message); the relay's hot path uses plain ints.
+EVENTS = int(zmq.EVENTS)
+POLLIN = int(zmq.POLLIN)
+NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
+
+
+def waiting(sock: zmq.Socket[Any]) -> bool:
+    """Whether a message waits on ``sock`` now (ZMQ_EVENTS: no wait, no Poller)."""
+    return bool(int(sock.get(EVENTS)) & POLLIN)
+
+
+def readable(sock: zmq.Socket[Any], timeout: float) -> bool:
+    """Whether a message waits on ``sock``, after waiting up to ``timeout`` seconds for one.
+    Asked first through ZMQ_EVENTS: no poll system call, and no Poller object per call (pyzmq's
+    Socket.poll builds one), when a message is already there or the caller will not wait."""
+    if waiting(sock):
+        return True
+    if timeout <= 0:
+        return False
+    return bool(zmq.zmq_poll([(sock, POLLIN)], int(timeout * 1000 + 0.999)))
 
 
 # ---------------------------------------------------------------------------- sending
@@ -181,27 +235,39 @@ class Link:
         **fields: int,
     ) -> zmq.MessageTracker | None:
         """Send one message; returns the tracker of its zero-copy frames (None if none, or if
-        the send was dropped)."""
-        assert self.sock is not None
+        the send was dropped). Only payload frames of at least ZERO_COPY_MIN bytes go zero-copy
+        and are tracked (R-RELAY-4); the header and small frames are copied, which pyzmq does
+        faster than it sets up a zero-copy frame below about 64 KiB."""
+        sock = self.sock
+        assert sock is not None
         head = encode_header(kind, descs=descs, **fields)
-        parts: list[Any] = [head, *frames] if route is None else [route, head, *frames]
-        big = any(_nbytes(f) >= ZERO_COPY_MIN for f in frames)
+        bufs = [_bytes(f) for f in frames]
+        trackers: list[zmq.MessageTracker] = []
         try:
-            if big:
-                tracker: zmq.MessageTracker | None = self.sock.send_multipart(
-                    [_bytes(p) for p in parts],
-                    flags=zmq.NOBLOCK,
-                    copy=False,
-                    track=True,
-                )
-                return tracker
-            self.sock.send_multipart([_bytes(p) for p in parts], flags=zmq.NOBLOCK)
+            if route is not None:
+                sock.send(route, _MORE)
+            # ZeroMQ queues a multipart message whole or not at all: only the first part can
+            # meet a full queue (Again), the later ones are then always accepted
+            sock.send(head, _MORE if bufs else NOBLOCK)
+            last = len(bufs) - 1
+            for i, b in enumerate(bufs):
+                flags = NOBLOCK if i == last else _MORE
+                if b.nbytes >= ZERO_COPY_MIN:
+                    t = sock.send(b, flags, copy=False, track=True)
+                    if t is not None:
+                        trackers.append(t)
+                else:
+                    sock.send(b, flags)
         except zmq.Again:
             self.log.count("dropped_sends")
+            return None
         except zmq.ZMQError as e:  # e.g. ROUTER to an unknown peer (ROUTER_MANDATORY is off)
             self.log.count("dropped_sends")
             self.log.event("send_error", error=str(e))
-        return None
+            return None
+        if not trackers:
+            return None
+        return trackers[0] if len(trackers) == 1 else zmq.MessageTracker(*trackers)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -209,14 +275,8 @@ class Link:
         self.sock = None
 
 
-def _nbytes(f: Any) -> int:
-    return int(getattr(f, "nbytes", None) or len(f))
-
-
-def _bytes(p: Any) -> Any:
-    """A flat byte buffer over ``p`` without a copy (numpy arrays of any dtype and rank)."""
-    if isinstance(p, (bytes, bytearray)):
-        return p
+def _bytes(p: Any) -> memoryview:
+    """A flat byte view over ``p`` without a copy (numpy arrays of any dtype and rank)."""
     if isinstance(p, np.ndarray):
         flat: Any = p.reshape(-1).view(np.uint8)
         return memoryview(flat)

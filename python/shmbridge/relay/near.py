@@ -13,7 +13,7 @@ import zmq
 
 from ..channel import Options
 from ..errors import Error, ErrorCode, PeerGone, error_name
-from .link import Curve, Link, Log, random_u64
+from .link import NOBLOCK, Curve, Link, Log, random_u64, readable, waiting
 from .local import Declaration, Held, NearLocal
 from .wire import Kind, Message, RoundState, WireError, decode
 
@@ -65,15 +65,12 @@ class NearRelay:
         self.stop = False
         self.local_gone = False
         self.bad_reply: tuple[int, Error] | None = None
-        self.poller = zmq.Poller()
 
     # -- socket ---------------------------------------------------------------------------------
 
     def _open_socket(self) -> None:
         """A new DEALER with a new session (R-RELAY-3, R-RELAY-16)."""
-        if self.link.sock is not None:
-            self.poller.unregister(self.link.sock)
-            self.link.close()
+        self.link.close()
         self.session = random_u64()
         self.relay_seq = 0
         s = self.link.ctx.socket(zmq.DEALER)
@@ -89,7 +86,6 @@ class NearRelay:
             s.curve_secretkey = c.secret
         s.connect(self.cfg.connect)
         self.link.sock = s
-        self.poller.register(s, zmq.POLLIN)
         self.log.event("session", session=self.session)
 
     def _hello(self) -> None:
@@ -108,12 +104,16 @@ class NearRelay:
     def _recv(self, timeout: float) -> list[Message]:
         """Valid messages of the current session received within ``timeout`` (W1-W11 on each;
         a bad one is dropped and counted, R-RELAY-6)."""
-        assert self.link.sock is not None
+        sock = self.link.sock
+        assert sock is not None
         out: list[Message] = []
-        ms = max(0, int(timeout * 1000 + 0.999))
-        while self.poller.poll(ms):
-            ms = 0
-            frames = self.link.sock.recv_multipart(copy=False)
+        if not readable(sock, timeout):
+            return out
+        while True:
+            try:
+                frames = sock.recv_multipart(NOBLOCK, copy=False)
+            except zmq.Again:
+                break
             try:
                 m = decode(frames)
             except Error as e:
@@ -126,7 +126,7 @@ class NearRelay:
                 self.log.count("stale_session")
                 continue
             out.append(m)
-            if len(out) >= 64:
+            if len(out) >= 64 or not waiting(sock):
                 break
         return out
 
@@ -260,14 +260,12 @@ class NearRelay:
             if self.state is State.DOWN:
                 held.fail(int(ErrorCode.PEER_GONE))
                 self.log.count("rounds_failed")
-                self.log.event("round", seq=held.seq, result="PEER_GONE", why="far end gone")
+                self.log.round(0, held.seq, "PEER_GONE", "far end gone")
                 continue
             _Round(self, held).run()
 
     def close(self) -> None:
         self.local.close()
-        if self.link.sock is not None:
-            self.poller.unregister(self.link.sock)
         self.link.close()
 
 
@@ -318,9 +316,7 @@ class _Round:
         self.held.fail(code)
         self.done = True
         self.r.log.count("rounds_failed")
-        self.r.log.event(
-            "round", seq=self.held.seq, relay_seq=self.rs, result=error_name(code), why=why
-        )
+        self.r.log.round(self.rs, self.held.seq, error_name(code), why)
 
     def _finish(self, m: Message) -> None:
         self._release()
@@ -333,7 +329,7 @@ class _Round:
             result = "ok" if err is None else err.name
             self.r.log.count("rounds_ok" if err is None else "rounds_failed")
         self.done = True
-        self.r.log.event("round", seq=self.held.seq, relay_seq=self.rs, result=result)
+        self.r.log.round(self.rs, self.held.seq, result)
 
     def run(self) -> None:
         r = self.r

@@ -101,24 +101,21 @@ class Desc:
         return cls(int(dtype), tuple(int(e) for e in shape), n)
 
 
-@dataclass(frozen=True)
-class Message:
-    """A message that passed W1-W11. ``frames`` are the payload frames (buffers, not copied)."""
-
-    kind: Kind
-    protocol: int
-    round_state: int
-    session: int
-    epoch: int
-    relay_seq: int
-    local_seq: int
-    reply_code: int
-    descs: tuple[Desc, ...]
-    frames: tuple[Any, ...]
+#: Descriptors are immutable and a channel carries the same few over and over: their encoding
+#: and their W10 decoding are memoised (bounded: a hostile peer cannot grow them without limit).
+_CACHE_MAX = 256
+_ENCODED: dict[Desc, bytes] = {}
+_DECODED: dict[bytes, Desc] = {}
+_KINDS = (None, Kind.HELLO, Kind.REQ, Kind.REP, Kind.HB)
 
 
 def encode_desc(d: Desc) -> bytes:
-    return _DESC.pack(d.dtype, d.ndim, *d.shape, *([0] * (8 - d.ndim)), d.nbytes)
+    raw = _ENCODED.get(d)
+    if raw is None:
+        raw = _DESC.pack(d.dtype, d.ndim, *d.shape, *([0] * (8 - d.ndim)), d.nbytes)
+        if len(_ENCODED) < _CACHE_MAX:
+            _ENCODED[d] = raw
+    return raw
 
 
 def encode_header(
@@ -135,10 +132,14 @@ def encode_header(
 ) -> bytes:
     """Frame 0 of a message: the relay header and its descriptors (§3.1)."""
     head = _HEADER.pack(
-        MAGIC, WIRE_VERSION, int(kind), protocol, round_state, session, epoch, relay_seq,
+        MAGIC, WIRE_VERSION, kind, protocol, round_state, session, epoch, relay_seq,
         local_seq & 0xFFFFFFFF, reply_code, len(descs), 0, 0,
     )  # fmt: skip
-    return head + b"".join(encode_desc(d) for d in descs)
+    if not descs:
+        return head
+    if len(descs) == 1:
+        return head + encode_desc(descs[0])
+    return head + b"".join([encode_desc(d) for d in descs])
 
 
 def _corrupt(check: str, what: str) -> WireCorrupt:
@@ -155,7 +156,18 @@ def _buffer(frame: Any) -> memoryview:
     return memoryview(buf).cast("B") if not isinstance(buf, memoryview) else buf.cast("B")
 
 
-def _decode_desc(raw: memoryview, k: int) -> Desc:
+def _nbytes(frame: Any) -> int:
+    """len() of a frame's bytes without a memoryview where the type says it (zmq.Frame's len
+    is its size in bytes, as is that of bytes and bytearray)."""
+    if isinstance(frame, (bytes, bytearray)) or hasattr(frame, "buffer"):
+        return len(frame)
+    return len(_buffer(frame))
+
+
+def _decode_desc(raw: bytes, k: int) -> Desc:
+    d = _DECODED.get(raw)
+    if d is not None:
+        return d  # these exact 80 bytes passed W10 before
     dtype, ndim, *rest = _DESC.unpack(raw)
     shape8, nbytes = rest[:8], rest[8]
     if dtype not in _CODES:
@@ -172,29 +184,64 @@ def _decode_desc(raw: memoryview, k: int) -> Desc:
         raise _corrupt(
             "W10", f"descriptor {k} says nbytes {nbytes}, itemsize x product{shape} is {product}"
         )
-    return Desc(dtype, shape, nbytes)
+    d = Desc(dtype, shape, nbytes)
+    if len(_DECODED) < _CACHE_MAX:
+        _DECODED[bytes(raw)] = d
+    return d
 
 
-@dataclass(frozen=True)
 class Head:
-    """The fields of a frame 0 that passed W1-W8."""
+    """The fields of a frame 0 that passed W1-W8 (slotted: built per message received)."""
 
-    kind: Kind
-    protocol: int
-    round_state: int
-    session: int
-    epoch: int
-    relay_seq: int
-    local_seq: int
-    reply_code: int
-    nfields: int
+    __slots__ = (
+        "epoch",
+        "kind",
+        "local_seq",
+        "nfields",
+        "protocol",
+        "relay_seq",
+        "reply_code",
+        "round_state",
+        "session",
+    )  # fmt: skip
+
+    def __init__(
+        self, kind: Kind, protocol: int, round_state: int, session: int, epoch: int,
+        relay_seq: int, local_seq: int, reply_code: int, nfields: int,
+    ) -> None:  # fmt: skip
+        self.kind = kind
+        self.protocol = protocol
+        self.round_state = round_state
+        self.session = session
+        self.epoch = epoch
+        self.relay_seq = relay_seq
+        self.local_seq = local_seq
+        self.reply_code = reply_code
+        self.nfields = nfields
+
+
+class Message(Head):
+    """A message that passed W1-W11: the header's fields, the descriptors and ``frames``, the
+    payload frames (buffers, not copied). Slotted, not a dataclass: one is built per message
+    received (hot path); the decoder builds it at W8 and fills these two after W11."""
+
+    __slots__ = ("descs", "frames")
+
+    descs: tuple[Desc, ...]
+    frames: tuple[Any, ...]
+
+    def __repr__(self) -> str:
+        return (
+            f"Message({self.kind.name}, session={self.session}, epoch={self.epoch}, "
+            f"relay_seq={self.relay_seq}, reply_code={self.reply_code}, descs={self.descs})"
+        )
 
 
 def decode(frames: Sequence[Any]) -> Message:
     """W1-W11 in order (R-RELAY-6); the first failing check raises its typed error."""
-    head = decode_head(frames)
+    head, raw = _decode_head(frames)
     try:
-        return _decode_rest(head, frames)
+        return _decode_rest(head, raw, frames)
     except WireCorrupt as e:
         e.head = head
         raise
@@ -202,11 +249,25 @@ def decode(frames: Sequence[Any]) -> Message:
 
 def decode_head(frames: Sequence[Any]) -> Head:
     """W1-W8 on frame 0."""
+    return _decode_head(frames)[0]
+
+
+def _frame0(frames: Sequence[Any]) -> bytes:
+    """Frame 0 as bytes (it is small: 48 + 80 x nfields; a copy is cheaper than a view)."""
+    f = frames[0]
+    if isinstance(f, bytes):
+        return f
+    b = getattr(f, "bytes", None)
+    return b if isinstance(b, bytes) else bytes(_buffer(f))
+
+
+def _decode_head(frames: Sequence[Any]) -> tuple[Message, bytes]:
     if not frames:
         raise _corrupt("W1", "no frame")
-    head = _buffer(frames[0])
-    if len(head) < HEADER_SIZE:
-        raise _corrupt("W1", f"frame 0 has {len(head)} bytes, expected at least {HEADER_SIZE}")
+    head = _frame0(frames)
+    n = len(head)
+    if n < HEADER_SIZE:
+        raise _corrupt("W1", f"frame 0 has {n} bytes, expected at least {HEADER_SIZE}")
     (magic, version, kind, protocol, state, session, epoch, relay_seq, local_seq, reply_code,
      nfields, res16, res32) = _HEADER.unpack_from(head)  # fmt: skip
     if magic != MAGIC:
@@ -217,9 +278,10 @@ def decode_head(frames: Sequence[Any]) -> Head:
             "of spec/RELAY.md); run the same shmbridge release at both ends",
             check="W3",
         )
-    if kind not in (1, 2, 3, 4):
+    if not 1 <= kind <= 4:
         raise _corrupt("W4", f"kind {kind}, expected 1 to 4")
-    k = Kind(kind)
+    k = _KINDS[kind]
+    assert k is not None
     if res16 or res32:
         raise _corrupt("W5", "reserved fields are not zero")
     # HELLO: 0 is a near end that has no segment yet (it creates it from the far end's HELLO).
@@ -231,36 +293,38 @@ def decode_head(frames: Sequence[Any]) -> Head:
     limit = 1 if protocol == 1 else MAX_FIELDS
     if nfields > limit:
         raise _corrupt("W7", f"{nfields} descriptors, at most {limit} in protocol {protocol}")
-    if len(head) != HEADER_SIZE + DESC_SIZE * nfields:
-        raise _corrupt(
-            "W7", f"frame 0 has {len(head)} bytes, {HEADER_SIZE} + 80 x {nfields} expected"
-        )
-    if nfields and (k in (Kind.HELLO, Kind.HB) or (k is Kind.REP and reply_code)):
+    if n != HEADER_SIZE + DESC_SIZE * nfields:
+        raise _corrupt("W7", f"frame 0 has {n} bytes, {HEADER_SIZE} + 80 x {nfields} expected")
+    if nfields and (k is Kind.HELLO or k is Kind.HB or (k is Kind.REP and reply_code)):
         raise _corrupt("W7", f"{nfields} descriptors in a {k.name} that carries none")
     if reply_code and (k is not Kind.REP or reply_code not in _REPLY_CODES):
         raise _corrupt("W8", f"reply_code {reply_code} in a {k.name}")
-    if relay_seq == 0 and k in (Kind.REQ, Kind.REP):
+    if relay_seq == 0 and (k is Kind.REQ or k is Kind.REP):
         raise _corrupt("W8", f"relay_seq 0 in a {k.name}")
-    return Head(k, protocol, state, session, epoch, relay_seq, local_seq, reply_code, nfields)
+    h = Message(k, protocol, state, session, epoch, relay_seq, local_seq, reply_code, nfields)
+    return h, head
 
 
-def _decode_rest(h: Head, frames: Sequence[Any]) -> Message:
+def _decode_rest(h: Message, head: bytes, frames: Sequence[Any]) -> Message:
     """W9-W11."""
-    head = _buffer(frames[0])
     k, nfields = h.kind, h.nfields
     want = 2 if k is Kind.HELLO else 1 + nfields
     if len(frames) != want:
         raise _corrupt("W9", f"{len(frames)} frames, expected {want} for a {k.name}")
-    descs = tuple(
-        _decode_desc(head[HEADER_SIZE + DESC_SIZE * i : HEADER_SIZE + DESC_SIZE * (i + 1)], i)
-        for i in range(nfields)
-    )
+    if nfields == 0:
+        descs: tuple[Desc, ...] = ()
+    elif nfields == 1:
+        descs = (_decode_desc(head[HEADER_SIZE:], 0),)
+    else:
+        descs = tuple(
+            [_decode_desc(head[HEADER_SIZE + DESC_SIZE * i : HEADER_SIZE + DESC_SIZE * (i + 1)], i)
+             for i in range(nfields)]
+        )  # fmt: skip
     payload = tuple(frames[1:])
-    for i, (d, f) in enumerate(zip(descs, payload)):
-        n = len(_buffer(f))
-        if n != d.nbytes:
-            raise _corrupt("W11", f"payload frame {i + 1} has {n} bytes, its descriptor {d.nbytes}")
-    return Message(
-        k, h.protocol, h.round_state, h.session, h.epoch, h.relay_seq, h.local_seq,
-        h.reply_code, descs, payload,
-    )  # fmt: skip
+    for i in range(nfields):
+        n, want_n = _nbytes(payload[i]), descs[i].nbytes
+        if n != want_n:
+            raise _corrupt("W11", f"payload frame {i + 1} has {n} bytes, its descriptor {want_n}")
+    h.descs = descs
+    h.frames = payload
+    return h
