@@ -213,6 +213,7 @@ def _run_cell(pair: Pair, cell_id: str, c: Cell) -> None:
     if c.victim == "requester":  # it died with its round in flight, not after the round
         assert ops(req, "send")[0]["phase_after"] != "REPLIED", req.text()
     _check_outcome(cell_id, c, req, code, killed)
+    _check_far_survivors(cell_id, c, far, responders, killed)
 
     # -- the survivors go on: restart the victim, then two verified rounds --------------------
     if c.victim == "near":
@@ -245,6 +246,27 @@ def _run_cell(pair: Pair, cell_id: str, c: Cell) -> None:
     for e in ops(req2, "send"):
         assert taken.count(e["checksum"]) == 1  # the verified rounds ran exactly once
     _check_replies(requesters)
+
+
+def _check_far_survivors(
+    cell_id: str, c: Cell, far: Proc | None, responders: list[Proc], killed: int
+) -> None:
+    """The far side's survivors report the death too (R-RELAY-13): the far relay logs the near
+    end's session gone after M x H; a far responder whose far relay died gets PEER_GONE DIED from
+    its next take (R-LIVE-3)."""
+    if c.victim == "near" and far is not None:
+        gone = far.wait_event(lambda e: e.get("event") == "session_gone", 10, "session gone")
+        took = (int(gone["t"]) - killed) / 1e9
+        print(f"{cell_id}: far relay: session gone {took:.3f} s after the kill")
+        assert took < GONE_BOUND
+    if c.victim == "far":
+        for r in responders:
+            r.wait(30)
+            last = ops(r, "take")[-1]
+            assert last["result"] == "PEER_GONE" and last["reason"] == "DIED", r.text()
+            took = (int(last["t_return"]) - max(killed, int(last["t_call"]))) / 1e9
+            print(f"{cell_id}: far responder: PEER_GONE DIED {took:.3f} s after the kill")
+            assert took < GONE_BOUND
 
 
 def _check_outcome(cell_id: str, c: Cell, req: Proc, code: int, killed_ns: int) -> None:
