@@ -14,8 +14,8 @@ PEER_GONE relayed as an error reply (R-RELAY-12). TIMEOUT would only come from a
 below the bound, or from `--round-timeout` (covered in test_relay_rounds.py).
 
 Cost (2 shared cores): the default run is a subset, one cell per victim plus far-reply-taken
-(`default=True` below; 5 cells + 4 hook checks, 17 s at load 2.7); SHMBRIDGE_RELAY_KILL_MATRIX=full
-runs all 16 cells (42 s at load 2.5, 80 s at load 6)."""
+(`default=True` below; 5 cells + 4 hook checks: 17 s at load 2.7, 33 s at load 4);
+SHMBRIDGE_RELAY_KILL_MATRIX=full runs all 16 cells (42-45 s at load 2.5-4.7, 80 s at load 6)."""
 
 from __future__ import annotations
 
