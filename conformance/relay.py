@@ -125,13 +125,6 @@ class RelayPair:
                                            stdin=subprocess.DEVNULL, cwd=cwd, env=self.env,
                                            start_new_session=True)
 
-    def far_ready(self) -> bool:
-        """The far end has its segment (created or attached) or has exited."""
-        far = self.ends["far"]
-        if far.popen is not None and far.popen.poll() is not None:
-            return True
-        return any(e.get("event") in ("created", "attached") for e in far.events())
-
     def segment_exists(self, role: str) -> bool:
         return (Path("/dev/shm") / (self.name_a if role == "requester" else self.name_b)).exists()
 

@@ -272,13 +272,11 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
         deadline += 20  # the relay ends' start-up (Python, pyzmq) before the case's clock
 
     def relay_gate(p) -> bool:
-        """Through a relay a process starts once the far end has its segment, and an attacher
-        of a segment a relay end creates once that segment exists (a relay end creates it only
-        after its link or start-up: the case's start conditions name the case's processes)."""
+        """Through a relay an attacher of a segment a relay end creates starts once that segment
+        exists (the far end creates it at start-up, the near end after the far end's HELLO; the
+        case's start conditions name only the case's processes)."""
         if pair is None:
             return True
-        if not pair.far_ready():
-            return False
         creates = "--create" in shlex.split(p.args)
         relay_creates = pair.near_creates if p.role == "requester" else pair.far_creates
         return creates or not relay_creates or pair.segment_exists(p.role)
