@@ -249,7 +249,13 @@ def match_rounds(req_events: list, rsp_events: list) -> tuple[dict | None, str]:
     if (n, m) not in parent:
         done = max(parent, key=lambda ij: ij[1] * (n + 1) + ij[0])
         i, j = done
-        if j < m:
+        if i < n and j < m and _key(sends[i][0]) == _key(takes[j][0]) and sends[i][1]:
+            s, got = sends[i]
+            rep = takes[j][1]
+            why = (f"the requester received for its send #{i + 1} (seq {s.get('seq')}) a reply "
+                   f"({_key(got)}) that is not the one the responder published for that request "
+                   f"({_key(rep) if rep else 'none'})")
+        elif j < m:
             t = takes[j][0]
             why = (f"the responder's take #{j + 1} (seq {t.get('seq')} on the responder's segment) "
                    f"matches no request the requester sent and had not yet been executed, in order")
