@@ -234,17 +234,26 @@ def events_from_logs(logs: dict) -> list[Event]:
     return evs
 
 
-def hidden_closure(s: State, hidden: frozenset, model: Model) -> list[State]:
+def hidden_closure(s: State, hidden: frozenset, model: Model, target: int | None = None
+                   ) -> list[State]:
     """The states reachable from s by transitions of the unlogged roles alone (``hidden``): through a
     relay (spec/RELAY.md R-RELAY-1) each segment has one logged peer, and the relay end is an
-    ordinary peer of the other role that may move the word at any time, by the table's rules."""
+    ordinary peer of the other role that may move the word at any time, by the table's rules.
+    A hidden requester may also send and withdraw (T1, T5) any number of times (the far end
+    re-sends a request its receive timed out on, R-RELAY-11), each T1 a new seq: from an IDLE
+    word it reaches IDLE or REQUESTED at ``target``, the seq the next logged operation reports."""
     out, todo = [s], [s]
-    while todo and len(out) < 8:
+    while todo and len(out) < 16:
         cur = todo.pop()
+        nxt = []
         for tid, t in model.by_id.items():
-            if t["actor"] not in hidden:
-                continue
-            ns, _ = model.apply(tid, cur)
+            if t["actor"] in hidden:
+                nxt.append(model.apply(tid, cur)[0])
+        if ("requester" in hidden and target is not None and cur.phase == "IDLE"
+                and cur.pending is None and target != cur.seq):
+            nxt += [replace(cur, seq=target), replace(cur, phase="REQUESTED", seq=target,
+                                                      pending=target)]
+        for ns in nxt:
             if ns is not None and ns not in out:
                 out.append(ns)
                 todo.append(ns)
@@ -336,8 +345,9 @@ def check(logs: dict, budget: int = 200_000, hidden: frozenset = frozenset()) ->
         cands = [e for e in cands if e.t_call <= min_ret]
         failures = []
         pushed = 0
-        befores = hidden_closure(s, hidden, model) if hidden else [s]
         for e in reversed(cands):
+            befores = hidden_closure(s, hidden, model, e.seq if isinstance(e.seq, int) else None) \
+                if hidden else [s]
             for opt in reversed(options(e, model)):
                 reached, why = [], ""
                 for k, sb in enumerate(befores):

@@ -125,6 +125,19 @@ class RelayPair:
                                            stdin=subprocess.DEVNULL, cwd=cwd, env=self.env,
                                            start_new_session=True)
 
+    def listening(self) -> bool:
+        """Both ends have started (their sockets exist) and a far end that creates its segment
+        has it: then a requester that creates its segment gets the link up within a heartbeat
+        of the near end's attach, not after the relays' Python start-up (a --wait-peer
+        requester waits only for the near end's attach, and the near end takes nothing before
+        the link is up, R-RELAY-8). An end that exited counts (its failure is reported)."""
+        def logged(end: str, what: str) -> bool:
+            e = self.ends[end]
+            if e.popen is not None and e.popen.poll() is not None:
+                return True
+            return any(x.get("event") == what for x in e.events())
+        return logged("near", "session") and (not self.far_creates or logged("far", "ready"))
+
     def segment_exists(self, role: str) -> bool:
         return (Path("/dev/shm") / (self.name_a if role == "requester" else self.name_b)).exists()
 

@@ -272,11 +272,13 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
         deadline += 20  # the relay ends' start-up (Python, pyzmq) before the case's clock
 
     def relay_gate(p) -> bool:
-        """Through a relay an attacher of a segment a relay end creates starts once that segment
-        exists (the far end creates it at start-up, the near end after the far end's HELLO; the
+        """Through a relay a process starts once the relay ends listen (RelayPair.listening),
+        and an attacher of a segment a relay end creates once that segment exists (the far end creates it at start-up, the near end after the far end's HELLO; the
         case's start conditions name only the case's processes)."""
         if pair is None:
             return True
+        if not pair.listening():
+            return False
         creates = "--create" in shlex.split(p.args)
         relay_creates = pair.near_creates if p.role == "requester" else pair.far_creates
         return creates or not relay_creates or pair.segment_exists(p.role)

@@ -108,3 +108,14 @@ def test_a_relay_override_must_cite_an_r_relay_id_and_say_why():
     assert c.relay["cites"] == ["R-RELAY-11"]
     assert catalogue._make_case(_case(True), "t.toml").relay == {}
     assert catalogue._make_case(_case(False), "t.toml").relay is None
+
+
+def test_r_relay_11_the_far_end_may_resend_many_times_before_the_responder_takes():
+    # the far end's receive timed out 48 times (T5, T1 each) while the responder slept
+    evs = [ev("rsp", "responder", "attach", 1, 6, seq=25, phase_after="REQUESTED"),
+           ev("rsp", "responder", "take", 100, 110, seq=73, phase_after="TAKEN", checksum="c1"),
+           ev("rsp", "responder", "reply", 111, 115, seq=73, checksum="r1")]
+    assert history.check(logs_of(*evs), hidden=HR).ok
+    # ... but the responder may not report a seq that moved while it held the request
+    evs.append(ev("rsp", "responder", "reply", 120, 125, seq=80))
+    assert not history.check(logs_of(*evs), hidden=HR).ok
