@@ -224,13 +224,15 @@ def _relay_of(d: dict, names: list, where: str) -> dict | None:
     if not isinstance(r, dict) or set(r) - RELAY_KEYS:
         raise CatalogueError(f"{where}: case {d['id']}: relay must be true or a table of "
                              f"{sorted(RELAY_KEYS)}, got {r!r}")
-    if (r.get("expect") or "watchdog_s" in r):
-        cites = r.get("cites") or []
-        known = spec.relay_requirements()
-        if not cites or not r.get("why") or any(c not in known for c in cites):
-            raise CatalogueError(f"{where}: case {d['id']}: a relay override needs cites = "
-                                 f"[R-RELAY-N, ...] (ids of spec/RELAY.md) and a why; got "
-                                 f"cites {cites!r}")
+    cites = r.get("cites") or []
+    unknown = [c for c in cites if c not in spec.relay_requirements()]
+    if unknown:
+        raise CatalogueError(f"{where}: case {d['id']}: relay cites {unknown}: not ids of "
+                             "spec/RELAY.md")
+    if (r.get("expect") or "watchdog_s" in r) and not (cites and r.get("why")):
+        raise CatalogueError(f"{where}: case {d['id']}: a relay override needs cites = "
+                             f"[R-RELAY-N, ...] (ids of spec/RELAY.md) and a why; got "
+                             f"cites {cites!r}")
     for pname, exp in (r.get("expect") or {}).items():
         if pname not in names:
             raise CatalogueError(f"{where}: case {d['id']}: relay.expect names no proc {pname!r}")
