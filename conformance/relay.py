@@ -13,6 +13,7 @@ NAME_B are independent counters.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -28,8 +29,16 @@ from pathlib import Path
 # the other's declaration (R-RELAY-2), no bad frame (R-RELAY-6), the link comes up (R-RELAY-8),
 # the two segments' rounds pair up (R-RELAY-9, R-RELAY-10, R-RELAY-16), exit 0 on SIGTERM
 # (R-RELAY-19).
-EVERY_RUN = ("R-RELAY-1", "R-RELAY-2", "R-RELAY-6", "R-RELAY-8", "R-RELAY-9", "R-RELAY-10",
-             "R-RELAY-16", "R-RELAY-19")
+EVERY_RUN = (
+    "R-RELAY-1",
+    "R-RELAY-2",
+    "R-RELAY-6",
+    "R-RELAY-8",
+    "R-RELAY-9",
+    "R-RELAY-10",
+    "R-RELAY-16",
+    "R-RELAY-19",
+)
 
 # The relay ends' flags for a declaration, taken from the creating requester's args.
 DECL_FLAGS = ("--dtype", "--shape", "--request-schema", "--reply-schema")
@@ -91,8 +100,16 @@ class RelayEnd:
 class RelayPair:
     """The two relay ends of one run."""
 
-    def __init__(self, python: list, env: dict, name_a: str, name_b: str, req_args: list,
-                 rsp_args: list, rundir: Path):
+    def __init__(
+        self,
+        python: list,
+        env: dict,
+        name_a: str,
+        name_b: str,
+        req_args: list,
+        rsp_args: list,
+        rundir: Path,
+    ):
         self.name_a, self.name_b = name_a, name_b
         self.env = env
         req = [_flags(a) for a in req_args]
@@ -106,8 +123,10 @@ class RelayPair:
         if far_creates:
             decl = next((f for f in req if "--create" in f), None)
             if decl is None:
-                raise NotRelayable("no process creates a segment: the far end would need a "
-                                   "declaration and the case gives none")
+                raise NotRelayable(
+                    "no process creates a segment: the far end would need a "
+                    "declaration and the case gives none"
+                )
             far.append("--create")
             given = [k for k in DECL_FLAGS if k in decl]
             if not given:
@@ -122,16 +141,23 @@ class RelayPair:
         for end, args in (("far", far), ("near", near)):
             log = rundir / f"relay-{end}.log"
             err = rundir / f"relay-{end}.err"
-            self.ends[end] = RelayEnd(end, python + ["-m", "shmbridge"] + args + ["--log", str(log)],
-                                      log, err)
+            self.ends[end] = RelayEnd(
+                end, [*python, "-m", "shmbridge", *args, "--log", str(log)], log, err
+            )
 
     def start(self, cwd: Path) -> None:
         for e in self.ends.values():
             e.log_path.unlink(missing_ok=True)
             with open(e.err_path, "wb") as err:
-                e.popen = subprocess.Popen(e.argv, stdout=subprocess.DEVNULL, stderr=err,
-                                           stdin=subprocess.DEVNULL, cwd=cwd, env=self.env,
-                                           start_new_session=True)
+                e.popen = subprocess.Popen(
+                    e.argv,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    cwd=cwd,
+                    env=self.env,
+                    start_new_session=True,
+                )
 
     def listening(self) -> bool:
         """Both ends have started (their sockets exist) and a far end that creates its segment
@@ -139,11 +165,13 @@ class RelayPair:
         of the near end's attach, not after the relays' Python start-up (a --wait-peer
         requester waits only for the near end's attach, and the near end takes nothing before
         the link is up, R-RELAY-8). An end that exited counts (its failure is reported)."""
+
         def logged(end: str, what: str) -> bool:
             e = self.ends[end]
             if e.popen is not None and e.popen.poll() is not None:
                 return True
             return any(x.get("event") == what for x in e.events())
+
         return logged("near", "session") and (not self.far_creates or logged("far", "ready"))
 
     def segment_exists(self, role: str) -> bool:
@@ -153,10 +181,8 @@ class RelayPair:
         """SIGTERM: each end closes its segment handle, logs stats and exits 0 (R-RELAY-19)."""
         for e in self.ends.values():
             if e.popen is not None and e.popen.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(e.popen.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + timeout
         for e in self.ends.values():
             if e.popen is None:
@@ -164,10 +190,8 @@ class RelayPair:
             try:
                 e.returncode = e.popen.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(e.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 e.popen.wait()
                 e.returncode = None  # did not stop on SIGTERM
             e.lines = e.events()
@@ -175,10 +199,8 @@ class RelayPair:
     def kill(self) -> None:
         for e in self.ends.values():
             if e.popen is not None and e.popen.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(e.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 e.popen.wait()
 
     def command_lines(self) -> str:
@@ -190,21 +212,37 @@ def findings(pair: RelayPair) -> list:
     out = []
     for e in pair.ends.values():
         stderr = ""
-        try:
+        with contextlib.suppress(OSError):
             stderr = e.err_path.read_text(errors="replace").strip()[-300:]
-        except OSError:
-            pass
-        out.append((f"relay {e.end} exit", e.returncode == 0, ["R-RELAY-19"],
-                    "exits 0 on SIGTERM after logging stats",
-                    f"exit {e.returncode}" + (f"; stderr: {stderr}" if stderr else "")))
+        out.append(
+            (
+                f"relay {e.end} exit",
+                e.returncode == 0,
+                ["R-RELAY-19"],
+                "exits 0 on SIGTERM after logging stats",
+                f"exit {e.returncode}" + (f"; stderr: {stderr}" if stderr else ""),
+            )
+        )
         bad = [x for x in e.lines if x.get("event") == "bad_frame"]
-        out.append((f"relay {e.end} frames", not bad, ["R-RELAY-6"],
-                    "no message fails W1-W11 between two conforming relay ends",
-                    f"{len(bad)} bad frame(s)" + (f": {json.dumps(bad[0])[:200]}" if bad else "")))
+        out.append(
+            (
+                f"relay {e.end} frames",
+                not bad,
+                ["R-RELAY-6"],
+                "no message fails W1-W11 between two conforming relay ends",
+                f"{len(bad)} bad frame(s)" + (f": {json.dumps(bad[0])[:200]}" if bad else ""),
+            )
+        )
     near = pair.ends["near"].lines
-    out.append(("relay link up", any(x.get("event") == "up" for x in near), ["R-RELAY-8"],
-                "the near end logs the link up (HELLO of the far end)",
-                "up" if any(x.get("event") == "up" for x in near) else "never up"))
+    out.append(
+        (
+            "relay link up",
+            any(x.get("event") == "up" for x in near),
+            ["R-RELAY-8"],
+            "the near end logs the link up (HELLO of the far end)",
+            "up" if any(x.get("event") == "up" for x in near) else "never up",
+        )
+    )
     return out
 
 
@@ -273,17 +311,23 @@ def match_rounds(req_events: list, rsp_events: list) -> tuple[dict | None, str]:
         if i < n and j < m and _key(sends[i][0]) == _key(takes[j][0]) and sends[i][1]:
             s, got = sends[i]
             rep = takes[j][1]
-            why = (f"the requester received for its send #{i + 1} (seq {s.get('seq')}) a reply "
-                   f"({_key(got)}) that is not the one the responder published for that request "
-                   f"({_key(rep) if rep else 'none'})")
+            why = (
+                f"the requester received for its send #{i + 1} (seq {s.get('seq')}) a reply "
+                f"({_key(got)}) that is not the one the responder published for that request "
+                f"({_key(rep) if rep else 'none'})"
+            )
         elif j < m:
             t = takes[j][0]
-            why = (f"the responder's take #{j + 1} (seq {t.get('seq')} on the responder's segment) "
-                   f"matches no request the requester sent and had not yet been executed, in order")
+            why = (
+                f"the responder's take #{j + 1} (seq {t.get('seq')} on the responder's segment) "
+                f"matches no request the requester sent and had not yet been executed, in order"
+            )
         else:
             s, got = sends[i]
-            why = (f"the requester received a reply to its send #{i + 1} (seq {s.get('seq')}) "
-                   f"that no responder published for that request")
+            why = (
+                f"the requester received a reply to its send #{i + 1} (seq {s.get('seq')}) "
+                f"that no responder published for that request"
+            )
         return None, why + f" ({n} sends, {m} takes)"
     mapping: dict = {}
     st = (n, m)

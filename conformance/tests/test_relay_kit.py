@@ -16,10 +16,29 @@ def requester_rounds(n, t0=100):
     evs = [ev("req", "requester", "create", 0, 5)]
     for k in range(1, n + 1):
         t = t0 * k
-        evs += [ev("req", "requester", "send", t, t + 10, seq=k, phase_after="REQUESTED",
-                   checksum=f"c{k}"),
-                ev("req", "requester", "receive", t + 11, t + 50, seq=k, phase_after="IDLE",
-                   checksum=f"r{k}", reply_code=0)]
+        evs += [
+            ev(
+                "req",
+                "requester",
+                "send",
+                t,
+                t + 10,
+                seq=k,
+                phase_after="REQUESTED",
+                checksum=f"c{k}",
+            ),
+            ev(
+                "req",
+                "requester",
+                "receive",
+                t + 11,
+                t + 50,
+                seq=k,
+                phase_after="IDLE",
+                checksum=f"r{k}",
+                reply_code=0,
+            ),
+        ]
     return evs
 
 
@@ -27,9 +46,10 @@ def responder_rounds(n, first_seq=13, t0=100, shift=20):
     evs = [ev("rsp", "responder", "attach", 1, 6, seq=first_seq - 1, phase_after="IDLE")]
     for k in range(1, n + 1):
         t, s = t0 * k + shift, first_seq + k - 1
-        evs += [ev("rsp", "responder", "take", t - 15, t, seq=s, phase_after="TAKEN",
-                   checksum=f"c{k}"),
-                ev("rsp", "responder", "reply", t + 1, t + 5, seq=s, checksum=f"r{k}")]
+        evs += [
+            ev("rsp", "responder", "take", t - 15, t, seq=s, phase_after="TAKEN", checksum=f"c{k}"),
+            ev("rsp", "responder", "reply", t + 1, t + 5, seq=s, checksum=f"r{k}"),
+        ]
     return evs
 
 
@@ -93,18 +113,27 @@ def test_r_relay_9_translated_seqs_feed_the_checksum_checks():
 
 
 def _case(relay_value):
-    return {"id": "x/y", "requirements": ["R-STATE-3"], "purpose": "p", "relay": relay_value,
-            "proc": [{"name": "req", "role": "requester", "args": "--create"}]}
+    return {
+        "id": "x/y",
+        "requirements": ["R-STATE-3"],
+        "purpose": "p",
+        "relay": relay_value,
+        "proc": [{"name": "req", "role": "requester", "args": "--create"}],
+    }
 
 
 def test_a_relay_override_must_cite_an_r_relay_id_and_say_why():
     with pytest.raises(catalogue.CatalogueError, match="cites"):
         catalogue._make_case(_case({"expect": {"req": {"exit": "OK"}}}), "t.toml")
     with pytest.raises(catalogue.CatalogueError, match="cites"):
-        catalogue._make_case(_case({"cites": ["R-RELAY-99"], "why": "w",
-                                    "expect": {"req": {"exit": "OK"}}}), "t.toml")
-    c = catalogue._make_case(_case({"cites": ["R-RELAY-11"], "why": "w",
-                                    "expect": {"req": {"exit": "TIMEOUT"}}}), "t.toml")
+        catalogue._make_case(
+            _case({"cites": ["R-RELAY-99"], "why": "w", "expect": {"req": {"exit": "OK"}}}),
+            "t.toml",
+        )
+    c = catalogue._make_case(
+        _case({"cites": ["R-RELAY-11"], "why": "w", "expect": {"req": {"exit": "TIMEOUT"}}}),
+        "t.toml",
+    )
     assert c.relay["cites"] == ["R-RELAY-11"]
     assert catalogue._make_case(_case(True), "t.toml").relay == {}
     assert catalogue._make_case(_case(False), "t.toml").relay is None
@@ -112,9 +141,11 @@ def test_a_relay_override_must_cite_an_r_relay_id_and_say_why():
 
 def test_r_relay_11_the_far_end_may_resend_many_times_before_the_responder_takes():
     # the far end's receive timed out 48 times (T5, T1 each) while the responder slept
-    evs = [ev("rsp", "responder", "attach", 1, 6, seq=25, phase_after="REQUESTED"),
-           ev("rsp", "responder", "take", 100, 110, seq=73, phase_after="TAKEN", checksum="c1"),
-           ev("rsp", "responder", "reply", 111, 115, seq=73, checksum="r1")]
+    evs = [
+        ev("rsp", "responder", "attach", 1, 6, seq=25, phase_after="REQUESTED"),
+        ev("rsp", "responder", "take", 100, 110, seq=73, phase_after="TAKEN", checksum="c1"),
+        ev("rsp", "responder", "reply", 111, 115, seq=73, checksum="r1"),
+    ]
     assert history.check(logs_of(*evs), hidden=HR).ok
     # ... but the responder may not report a seq that moved while it held the request
     evs.append(ev("rsp", "responder", "reply", 120, 125, seq=80))

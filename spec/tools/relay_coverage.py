@@ -2,8 +2,8 @@
 cite it (python/tests/test_relay_*.py: test names and docstrings/comments) and the conformance
 cases that check it through a relay (``python -m conformance run --relay``: the ids its runner
 checks in every relay run, conformance/relay.py EVERY_RUN, and the ids a case's ``relay`` table
-cites), written to spec/RELAY_COVERAGE.md. ``--check`` fails (exit 1) when an id has no citing test or the file is
-not up to date.
+cites), written to spec/RELAY_COVERAGE.md. ``--check`` fails (exit 1) when an id has no citing
+test or the file is not up to date.
 
     python spec/tools/relay_coverage.py [--check]
 """
