@@ -68,9 +68,11 @@ def build(
     for size, d in floors_raw.items():
         if size.startswith("_"):
             continue
+        d = dict(d)
         for mode, v in floors_raw.get("_proto4", {}).get(size, {}).items():
-            d = dict(d)
             d["proto4_" + mode] = v
+        if size in floors_raw.get("_addonly", {}):
+            d["addonly_blocking"] = floors_raw["_addonly"][size]
         f = {k + "_p50_ns": _p50(v) for k, v in d.items()}
         f["memcpy_gbps"] = int(size) / f["memcpy_cpp_p50_ns"] if f["memcpy_cpp_p50_ns"] else 0.0
         floors[size] = f
@@ -97,6 +99,16 @@ def build(
             if v:
                 ratios.append(p50 / v)
         return _median(ratios)
+
+    def pass_addonly(f: dict[str, float], pairing: str) -> float | None:
+        """The add-only floor of a pairing in one pass: the cross-process protocol round with
+        the C++ add and no copies (bench_floors --kind addonly), with the add of the
+        responder's language in place of the C++ add (both measured in the pass)."""
+        try:
+            resp_add = f["add_cpp"] if pairing.endswith("→cpp") else f["add_py"]
+            return f["addonly_blocking"] - f["add_cpp"] + resp_add
+        except KeyError:
+            return None
 
     def pass_work(f: dict[str, float], pairing: str) -> float | None:
         rq, rs = pairing.split("→")
@@ -146,11 +158,17 @@ def build(
             row["x_handoff_paired"] = paired(c, lambda f, k=hk: f.get(k))
             pk = "proto4_spin" if c.mode in ("spin", "busy-poll") else "proto4_blocking"
             row["x_protocol_floor_paired"] = paired(c, lambda f, k=pk: f.get(k))
+            if c.system.startswith("shmbridge") and c.mode == "blocking":
+                row["x_addonly_floor_paired"] = paired(c, lambda f, p=c.pairing: pass_addonly(f, p))
+                addonly = [
+                    pass_addonly(f, c.pairing) for f in per_pass.get(str(c.size), {}).values()
+                ]
+                row["addonly_floor_ns"] = _median([a for a in addonly if a]) if addonly else None
             o = orig.get(c.size)
             row["speedup_vs_original_merged"] = (o / p50) if o else None
             row["speedup_vs_original"] = paired_speedup(c) or row["speedup_vs_original_merged"]
             f = floors.get(str(c.size))
-            if f:
+            if f and c.system != "shmbridge zero-copy":  # no data moves in a zero-copy round
                 rs = c.pairing.split("→")[1]
                 add = f["add_cpp_p50_ns"] if rs == "cpp" else f["add_py_p50_ns"]
                 moving = p50 - add
@@ -220,7 +238,18 @@ def _row(result: dict[str, Any], key: str, size: int) -> dict[str, Any] | None:
     return None
 
 
+ALL_PAIRINGS = ("cpp→cpp", "cpp→py", "py→cpp", "py→py")
+
+
+def _pass_ratio(num: dict[str, Any], den: dict[str, Any]) -> float | None:
+    """Median over passes of (p50 of ``num`` in pass i) / (p50 of ``den`` in pass i)."""
+    dp = den.get("pass_p50_ns", {})
+    return _median([v / dp[k] for k, v in num.get("pass_p50_ns", {}).items() if dp.get(k)])
+
+
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets of the benchmark issues with measured value, limit and met / not met. The
+    issue 14 targets come first; "(info)" rows are context, not targets."""
     out: list[dict[str, Any]] = []
 
     def add(name: str, value: float | None, limit: float, better: str, detail: str) -> None:
@@ -241,42 +270,142 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         ps = ", ".join(fmt_us(v) for _, v in sorted(r.get("pass_p50_ns", {}).items()))
         return f"p50 per pass {ps}; ratio = median of per-pass ratios ({key})"
 
-    for pairing in ("cpp→py", "py→cpp"):
+    orig = _row(result, "original (sleep 10 ms)", MiB)
+    # 1. The copying round at 1 MiB, every pairing.
+    for pairing in ALL_PAIRINGS:
         r = _row(result, f"shmbridge {pairing} blocking", MiB)
         add(
-            f"1 MiB {pairing} blocking ≤ 1.3× work floor",
+            f"1 MiB {pairing} copying round ≤ 1.15× work floor",
             (r.get("x_work_floor_paired") or r["x_work_floor"]) if r else None,
-            1.3,
+            1.15,
             "le",
             f"p50 {fmt_us(r['p50_ns'])} vs work floor {fmt_us(r['work_floor_ns'])}; "
             + per_pass(r, "work floor of the same pass")
             if r
             else "not measured",
         )
+    for pairing in ALL_PAIRINGS:
+        r = _row(result, f"shmbridge {pairing} blocking", MiB)
         if r and r.get("x_protocol_floor_paired"):
             add(
-                f"(info) 1 MiB {pairing} blocking vs the bare protocol round (no library, same "
-                "waiting policy)",
+                f"(info) 1 MiB {pairing} copying round vs the bare protocol round across two "
+                "processes (4 CAS, copies, add; no library): the measured floor that includes "
+                "the cross-core transfers the work floor leaves out",
                 r["x_protocol_floor_paired"],
-                1.3,
+                1.15,
                 "le",
-                "cross-process floor: 4 CAS + copy in/out + add, same spin budget then futex",
+                per_pass(r, "proto4 of the same pass"),
             )
-        o = _row(result, "original (sleep 10 ms)", MiB)
+    # 2. The zero-copy round at 1 MiB, every pairing.
+    for pairing in ALL_PAIRINGS:
+        z = _row(result, f"shmbridge zero-copy {pairing} blocking", MiB)
         add(
-            f"1 MiB {pairing} blocking ≥ 100× faster than the original",
-            r["speedup_vs_original"] if r else None,
-            100,
-            "ge",
-            f"p50 {fmt_us(r['p50_ns'])} vs original {fmt_us(o['p50_ns'])}; median of per-pass "
-            "ratios"
-            if r and o
+            f"1 MiB {pairing} zero-copy round ≤ 1.3× add-only floor",
+            z.get("x_addonly_floor_paired") if z else None,
+            1.3,
+            "le",
+            f"p50 {fmt_us(z['p50_ns'])} vs add-only floor {fmt_us(z.get('addonly_floor_ns'))}; "
+            + per_pass(z, "add-only floor of the same pass")
+            if z
             else "not measured",
         )
+    for pairing in ALL_PAIRINGS:
+        z = _row(result, f"shmbridge zero-copy {pairing} blocking", MiB)
+        r = _row(result, f"shmbridge {pairing} blocking", MiB)
+        add(
+            f"(info) 1 MiB {pairing} zero-copy: times faster than the copying round (about 3×)",
+            (_pass_ratio(r, z) or r["p50_ns"] / z["p50_ns"]) if z and r else None,
+            3.0,
+            "ge",
+            f"{fmt_us(r['p50_ns'])} / {fmt_us(z['p50_ns'])}; median of per-pass ratios"
+            if z and r
+            else "not measured",
+        )
+    for pairing in ALL_PAIRINGS:
+        z = _row(result, f"shmbridge zero-copy {pairing} blocking", MiB)
+        add(
+            f"1 MiB {pairing} zero-copy ≥ 400× faster than the original",
+            z["speedup_vs_original"] if z else None,
+            400,
+            "ge",
+            f"p50 {fmt_us(z['p50_ns'])} vs original {fmt_us(orig['p50_ns'])}; median of per-pass "
+            "ratios"
+            if z and orig
+            else "not measured",
+        )
+    # 3. Python's per-operation cost at 64 B.
+    floor = _row(result, "python floor cpp→py blocking", 64)
+    r = _row(result, "shmbridge cpp→py blocking", 64)
+    add(
+        "64 B cpp→py blocking ≤ 1.4× the bare-Python-responder floor",
+        (_pass_ratio(r, floor) or r["p50_ns"] / floor["p50_ns"]) if r and floor else None,
+        1.4,
+        "le",
+        f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(floor['p50_ns'])} (bench/py/bare_peer.py: "
+        "wait_cas, a += 1, cas_wake); median of per-pass ratios"
+        if r and floor
+        else "not measured",
+    )
+    r = _row(result, "shmbridge py→py blocking", 64)
+    add(
+        "64 B py→py blocking p50 ≤ 4 µs",
+        r["p50_ns"] / 1e3 if r else None,
+        4.0,
+        "le",
+        per_pass(r, "absolute") if r else "not measured",
+    )
+    # 4. Nothing else regresses.
+    for row in result["idle"]:
+        if row.get("system") == "shmbridge" and row.get("mode") == "blocking":
+            add(
+                f"idle responder {row['lang']} blocking ≤ 1 % of a core",
+                row.get("cpu_pct"),
+                1.0,
+                "le",
+                f"{row.get('cpu_s', float('nan')):.3f} s CPU in {row.get('wall_s', 0):.1f} s",
+            )
+    for size in (16 * MiB, 256 * MiB):
+        for pairing in ALL_PAIRINGS:
+            r = _row(result, f"shmbridge {pairing} blocking", size)
+            if r:
+                add(
+                    f"{fmt_size(size)} {pairing} blocking ≥ 70 % of memcpy bandwidth",
+                    r.get("pct_of_memcpy_bw"),
+                    70.0,
+                    "ge",
+                    f"channel {r.get('channel_gbps') or 0:.2f} GB/s (2×payload / (p50 − add))",
+                )
+    ice_sizes = sorted(
+        r["size"] for r in result["results"] if r["key"] == "iceoryx2" and "p50_ns" in r
+    )
+    for size in ice_sizes:
+        ice = _row(result, "iceoryx2", size)
+        assert ice is not None
+        for pairing in ALL_PAIRINGS:
+            r = _row(result, f"shmbridge {pairing} blocking", size)
+            if r:
+                add(
+                    f"{fmt_size(size)} {pairing} blocking vs iceoryx2 Python (busy-poll): time "
+                    "ratio ≤ 1",
+                    _pass_ratio(r, ice) or r["p50_ns"] / ice["p50_ns"],
+                    1.0,
+                    "le",
+                    f"{fmt_us(r['p50_ns'])} vs {fmt_us(ice['p50_ns'])}",
+                )
+    if not ice_sizes:
+        add(
+            "vs iceoryx2 Python",
+            None,
+            1.0,
+            "le",
+            result["skipped"].get("iceoryx2", "iceoryx2 not measured"),
+        )
+    # Context from the earlier benchmark issue (floors of the hand-off itself).
     for pairing, limit in (("cpp→cpp", 1.5), ("cpp→py", 3.0), ("py→cpp", 3.0)):
         r = _row(result, f"shmbridge {pairing} blocking", 64)
         add(
-            f"64 B {pairing} blocking ≤ {limit}× raw spin-then-futex ping-pong",
+            f"(info) 64 B {pairing} blocking vs raw spin-then-futex ping-pong (earlier target "
+            f"{limit}×)",
             (r.get("x_handoff_paired") or r["x_handoff"]) if r else None,
             limit,
             "le",
@@ -291,68 +420,15 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "le",
             per_pass(r, "proto4 of the same pass"),
         )
-    floor = _row(result, "python floor cpp→py blocking", 64)
     if floor:
         add(
-            "(info) 64 B Python floor (C++ requester, bare Python responder: wait, 2 CAS, "
-            "a += 1) vs raw spin-then-futex ping-pong",
+            "(info) 64 B Python floor (C++ requester, bare Python responder) vs raw "
+            "spin-then-futex ping-pong",
             floor.get("x_handoff_paired") or floor["x_handoff"],
             3.0,
             "le",
             per_pass(floor, "spinfutex ping-pong of the same pass"),
         )
-        r = _row(result, "shmbridge cpp→py blocking", 64)
-        if r:
-            fp = floor.get("pass_p50_ns", {})
-            add(
-                "(info) 64 B cpp→py blocking vs the Python floor (same pass)",
-                _median([v / fp[k] for k, v in r.get("pass_p50_ns", {}).items() if fp.get(k)])
-                or r["p50_ns"] / floor["p50_ns"],
-                2.0,
-                "le",
-                f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(floor['p50_ns'])}; median of "
-                "per-pass ratios",
-            )
-    ice = _row(result, "iceoryx2", MiB)
-    for pairing in ("py→py", "cpp→py", "py→cpp"):
-        for mode in ("blocking", "spin"):
-            r = _row(result, f"shmbridge {pairing} {mode}", MiB)
-            if r and ice:
-                add(
-                    f"1 MiB {pairing} {mode} vs iceoryx2 Python (busy-poll): time ratio ≤ 1",
-                    r["p50_ns"] / ice["p50_ns"],
-                    1.0,
-                    "le",
-                    f"{fmt_us(r['p50_ns'])} vs {fmt_us(ice['p50_ns'])}",
-                )
-    if not ice:
-        add(
-            "1 MiB vs iceoryx2 Python",
-            None,
-            1.0,
-            "le",
-            result["skipped"].get("iceoryx2", "iceoryx2 not measured"),
-        )
-    for row in result["idle"]:
-        if row.get("system") == "shmbridge" and row.get("mode") == "blocking":
-            add(
-                f"idle responder {row['lang']} blocking ≤ 1 % of a core",
-                row.get("cpu_pct"),
-                1.0,
-                "le",
-                f"{row.get('cpu_s', float('nan')):.3f} s CPU in {row.get('wall_s', 0):.1f} s",
-            )
-    for size in (16 * MiB, 256 * MiB):
-        for pairing in ("cpp→cpp", "cpp→py", "py→cpp", "py→py"):
-            r = _row(result, f"shmbridge {pairing} blocking", size)
-            if r:
-                add(
-                    f"{fmt_size(size)} {pairing} blocking ≥ 70 % of memcpy bandwidth",
-                    r.get("pct_of_memcpy_bw"),
-                    70.0,
-                    "ge",
-                    f"channel {r.get('channel_gbps') or 0:.2f} GB/s (2×payload / (p50 − add))",
-                )
     for r in result["results"]:
         if r["system"] != "camera v2" or "p50_ns" not in r:
             continue
@@ -420,7 +496,7 @@ def plot(result: dict[str, Any], out: Path, base: str) -> list[Path]:
         for r in result["results"]:
             if "p50_ns" not in r:
                 continue
-            if (r["system"] == "shmbridge" and r["mode"] != mode) or is_camera(r):
+            if (r["system"].startswith("shmbridge") and r["mode"] != mode) or is_camera(r):
                 continue  # the camera scenario is one point, in its own table
             label = r["key"]
             systems.setdefault(label, []).append((r["size"], r["p50_ns"] / 1e3))
@@ -441,6 +517,15 @@ def plot(result: dict[str, Any], out: Path, base: str) -> list[Path]:
                     color=color,
                     label=label,
                 )
+        ao = [x for x in fsizes if "addonly_blocking_p50_ns" in floors[str(x)]]
+        if ao and mode == "blocking":
+            ax.plot(
+                ao,
+                [floors[str(x)]["addonly_blocking_p50_ns"] / 1e3 for x in ao],
+                ":",
+                color="purple",
+                label="floor: add-only round across 2 processes (zero-copy rows' floor)",
+            )
         key = f"proto4_{mode}_p50_ns"
         ps = [x for x in fsizes if key in floors[str(x)]]
         if ps:
@@ -562,7 +647,8 @@ def print_tables(result: dict[str, Any]) -> None:
         "work numpy",
         "memcpy GB/s",
         "protocol round, spin",
-        "protocol round, 20 µs+futex",
+        "protocol round, 100 µs+futex",
+        "add-only round (no copies), 100 µs+futex",
     ):
         t.add_column(h, justify="right")
     for s in sorted(result["floors"], key=int):
@@ -578,6 +664,7 @@ def print_tables(result: dict[str, Any]) -> None:
             f"{f['memcpy_gbps']:.1f}",
             fmt_us(f.get("proto4_spin_p50_ns", float("nan"))),
             fmt_us(f.get("proto4_blocking_p50_ns", float("nan"))),
+            fmt_us(f.get("addonly_blocking_p50_ns", float("nan"))),
         )
     con.print(t)
 
@@ -610,6 +697,7 @@ def print_tables(result: dict[str, Any]) -> None:
         "max",
         "GB/s",
         "×work floor",
+        "×add-only floor",
         "×protocol floor",
         "×(work+handoff)",
         "×handoff",
@@ -619,7 +707,7 @@ def print_tables(result: dict[str, Any]) -> None:
     last = None
     for r in sorted(
         (r for r in result["results"] if not is_camera(r)),
-        key=lambda r: (r["size"], r["system"] != "shmbridge", r["mode"], r["key"]),
+        key=_row_order,
     ):
         if last is not None and r["size"] != last:
             t.add_section()
@@ -638,10 +726,11 @@ def print_tables(result: dict[str, Any]) -> None:
                 "",
                 "",
                 "",
+                "",
                 (r.get("error") or "")[:40],
             )
             continue
-        name = r["key"].replace(f" {r['mode']}", "") if r["system"] == "shmbridge" else r["key"]
+        name = _shown_name(r)
         t.add_row(
             fmt_size(r["size"]),
             name,
@@ -652,6 +741,7 @@ def print_tables(result: dict[str, Any]) -> None:
             fmt_us(r["max_ns"]),
             f"{r['gbps']:.2f}",
             fmt_x(r.get("x_work_floor_paired") or r.get("x_work_floor")),
+            fmt_x(r.get("x_addonly_floor_paired")),
             fmt_x(r.get("x_protocol_floor_paired")),
             fmt_x(r.get("x_floor")),
             fmt_x(r.get("x_handoff_paired") or r.get("x_handoff"), 1),
@@ -701,8 +791,7 @@ def print_tables(result: dict[str, Any]) -> None:
         t.add_column(h, justify="left" if h in ("target", "detail") else "right")
     for g in result["targets"]:
         v = g["value"]
-        unit = "%" if "%" in g["target"] else "×"
-        vs = "—" if v is None else (f"{v:.2f} {unit}" if v < 1000 else f"{v:,.0f} {unit}")
+        vs = "—" if v is None else (f"{v:.2f} {_unit(g)}" if v < 1000 else f"{v:,.0f} {_unit(g)}")
         met = (
             "[yellow]n/a[/]"
             if g["met"] is None
@@ -712,6 +801,23 @@ def print_tables(result: dict[str, Any]) -> None:
     con.print(t)
     for k, why in result["skipped"].items():
         con.print(f"[yellow]skipped {k}[/]: {why}")
+
+
+def _unit(target: dict[str, Any]) -> str:
+    """The unit of a target's value: %, µs (an absolute p50), else a ratio."""
+    name = target["target"]
+    return "%" if "%" in name else "µs" if "p50 ≤" in name else "×"
+
+
+def _shown_name(r: dict[str, Any]) -> str:
+    """A result row's system column: the shmbridge rows without their mode (its own column)."""
+    return (
+        r["key"].replace(f" {r['mode']}", "") if r["system"].startswith("shmbridge") else r["key"]
+    )
+
+
+def _row_order(r: dict[str, Any]) -> tuple[int, bool, str, str]:
+    return (r["size"], not r["system"].startswith("shmbridge"), r["mode"], r["key"])
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -733,24 +839,25 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             "| payload | system | mode | p50 | p90 | p99 | max | GB/s | ×work floor "
-            "| ×protocol floor | ×handoff | speedup vs original |",
-            "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| ×add-only floor | ×protocol floor | ×handoff | speedup vs original |",
+            "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
     for r in sorted(
         (r for r in result["results"] if not is_camera(r)),
-        key=lambda r: (r["size"], r["system"] != "shmbridge", r["mode"], r["key"]),
+        key=_row_order,
     ):
         if "p50_ns" not in r:
             lines.append(
                 f"| {fmt_size(r['size'])} | {r['key']} | {r['mode']} | error: "
-                f"{(r.get('error') or '')[:60]} |||||||||"
+                f"{(r.get('error') or '')[:60]} ||||||||||"
             )
             continue
-        name = r["key"].replace(f" {r['mode']}", "") if r["system"] == "shmbridge" else r["key"]
+        name = _shown_name(r)
         lines.append(
             f"| {fmt_size(r['size'])} | {name} | {r['mode']} | {fmt_us(r['p50_ns'])} | "
             f"{fmt_us(r['p90_ns'])} | {fmt_us(r['p99_ns'])} | {fmt_us(r['max_ns'])} | "
             f"{r['gbps']:.2f} | {fmt_x(r.get('x_work_floor_paired') or r.get('x_work_floor'))} | "
+            f"{fmt_x(r.get('x_addonly_floor_paired'))} | "
             f"{fmt_x(r.get('x_protocol_floor_paired'))} | "
             f"{fmt_x(r.get('x_handoff_paired') or r.get('x_handoff'), 1)} | "
             f"{fmt_x(r.get('speedup_vs_original'), 0)} |"
@@ -776,7 +883,8 @@ def markdown(result: dict[str, Any]) -> str:
             ("add_py", "a += 1 numpy"),
             ("work_py", "work numpy"),
             ("proto4_spin", "protocol round, spin"),
-            ("proto4_blocking", "protocol round, 20 µs + futex"),
+            ("proto4_blocking", "protocol round, 100 µs + futex"),
+            ("addonly_blocking", "add-only round (no copies), 100 µs + futex"),
         ):
             lines.append(
                 f"| {label} | "
@@ -806,8 +914,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| target | measured | limit | met | detail |", "|---|--:|--:|---|---|"]
     for g in result["targets"]:
         v = g["value"]
-        unit = "%" if "%" in g["target"] else "×"
-        vs = "—" if v is None else f"{v:,.2f} {unit}"
+        vs = "—" if v is None else f"{v:,.2f} {_unit(g)}"
         met = "n/a" if g["met"] is None else ("yes" if g["met"] else "**no**")
         lines.append(f"| {g['target']} | {vs} | {g['limit']:g} | {met} | {g['detail']} |")
     for k, why in result["skipped"].items():

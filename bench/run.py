@@ -329,7 +329,19 @@ class Cell:
 
 
 def shmbridge_cells(size: int, quick: bool) -> list[Cell]:
+    """The copying round in both modes and the zero-copy round (blocking) of every pairing."""
     out = []
+    for rq, rs in PAIRINGS:
+        out.append(
+            Cell(
+                f"shmbridge zero-copy {rq}→{rs} blocking",
+                "shmbridge zero-copy",
+                f"{rq}→{rs}",
+                "blocking",
+                size,
+                rounds_for(size, quick),
+            )
+        )
     for mode in MODES:
         for rq, rs in PAIRINGS:
             out.append(
@@ -426,7 +438,7 @@ def _run_cell_pass(
     c: Cell, tools: Tools, rounds: int, warmup: int, budget: float, pass_no: int, name: str
 ) -> None:
     timeout = 120 + rounds * max(1.0, c.size / MiB) * 0.05
-    if c.system in ("shmbridge", "python floor"):
+    if c.system in ("shmbridge", "shmbridge zero-copy", "python floor"):
         rq, rs = c.pairing.split("→")
         if c.system == "python floor":
             rs = "pybare"  # C++ library requester + bare Python responder (bench/py/bare_peer.py)
@@ -449,6 +461,8 @@ def _run_cell_pass(
             "--max-seconds",
             str(budget),
         ]
+        if c.system == "shmbridge zero-copy":
+            req += ["--zero-copy", "1"]
         rsp = [
             *tools.peer_cmd(rs),
             "responder",
@@ -572,6 +586,28 @@ def floors_pass(
             fl.setdefault("_proto4", {}).setdefault(str(size), {}).setdefault(mode, []).extend(
                 r["samples_ns"]
             )
+    # The zero-copy round's floor at this size: the protocol round with the responder's add and
+    # no copies (bench_floors --kind addonly), blocking policy.
+    ar = 2000 if size <= 64 * KiB else 200 if size <= MiB else 20 if size <= 16 * MiB else 4
+    r = run_json(
+        [
+            str(tools.floors),
+            "pingpong",
+            "--kind",
+            "addonly",
+            "--bytes",
+            str(size),
+            "--rounds",
+            str(ar),
+            "--spin-us",
+            str(SPIN_BLOCKING_US),
+        ],
+        tools.env,
+        600,
+        f"addonly {size}",
+    )
+    cur["addonly_blocking"] = summarize(r["samples_ns"])["p50_ns"]
+    fl.setdefault("_addonly", {}).setdefault(str(size), []).extend(r["samples_ns"])
     r, p = copy_floors(tools, size, rounds)
     d = fl.setdefault(
         str(size),
@@ -938,7 +974,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in paths:
         log(f"wrote {p.relative_to(REPO) if p.is_relative_to(REPO) else p}")
     bad = [
-        c.key for c in cells if c.error and (c.system == "shmbridge" or c.system in CAMERA_SYSTEMS)
+        c.key
+        for c in cells
+        if c.error and (c.system.startswith("shmbridge") or c.system in CAMERA_SYSTEMS)
     ]
     if bad:
         log(f"{len(bad)} shmbridge cell(s) failed")

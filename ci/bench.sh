@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Short benchmark run (about 2 minutes): installs what the benchmarks need (optional packages
-# never fail the run), builds the bench programs with -DSHMBRIDGE_BUILD_BENCH=ON (Release) into
-# build/ (or $SHMBRIDGE_BUILD_DIR), and runs `python -m bench --quick`, which prints the table
-# with the ratios to the floors and to the original design and writes JSON + PNG plots to
-# bench/results/. Extra arguments go to the harness (e.g. `ci/bench.sh --sizes 64,1048576`);
+# Short benchmark run (about 2 minutes here; BENCH_FULL=1: about 10): installs what the
+# benchmarks need (optional packages never fail the run), builds the bench programs with
+# -DSHMBRIDGE_BUILD_BENCH=ON (Release) into build/ (or $SHMBRIDGE_BUILD_DIR), and runs
+# `python -m bench --quick`, which prints the table with the ratios to the floors and to the
+# original design, the camera scenario's table, then the targets of the benchmark issues with
+# met / not met, and writes JSON + PNG plots to bench/results/. Extra arguments go to the
+# harness (e.g. `ci/bench.sh --sizes 64,1048576`);
 # BENCH_FULL=1 runs the full measurement (up to 256 MiB, idle 10 s) instead; BENCH_PIN=0 runs the
 # peers unpinned.
 #

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# What the runner checks in every run through a relay, whatever the case (spec/RELAY.md §12):
+# What the runner checks in every run through a relay, whatever the case (spec/RELAY.md §13):
 # the relay ends use the local API (per-segment history, R-RELAY-1), one segment is created from
 # the other's declaration (R-RELAY-2), no bad frame (R-RELAY-6), the link comes up (R-RELAY-8),
 # the two segments' rounds pair up (R-RELAY-9, R-RELAY-10, R-RELAY-16), exit 0 on SIGTERM

@@ -5,6 +5,10 @@
 //       runs W warm-up and R timed rounds: send(in) (copy in) + receive(out) (copy out), each
 //       round timed with steady_clock (stopping early after --max-seconds of timed rounds);
 //       prints one JSON line with the samples in ns.
+//       --zero-copy 1: the zero-copy round instead: the requester writes element 0 of the
+//       request_buffer() in place (the whole buffer once, before the warm-up), send_in_place(),
+//       and reads the first and last element of the receive() view (ArrayView); no copy in or
+//       out. The responder is the same (it always computes in place).
 //   bench_peer responder --name N [--spin-us S] [--timeout S]
 //       attaches and serves (adds 1.0 in place, as the original design) until the requester
 //       closes; prints one JSON line.
@@ -30,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "add_one.hpp"  // cpp/examples: the add with the CPU's widest vector unit
 #include "shmbridge/shmbridge.hpp"
 
 namespace {
@@ -50,13 +55,14 @@ struct Args {
   double seconds = 10.0;
   double max_seconds = 0.0;  // requester: stop the timed rounds after this long (0 = no limit)
   int protocol = 2;          // camera-*: 2 (typed messages) or 1 (one array)
+  bool zero_copy = false;    // requester: request_buffer + send_in_place + receive() view
 };
 
 [[noreturn]] void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s requester|responder|idle|camera-requester|camera-responder --name N "
                "[--bytes B] [--rounds R] [--warmup W] [--spin-us S] [--timeout S] [--seconds T] "
-               "[--max-seconds T] [--protocol 2|1]\n",
+               "[--max-seconds T] [--zero-copy 0|1] [--protocol 2|1]\n",
                argv0);
   std::exit(2);
 }
@@ -78,6 +84,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--seconds") a.seconds = std::strtod(v, nullptr);
     else if (k == "--max-seconds") a.max_seconds = std::strtod(v, nullptr);
     else if (k == "--protocol") a.protocol = std::atoi(v);
+    else if (k == "--zero-copy") a.zero_copy = std::strtol(v, nullptr, 10) != 0;
     else usage(argv[0]);
   }
   if (a.mode != "requester" && a.mode != "responder" && a.mode != "idle" &&
@@ -177,16 +184,41 @@ int requester(const Args& a) {
   auto req = shmbridge::Requester::create(a.name, shmbridge::DType::float32, shape, options(a));
   std::vector<float> in(n), out(n);  // value-initialised: every page touched before timing
   for (std::size_t i = 0; i < n; ++i) in[i] = 1e-6f + static_cast<float>(i % 1024);
+  if (a.zero_copy) {  // the request is written in place: whole values, exact after many +1
+    const shmbridge::Span<float> buf = req.request_buffer<float>();
+    for (std::size_t i = 0; i < n; ++i) buf[i] = static_cast<float>(i % 1024);
+  }
+  float last = static_cast<float>((n - 1) % 1024);  // zero-copy: the last element, +1 per round
+  float first = 0.0f, end = 0.0f;                   // zero-copy: what the reply view showed
   std::printf("READY\n");
   std::fflush(stdout);
-  const long bad = timed_rounds(
-      a, "requester", "", a.bytes,
-      [&](long r) {
-        in[0] = static_cast<float>(r & 0xffff);  // a different request every round
-        req.send(in.data(), shape);
-        req.receive(out.data(), shape);
-      },
-      [&](long) { return out[0] == in[0] + 1.0f && out[n - 1] == in[n - 1] + 1.0f; });
+  long bad = 0;
+  if (a.zero_copy) {  // no copy in or out: element 0 written in place, 2 elements of the view read
+    bad = timed_rounds(
+        a, "requester", "", a.bytes,
+        [&](long r) {
+          in[0] = static_cast<float>(r & 0xffff);  // a different request every round
+          req.request_buffer<float>()[0] = in[0];
+          req.send_in_place();
+          const shmbridge::ArrayView reply = req.receive();
+          const shmbridge::Span<const float> v = reply.as<float>();
+          first = v[0];
+          end = v[n - 1];
+        },
+        [&](long) {
+          last += 1.0f;
+          return first == in[0] + 1.0f && end == last;
+        });
+  } else {
+    bad = timed_rounds(
+        a, "requester", "", a.bytes,
+        [&](long r) {
+          in[0] = static_cast<float>(r & 0xffff);  // a different request every round
+          req.send(in.data(), shape);
+          req.receive(out.data(), shape);
+        },
+        [&](long) { return out[0] == in[0] + 1.0f && out[n - 1] == in[n - 1] + 1.0f; });
+  }
   req.close();
   return bad ? 1 : 0;
 }
@@ -197,7 +229,8 @@ int responder(const Args& a) {
   const long flt0 = minor_faults();
   long served = 0;
   rsp.serve([&](shmbridge::Request& r) {
-    for (float& x : r.as<float>()) x += 1.0f;  // the reply is computed in place
+    const auto data = r.as<float>();  // the reply is computed in place
+    shmbridge_examples::add_in_place(data.data(), data.size(), 1.0f);
     ++served;
   });
   std::printf("{\"lang\":\"cpp\",\"role\":\"responder\",\"served\":%ld,\"cpu_s\":%.6f,"

@@ -4,7 +4,8 @@
 //       per-round timings (steady_clock) of: memcpy of B bytes into a shared mapping ("memcpy"),
 //       float32 += 1.0f over it ("add"), and the work floor "work" = memcpy in + add + memcpy out
 //       (what one round of the original design computes, without any handoff).
-//   bench_floors pingpong --kind spin|futex|spinfutex --rounds R [--spin-us S]
+//   bench_floors pingpong --kind spin|futex|spinfutex|spinyield|proto4|addonly --rounds R
+//                         [--spin-us S] [--bytes B]
 //       raw cross-process round trip of a 32-bit word between two forked processes:
 //       spin = busy-wait only; futex = FUTEX_WAIT every time (+ FUTEX_WAKE every time);
 //       spinfutex = spin S µs, then FUTEX_WAIT, with a waiters counter so the waker makes the
@@ -14,7 +15,16 @@
 //       proto4 = the four compare-and-swaps of one protocol round (IDLE→REQUESTED→TAKEN→
 //       REPLIED→IDLE, PROTOCOL.md §5) with spin-then-futex waits, the requester copying B bytes
 //       (--bytes, default 64) in and out and the responder adding 1.0 in place, no library: the
-//       cross-process floor of a round (with --spin-us 1e6: pure spinning).
+//       cross-process floor of a round (with --spin-us 1e6: pure spinning);
+//       addonly = proto4 without the copies: the requester writes element 0 of the payload in
+//       place and reads the first and last element of the reply, the responder adds 1.0 to all
+//       of it in place: the floor of a zero-copy round (the responder's add + the raw hand-offs).
+//   bench_floors addisa --bytes B --rounds R
+//       the evidence for cpp/examples/add_one.hpp (bench/README.md): the add of each instruction
+//       set this CPU has (baseline x86-64 = SSE2, AVX2, AVX-512F), timed in a child process on
+//       data the parent process has just written ("fresh": every line comes from the other
+//       core, as in a responder) and on data the child itself wrote last ("local"); the
+//       versions rotate round by round. Prints p50 per version and case.
 // SHMB_BENCH_PIN=1 pins the ping-pong parent to CPU 0 and the child to CPU 1 (as bench/run.py
 // --pin does for the peers), so that the scheduler cannot put both on one core.
 // Each prints one JSON line: {"kind": ..., "samples_ns": [...]} (one list per measured kind).
@@ -25,6 +35,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -34,6 +45,8 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "add_one.hpp"
 
 namespace {
 
@@ -66,8 +79,9 @@ void print_samples(const char* key, const std::vector<std::int64_t>& s, bool las
   std::printf(last ? "]" : "],");
 }
 
+// The responders' add (cpp/examples/add_one.hpp: the CPU's widest vector unit).
 __attribute__((noinline)) void add_one(float* p, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) p[i] += 1.0f;
+  shmbridge_examples::add_in_place(p, n, 1.0f);
 }
 
 int copy_floor(std::size_t bytes, long rounds) {
@@ -202,8 +216,9 @@ void cas_publish(Shared* s, std::uint32_t from, std::uint32_t to) {
   if (s->waiters.load(std::memory_order_seq_cst) != 0) futex(&s->word, FUTEX_WAKE, INT_MAX);
 }
 
-// IDLE 0, REQUESTED 1, TAKEN 4, REPLIED 2; seq in bits 4..31.
-int proto4(long rounds, double spin_us, std::size_t bytes) {
+// IDLE 0, REQUESTED 1, TAKEN 4, REPLIED 2; seq in bits 4..31. copy: the requester copies the
+// payload in and out (proto4); else it writes element 0 and reads the first and last (addonly).
+int proto4(long rounds, double spin_us, std::size_t bytes, bool copy) {
   const std::size_t n = bytes / 4;
   auto* s = static_cast<Shared*>(shared_map(512 + bytes));
   new (s) Shared{};
@@ -226,18 +241,31 @@ int proto4(long rounds, double spin_us, std::size_t bytes) {
   pin_to(0);
   std::vector<float> in(n), out(n);
   for (std::size_t i = 0; i < n; ++i) in[i] = static_cast<float>(i % 1024);
+  std::memcpy(payload, in.data(), bytes);  // addonly: the request written in place once
+  float last = in[n - 1];                  // addonly: the last element, +1 per round
   std::vector<std::int64_t> rt;
   rt.reserve(rounds);
   std::uint32_t w = 0;
   for (long k = 0; k < total; ++k) {
     const auto t0 = Clock::now();
     in[0] = static_cast<float>(k & 0xffff);
-    std::memcpy(payload, in.data(), bytes);
+    if (copy) {
+      std::memcpy(payload, in.data(), bytes);
+    } else {
+      payload[0] = in[0];
+    }
     const std::uint32_t req = ((w & ~0xFu) + 0x10) | 1;
     cas_publish(s, w, req);                     // send
     const std::uint32_t r = wait_phase(s, 2, spin);  // REPLIED
     cas_publish(s, r, r & ~0xFu);               // receive
-    std::memcpy(out.data(), payload, bytes);
+    if (copy) {
+      std::memcpy(out.data(), payload, bytes);
+    } else {
+      out[0] = payload[0];
+      out[n - 1] = payload[n - 1];
+      in[n - 1] = last;
+      last += 1.0f;
+    }
     w = r & ~0xFu;
     const auto t1 = Clock::now();
     if (out[0] != in[0] + 1.0f || out[n - 1] != in[n - 1] + 1.0f) {
@@ -248,14 +276,17 @@ int proto4(long rounds, double spin_us, std::size_t bytes) {
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  std::printf("{\"kind\":\"pingpong_proto4\",\"spin_us\":%g,\"bytes\":%zu,", spin_us, bytes);
+  std::printf("{\"kind\":\"pingpong_%s\",\"spin_us\":%g,\"bytes\":%zu,",
+              copy ? "proto4" : "addonly", spin_us, bytes);
   print_samples("samples_ns", rt, true);
   std::printf("}\n");
   return 0;
 }
 
 int pingpong(const std::string& kind_s, long rounds, double spin_us, std::size_t bytes) {
-  if (kind_s == "proto4") return proto4(rounds, spin_us, bytes);
+  if (kind_s == "proto4" || kind_s == "addonly") {
+    return proto4(rounds, spin_us, bytes, kind_s == "proto4");
+  }
   Kind kind = kind_s == "spin"        ? Kind::spin
               : kind_s == "futex"     ? Kind::futex
               : kind_s == "spinyield" ? Kind::spinyield
@@ -303,11 +334,76 @@ int pingpong(const std::string& kind_s, long rounds, double spin_us, std::size_t
   return 0;
 }
 
+// The add of each instruction set on fresh (just written by the other process) and local data.
+int addisa(std::size_t bytes, long rounds) {
+#if defined(SHMBRIDGE_EXAMPLES_ADD_DISPATCH)
+  using shmbridge_examples::add_detail::AddFn;
+  struct Version {
+    const char* name;
+    AddFn fn;
+  };
+  std::vector<Version> versions{{"baseline", shmbridge_examples::add_detail::add_baseline}};
+  if (shmbridge_examples::add_detail::has_avx2()) versions.push_back({"avx2", shmbridge_examples::add_detail::add_avx2});
+  if (shmbridge_examples::add_detail::has_avx512f()) {
+    versions.push_back({"avx512f", shmbridge_examples::add_detail::add_avx512});
+  }
+  const std::size_t nv = versions.size(), n = bytes / 4;
+  const long total = rounds * static_cast<long>(nv) * 2;  // every version, fresh and local
+  auto* s = static_cast<Shared*>(shared_map(4096 + bytes));
+  new (s) Shared{};
+  auto* payload = reinterpret_cast<float*>(reinterpret_cast<char*>(s) + 4096);
+  auto* times = static_cast<std::int64_t*>(shared_map(sizeof(std::int64_t) * total));
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid == 0) {  // the adding process: round k uses version k % nv, fresh if (k / nv) is even
+    pin_to(1);
+    for (long k = 0; k < total; ++k) {
+      while (s->word.load(std::memory_order_acquire) != static_cast<std::uint32_t>(2 * k + 1)) relax();
+      const auto t0 = Clock::now();
+      versions[static_cast<std::size_t>(k) % nv].fn(payload, n, 1.0f);
+      times[k] = duration_cast<nanoseconds>(Clock::now() - t0).count();
+      s->word.store(static_cast<std::uint32_t>(2 * k + 2), std::memory_order_release);
+    }
+    _exit(0);
+  }
+  pin_to(0);
+  std::vector<float> in(n, 1.0f);
+  for (long k = 0; k < total; ++k) {
+    const bool fresh = (k / static_cast<long>(nv)) % 2 == 0;
+    if (fresh) std::memcpy(payload, in.data(), bytes);  // every line now in this core's cache
+    s->word.store(static_cast<std::uint32_t>(2 * k + 1), std::memory_order_release);
+    while (s->word.load(std::memory_order_acquire) != static_cast<std::uint32_t>(2 * k + 2)) relax();
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::printf("{\"kind\":\"addisa\",\"bytes\":%zu", bytes);
+  for (std::size_t v = 0; v < nv; ++v) {
+    for (const bool fresh : {true, false}) {
+      std::vector<std::int64_t> x;
+      for (long k = rounds / 10 * static_cast<long>(nv) * 2; k < total; ++k) {  // warm-up out
+        const bool k_fresh = (k / static_cast<long>(nv)) % 2 == 0;
+        if (static_cast<std::size_t>(k) % nv == v && k_fresh == fresh) x.push_back(times[k]);
+      }
+      std::sort(x.begin(), x.end());
+      std::printf(",\"%s_%s_p50_ns\":%lld", versions[v].name, fresh ? "fresh" : "local",
+                  static_cast<long long>(x.empty() ? 0 : x[x.size() / 2]));
+    }
+  }
+  std::printf("}\n");
+  return 0;
+#else
+  (void)bytes;
+  (void)rounds;
+  std::fprintf(stderr, "addisa: no add versions on this compiler/CPU (add_one.hpp)\n");
+  return 2;
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s copy|pingpong [options]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s copy|pingpong|addisa [options]\n", argv[0]);
     return 2;
   }
   const std::string mode = argv[1];
@@ -326,6 +422,11 @@ int main(int argc, char** argv) {
     }
     return pingpong(opt(argc, argv, "--kind", "spinfutex"), rounds,
                     std::strtod(opt(argc, argv, "--spin-us", "100").c_str(), nullptr), bytes);
+  }
+  if (mode == "addisa") {
+    return addisa(static_cast<std::size_t>(
+                      std::strtoull(opt(argc, argv, "--bytes", "1048576").c_str(), nullptr, 10)),
+                  rounds);
   }
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 2;

@@ -4,9 +4,10 @@ no library logic (driven by bench/run.py as the "pybare" side of a pairing).
     python bench/py/bare_peer.py responder --name N [--spin-us S]
 
 It maps an existing shmbridge segment (created by a C++ ``bench_peer requester``) and serves its
-rounds with the bare protocol: wait for REQUESTED (spin ``S`` µs from the start of the wait, then
-futex, as the library's blocking mode: shmbridge.wait), CAS to TAKEN, ``a += 1.0`` on a numpy
-view of the payload, CAS to REPLIED with the R-WAIT-3 wake. No liveness slot, no message or
+rounds with the bare protocol and the library's native helper: one ``_native.wait_cas`` (spin
+``S`` µs for REQUESTED, then futex, CAS to TAKEN), ``a += 1.0`` on a numpy view of the payload,
+one ``_native.cas_wake`` (CAS to REPLIED with the R-WAIT-3 wake): two native calls per round,
+the fewest any Python responder on this helper can make. No liveness slot, no message or
 reply_code checks, no leases, no error handling: what is left of a cpp→py round is the C++
 requester plus this loop, so ``cpp→py / cpp→pybare`` is the Python library's overhead and
 ``cpp→pybare / raw ping-pong`` is how far CPython itself is from the C++ hand-off.
@@ -40,9 +41,9 @@ from shmbridge.layout import (
 )
 from shmbridge.liveness import slot_owner
 from shmbridge.segment import Segment
-from shmbridge.wait import block, spin
 
-REQUESTED, TAKEN, REPLIED = 0x1, 0x4, 0x2
+IDLE, REQUESTED, TAKEN, REPLIED = 0x0, 0x1, 0x4, 0x2
+KEEP_SEQ = 0xFFFFFFF0
 
 
 def cpu_s() -> float:
@@ -66,38 +67,33 @@ def responder(a: argparse.Namespace) -> int:
     payload = np.frombuffer(
         mm, dtype=np.float32, count=header.declared.nbytes // 4, offset=PAYLOAD_OFFSET
     )
-    load, cas_wake = _native.load_acquire, _native.cas_wake
-    spin_s = a.spin_us * 1e-6
+    wait_cas, cas_wake = _native.wait_cas, _native.cas_wake
+    # T2: wait in IDLE or REPLIED for REQUESTED, CAS it to TAKEN (the library's take step).
+    take = (0xF, REQUESTED, KEEP_SEQ, TAKEN, 0xF, IDLE, REPLIED)
+    spin_s = min(a.spin_us * 1e-6, _native.MAX_SPIN_SLICE_S)
     served = 0
     c0 = cpu_s()
     while True:
-        w = load(mm, OFF_WORD)
-        if w & 0xF != REQUESTED:
-            spin_end = time.monotonic() + spin_s
-            while w & 0xF != REQUESTED:
-                now = time.monotonic()
-                if now < spin_end:
-                    w = spin(mm, w, spin_end - now)
-                    continue
-                if slot_owner(mm, OFF_REQUESTER)[1] == SLOT_CLOSED:
-                    print(
-                        json.dumps(
-                            {
-                                "lang": "pybare",
-                                "role": "responder",
-                                "served": served,
-                                "cpu_s": cpu_s() - c0,
-                            }
-                        ),
-                        flush=True,
-                    )
-                    seg.close()
-                    return 0
-                w = block(mm, w, 0.05)
-        taken = (w & ~0xF) | TAKEN
-        cas_wake(mm, OFF_WORD, OFF_WAITERS, w, taken, "")
+        w = wait_cas(mm, OFF_WORD, OFF_WAITERS, *take, spin_s, 0.0)
+        while w > 0xFFFFFFFF:  # no request within the spin (< 2**32: taken): the end of the run?
+            if slot_owner(mm, OFF_REQUESTER)[1] == SLOT_CLOSED:
+                print(
+                    json.dumps(
+                        {
+                            "lang": "pybare",
+                            "role": "responder",
+                            "served": served,
+                            "cpu_s": cpu_s() - c0,
+                        }
+                    ),
+                    flush=True,
+                )
+                seg.close()
+                return 0
+            w = wait_cas(mm, OFF_WORD, OFF_WAITERS, *take, 0.0, 0.05)
         payload += 1.0
-        cas_wake(mm, OFF_WORD, OFF_WAITERS, taken, (w & ~0xF) | REPLIED, "")
+        keep = w & KEEP_SEQ
+        cas_wake(mm, OFF_WORD, OFF_WAITERS, keep | TAKEN, keep | REPLIED)
         served += 1
 
 

@@ -9,7 +9,10 @@ bench/cpp/bench_peer.cpp, same command line, same JSON.
 
 requester: creates the segment (float32; (512, 512) for 1 MiB, else (B/4,)), prints READY, then
 W warm-up and R timed rounds of ``send(in)`` (np.copyto into the segment) + ``receive_copy(out=)``
-(np.copyto out), each timed with perf_counter_ns. responder: ``serve`` with ``a += 1.0`` in
+(np.copyto out), each timed with perf_counter_ns. With ``--zero-copy 1`` the zero-copy round
+instead: element 0 written into ``request_buffer()`` in place (the whole buffer once, before the
+warm-up), sent on leaving the block, and the first and last element read from the ``receive()``
+view; no copy in or out. responder: ``serve`` with ``a += 1.0`` in
 place. idle: creates the segment as the responder and waits T s in ``take`` for a request that
 never comes; reports the process CPU time (os.times) of that wait. camera-requester and
 camera-responder: the camera scenario, as bench/cpp/bench_peer.cpp's (same rule, same JSON).
@@ -74,6 +77,11 @@ def requester(a: argparse.Namespace) -> int:
     src = (np.arange(n, dtype=np.float32) % 1024 + np.float32(1e-6)).reshape(shape)
     out = np.zeros(shape, dtype=np.float32)  # pre-touched: every page written before timing
     flat_in, flat_out = src.reshape(-1), out.reshape(-1)
+    first_i, last_i = (0,) * len(shape), tuple(s - 1 for s in shape)
+    # zero-copy: the first round writes the whole request in place (whole values, exact after
+    # many +1), later rounds element 0; the last element grows by 1 per round.
+    whole = (np.arange(n, dtype=np.int32) % 1024).astype(np.float32).reshape(shape)
+    last = float((n - 1) % 1024)
     print("READY", flush=True)
     samples = []
     bad = 0
@@ -83,6 +91,24 @@ def requester(a: argparse.Namespace) -> int:
         if r == 0:
             c0, f0, w0 = cpu_s(), minflt(), time.perf_counter()
         flat_in[0] = r & 0xFFFF  # a different request every round
+        if a.zero_copy:
+            value = flat_in[0]
+            t0 = clock()
+            with req.request_buffer() as buf:
+                if r == -a.warmup:
+                    buf[...] = whole
+                buf[first_i] = value
+            with req.receive() as reply:
+                first, end = reply[first_i], reply[last_i]
+            t1 = clock()
+            last += 1.0
+            if first != value + 1 or end != last:
+                bad += 1
+            if r >= 0:
+                samples.append(t1 - t0)
+                if a.max_seconds and time.perf_counter() - w0 > a.max_seconds:
+                    break
+            continue
         t0 = clock()
         req.send(src)
         req.receive_copy(out=out)
@@ -308,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spin-us", type=float, default=100.0)  # library default (R-WAIT-1)
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument(
+        "--zero-copy",
+        type=int,
+        default=0,
+        help="requester: 1 = the zero-copy round (request_buffer in place, receive() view)",
+    )
     ap.add_argument(
         "--max-seconds",
         type=float,

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "add_one.hpp"
 #include "shmbridge/shmbridge.hpp"
 
 int main(int argc, char** argv) {
@@ -57,7 +58,10 @@ int main(int argc, char** argv) {
         if (e.peer_gone_reason() == shmbridge::PeerGoneReason::closed) break;
         throw;
       }
-      for (float& x : r.as<float>()) x += 1.0f;
+      // The handler's work, in place: the widest vector unit of this CPU (add_one.hpp: data that
+      // the other core has just written is added 1.3-1.5x faster than by a baseline x86-64 loop).
+      const auto data = r.as<float>();
+      shmbridge_examples::add_in_place(data.data(), data.size(), 1.0f);
       r.reply();
       ++served;
     }

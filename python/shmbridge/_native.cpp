@@ -240,6 +240,10 @@ inline void cpu_relax() noexcept {
 // Ctrl-C and other threads get a turn at least this often.
 constexpr double kMaxSpinSliceSeconds = 0.010;
 
+// wait_cas spins this long with the GIL held before it releases it (see there).
+constexpr std::chrono::microseconds kGilSpin{5};
+constexpr double kGilSpinSeconds = 5e-6;
+
 // R-WAIT-1 (C++: SpinYield in wait.hpp): after spinning this long without seeing the word change,
 // yield the CPU, then every kSpinYieldEvery, so that a peer the scheduler put on this core runs
 // within ~20 us instead of after the whole budget. Waits of a 64 B round never get that far.
@@ -304,6 +308,128 @@ bool wait_while_equal(nb::handle buffer, long long offset, long long expected_ll
         }
         if (PyErr_CheckSignals() != 0) throw nb::python_error();
     }
+}
+
+// What wait_cas found, in bits 32.. of its result (bits 0..31: a word). One integer, not a
+// tuple: building a tuple costs more than the rest of a call that finds the word ready.
+enum WaitCasStatus : uint64_t {
+    kChanged = 0,         // the word matched and the CAS changed it (the word is the old value)
+    kLeft = 1ull << 32,   // the word holds a value neither matched nor waited in: caller decides
+    kWaiting = 2ull << 32,  // still waited in: the budgets ran out, or one OS wait ended
+};
+
+// One blocking protocol step in one call (R-WAIT-1, R-WAIT-3, R-STATE-2): wait while the word
+// holds a value waited in, and as soon as it matches, compare-and-swap it and wake the peer.
+// Generic bit tests, no knowledge of the protocol; the caller states
+//   the match:    (w & match_mask) == match_value, then CAS w -> (w & keep_mask) | set_bits;
+//   the wait set: (w & wait_mask) == wait_a or == wait_b;
+//   the budgets:  spin up to spin_s (<= 10 ms per call; pause loop with the R-WAIT-1 yields),
+//                 then at most one OS wait of up to block_s (<= 50 ms), waiters counted
+//                 (R-WAIT-3).
+// Returns status | word: kChanged (0) with the word the CAS replaced, so a result < 2**32 is
+// that word; kLeft or kWaiting with the last word read. Deadlines and liveness stay with the caller, which checks them and calls again
+// (R-WAIT-4, R-LIVE-3), so Ctrl-C is seen within a slice. The GIL is released only to wait: a
+// word that already matches costs one load and one CAS.
+uint64_t wait_cas(nb::handle buffer, long long offset, long long waiters_offset,
+                                  long long match_mask_ll, long long match_value_ll,
+                                  long long keep_mask_ll, long long set_bits_ll,
+                                  long long wait_mask_ll, long long wait_a_ll, long long wait_b_ll,
+                                  double spin_s, double block_s, const WaitEvents* events) {
+    const uint32_t match_mask = checked_u32(match_mask_ll, "match_mask");
+    const uint32_t match_value = checked_u32(match_value_ll, "match_value");
+    const uint32_t keep_mask = checked_u32(keep_mask_ll, "keep_mask");
+    const uint32_t set_bits = checked_u32(set_bits_ll, "set_bits");
+    const uint32_t wait_mask = checked_u32(wait_mask_ll, "wait_mask");
+    const uint32_t wait_a = checked_u32(wait_a_ll, "wait_a");
+    const uint32_t wait_b = checked_u32(wait_b_ll, "wait_b");
+    if (!(spin_s >= 0.0) || !(block_s >= 0.0)) {
+        throw nb::value_error("shmbridge._native.wait_cas: spin_s and block_s must be >= 0");
+    }
+    WritableBuffer buf(buffer);
+    uint32_t* word = buf.word(offset);
+    uint32_t* waiters = buf.word(waiters_offset);
+    // The match and its CAS (R-STATE-2), then the R-WAIT-3 wake; false once the word is no match.
+    auto try_change = [&](uint32_t& w) -> bool {
+        while ((w & match_mask) == match_value) {
+            const uint32_t found = atomic_cas(word, w, (w & keep_mask) | set_bits);
+            if (found == w) {
+                if (atomic_fetch_add(waiters, 0) != 0) os_wake_all(word, events);
+                return true;
+            }
+            w = found;
+        }
+        return false;
+    };
+    auto waited_in = [&](uint32_t w) {
+        return (w & wait_mask) == wait_a || (w & wait_mask) == wait_b;
+    };
+
+    uint32_t w = atomic_load_acquire(word);
+    if (try_change(w)) return kChanged | w;
+    if (!waited_in(w)) return kLeft | w;
+    if (!(spin_s > 0.0) && !(block_s > 0.0)) return kWaiting | w;
+
+    using clock = std::chrono::steady_clock;
+    const auto span = [](double s) {
+        return std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(s));
+    };
+    // A peer answering within kGilSpin is waited for with the GIL held: releasing and taking it
+    // back costs more than a 64 B round's own work, and kGilSpin is a thousandth of the
+    // interpreter's 5 ms switch interval, so other threads do not notice.
+    if (spin_s > 0.0) {
+        const auto gil_end = clock::now() + (spin_s < kGilSpinSeconds ? span(spin_s) : kGilSpin);
+        do {
+            uint32_t v = w;
+            for (int i = 0; i < 8 && (v = atomic_load_acquire(word)) == w; ++i) cpu_relax();
+            if (v != w) {
+                w = v;
+                if (try_change(w)) return kChanged | w;
+                if (!waited_in(w)) return kLeft | w;
+            }
+        } while (clock::now() < gil_end);
+    }
+    uint64_t status = kWaiting;
+    bool blocked = false;
+    {
+        nb::gil_scoped_release release;
+        auto now = clock::now();
+        const auto spin_end =
+            now + span(spin_s < kMaxSpinSliceSeconds ? spin_s : kMaxSpinSliceSeconds);
+        auto next_yield = now + kSpinYieldAfter;
+        while (spin_s > 0.0) {
+            uint32_t v = w;
+            for (int i = 0; i < 64 && (v = atomic_load_acquire(word)) == w; ++i) cpu_relax();
+            now = clock::now();
+            if (v != w) {
+                w = v;
+                if (try_change(w)) return kChanged | w;
+                if (!waited_in(w)) return kLeft | w;
+                next_yield = now + kSpinYieldAfter;  // a change restarts the yield clock
+            }
+            if (now >= spin_end) break;
+            if (now >= next_yield) {  // a peer sharing this core gets its turn
+                std::this_thread::yield();
+                next_yield = now + kSpinYieldEvery;
+            }
+        }
+        if (block_s > 0.0) {  // one OS wait: count in, re-check, wait, count out (R-WAIT-3)
+            blocked = true;
+            atomic_fetch_add(waiters, 1);
+            if (atomic_load_acquire(word) == w) {
+                os_wait_slice(word, w, block_s < kMaxSliceSeconds ? block_s : kMaxSliceSeconds,
+                              events);
+            }
+            atomic_fetch_add(waiters, static_cast<uint32_t>(-1));
+            const uint32_t v = atomic_load_acquire(word);
+            if (v != w) {
+                w = v;
+                status = try_change(w) ? kChanged : waited_in(w) ? kWaiting : kLeft;
+            }
+        }
+    }
+    // After an OS wait, pending signals first (Ctrl-C raises KeyboardInterrupt, R-WAIT-4).
+    if (blocked && status != kChanged && PyErr_CheckSignals() != 0) throw nb::python_error();
+    return status | w;
 }
 
 }  // namespace
@@ -416,6 +542,21 @@ NB_MODULE(_native, m) {
         nb::arg("desired"), nb::arg("events").none() = nb::none(),
         "compare_exchange and, on success, the R-WAIT-3 wake of the waiters counted at "
         "`waiters_offset`, in one call; returns the value found (== expected on success).");
+
+    m.attr("MAX_SPIN_SLICE_S") = kMaxSpinSliceSeconds;
+    m.attr("WAIT_CAS_CHANGED") = static_cast<uint64_t>(kChanged);
+    m.attr("WAIT_CAS_LEFT") = static_cast<uint64_t>(kLeft);
+    m.attr("WAIT_CAS_WAITING") = static_cast<uint64_t>(kWaiting);
+    m.def("wait_cas", &wait_cas, nb::arg("buffer"), nb::arg("offset"), nb::arg("waiters_offset"),
+          nb::arg("match_mask"), nb::arg("match_value"), nb::arg("keep_mask"), nb::arg("set_bits"),
+          nb::arg("wait_mask"), nb::arg("wait_a"), nb::arg("wait_b"), nb::arg("spin_s"),
+          nb::arg("block_s"), nb::arg("events").none() = nb::none(),
+          "Wait while (word & wait_mask) is wait_a or wait_b (spin <= spin_s, then at most one OS "
+          "wait <= block_s), and once (word & match_mask) == match_value CAS it to (word & "
+          "keep_mask) | set_bits and wake the waiters counted at waiters_offset. Returns "
+          "status | word: WAIT_CAS_CHANGED (0) with the replaced word (so a result < 2**32 is "
+          "that word), WAIT_CAS_LEFT (neither matched nor waited in) or WAIT_CAS_WAITING (still "
+          "waited in) with the last word read.");
 
     m.def("wait", &wait_while_equal, nb::arg("buffer"), nb::arg("offset"), nb::arg("expected"),
           nb::arg("timeout_s"), nb::arg("events").none() = nb::none(),

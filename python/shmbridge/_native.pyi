@@ -36,3 +36,24 @@ def wait(
     buffer: Any, offset: int, expected: int, timeout_s: float, events: WaitEvents | None = None
 ) -> bool: ...
 def wake_all(buffer: Any, offset: int, events: WaitEvents | None = None) -> int: ...
+
+MAX_SPIN_SLICE_S: float
+WAIT_CAS_CHANGED: int
+WAIT_CAS_LEFT: int
+WAIT_CAS_WAITING: int
+
+def wait_cas(
+    buffer: Any,
+    offset: int,
+    waiters_offset: int,
+    match_mask: int,
+    match_value: int,
+    keep_mask: int,
+    set_bits: int,
+    wait_mask: int,
+    wait_a: int,
+    wait_b: int,
+    spin_s: float,
+    block_s: float,
+    events: WaitEvents | None = None,
+) -> int: ...

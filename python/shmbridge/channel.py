@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import struct
+import sys
 import time
 import warnings
 import weakref
@@ -77,6 +78,14 @@ __all__ = ["Options", "Reply", "Request", "Requester", "Responder", "ViewEscaped
 
 _U32 = struct.Struct("<I")
 _cas_wake = _native.cas_wake
+_load = _native.load_acquire
+_wait_cas = _native.wait_cas
+_CHANGED, _LEFT, _WAITING = (
+    _native.WAIT_CAS_CHANGED,
+    _native.WAIT_CAS_LEFT,
+    _native.WAIT_CAS_WAITING,
+)
+_SPIN_SLICE = _native.MAX_SPIN_SLICE_S  # the longest spin of one native call
 _IDLE, _REQUESTED, _TAKEN, _REPLIED = (
     int(p) for p in (Phase.IDLE, Phase.REQUESTED, Phase.TAKEN, Phase.REPLIED)
 )
@@ -84,6 +93,28 @@ _IDLE, _REQUESTED, _TAKEN, _REPLIED = (
 # building a Phase enum per word (``phase_of``), which costs more than the rest of the check.
 _PHASES = frozenset(int(p) for p in Phase)
 _ERROR_CODES = frozenset(int(c) for c in ErrorCode)
+# A step of the native wait-and-CAS (``_native.wait_cas``): match mask and value, keep mask, bits
+# set, wait mask and the two words waited in.
+_Step = tuple[int, int, int, int, int, int, int]
+# Bit masks of the native wait-and-CAS steps: the whole word, and all but the phase bits (the
+# seq a transition keeps).
+_ALL, _KEEP_SEQ = 0xFFFFFFFF, 0xFFFFFFFF & ~0xF
+_MESSAGE_END = OFF_MESSAGE + DESCRIPTOR_SIZE
+# T2: wait in IDLE or REPLIED (any seq) for REQUESTED, then REQUESTED -> TAKEN (same seq).
+_TAKE_STEP: _Step = (0xF, _REQUESTED, _KEEP_SEQ, _TAKEN, 0xF, _IDLE, _REPLIED)
+
+
+_getrefcount: Callable[[Any], int] = getattr(sys, "getrefcount", lambda obj: -1)
+
+
+def _refs_of_a_local() -> int:
+    """What sys.getrefcount reports for an object that only one local variable refers to, as
+    measured on this interpreter; 0 where the count cannot be trusted (no getrefcount, or a
+    free-threaded build, whose counts are deferred), which turns the reuse it guards off."""
+    if not hasattr(sys, "getrefcount") or not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return 0
+    probe = np.zeros(1).view()
+    return sys.getrefcount(probe)
 
 
 class ViewEscapedWarning(ResourceWarning):
@@ -157,9 +188,6 @@ class _Lease:
     def __init__(self) -> None:
         self.views: list[weakref.ReferenceType[np.ndarray[Any, Any]]] = []
 
-    def add(self, ref: weakref.ReferenceType[np.ndarray[Any, Any]]) -> None:
-        self.views.append(ref)
-
     def end(self) -> None:
         for ref in self.views:
             v = ref()
@@ -184,6 +212,8 @@ class _Handle:
         assert mm is not None
         self._mm = mm
         self._opts = opts
+        # The spin of the first native call of a blocking operation (R-WAIT-1).
+        self._first_spin = min(opts.spin, _SPIN_SLICE)
         self._capacity = header.capacity
         if self._capacity > 0:  # the payload starts at header_size (512 in v1, R-SCHEMA-5 in v2)
             self._payload: np.ndarray[Any, np.dtype[np.uint8]] = np.frombuffer(
@@ -286,7 +316,7 @@ class _Handle:
             self._all_views = [r for r in self._all_views if r() is not None]
         ref = weakref.ref(v)  # one weakref for both lists
         self._all_views.append(ref)
-        lease.add(ref)
+        lease.views.append(ref)
         return v
 
     # -- message format hooks (v1: _ArrayFormat; v2: message._MessageFormat) -------------------
@@ -364,6 +394,25 @@ class _Handle:
             reason=self._gone_reason,
         )
 
+    def _step(self, step: _Step, spin_s: float, block_s: float) -> tuple[int, int]:
+        """One call of the native wait-and-CAS (``_native.wait_cas``) with the transition
+        ``step`` (match mask and value, keep mask, bits set, wait mask, the two words waited in):
+        (status, word)."""
+        r = _wait_cas(self._mm, OFF_WORD, OFF_WAITERS, *step, spin_s, block_s, self._events)
+        w = r & _ALL
+        return r - w, w
+
+    @staticmethod
+    def _budgets(
+        now: float, spin_end: float, deadline: float, check_at: float
+    ) -> tuple[float, float]:
+        """(spin, block) budgets of the next wait: spin until ``spin_end`` (fixed when the
+        operation started, R-WAIT-1), then block until the next liveness check or the deadline,
+        whichever comes first (R-WAIT-4)."""
+        if now < spin_end:
+            return min(spin_end, deadline) - now, 0.0
+        return 0.0, max(0.0, min(deadline, check_at) - now)
+
     def _wait_change(self, word: int, deadline: float, check_at: float, spin_end: float) -> None:
         """Wait for the word to differ from ``word``: spin until ``spin_end``, then block in the OS
         until the next liveness check or the deadline, whichever comes first (R-WAIT-1, R-WAIT-4).
@@ -400,7 +449,7 @@ class _Handle:
         wake(mm, self._events)  # R-CLOSE-1 / R-WAIT-3: let blocked peers see CLOSED
         if self._events is not None:
             self._events.close()
-        escaped = [v for v in (r() for r in self._all_views) if v is not None]
+        escaped = self._escaped_views()
         for v in escaped:
             v.flags.writeable = False
         if escaped:
@@ -412,12 +461,17 @@ class _Handle:
                 stacklevel=3,
             )
         self._seg = None
-        self._drop_message()
         del self._payload
         del self._mm
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             seg.close()
+
+    def _escaped_views(self) -> list[np.ndarray[Any, Any]]:
+        """The zero-copy views still referenced outside the handle, once the format has dropped
+        its own references into the mapping (R-CLOSE-3)."""
+        self._drop_message()
+        return [v for v in (r() for r in self._all_views) if v is not None]
 
     def _drop_message(self) -> None:
         """Drop the format's references into the mapping before it is unmapped."""
@@ -458,9 +512,11 @@ class _ArrayFormat(_Handle):
         self._typed: np.ndarray[Any, Any] = (
             self._payload[: self._nbytes].view(self._dtype).reshape(self._shape)
         )
+        self._read_only: np.ndarray[Any, Any] | None = None  # see _view
 
     def _drop_message(self) -> None:
         del self._typed
+        self._read_only = None
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -478,10 +534,24 @@ class _ArrayFormat(_Handle):
         )
 
     def _view(self, lease: _Lease, writable: bool) -> np.ndarray[Any, Any]:
-        v: np.ndarray[Any, Any] = self._typed.view()  # writable like its base
         if not writable:
-            v.setflags(write=False)
-        return self._track(v, lease)
+            # One read-only view serves every receive and answered request: a new one would
+            # show the same bytes, change with them after the next send just the same (R-CLOSE-3:
+            # valid until then), and cost a view, a flag and a weakref per round.
+            ro = self._read_only
+            if ro is None:
+                ro = self._read_only = self._typed.view()
+                ro.setflags(write=False)
+                self._all_views.append(weakref.ref(ro))
+            return ro
+        v: np.ndarray[Any, Any] = self._typed.view()  # writable like its base
+        # _track, inline (once per round on the responder's hot path).
+        if len(self._all_views) > 64:
+            self._all_views = [r for r in self._all_views if r() is not None]
+        ref = weakref.ref(v)
+        self._all_views.append(ref)
+        lease.views.append(ref)
+        return v
 
     def _check_array(self, array: Any) -> np.ndarray[Any, Any]:
         arr = np.asarray(array)
@@ -627,17 +697,20 @@ class Reply:
         return out
 
 
-class _RequestBuffer:
-    """``with req.request_buffer() as buf:`` fill ``buf`` in place; it is sent on a clean exit."""
+class _RequestBuffer(_Lease):
+    """``with req.request_buffer() as buf:`` fill ``buf`` in place; it is sent on a clean exit.
+    It is the lease of its view (one object, not two)."""
+
+    __slots__ = ("_owner", "array")
 
     def __init__(self, owner: Requester) -> None:
+        self.views = []
         self._owner = owner
-        self._lease = _Lease()
         self.array: np.ndarray[Any, Any] | None = None
 
     def __enter__(self) -> np.ndarray[Any, Any]:
         self._owner._prepare_send()
-        self.array = self._owner._view(self._lease, writable=True)
+        self.array = self._owner._view(self, writable=True)
         return self.array
 
     def __exit__(
@@ -646,7 +719,7 @@ class _RequestBuffer:
         ev: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._lease.end()
+        self.end()
         if et is None:
             self._owner._publish_request()
 
@@ -741,7 +814,7 @@ class _RequesterCore(_Handle):
                     "it or has not taken it); expected no request pending: receive() its reply "
                     "first"
                 )
-        w = _native.load_acquire(mm, OFF_WORD)
+        w = _load(mm, OFF_WORD)
         if w != self._last_seq << 4:  # not IDLE (phase 0) with the seq of our last round
             if w & 0xF != _IDLE:
                 raise self._error_for_word(w, "send")
@@ -769,7 +842,10 @@ class _RequesterCore(_Handle):
             self._check_idle_seq(w, "send")
         self._write_message()
         seq = ((w >> 4) + 1) & SEQ_MASK  # next seq, wrapping at 28 bits
-        if not self._cas(w, (seq << 4) | _REQUESTED):
+        if (
+            _cas_wake(self._mm, OFF_WORD, OFF_WAITERS, w, (seq << 4) | _REQUESTED, self._events)
+            != w
+        ):
             # Only a rogue writer can change an IDLE word the requester owns (R-STATE-9).
             raise self._violation(_native.load_acquire(self._mm, OFF_WORD), "send")
         self._pending = self._last_seq = seq
@@ -791,41 +867,59 @@ class _RequesterCore(_Handle):
         pending = self._pending
         if pending is None:
             raise OutOfTurn("receive: no request is outstanding; expected a send() first")
-        mm = self._mm
-        replied = (pending << 4) | _REPLIED
-        started = False
-        start = deadline = check_at = spin_end = 0.0
+        # T4 in one native call when the reply is there or comes within the spin budget: wait in
+        # REQUESTED or TAKEN of the own request (the spin goes on through REQUESTED -> TAKEN)
+        # for REPLIED of it, then REPLIED -> IDLE.
+        base = pending << 4
+        first_spin = self._first_spin if timeout >= self._first_spin else timeout
+        step: _Step = (
+            _ALL,
+            base | _REPLIED,
+            _KEEP_SEQ,
+            _IDLE,
+            _ALL,
+            base | _REQUESTED,
+            base | _TAKEN,
+        )
+        r = _wait_cas(self._mm, OFF_WORD, OFF_WAITERS, *step, first_spin, 0.0, self._events)
+        if r > _ALL:  # not changed (a result < 2**32 is the word the CAS replaced)
+            w = r & _ALL
+            self._receive_slow(pending, step, r - w, w, timeout, first_spin)
+        self._pending = None
+        self._timed_out = False
+        self._last_seq = pending
+        return self._finish_receive(pending)
+
+    def _receive_slow(
+        self, pending: int, step: _Step, st: int, w: int, timeout: float, spun: float
+    ) -> None:
+        """The rest of a receive whose first spin ended without the reply: the words no receive
+        accepts (R-STATE-6, R-STATE-8), liveness with T5/T7 (R-LIVE-3), the deadline with T5
+        (R-TIME-2), further spinning and blocking (R-WAIT-1, R-WAIT-4, R-WAIT-5). Returns once T4
+        is done."""
+        now = time.monotonic()
+        start = now - spun if st == _WAITING else now  # the first call spun ``spun`` seconds
+        deadline = start + timeout
+        check_at = spin_end = start + min(self._opts.spin, timeout)
         while True:
-            w = _native.load_acquire(mm, OFF_WORD)
-            if w == replied:
-                if not self._cas(w, w & ~0xF):  # T4, acquire
-                    continue
-                self._pending = None
-                self._timed_out = False
-                self._last_seq = pending
-                return self._finish_receive(pending)
-            if not started:  # the reply is not there yet: start the clocks of this wait
-                started = True
-                start = time.monotonic()
-                deadline = start + timeout
-                check_at = spin_end = start + min(self._opts.spin, timeout)
+            if st == _CHANGED:
+                return
             ph = w & 0xF
-            if ph == _IDLE:
-                # R-STATE-8: only the requester itself moves the word to IDLE.
-                raise ProtocolViolation(
-                    f"receive: the channel is IDLE (seq {seq_of(w)}) but the own request "
-                    f"#{pending} is outstanding; only this requester moves the word to IDLE "
-                    "(R-STATE-8): a rogue or naive writer is using the segment"
-                )
-            if ph not in _PHASES:
-                raise self._violation(w, "receive")
-            if (w >> 4) & SEQ_MASK != pending:
+            if st == _LEFT:
+                if ph == _IDLE:
+                    # R-STATE-8: only the requester itself moves the word to IDLE.
+                    raise ProtocolViolation(
+                        f"receive: the channel is IDLE (seq {seq_of(w)}) but the own request "
+                        f"#{pending} is outstanding; only this requester moves the word to IDLE "
+                        "(R-STATE-8): a rogue or naive writer is using the segment"
+                    )
+                if ph not in _PHASES:
+                    raise self._violation(w, "receive")
                 raise ProtocolViolation(
                     f"receive: the word carries seq {seq_of(w)}, expected the own request "
                     f"#{pending} (R-STATE-6); a rogue writer or a second requester is active"
                 )
-            # REQUESTED or TAKEN (REPLIED with the own seq is ``replied``, handled above):
-            # waits in (R-WAIT-5: liveness, then deadline).
+            # REQUESTED or TAKEN of the own request: waits in (R-WAIT-5: liveness, then deadline).
             now = time.monotonic()
             if now >= check_at or now >= deadline:
                 check_at = now + self._opts.liveness_interval
@@ -838,6 +932,7 @@ class _RequesterCore(_Handle):
                             f"receive: request #{pending} "
                             f"{'taken' if ph == _TAKEN else 'pending'} was withdrawn"
                         )
+                    st, w = self._step(step, 0.0, 0.0)
                     continue
             if now >= deadline:
                 if ph == _REQUESTED:
@@ -849,6 +944,7 @@ class _RequesterCore(_Handle):
                             f"receive: no responder took request #{pending} within {timeout} s; "
                             "the request was withdrawn (the channel is IDLE): send again"
                         )
+                    st, w = self._step(step, 0.0, 0.0)
                     continue
                 self._timed_out = True
                 raise Timeout(
@@ -856,7 +952,7 @@ class _RequesterCore(_Handle):
                     f"{timeout} s; the request stays outstanding: receive() again for the late "
                     "reply"
                 )
-            self._wait_change(w, deadline, check_at, spin_end)
+            st, w = self._step(step, *self._budgets(now, spin_end, deadline, check_at))
 
     def _finish_receive(self, seq: int) -> int:
         """After T4 (the requester owns the payload and the channel is IDLE): reply_code first,
@@ -950,7 +1046,11 @@ class Requester(_ArrayFormat, _RequesterCore):
         """Copy ``array`` into the segment and publish the request (T1). Returns its seq.
         Does not wait: OUT_OF_TURN unless the channel is IDLE (R-STATE-7)."""
         arr = array
-        if type(arr) is not np.ndarray or arr.dtype != self._dtype or arr.shape != self._shape:
+        if (
+            type(arr) is not np.ndarray
+            or (arr.dtype is not self._dtype and arr.dtype != self._dtype)
+            or arr.shape != self._shape
+        ):
             arr = self._check_array(array)  # converts, or raises the typed error
         w = self._prepare_send()
         if self._nbytes:
@@ -986,12 +1086,16 @@ class Requester(_ArrayFormat, _RequesterCore):
         """Wait for the reply and copy it out (into ``out`` if given)."""
         if self._closed:
             self._check_open()
-        self._receive(_timeout(timeout, self._opts.timeout))
+        self._receive(self._opts.timeout if timeout is None else _timeout(timeout, 0.0))
         src = self._typed
         if out is None:
             copy: np.ndarray[Any, Any] = src.copy()
             return copy
-        if type(out) is np.ndarray and out.dtype == src.dtype and out.shape == src.shape:
+        if (
+            type(out) is np.ndarray
+            and (out.dtype is src.dtype or out.dtype == src.dtype)
+            and out.shape == src.shape
+        ):
             out[...] = src  # same dtype and shape: a plain copy
         else:
             np.copyto(out, src)
@@ -1013,24 +1117,25 @@ class Requester(_ArrayFormat, _RequesterCore):
 # ---------------------------------------------------------------------------------------------
 
 
-class Request:
+class Request(_Lease):
     """A taken request. ``array`` is a writable zero-copy view of the payload, valid until
     ``reply``/``fail`` (R-CLOSE-3). As a context manager, a block that ends without replying
-    replies in place, or, if it raised, fails the round with the error's code (R-MSG-2)."""
+    replies in place, or, if it raised, fails the round with the error's code (R-MSG-2).
+    The request is its own lease (one object per round, not two)."""
 
-    __slots__ = ("_array", "_lease", "_owner", "done", "seq")
+    __slots__ = ("_array", "_owner", "done", "seq")
 
     def __init__(self, owner: Responder, seq: int) -> None:
+        self.views = []
         self._owner = owner
         self.seq = seq
-        self._lease = _Lease()
         self._array: np.ndarray[Any, Any] | None = None
         self.done = False
 
     @property
     def array(self) -> np.ndarray[Any, Any]:
         if self._array is None:
-            self._array = self._owner._view(self._lease, writable=not self.done)
+            self._array = self._owner._view(self, writable=not self.done)
         return self._array
 
     @array.setter
@@ -1054,7 +1159,7 @@ class Request:
                 np.copyto(self._owner._typed, arr, casting="no")
         self._owner._reply(self.seq, 0)
         self.done = True
-        self._lease.end()
+        self.end()
 
     def fail(self, code: int | ErrorCode, message: str = "") -> None:
         """Complete the round with an error reply (R-MSG-2)."""
@@ -1062,7 +1167,7 @@ class Request:
             raise OutOfTurn(f"fail: request #{self.seq} was already answered")
         self._owner._fail(self.seq, code)
         self.done = True
-        self._lease.end()
+        self.end()
 
     def __enter__(self) -> Request:
         return self
@@ -1078,7 +1183,7 @@ class Request:
                 self.reply()
             else:
                 self.fail(ev.code if isinstance(ev, Error) else ErrorCode.HANDLER_FAILED)  # R-MSG-3
-        self._lease.end()
+        self.end()
 
 
 Handler = Callable[[np.ndarray[Any, Any]], Optional[npt.ArrayLike]]
@@ -1109,6 +1214,7 @@ class _ResponderCore(_Handle, Generic[_Req]):
         super().__init__(seg, header, opts)
         self._held: int | None = None
         self._request: _Req | None = None
+        self._spare: Any = None  # v1 serve: the request object of its next round
 
     def _recover_on_attach(self) -> None:
         """R-REC-2: complete a round left TAKEN by a dead predecessor with PEER_GONE (T8); a
@@ -1135,52 +1241,61 @@ class _ResponderCore(_Handle, Generic[_Req]):
     def take(self, timeout: float | None = None) -> _Req:
         """Wait for a request and take it (T2). Raises PEER_GONE when the requester closed or died
         (R-LIVE-4), TIMEOUT at the deadline (R-TIME-3)."""
+        return self._take(_timeout(timeout, self._opts.timeout))
+
+    def _take(self, t: float) -> _Req:
+        """take with a validated timeout ``t`` (serve validates it once, not per round)."""
         if self._closed:
             self._check_open()
-        t = _timeout(timeout, self._opts.timeout)
         if self._held is not None:
             raise OutOfTurn(
                 f"take: request #{self._held} is held; expected reply() or fail() first"
             )
-        mm = self._mm
-        started = False
-        start = deadline = check_at = spin_end = 0.0
+        # T2 in one native call when a request is there or comes within the spin budget.
+        first_spin = self._first_spin if t >= self._first_spin else t
+        w = _wait_cas(self._mm, OFF_WORD, OFF_WAITERS, *_TAKE_STEP, first_spin, 0.0, self._events)
+        if w > _ALL:  # not changed (a result < 2**32 is the word the CAS replaced)
+            w = self._take_slow(w - (w & _ALL), w & _ALL, t, first_spin)
+        seq = (w >> 4) & SEQ_MASK
+        self._held = seq
+        req = self._taken(seq)
+        self._request = req
+        return req
+
+    def _take_slow(self, st: int, w: int, t: float, spun: float) -> int:
+        """The rest of a take whose first spin ended without a request: liveness (R-LIVE-3,
+        R-LIVE-4), deadline (R-TIME-3), further spinning and blocking (R-WAIT-1, R-WAIT-4), and the
+        words no take accepts (R-STATE-8). Returns the REQUESTED word it changed to TAKEN."""
+        now = time.monotonic()
+        start = now - spun if st == _WAITING else now  # the first call spun ``spun`` seconds
+        deadline = start + t
+        check_at = spin_end = start + min(self._opts.spin, t)
         while True:
-            w = _native.load_acquire(mm, OFF_WORD)
-            ph = w & 0xF
-            if ph == _REQUESTED:
-                if not self._cas(w, (w & ~0xF) | _TAKEN):  # T2, acquire
-                    continue
-                seq = (w >> 4) & SEQ_MASK
-                self._held = seq
-                req = self._taken(seq)
-                self._request = req
-                return req
-            if ph == _TAKEN:
-                # R-REC-2 completed any predecessor's round at attach and no other responder
-                # holds the role (R-STATE-5): a TAKEN this responder does not hold is a rogue
-                # write (R-STATE-8).
-                raise ProtocolViolation(
-                    f"take: request #{seq_of(w)} is TAKEN but this responder holds nothing; "
-                    "expected REQUESTED (R-STATE-8): a rogue or naive writer is using the segment"
-                )
-            if ph not in (_IDLE, _REPLIED):
+            if st == _CHANGED:
+                return w
+            if st == _LEFT:
+                if w & 0xF == _TAKEN:
+                    # R-REC-2 completed any predecessor's round at attach and no other responder
+                    # holds the role (R-STATE-5): a TAKEN this responder does not hold is a rogue
+                    # write (R-STATE-8).
+                    raise ProtocolViolation(
+                        f"take: request #{seq_of(w)} is TAKEN but this responder holds nothing; "
+                        "expected REQUESTED (R-STATE-8): a rogue or naive writer is using the "
+                        "segment"
+                    )
                 raise self._violation(w, "take")
-            if not started:  # no request yet: start the clocks of this wait
-                started = True
-                start = time.monotonic()
-                deadline = start + t
-                check_at = spin_end = start + min(self._opts.spin, t)
             now = time.monotonic()
             if now >= check_at or now >= deadline:
                 check_at = now + self._opts.liveness_interval
                 if self._peer() is Peer.GONE:
-                    if _native.load_acquire(self._mm, OFF_WORD) != w:
-                        continue  # R-LIVE-3: its last request landed before it left
-                    raise self._peer_gone("take")
+                    if _native.load_acquire(self._mm, OFF_WORD) == w:
+                        raise self._peer_gone("take")
+                    # R-LIVE-3: its last request landed before it left: act on it.
+                    st, w = self._step(_TAKE_STEP, 0.0, 0.0)
+                    continue
             if now >= deadline:
                 raise Timeout(f"take: no request within {t} s; the channel is unchanged")
-            self._wait_change(w, deadline, check_at, spin_end)
+            st, w = self._step(_TAKE_STEP, *self._budgets(now, spin_end, deadline, check_at))
 
     def try_take(self) -> _Req:
         return self.take(timeout=0)
@@ -1190,7 +1305,7 @@ class _ResponderCore(_Handle, Generic[_Req]):
         CLOSED, R-LIVE-4: the end of service); a requester that died raises PEER_GONE (reason
         DIED, R-LIVE-5), so that a supervisor sees the crash."""
         try:
-            return self.take(timeout)
+            return self._take(timeout)
         except PeerGone as e:
             if e.reason is PeerGoneReason.CLOSED:
                 return None
@@ -1209,20 +1324,30 @@ class _ResponderCore(_Handle, Generic[_Req]):
             self._check_open()
         if self._held is None or self._held != seq:
             raise OutOfTurn("reply: this responder holds no such request; expected take() first")
-        w = _native.load_acquire(self._mm, OFF_WORD)
+        mm = self._mm
         expected = (seq << 4) | _TAKEN
-        if w != expected:
-            if w & 0xF not in _PHASES or seq_of(w) != seq:
-                raise self._violation(w, "reply")
-            raise OutOfTurn(
-                f"reply: the channel is {Phase(w & 0xF).name}, expected TAKEN #{seq}; the "
-                "requester reclaimed the request"
-            )
-        self._write_reply(code)
-        if not self._cas(expected, (seq << 4) | _REPLIED):
-            raise self._violation(_native.load_acquire(self._mm, OFF_WORD), "reply")
+        if code or _U32.unpack_from(mm, OFF_REPLY_CODE)[0]:
+            # Something to store (R-STATE-3): only while the request is still TAKEN by us. A
+            # successful reply after one (reply_code already 0) stores nothing: the CAS alone
+            # checks the word.
+            w = _native.load_acquire(mm, OFF_WORD)
+            if w != expected:
+                raise self._not_held(w, seq)
+            self._write_reply(code)
+        found = _cas_wake(mm, OFF_WORD, OFF_WAITERS, expected, (seq << 4) | _REPLIED, self._events)
+        if found != expected:
+            raise self._not_held(found, seq)
         self._held = None
         self._request = None
+
+    def _not_held(self, w: int, seq: int) -> Error:
+        """The error of a reply that found the word ``w`` instead of TAKEN #seq."""
+        if w & 0xF not in _PHASES or seq_of(w) != seq:
+            return self._violation(w, "reply")
+        return OutOfTurn(
+            f"reply: the channel is {Phase(w & 0xF).name}, expected TAKEN #{seq}; the "
+            "requester reclaimed the request"
+        )
 
     def close(self) -> None:
         """R-CLOSE-1/-2, in order: slot CLOSED; a held request completed with PEER_GONE; pid 0
@@ -1276,11 +1401,18 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
         return self
 
     def _taken(self, seq: int) -> Request:
-        bad = self._check_message("take")
-        if bad is not None:  # R-MSG-2: still complete the round
-            self._reply(seq, int(bad.code))
-            raise bad
-        return Request(self, seq)
+        if self._mm[OFF_MESSAGE:_MESSAGE_END] != self._declared_bytes:  # R-MSG-1, inline
+            bad = self._check_message("take")
+            if bad is not None:  # R-MSG-2: still complete the round
+                self._reply(seq, int(bad.code))
+                raise bad
+        req: Request | None = self._spare  # serve's request of the last round, nobody saw it
+        if req is None:
+            return Request(self, seq)
+        self._spare = None
+        req.seq = seq
+        req.done = False
+        return req
 
     def reply(self, array: Any = None) -> None:
         """Reply to the held request (low level; same as ``request.reply``). OUT_OF_TURN if this
@@ -1305,16 +1437,42 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
         (R-MSG-2) and is re-raised."""
         t = _timeout(timeout, self._opts.timeout)  # validated once, not per round
         n = 0
-        while True:
-            req = self._serve_take(t)
-            if req is None:
-                return n
-            # ``with req:`` spelled out: the same completion rules without two calls per round.
-            try:
-                result = handler(req.array)
-                if not req.done:
-                    req.reply(None if result is None or result is req.array else result)
-            except BaseException as e:
-                req.__exit__(type(e), e, e.__traceback__)
-                raise
-            n += 1
+        # A view and a request nobody but this loop holds serve the next round too (R-CLOSE-3
+        # only concerns views somebody kept): one object less to make and track per round.
+        view: np.ndarray[Any, Any] | None = None
+        alone = _refs_of_a_local()  # the count of a view only this loop holds; 0: never reuse
+        take = self._take
+        try:
+            while True:
+                try:  # _serve_take, inline
+                    req = take(t)
+                except PeerGone as e:
+                    if e.reason is PeerGoneReason.CLOSED:
+                        return n  # R-LIVE-4: the end of service
+                    raise  # R-LIVE-5: a requester that died is reported
+                # ``with req:`` spelled out: the same completion rules without two calls.
+                in_place = False
+                try:
+                    if view is None or not req.views:  # (a reused view comes with its lease)
+                        view = self._view(req, True)  # tracked by req (its lease) and the handle
+                    req._array = view
+                    result = handler(view)
+                    if not req.done:
+                        if result is None or result is view:
+                            self._reply(req.seq, 0)  # Request.reply without its checks
+                            req.done = in_place = True
+                        else:
+                            req.reply(result)
+                except BaseException as e:
+                    req.__exit__(type(e), e, e.__traceback__)
+                    raise
+                # The lease ends (R-CLOSE-3): a view somebody kept becomes read-only.
+                req._array = result = None
+                if in_place and _getrefcount(view) == alone:
+                    self._spare = req  # view and request: nobody else holds them
+                else:
+                    req.end()
+                    view = None
+                n += 1
+        finally:
+            self._spare = None

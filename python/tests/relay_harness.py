@@ -129,20 +129,20 @@ class Pair:
         self._n += 1
         return self.tmp / f"{self._n:02d}_{what}.log"
 
-    def start_far(self, *args: str, hb_ms: int = HB_MS) -> Proc:
+    def start_far(self, *args: str, hb_ms: int = HB_MS, crash_at: str | None = None) -> Proc:
         cmd = [PY, "-m", "shmbridge", "relay", "far", self.far_name, "--bind", self.endpoint,
                "--heartbeat-ms", str(hb_ms), *args]  # fmt: skip
         log = self._log("far")
-        self.far = Proc([*cmd, "--log", str(log)], self._log("far_stderr"))
+        self.far = Proc([*cmd, "--log", str(log)], self._log("far_stderr"), _crash_env(crash_at))
         self.far.log = log
         self.procs.append(self.far)
         return self.far
 
-    def start_near(self, *args: str, hb_ms: int = HB_MS) -> Proc:
+    def start_near(self, *args: str, hb_ms: int = HB_MS, crash_at: str | None = None) -> Proc:
         cmd = [PY, "-m", "shmbridge", "relay", "near", self.near_name, "--connect",
                self.endpoint, "--heartbeat-ms", str(hb_ms), *args]  # fmt: skip
         log = self._log("near")
-        self.near = Proc([*cmd, "--log", str(log)], self._log("near_stderr"))
+        self.near = Proc([*cmd, "--log", str(log)], self._log("near_stderr"), _crash_env(crash_at))
         self.near.log = log
         self.procs.append(self.near)
         return self.near
@@ -164,6 +164,13 @@ class Pair:
             p.stop()
         for n in (self.near_name, self.far_name):
             _cleanup(n)
+
+
+def _crash_env(crash_at: str | None) -> dict[str, str] | None:
+    """The environment of a relay end with the test hook of RELAY.md §12 set (None: inherit)."""
+    if crash_at is None:
+        return None
+    return {**os.environ, "SHMBRIDGE_RELAY_CRASH_AT": crash_at}
 
 
 @contextlib.contextmanager

@@ -456,3 +456,34 @@ def test_mapping_is_prefaulted(segname: str) -> None:
             mm[off] = 1
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 64, f"{faults} page faults on first touch"
+
+
+def test_r_close_3_serve_views_kept_by_the_handler_are_read_only(segname: str) -> None:
+    """R-CLOSE-3 in serve: a view the handler keeps is read-only once its round is answered
+    (serve reuses only a view nobody else holds); views it did not keep are not reported as
+    escaped when the channel closes, and every round replies to its own request."""
+    kept: list[np.ndarray] = []
+
+    def handler(a: np.ndarray) -> None:
+        a += 1.0
+        if int(a[0]) % 3 == 0:  # keeps the views of some rounds only
+            kept.append(a)
+
+    req = sb.Requester.create(segname, np.float32, (8,))
+    rsp = sb.Responder.attach(segname)
+    served: list[int] = []
+    th = threading.Thread(target=lambda: served.append(rsp.serve(handler, timeout=10)))
+    th.start()
+    for i in range(12):
+        out = req.call(np.full(8, i, np.float32), timeout=10)
+        assert (out == i + 1).all()
+    req.close()
+    th.join(10)
+    assert served == [12]
+    assert kept and all(not v.flags.writeable for v in kept)
+    with pytest.raises(ValueError):
+        kept[-1][0] = 5
+    kept.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sb.ViewEscapedWarning)
+        rsp.close()  # nothing escaped: the kept views are gone

@@ -173,3 +173,100 @@ def test_r_wait_1_wait_events_object(buf: mmap.mmap) -> None:
     assert ev.closed
     with pytest.raises(TypeError):
         _native.wait(buf, 256, 0, 0.01, "Local\\sbev.req")  # names are no longer accepted
+
+
+# wait_cas: the one native call of a blocking protocol step (R-WAIT-1, R-WAIT-3, R-STATE-2).
+# Step of a take: match phase REQUESTED (0x1) -> set TAKEN (0x4) keeping the seq bits, waited in
+# phase IDLE (0x0) or REPLIED (0x2).
+_TAKE = (0xF, 0x1, 0xFFFFFFF0, 0x4, 0xF, 0x0, 0x2)
+_LEFT, _WAITING = _native.WAIT_CAS_LEFT, _native.WAIT_CAS_WAITING
+
+
+def test_r_state_2_wait_cas_changes_a_matching_word_at_once(buf: mmap.mmap) -> None:
+    """R-STATE-2: a word that matches is changed by one CAS to (word & keep) | set; the result is
+    the word replaced (< 2**32, WAIT_CAS_CHANGED == 0), without waiting."""
+    assert _native.WAIT_CAS_CHANGED == 0 and _LEFT == 1 << 32 and _WAITING == 2 << 32
+    _native.store_release(buf, 256, 0x51)  # REQUESTED, seq 5
+    assert _native.wait_cas(buf, 256, 260, *_TAKE, 0.0, 0.0) == 0x51
+    assert _native.load_acquire(buf, 256) == 0x54  # TAKEN, seq 5
+
+
+def test_r_state_8_wait_cas_leaves_other_words_to_the_caller(buf: mmap.mmap) -> None:
+    """A word neither matched nor waited in returns at once as WAIT_CAS_LEFT | word, unchanged
+    (the caller decides: here TAKEN, and a phase outside the table)."""
+    for word in (0x34, 0x3F):
+        _native.store_release(buf, 256, word)
+        t = time.perf_counter()
+        assert _native.wait_cas(buf, 256, 260, *_TAKE, 1.0, 1.0) == _LEFT | word
+        assert time.perf_counter() - t < 0.5
+        assert _native.load_acquire(buf, 256) == word
+
+
+def test_r_wait_1_wait_cas_budgets_run_out(buf: mmap.mmap) -> None:
+    """R-WAIT-1/R-WAIT-4: a word waited in returns WAIT_CAS_WAITING | word after the spin budget
+    and at most one OS wait of block_s; zero budgets check once."""
+    _native.store_release(buf, 256, 0x22)  # REPLIED, seq 2: waited in
+    assert _native.wait_cas(buf, 256, 260, *_TAKE, 0.0, 0.0) == _WAITING | 0x22
+    t = time.perf_counter()
+    assert _native.wait_cas(buf, 256, 260, *_TAKE, 0.005, 0.0) == _WAITING | 0x22
+    assert 0.004 <= time.perf_counter() - t < 0.5
+    t = time.perf_counter()
+    assert _native.wait_cas(buf, 256, 260, *_TAKE, 0.0, 0.03) == _WAITING | 0x22
+    assert 0.02 <= time.perf_counter() - t < 0.5
+    assert _native.load_acquire(buf, 260) == 0  # counted out after the OS wait (R-WAIT-3)
+    with pytest.raises(ValueError):
+        _native.wait_cas(buf, 256, 260, *_TAKE, -1.0, 0.0)
+    with pytest.raises(ValueError):
+        _native.wait_cas(buf, 256, 260, 0xF, 2**32, 0, 0, 0, 0, 0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        _native.wait_cas(buf, 256, 4095, *_TAKE, 0.0, 0.0)  # waiters offset out of bounds
+
+
+def test_r_wait_1_wait_cas_spins_through_waited_values_and_releases_the_gil(
+    buf: mmap.mmap,
+) -> None:
+    """R-WAIT-1: while spinning, a change to another value waited in does not end the call
+    (receive's REQUESTED -> TAKEN); the match that follows is changed in the same call. Another
+    thread runs meanwhile (the GIL is released)."""
+    receive = (0xFFFFFFFF, 0x72, 0xFFFFFFF0, 0x0, 0xFFFFFFFF, 0x71, 0x74)  # seq 7
+    _native.store_release(buf, 256, 0x71)
+
+    def responder() -> None:  # needs the GIL while the main thread spins
+        time.sleep(0.002)
+        _native.store_release(buf, 256, 0x74)
+        time.sleep(0.002)
+        _native.store_release(buf, 256, 0x72)
+
+    th = threading.Thread(target=responder)
+    th.start()
+    result = _WAITING
+    while result >= _WAITING:  # a loaded machine may run the thread after a 10 ms spin
+        t = time.perf_counter()
+        result = _native.wait_cas(buf, 256, 260, *receive, 0.01, 0.0)
+        # Only a spent budget ends the call on a value waited in, never the change to 0x74.
+        assert result < _WAITING or time.perf_counter() - t >= 0.009
+    th.join()
+    assert result == 0x72  # waited through 0x74, changed REPLIED #7 -> IDLE #7
+    assert _native.load_acquire(buf, 256) == 0x70
+
+
+def test_r_wait_3_wait_cas_blocks_counted_and_is_woken(buf: mmap.mmap) -> None:
+    """R-WAIT-3: after the spin the call blocks in the OS counted in `waiters`; a cas_wake of the
+    peer wakes it well before block_s, and it changes the matching word and wakes in turn."""
+    _native.store_release(buf, 256, 0x10)  # IDLE, seq 1: waited in
+    out: list[int] = []
+
+    def taker() -> None:
+        out.append(_native.wait_cas(buf, 256, 260, *_TAKE, 0.0, 5.0))
+
+    th = threading.Thread(target=taker)
+    th.start()
+    while _native.load_acquire(buf, 260) == 0:
+        time.sleep(0.001)
+    t = time.perf_counter()
+    assert _native.cas_wake(buf, 256, 260, 0x10, 0x21) == 0x10  # T1 with its wake
+    th.join(5.0)
+    assert time.perf_counter() - t < 1.0
+    assert out == [0x21]
+    assert _native.load_acquire(buf, 256) == 0x24
+    assert _native.load_acquire(buf, 260) == 0

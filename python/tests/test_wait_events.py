@@ -24,6 +24,7 @@ from shmbridge import _native, channel, wait
 def events_on(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     calls: dict[str, list[Any]] = {"opened": [], "wait": [], "wake": []}
     real_events, real_wait, real_cas_wake = _native.WaitEvents, _native.wait, channel._cas_wake
+    real_wait_cas = channel._wait_cas
 
     def opened(own: str, peer: str) -> Any:
         ev = real_events(own, peer)
@@ -38,10 +39,22 @@ def events_on(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         calls["wake"].append(ev)
         return int(real_cas_wake(buf, off, woff, e, d, ev))
 
+    def wait_cased(buf: Any, off: int, woff: int, *args: Any) -> int:
+        # The hot-path wait-and-CAS: its events serve the OS wait (block_s > 0) and the wake
+        # after its CAS (a result < 2**32: the word it changed).
+        *step, spin_s, block_s, ev = args
+        result = int(real_wait_cas(buf, off, woff, *step, spin_s, block_s, ev))
+        if block_s > 0:
+            calls["wait"].append(ev)
+        if result <= 0xFFFFFFFF:
+            calls["wake"].append(ev)
+        return result
+
     monkeypatch.setattr(wait, "USES_EVENTS", True)
     monkeypatch.setattr(_native, "WaitEvents", opened)
     monkeypatch.setattr(_native, "wait", waited)
     monkeypatch.setattr(channel, "_cas_wake", cas_woken)
+    monkeypatch.setattr(channel, "_wait_cas", wait_cased)
     return calls
 
 

@@ -14,6 +14,7 @@ import zmq.auth.thread
 from ..channel import Options
 from ..errors import Error, ErrorCode, error_name
 from ..schema import Schema
+from .faults import CrashPlan
 from .link import NOBLOCK, Curve, Link, Log, random_u64, readable, waiting
 from .local import FarLocal, Outcome
 from .wire import Desc, Kind, Message, RoundState, WireError, decode
@@ -75,6 +76,7 @@ class FarRelay:
         self.stop = False
         self.auth: zmq.auth.thread.ThreadAuthenticator | None = None
         self.next_attach = 0.0
+        self.crash = CrashPlan.from_env("far", log)  # a test hook (RELAY.md §12)
 
     def _open_socket(self) -> None:
         s = self.link.ctx.socket(zmq.ROUTER)
@@ -220,6 +222,7 @@ class FarRelay:
             self.log.count("stale_requests")
             return
         self.highest = m.relay_seq
+        self.crash.reached("far.req_received")
         job = _Job(m.session, m.relay_seq, route, m.local_seq, m.descs, m.frames)
         if self.running is None:
             self._start(job)
@@ -242,6 +245,7 @@ class FarRelay:
         except Error as e:
             self._finish(job, Outcome(int(e.code), [], [], 0, e.message))
             return
+        self.crash.reached("far.sent")
         self.running = job
 
     def _step(self) -> None:
@@ -250,6 +254,7 @@ class FarRelay:
         out = self.local.step(SLICE)
         if out is None:
             return
+        self.crash.reached("far.reply_taken")
         self.running = None
         if out.reply_code == ErrorCode.PEER_GONE and not self.local.created:
             self.local.close()  # R-RELAY-19: re-attach for the next responder
@@ -258,6 +263,7 @@ class FarRelay:
 
     def _finish(self, job: _Job, out: Outcome) -> None:
         self._reply(job.route, job.session, job.relay_seq, out.local_seq, out, cache=True)
+        self.crash.reached("far.rep_sent")
         self.log.count("rounds_ok" if out.reply_code == 0 else "rounds_failed")
         self.log.round(
             job.relay_seq,

@@ -13,6 +13,7 @@ import zmq
 
 from ..channel import Options
 from ..errors import Error, ErrorCode, PeerGone, error_name
+from .faults import CrashPlan
 from .link import NOBLOCK, Curve, Link, Log, random_u64, readable, waiting
 from .local import Declaration, Held, NearLocal
 from .wire import Kind, Message, RoundState, WireError, decode
@@ -65,6 +66,7 @@ class NearRelay:
         self.stop = False
         self.local_gone = False
         self.bad_reply: tuple[int, Error] | None = None
+        self.crash = CrashPlan.from_env("near", log)  # a test hook (RELAY.md §12)
 
     # -- socket ---------------------------------------------------------------------------------
 
@@ -262,6 +264,7 @@ class NearRelay:
                 self.log.count("rounds_failed")
                 self.log.round(0, held.seq, "PEER_GONE", "far end gone")
                 continue
+            self.crash.reached("near.taken")
             _Round(self, held).run()
 
     def close(self) -> None:
@@ -319,6 +322,7 @@ class _Round:
         self.r.log.round(self.rs, self.held.seq, error_name(code), why)
 
     def _finish(self, m: Message) -> None:
+        self.r.crash.reached("near.rep_received")
         self._release()
         if m.reply_code:
             self.held.fail(m.reply_code)
@@ -329,11 +333,13 @@ class _Round:
             result = "ok" if err is None else err.name
             self.r.log.count("rounds_ok" if err is None else "rounds_failed")
         self.done = True
+        self.r.crash.reached("near.replied")
         self.r.log.round(self.rs, self.held.seq, result)
 
     def run(self) -> None:
         r = self.r
         self._send()
+        r.crash.reached("near.req_sent")
         start = self.sent_at
         while not self.done and not r.stop:
             now = time.monotonic()
