@@ -236,9 +236,10 @@ def events_from_logs(logs: dict) -> list[Event]:
 
 def hidden_closure(s: State, hidden: frozenset, model: Model, target: int | None = None
                    ) -> list[State]:
-    """The states reachable from s by transitions of the unlogged roles alone (``hidden``): through a
-    relay (spec/RELAY.md R-RELAY-1) each segment has one logged peer, and the relay end is an
-    ordinary peer of the other role that may move the word at any time, by the table's rules.
+    """The states reachable from s by transitions of the unlogged roles alone (``hidden``):
+    through a relay (spec/RELAY.md R-RELAY-1) each segment has one logged peer, and the relay
+    end is an ordinary peer of the other role that may move the word at any time, by the
+    table's rules.
     A hidden requester may also send and withdraw (T1, T5) any number of times (the far end
     re-sends a request its receive timed out on, R-RELAY-11), each T1 a new seq: from an IDLE
     word it reaches IDLE or REQUESTED at ``target``, the seq the next logged operation reports."""

@@ -230,7 +230,8 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
         case = relay_case(case)
     req_impl, rsp_impl = pairing.split("-")
     rounds = case.stress_rounds if (opt.stress and case.stress_rounds) else case.rounds
-    rerun = f"{opt.rerun_prefix} --case '{case.id}' --pairing {pairing}" + (" --relay" if opt.relay else "")
+    rerun = f"{opt.rerun_prefix} --case '{case.id}' --pairing {pairing}"
+    rerun += " --relay" if opt.relay else ""
     res = RunResult(case, pairing, "PASS", rerun=rerun)
     for impl_name in (req_impl, rsp_impl):
         impl = opt.impls.get(impl_name)
@@ -273,8 +274,9 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
 
     def relay_gate(p) -> bool:
         """Through a relay a process starts once the relay ends listen (RelayPair.listening),
-        and an attacher of a segment a relay end creates once that segment exists (the far end creates it at start-up, the near end after the far end's HELLO; the
-        case's start conditions name only the case's processes)."""
+        and an attacher of a segment a relay end creates once that segment exists (the far end
+        creates it at start-up, the near end after the far end's HELLO; the case's start
+        conditions name only the case's processes)."""
         if pair is None:
             return True
         if not pair.listening():
@@ -417,7 +419,9 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
             except OSError:
                 pass
     res.seconds = time.monotonic() - t_start
-    final = _segment_bytes(seg_of[procs[case.unchanged_after].role]) if case.unchanged_after else None
+    final = None
+    if case.unchanged_after:
+        final = _segment_bytes(seg_of[procs[case.unchanged_after].role])
     leftover = any([_cleanup_segment(n, case) for n in sorted(set(seg_of.values()))])
     if pair is not None:
         res.note = pair.command_lines()
