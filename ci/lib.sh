@@ -156,7 +156,7 @@ PY
   export PATH="$dir/bin:$PATH"
 }
 
-# The project venv <build>/venv: shmbridge with its test and conformance extras (numpy, rich,
+# The project venv <build>/venv: shmbridge with its test, conformance and relay extras (numpy, rich, pyzmq,
 # pytest, hypothesis). Reused as it is unless --reinstall; exports SHMBRIDGE_PYTHON (ctest's
 # conformance interpreter, the fuzz differential, the sanitizers' conformance run, bench).
 ci_project_venv() {  # WHO [--reinstall]
@@ -166,9 +166,10 @@ ci_project_venv() {  # WHO [--reinstall]
     return 0
   fi
   ci_venv "$(pwd)/$dir/venv" || return 1
-  if [[ $mode == --reinstall ]] || ! "$VENV_PY" -c 'import shmbridge._native' 2>/dev/null; then
+  # zmq: the relay extra, for ctest's conformance_relay (the kit through a relay pair, issue 15)
+  if [[ $mode == --reinstall ]] || ! "$VENV_PY" -c 'import shmbridge._native, zmq' 2>/dev/null; then
     ci_python_headers "$who" "$dir/python-headers" || return 1
-    "$VENV_PY" -m pip install -q --disable-pip-version-check ".[conformance,test]" || return 1
+    "$VENV_PY" -m pip install -q --disable-pip-version-check ".[conformance,relay,test]" || return 1
   fi
   export SHMBRIDGE_PYTHON=$VENV_PY
 }

@@ -4,7 +4,7 @@
 #
 # Debian/Ubuntu packages are installed as root (ci/deps.sh and the scripts that need more);
 # every Python tool runs from a venv created here and reused (ci/lib.sh): build/venv (shmbridge
-# with its test and conformance extras) and build/tools (tox, build, yamllint, actionlint, zig).
+# with its test, conformance and relay extras) and build/tools (tox, build, yamllint, actionlint, zig).
 # The system python3 is never pip-installed into, and the guard below makes any step that runs
 # project code with it fail here as it would on a fresh machine.
 set -euo pipefail

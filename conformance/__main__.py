@@ -37,6 +37,10 @@ def build_parser():
     r.add_argument("--stress", action="store_true", help="stress sizes (10x rounds in stress cases)")
     r.add_argument("--known-bad", action="store_true",
                    help="run the naive peer (original design) where the catalogue says; pass = it is caught")
+    r.add_argument("--relay", action="store_true",
+                   help="run the cases marked relay through a relay pair (spec/RELAY.md, needs "
+                        "pyzmq: pip install '.[relay]'): requester → near relay → far relay → "
+                        "responder on loopback")
     r.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1))
     r.add_argument("--slack-ms", type=float, default=250.0, help="added to every time bound")
     r.add_argument("--workdir", default=str(REPO_ROOT / "build/conformance/runs"))
@@ -91,6 +95,12 @@ def cmd_run(a) -> int:
     sel = catalogue.select(cases, a.ids or None, a.case or None, a.category or None)
     if a.known_bad:
         sel = [c for c in sel if c.known_bad]
+    if a.relay:
+        if a.known_bad or a.minimal:
+            print("--relay runs the relay cases with cpp and py peers: not with --known-bad "
+                  "or --minimal", file=sys.stderr)
+            return 2
+        sel = [c for c in sel if c.relay is not None]
     if not sel:
         print("no case selected", file=sys.stderr)
         return 2
@@ -126,13 +136,16 @@ def cmd_run(a) -> int:
         prefix += " --stress"
     if a.minimal:
         prefix += f" --minimal {shlex.quote(a.minimal)}"
-    opt = runner.Options(impls, Path(a.workdir), stress=a.stress, slack_ms=a.slack_ms, rerun_prefix=prefix)
+    opt = runner.Options(impls, Path(a.workdir), stress=a.stress, slack_ms=a.slack_ms,
+                         rerun_prefix=prefix, relay=a.relay)
     t0 = time.monotonic()
     results = execute(plan, opt, a.jobs, quiet=a.quiet, known_bad=a.known_bad)
     elapsed = time.monotonic() - t0
     order = {(c.id, p): i for i, (c, p) in enumerate(plan)}
     results.sort(key=lambda r: order[(r.case.id, r.pairing)])
     title = "shmbridge conformance" + (" — known-bad matrix (naive peer)" if a.known_bad else "")
+    if a.relay:
+        title += " — through a relay pair (requester → near → far → responder)"
     report.console_report(results, a.known_bad, title=title)
     if a.known_bad:
         print_known_bad(results)

@@ -13,6 +13,10 @@ A file holds ``[[case]]`` tables and ``[[matrix]]`` generators. A case::
     watchdog_s = 30
     known_bad = {category = "crash", naive = "requester"}   # also in the known-bad matrix
     one_ok = ["a", "b"]                    # exactly one of these procs exits OK (a race's winner)
+    relay = true                           # also run through a relay pair (--relay, spec/RELAY.md)
+    relay = {cites = ["R-RELAY-12"], why = "..", expect.req = {..}}   # ... with expectations
+                                           # the relay legitimately changes, each override
+                                           # justified by the R-RELAY ids it cites
     unchanged_after = "creator"            # the segment's bytes when that proc exited (a creator
                                            # with --keep) are its bytes at the end of the case:
                                            # what ran after it claimed no slot, changed nothing
@@ -65,7 +69,8 @@ PROC_KEYS = {"name", "role", "start", "delay_ms", "impl", "args", "expect", "kil
              "zombie_ms", "comm"}
 CASE_KEYS = {"id", "requirements", "purpose", "category", "pairings", "timing", "leftover",
              "watchdog_s", "known_bad", "proc", "rounds", "stress_rounds", "history", "checksums",
-             "one_ok", "unchanged_after"}
+             "one_ok", "unchanged_after", "relay"}
+RELAY_KEYS = {"cites", "why", "expect", "watchdog_s"}
 
 
 class CatalogueError(Exception):
@@ -104,6 +109,7 @@ class Case:
     checksums: bool = True
     one_ok: list = field(default_factory=list)  # exactly one of these procs exits OK (races)
     unchanged_after: str = ""  # the segment's bytes when this proc exited = at the end
+    relay: dict | None = None  # runs through a relay pair (--relay); overrides, see _relay_of
     source: str = ""
 
     def proc(self, name: str) -> Proc:
@@ -201,7 +207,39 @@ def _make_case(d: dict, where: str) -> Case:
                 known_bad=d.get("known_bad"), rounds=int(d.get("rounds", 0)),
                 stress_rounds=int(d.get("stress_rounds", 0)), history=bool(d.get("history", True)),
                 checksums=bool(d.get("checksums", True)), one_ok=list(d.get("one_ok", [])),
-                unchanged_after=d.get("unchanged_after", ""), source=where)
+                unchanged_after=d.get("unchanged_after", ""),
+                relay=_relay_of(d, names, where), source=where)
+
+
+def _relay_of(d: dict, names: list, where: str) -> dict | None:
+    """``relay = true`` or a table: the case also runs through a relay pair (``run --relay``).
+    A table may override process expectations (``expect.PROC = {...}``, merged into PROC's) or the
+    watchdog, and must then cite the spec/RELAY.md ids that make the relay change that outcome
+    and say why: an override without a reason would hide a relay bug."""
+    r = d.get("relay")
+    if r is None or r is False:
+        return None
+    if r is True:
+        return {}
+    if not isinstance(r, dict) or set(r) - RELAY_KEYS:
+        raise CatalogueError(f"{where}: case {d['id']}: relay must be true or a table of "
+                             f"{sorted(RELAY_KEYS)}, got {r!r}")
+    cites = r.get("cites") or []
+    unknown = [c for c in cites if c not in spec.relay_requirements()]
+    if unknown:
+        raise CatalogueError(f"{where}: case {d['id']}: relay cites {unknown}: not ids of "
+                             "spec/RELAY.md")
+    if (r.get("expect") or "watchdog_s" in r) and not (cites and r.get("why")):
+        raise CatalogueError(f"{where}: case {d['id']}: a relay override needs cites = "
+                             f"[R-RELAY-N, ...] (ids of spec/RELAY.md) and a why; got "
+                             f"cites {cites!r}")
+    for pname, exp in (r.get("expect") or {}).items():
+        if pname not in names:
+            raise CatalogueError(f"{where}: case {d['id']}: relay.expect names no proc {pname!r}")
+        bad = set(exp) - EXPECT_KEYS
+        if bad:
+            raise CatalogueError(f"{where}: case {d['id']}: relay.expect keys {sorted(bad)}")
+    return dict(r)
 
 
 def load(directory: Path | None = None) -> list[Case]:

@@ -234,7 +234,56 @@ def events_from_logs(logs: dict) -> list[Event]:
     return evs
 
 
-def check(logs: dict, budget: int = 200_000) -> Verdict:
+def hidden_closure(s: State, hidden: frozenset, model: Model, target: int | None = None
+                   ) -> list[State]:
+    """The states reachable from s by transitions of the unlogged roles alone (``hidden``):
+    through a relay (spec/RELAY.md R-RELAY-1) each segment has one logged peer, and the relay
+    end is an ordinary peer of the other role that may move the word at any time, by the
+    table's rules.
+    A hidden requester may also send and withdraw (T1, T5) any number of times (the far end
+    re-sends a request its receive timed out on, R-RELAY-11), each T1 a new seq: from an IDLE
+    word it reaches IDLE or REQUESTED at ``target``, the seq the next logged operation reports."""
+    out, todo = [s], [s]
+    while todo and len(out) < 16:
+        cur = todo.pop()
+        nxt = []
+        for tid, t in model.by_id.items():
+            if t["actor"] in hidden:
+                nxt.append(model.apply(tid, cur)[0])
+        if ("requester" in hidden and target is not None and cur.phase == "IDLE"
+                and cur.pending is None and target != cur.seq):
+            nxt += [replace(cur, seq=target), replace(cur, phase="REQUESTED", seq=target,
+                                                      pending=target)]
+        for ns in nxt:
+            if ns is not None and ns not in out:
+                out.append(ns)
+                todo.append(ns)
+    return out
+
+
+def start_states(evs: list, hidden: frozenset, model: Model) -> list[State]:
+    """A fresh segment (IDLE, seq 0), unless no logged peer created it and a hidden one did (a
+    relay end, R-RELAY-1): then the hidden peer may have run rounds before the first logged
+    operation, and the word is any phase at the seq of the first logged one (or the one before,
+    which the next T1 brings to it)."""
+    if not hidden or any(e.op == "create" and e.result == "ok" for e in evs):
+        return [State()]
+    k = next((e.seq for e in evs if isinstance(e.seq, int)), 0)
+    out = []
+    for ph in _phases():
+        for q in {k, (k - 1) % model.seq_mod}:
+            s = State(phase=ph, seq=q)
+            if ph != "IDLE" and "requester" in hidden:
+                s = replace(s, pending=q)
+            if ph == "TAKEN" and "responder" in hidden:
+                s = replace(s, held=q)
+            out.append(s)
+    return out
+
+
+def check(logs: dict, budget: int = 200_000, hidden: frozenset = frozenset()) -> Verdict:
+    """``hidden``: roles whose peer logs nothing (a relay end, R-RELAY-1); their transitions may
+    happen between any two logged operations, only where the table allows them."""
     model = Model()
     evs = events_from_logs(logs)
     n = len(evs)
@@ -261,10 +310,9 @@ def check(logs: dict, budget: int = 200_000) -> Verdict:
                         e.idx, n)
 
     # linearization search
-    start = State()
     best = {"depth": -1, "why": None}
     seen = set()
-    stack = [(0, frozenset(), start, 0)]
+    stack = [(0, frozenset(), start, 0) for start in start_states(evs, hidden, model)]
     nodes = 0
     while stack:
         i, done, s, depth = stack.pop()
@@ -299,14 +347,22 @@ def check(logs: dict, budget: int = 200_000) -> Verdict:
         failures = []
         pushed = 0
         for e in reversed(cands):
+            befores = hidden_closure(s, hidden, model, e.seq if isinstance(e.seq, int) else None) \
+                if hidden else [s]
             for opt in reversed(options(e, model)):
-                ns, why = _run(e, opt, s, model)
-                if ns is None:
+                reached, why = [], ""
+                for k, sb in enumerate(befores):
+                    ns, why_k = _run(e, opt, sb, model)
+                    why = why if k else why_k  # report the failure from the state itself
+                    if ns is not None and ns not in reached:
+                        reached.append(ns)
+                if not reached:
                     failures.append((e, opt, why))
                     continue
                 nd = done | {e.idx}
-                stack.append((i, nd, ns, depth + 1))
-                pushed += 1
+                for ns in reached:
+                    stack.append((i, nd, ns, depth + 1))
+                    pushed += 1
         if not pushed and depth >= best["depth"]:
             best = {"depth": depth, "why": (s, failures)}
     s, failures = best["why"]

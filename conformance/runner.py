@@ -10,10 +10,11 @@ import struct
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import REPO_ROOT, history, spec, v2check
+from . import relay as relay_mod
 from .catalogue import Case, Proc, show_pairing
 
 
@@ -172,13 +173,15 @@ class RunResult:
 
 class Options:
     def __init__(self, impls: dict, workdir: Path, stress: bool = False, slack_ms: float = 250.0,
-                 rerun_prefix: str = "python -m conformance run", keep_logs: bool = False):
+                 rerun_prefix: str = "python -m conformance run", keep_logs: bool = False,
+                 relay: bool = False):
         self.impls = impls
         self.workdir = Path(workdir)
         self.stress = stress
         self.slack_ms = slack_ms
         self.rerun_prefix = rerun_prefix
         self.keep_logs = keep_logs
+        self.relay = relay  # every case through a relay pair (conformance/relay.py)
 
 
 _counter = [0]
@@ -201,10 +204,34 @@ def proc_args(case: Case, p: Proc, name: str, rounds: int) -> list:
     return ["--role", p.role, "--label", p.name] + args
 
 
+def relay_case(case: Case) -> Case:
+    """The case as run through a relay: its relay overrides (catalogue ``relay``) merged in."""
+    over = case.relay or {}
+    procs = [replace(p, expect=dict(p.expect, **(over.get("expect") or {}).get(p.name, {})))
+             for p in case.procs]
+    return replace(case, procs=procs, watchdog_s=float(over.get("watchdog_s", case.watchdog_s)))
+
+
+def relay_available(python: str, env: dict) -> str:
+    """Why the relay cannot run with this interpreter ("" when it can): pyzmq (extra `relay`)."""
+    try:
+        r = subprocess.run([python, "-c", "import zmq, shmbridge.relay"], capture_output=True,
+                           text=True, timeout=60, env=dict(os.environ, **env), cwd=REPO_ROOT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"cannot run {python}: {e}"
+    if r.returncode != 0:
+        return (f"{python} cannot import zmq and shmbridge.relay (pip install '.[relay]'): "
+                + (r.stderr.strip().splitlines() or [""])[-1][:200])
+    return ""
+
+
 def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
+    if opt.relay:
+        case = relay_case(case)
     req_impl, rsp_impl = pairing.split("-")
     rounds = case.stress_rounds if (opt.stress and case.stress_rounds) else case.rounds
     rerun = f"{opt.rerun_prefix} --case '{case.id}' --pairing {pairing}"
+    rerun += " --relay" if opt.relay else ""
     res = RunResult(case, pairing, "PASS", rerun=rerun)
     for impl_name in (req_impl, rsp_impl):
         impl = opt.impls.get(impl_name)
@@ -216,6 +243,24 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
     res.name = name
     rundir = opt.workdir / _sanitize(case.id) / pairing
     rundir.mkdir(parents=True, exist_ok=True)
+    pair: relay_mod.RelayPair | None = None
+    seg_of = {"requester": name, "responder": name}
+    if opt.relay:  # NAME_A for the requesters, NAME_B for the responders (spec/RELAY.md §1)
+        py = opt.impls["py"]
+        why = relay_available(py.template[0], py.env)
+        if why:
+            res.verdict, res.note = "SKIP", f"relay unavailable: {why}"
+            return res
+        seg_of = {"requester": name + "a", "responder": name + "b"}
+        try:
+            pair = relay_mod.RelayPair(
+                [py.template[0]], dict(os.environ, **py.env), seg_of["requester"],
+                seg_of["responder"],
+                [shlex.split(p.args) for p in case.procs if p.role == "requester"],
+                [shlex.split(p.args) for p in case.procs if p.role == "responder"], rundir)
+        except relay_mod.NotRelayable as e:
+            res.verdict, res.note = "ERROR", f"case not runnable through a relay: {e}"
+            return res
     procs: dict[str, ProcResult] = {}
     popen: dict[str, subprocess.Popen] = {}
     files = {}
@@ -223,6 +268,22 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
     pending = list(case.procs)
     t_start = time.monotonic()
     deadline = t_start + case.watchdog_s * (4 if opt.stress and case.stress_rounds else 1)
+    if pair is not None:
+        pair.start(REPO_ROOT)
+        deadline += 20  # the relay ends' start-up (Python, pyzmq) before the case's clock
+
+    def relay_gate(p) -> bool:
+        """Through a relay a process starts once the relay ends listen (RelayPair.listening),
+        and an attacher of a segment a relay end creates once that segment exists (the far end
+        creates it at start-up, the near end after the far end's HELLO; the case's start
+        conditions name only the case's processes)."""
+        if pair is None:
+            return True
+        if not pair.listening():
+            return False
+        creates = "--create" in shlex.split(p.args)
+        relay_creates = pair.near_creates if p.role == "requester" else pair.far_creates
+        return creates or not relay_creates or pair.segment_exists(p.role)
     ready_at: dict[str, float] = {}
     exited_at: dict[str, float] = {}
     snapshot: bytes | None = None  # the segment when case.unchanged_after exited
@@ -230,7 +291,7 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
     logged_start: dict[str, float] = {}
     for p in case.procs:
         impl = opt.impls[req_impl if p.impl == "requester" else rsp_impl]
-        args = proc_args(case, p, name, rounds)
+        args = proc_args(case, p, seg_of[p.role], rounds)
         argv = impl.argv(args)
         if p.comm:  # R-LIVE-7: its /proc comm is the name of the file it was executed from
             link = rundir / p.comm
@@ -287,6 +348,8 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
                         continue
                 elif p.delay_ms and now < t_start + p.delay_ms / 1000:
                     ok = False
+                if ok and not relay_gate(p):
+                    ok = False
                 if ok:
                     pending.remove(p)
                     pr = procs[p.name]
@@ -317,7 +380,7 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
                     procs[pname].returncode = po.returncode
                     procs[pname].end_ns = time.monotonic_ns()
                     if pname == case.unchanged_after:
-                        snapshot = _segment_bytes(name)
+                        snapshot = _segment_bytes(seg_of[pr.role])
             running = [n for n in popen if n not in exited_at]
             if not running and not pending:
                 break
@@ -344,6 +407,8 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
             if po.poll() is None:
                 _kill_group(po)
                 po.wait()
+        if pair is not None:
+            pair.stop()
         for out, err in files.values():
             out.close()
             err.close()
@@ -354,9 +419,15 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
             except OSError:
                 pass
     res.seconds = time.monotonic() - t_start
-    final = _segment_bytes(name) if case.unchanged_after else None
-    leftover = _cleanup_segment(name, case)
-    _evaluate(res, case, procs, leftover, opt)
+    final = None
+    if case.unchanged_after:
+        final = _segment_bytes(seg_of[procs[case.unchanged_after].role])
+    leftover = any([_cleanup_segment(n, case) for n in sorted(set(seg_of.values()))])
+    if pair is not None:
+        res.note = pair.command_lines()
+        for cname, ok, reqs, expected, actual in relay_mod.findings(pair):
+            res.checks.append(Check(cname, ok, reqs, expected, actual))
+    _evaluate(res, case, procs, leftover, opt, relayed=pair is not None)
     if case.unchanged_after:
         _check_unchanged(res, case, snapshot, final)
     res.verdict = "PASS" if all(c.ok for c in res.checks) else "FAIL"
@@ -467,7 +538,8 @@ def _last_error(pr: ProcResult) -> str:
     return ""
 
 
-def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Options):
+def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Options,
+              relayed: bool = False):
     checks = res.checks
     slack = opt.slack_ms
     crash_t = {n: next((e["t_call"] for e in pr.events() if e.get("op") == "crash"), pr.killed_ns)
@@ -604,17 +676,25 @@ def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Opti
                             f"exactly one of {', '.join(case.one_ok)} exits OK",
                             f"{len(ok)} did" + (f" ({', '.join(ok)})" if ok else "")))
     # the merged history
-    logs = {n: pr.lines for n, pr in procs.items() if pr.lines}
-    if case.history and logs:
+    # through a relay each segment has the peers of one role; the relay end is the other
+    segments = ([("", {"requester", "responder"}, frozenset())] if not relayed else
+                [(" (requester's segment)", {"requester"}, frozenset({"responder"})),
+                 (" (responder's segment)", {"responder"}, frozenset({"requester"}))])
+    for label, roles, hidden in segments:
+        logs = {n: pr.lines for n, pr in procs.items() if pr.lines and pr.role in roles}
+        if not (case.history and logs):
+            continue
         try:
-            v = history.check(logs)
+            v = history.check(logs, hidden=hidden)
         except Exception as e:  # noqa: BLE001
             v = history.Verdict(False, f"history checker crashed: {e!r}")
-        res.history = v.message
+        res.history += (label + ": " if label else "") + v.message + "\n"
         if not v.ok:
             first, _, rest = v.message.partition("\n")
-            checks.append(Check("history", False, list(v.requirements),
+            checks.append(Check("history" + label, False, list(v.requirements),
                                 "a history allowed by spec/transitions.json", first, rest))
+    if relayed:
+        procs = _relay_translated(res, procs)
     # checksums: what was taken is what was sent, what was received is what was published
     if case.checksums:
         _check_checksums(res, procs)
@@ -622,6 +702,25 @@ def _evaluate(res: RunResult, case: Case, procs: dict, leftover: bool, opt: Opti
     if leftover and case.leftover != "expected":
         checks.append(Check("leftover segment", False, ["R-SEG-3", "R-CLOSE-1"],
                             f"no /dev/shm/{res.name} after the case", "left behind (removed by the runner)"))
+
+
+def _relay_translated(res: RunResult, procs: dict) -> dict:
+    """The processes with the responders' seqs (the responder's segment) renamed to the seqs of
+    the requests they were paired with on the requester's segment (relay.match_rounds), so that
+    the checks by seq compare the same round; a failed pairing is itself a failure."""
+    req = sorted((e for pr in procs.values() if pr.role == "requester" for e in pr.events()),
+                 key=lambda e: (e["t_call"], e["t_return"]))
+    rsp = sorted((e for pr in procs.values() if pr.role == "responder" for e in pr.events()),
+                 key=lambda e: (e["t_call"], e["t_return"]))
+    mapping, why = relay_mod.match_rounds(req, rsp)
+    if mapping is None:
+        res.checks.append(Check("relay rounds", False, ["R-RELAY-9", "R-RELAY-10", "R-STATE-6"],
+                                "every request taken through the relay is one the requester sent "
+                                "(in order, at most once) and every reply received is the one "
+                                "published for it", why))
+        return procs
+    return {n: (replace(pr, lines=relay_mod.translate(pr.lines, mapping))
+                if pr.role == "responder" else pr) for n, pr in procs.items()}
 
 
 def _desc_text(hexstr) -> str:

@@ -123,3 +123,10 @@ def _level(text: str) -> str:
 def requirement_text(rid: str) -> str:
     r = requirements().get(rid)
     return r.text if r else f"(no requirement {rid} in PROTOCOL.md)"
+
+
+@lru_cache(maxsize=None)
+def relay_requirements() -> set:
+    """The requirement ids of spec/RELAY.md (R-RELAY-N)."""
+    text = (SPEC_DIR / "RELAY.md").read_text(encoding="utf-8")
+    return set(re.findall(r"^- \*\*(R-RELAY-\d+)\*\*", text, flags=re.M))
