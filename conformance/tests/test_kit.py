@@ -107,10 +107,13 @@ def naive_results(tmp_path_factory):
 
 def test_runner_naive_round_trip_is_checked(naive_results):
     r = naive_results["round/float32/1"]
-    # the happy path works in the original design, but the history shows the plain 1 -> 0 store
+    # the happy path mostly works in the original design, but the history shows the plain 1 -> 0
+    # store; on a loaded machine its sleep-poll race may also corrupt a round (checksums)
     assert r.verdict == "FAIL"
     names = {c.name for c in r.failed_checks}
-    assert names == {"history"}, [(c.name, c.actual) for c in r.failed_checks]
+    assert "history" in names and names <= {"history", "checksums"}, [
+        (c.name, c.actual) for c in r.failed_checks
+    ]
     assert "R-STATE-2" in r.violated
     exit_checks = [c for c in r.checks if c.name == "exit"]
     assert exit_checks and all(c.ok for c in exit_checks)
