@@ -259,3 +259,42 @@ def test_r_relay_6_descriptor_cache_is_bounded_and_keeps_w11() -> None:
     with pytest.raises(wire.WireCorrupt) as e:
         decode([head, bytes(8)])  # the descriptor is cached; its payload is 8 bytes, not 4
     assert e.value.check == "W11"
+
+
+def test_r_relay_13_receive_waits_at_most_its_timeout_one_message_per_call() -> None:
+    """R-RELAY-13: an end checks liveness between bounded waits, so a receive returns None after
+    its timeout (within scheduling slack), at once with NOBLOCK (timeout 0), and one queued
+    message per call; a new socket gets its own ZMQ_RCVTIMEO (a cached value of the old one
+    would leave it blocking forever)."""
+    import zmq
+
+    from shmbridge.relay.link import Link, recv_message
+
+    link = Link(Log("near"))
+    rx = link.ctx.socket(zmq.PAIR)
+    port = rx.bind_to_random_port("tcp://127.0.0.1")
+    tx = link.ctx.socket(zmq.PAIR)
+    tx.connect(f"tcp://127.0.0.1:{port}")
+    link.sock = rx
+    try:
+        t0 = time.monotonic()
+        assert recv_message(link, 0.0) is None
+        assert recv_message(link, 0.12) is None
+        waited = time.monotonic() - t0
+        assert 0.1 <= waited < 2.0, waited
+        assert rx.getsockopt(zmq.RCVTIMEO) == 120
+        tx.send_multipart([b"a", b"1"])
+        tx.send_multipart([b"b", b"2"])
+        got = [recv_message(link, 5.0) for _ in range(2)]
+        assert [[f.bytes for f in m] for m in got if m is not None] == [[b"a", b"1"], [b"b", b"2"]]
+        assert recv_message(link, 0.0) is None
+        link.close()  # the next socket starts with ZeroMQ's default, -1 (block forever)
+        rx2 = link.ctx.socket(zmq.PAIR)
+        rx2.bind(f"tcp://127.0.0.1:{port}")
+        link.sock = rx2
+        assert recv_message(link, 0.12) is None
+        assert rx2.getsockopt(zmq.RCVTIMEO) == 120
+    finally:
+        link.close()
+        rx.close(linger=0)
+        tx.close(linger=0)

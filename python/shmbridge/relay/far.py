@@ -15,7 +15,7 @@ from ..channel import Options
 from ..errors import Error, ErrorCode, error_name
 from ..schema import Schema
 from .faults import CrashPlan
-from .link import NOBLOCK, Curve, Link, Log, random_u64, readable, waiting
+from .link import Curve, Link, Log, random_u64, recv_message
 from .local import FarLocal, Outcome
 from .wire import Desc, Kind, Message, RoundState, WireError, decode
 
@@ -131,24 +131,18 @@ class FarRelay:
         )  # fmt: skip
 
     def _serve_network(self, timeout: float) -> None:
-        sock = self.link.sock
-        assert sock is not None
-        if not readable(sock, timeout):
+        """Handle the next message, if one comes within ``timeout`` (one per receive:
+        link.recv_message says why)."""
+        parts = recv_message(self.link, timeout)
+        if parts is None:
             return
-        for _ in range(64):
-            try:
-                parts = sock.recv_multipart(NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            route, frames = parts[0].bytes, parts[1:]
-            try:
-                m = decode(frames)
-            except Error as e:
-                self._bad_frame(e, route)
-            else:
-                self._handle(m, route)
-            if not waiting(sock):
-                return
+        route, frames = parts[0].bytes, parts[1:]
+        try:
+            m = decode(frames)
+        except Error as e:
+            self._bad_frame(e, route)
+        else:
+            self._handle(m, route)
 
     def _bad_frame(self, e: Error, route: bytes) -> None:
         self.log.count("bad_frames")
@@ -302,9 +296,9 @@ class FarRelay:
         gone_after = self.cfg.heartbeat * self.cfg.misses
         while not self.stop:
             if self.running is not None:
-                self._serve_network(0)
+                self._step()  # the local reply first: most rounds end within one slice
                 if self.running is not None:
-                    self._step()
+                    self._serve_network(0)
             else:
                 self._ensure_local()
                 self._serve_network(0.05)

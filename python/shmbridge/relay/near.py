@@ -14,7 +14,7 @@ import zmq
 from ..channel import Options
 from ..errors import Error, ErrorCode, PeerGone, error_name
 from .faults import CrashPlan
-from .link import NOBLOCK, Curve, Link, Log, random_u64, readable, waiting
+from .link import Curve, Link, Log, random_u64, recv_message
 from .local import Declaration, Held, NearLocal
 from .wire import Kind, Message, RoundState, WireError, decode
 
@@ -104,33 +104,24 @@ class NearRelay:
     # -- receiving ------------------------------------------------------------------------------
 
     def _recv(self, timeout: float) -> list[Message]:
-        """Valid messages of the current session received within ``timeout`` (W1-W11 on each;
-        a bad one is dropped and counted, R-RELAY-6)."""
-        sock = self.link.sock
-        assert sock is not None
-        out: list[Message] = []
-        if not readable(sock, timeout):
-            return out
-        while True:
-            try:
-                frames = sock.recv_multipart(NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            try:
-                m = decode(frames)
-            except Error as e:
-                self._bad_frame(e)
-                head = e.head if isinstance(e, WireError) else None
-                if head is not None and head.kind is Kind.REP and head.session == self.session:
-                    self.bad_reply = (head.relay_seq, e)  # R-RELAY-6: fails that round
-                continue
-            if m.session != self.session:
-                self.log.count("stale_session")
-                continue
-            out.append(m)
-            if len(out) >= 64 or not waiting(sock):
-                break
-        return out
+        """The next valid message of the current session, if one comes within ``timeout``
+        (W1-W11 on it; a bad one is dropped and counted, R-RELAY-6): a list of at most one,
+        one message per receive (link.recv_message says why)."""
+        frames = recv_message(self.link, timeout)
+        if frames is None:
+            return []
+        try:
+            m = decode(frames)
+        except Error as e:
+            self._bad_frame(e)
+            head = e.head if isinstance(e, WireError) else None
+            if head is not None and head.kind is Kind.REP and head.session == self.session:
+                self.bad_reply = (head.relay_seq, e)  # R-RELAY-6: fails that round
+            return []
+        if m.session != self.session:
+            self.log.count("stale_session")
+            return []
+        return [m]
 
     def _bad_frame(self, e: Error) -> None:
         self.log.count("bad_frames")
@@ -244,8 +235,12 @@ class NearRelay:
         self._ensure_local()
         self._hello()
         self.log.event("ready", name=self.cfg.name, connect=self.cfg.connect)
+        next_drain = 0.0
         while not self.stop:
-            self._idle(0)
+            now = time.monotonic()
+            if now >= next_drain:  # messages between rounds (HB answers, stale REPs): at
+                self._idle(0)  # most every CHECK, an empty receive costs a poll(2)
+                next_drain = now + CHECK
             self._housekeeping()
             if not self._ensure_local() or self.state is State.CONNECTING:
                 self._idle(CHECK)
