@@ -290,7 +290,7 @@ def test_r_relay_13_receive_waits_at_most_its_timeout_one_message_per_call() -> 
         assert recv_message(link, 0.0) is None
         link.close()  # the next socket starts with ZeroMQ's default, -1 (block forever)
         rx2 = link.ctx.socket(zmq.PAIR)
-        rx2.bind(f"tcp://127.0.0.1:{port}")
+        rx2.bind_to_random_port("tcp://127.0.0.1")
         link.sock = rx2
         assert recv_message(link, 0.12) is None
         assert rx2.getsockopt(zmq.RCVTIMEO) == 120

@@ -103,13 +103,13 @@ class NearRelay:
 
     # -- receiving ------------------------------------------------------------------------------
 
-    def _recv(self, timeout: float) -> list[Message]:
-        """The next valid message of the current session, if one comes within ``timeout``
-        (W1-W11 on it; a bad one is dropped and counted, R-RELAY-6): a list of at most one,
-        one message per receive (link.recv_message says why)."""
+    def _recv(self, timeout: float) -> list[Message] | None:
+        """The next message, if one comes within ``timeout`` (None if none came): a list of at
+        most one, one message per receive (link.recv_message says why); empty when it was
+        dropped: W1-W11 failed (counted, R-RELAY-6) or another session's."""
         frames = recv_message(self.link, timeout)
         if frames is None:
-            return []
+            return None
         try:
             m = decode(frames)
         except Error as e:
@@ -215,12 +215,19 @@ class NearRelay:
         return True
 
     def _idle(self, timeout: float) -> None:
-        """Serve the network while no round is held: every REP is stale (R-RELAY-9)."""
-        for m in self._recv(timeout):
-            rest = self._seen(m, None)
-            if rest is not None and rest.kind is Kind.REP:
-                self.log.count("stale_replies")
-                self.log.event("stale", relay_seq=rest.relay_seq)
+        """Serve the network while no round is held: every REP is stale (R-RELAY-9). Takes
+        what is queued (at most 64: the local side must not starve), the first within
+        ``timeout``."""
+        for _ in range(64):
+            got = self._recv(timeout)
+            if got is None:
+                return
+            for m in got:
+                rest = self._seen(m, None)
+                if rest is not None and rest.kind is Kind.REP:
+                    self.log.count("stale_replies")
+                    self.log.event("stale", relay_seq=rest.relay_seq)
+            timeout = 0.0
 
     def _local_left(self, e: PeerGone) -> None:
         """The local requester closed or died (R-RELAY-19): wait for the next one."""
@@ -341,7 +348,7 @@ class _Round:
             wait = min(CHECK, max(0.0, r.next_hb - now))
             if r.cfg.round_timeout is not None:
                 wait = min(wait, max(0.0, start + r.cfg.round_timeout - now))
-            for m in r._recv(wait):
+            for m in r._recv(wait) or ():
                 rest = r._seen(m, self)
                 if self.done:
                     break
