@@ -42,6 +42,11 @@ EVERY_RUN = (
     "R-RELAY-19",
 )
 
+# What every run of ``run --relay --netns`` adds: the ends bind/connect to a non-loopback address
+# with --allow-remote (R-RELAY-17) over a CURVE link with the far end's key pinned and only the
+# near end's key admitted (R-RELAY-18).
+EVERY_NETNS_RUN = ("R-RELAY-17", "R-RELAY-18")
+
 # The relay ends' flags for a declaration, taken from the creating requester's args.
 DECL_FLAGS = ("--dtype", "--shape", "--request-schema", "--reply-schema")
 
