@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from . import REPO_ROOT, catalogue, report, runner
+from . import REPO_ROOT, catalogue, netns, report, runner
+from . import relay as relay_mod
 from .catalogue import ALL_PAIRINGS, SOLO_PAIRINGS, norm_pairing, show_pairing
+
+# run --netns where namespaces cannot be made: the exit code ctest reads as SKIPPED
+# (SKIP_RETURN_CODE), never as a pass.
+SKIP_EXIT = 77
+NETNS_PREFIX = "cfn"  # namespaces cfnA<pid>/cfnB<pid> (conformance/netns.py)
 
 KNOWN_BAD_PAIRINGS = {
     "requester": ["naive-cpp", "naive-py", "naive-naive"],
@@ -41,6 +50,10 @@ def build_parser():
                    help="run the cases marked relay through a relay pair (spec/RELAY.md, needs "
                         "pyzmq: pip install '.[relay]'): requester → near relay → far relay → "
                         "responder on loopback")
+    r.add_argument("--netns", action="store_true",
+                   help="with --relay: the near relay end in one network namespace, the far end in "
+                        "another, joined by a veth pair and CurveZMQ keys made for the run (needs "
+                        f"root and iproute2; otherwise exits {SKIP_EXIT} with the reason)")
     r.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1))
     r.add_argument("--slack-ms", type=float, default=250.0, help="added to every time bound")
     r.add_argument("--workdir", default=str(REPO_ROOT / "build/conformance/runs"))
@@ -101,6 +114,10 @@ def cmd_run(a) -> int:
                   "or --minimal", file=sys.stderr)
             return 2
         sel = [c for c in sel if c.relay is not None]
+    if a.netns and not a.relay:
+        print("--netns puts the two ends of the relay pair in two network namespaces: give "
+              "--relay too (python -m conformance run --relay --netns)", file=sys.stderr)
+        return 2
     if not sel:
         print("no case selected", file=sys.stderr)
         return 2
@@ -139,13 +156,22 @@ def cmd_run(a) -> int:
     opt = runner.Options(impls, Path(a.workdir), stress=a.stress, slack_ms=a.slack_ms,
                          rerun_prefix=prefix, relay=a.relay)
     t0 = time.monotonic()
-    results = execute(plan, opt, a.jobs, quiet=a.quiet, known_bad=a.known_bad)
+    if a.netns:
+        results = execute_in_namespaces(plan, opt, a)
+        if results is None:
+            return SKIP_EXIT
+        if isinstance(results, int):
+            return results
+    else:
+        results = execute(plan, opt, a.jobs, quiet=a.quiet, known_bad=a.known_bad)
     elapsed = time.monotonic() - t0
     order = {(c.id, p): i for i, (c, p) in enumerate(plan)}
     results.sort(key=lambda r: order[(r.case.id, r.pairing)])
     title = "shmbridge conformance" + (" — known-bad matrix (naive peer)" if a.known_bad else "")
     if a.relay:
         title += " — through a relay pair (requester → near → far → responder)"
+    if a.netns:
+        title += " across two network namespaces"
     report.console_report(results, a.known_bad, title=title)
     if a.known_bad:
         print_known_bad(results)
@@ -164,6 +190,40 @@ def cmd_run(a) -> int:
         print("some runs were skipped (a peer is unavailable); --allow-skip to accept", file=sys.stderr)
         return 1
     return 0
+
+
+def execute_in_namespaces(plan, opt, a):
+    """run --netns: create the run's two namespaces and CurveZMQ keys, run the plan with every
+    relay pair split across them, delete the namespaces whatever happens. None (after one line
+    saying why) when namespaces cannot be made here: the caller exits SKIP_EXIT; 1 when the
+    run's keys cannot be made."""
+    for name in netns.delete_stale(NETNS_PREFIX):
+        print(f"removed stale namespace {name} (its run is gone)", file=sys.stderr)
+    try:
+        ns = netns.create(NETNS_PREFIX)
+    except netns.NetnsUnavailable as e:
+        print(f"SKIP --netns: {e}", flush=True)
+        return None
+    # SIGTERM (ctest, a CI cancel) runs the finally below instead of leaving the namespaces.
+    old = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    keydir = Path(a.workdir) / f"netns-{os.getpid()}-keys"
+    try:
+        py = opt.impls["py"]
+        try:
+            curve = relay_mod.curve_keys([py.template[0]], dict(os.environ, **py.env), keydir)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            print(f"error: the run's CurveZMQ keys: {e} (the relay needs pyzmq: pip install "
+                  "'.[relay]')", file=sys.stderr)
+            return 1
+        opt.netns = relay_mod.NamespaceRoutes(ns, curve)
+        if not a.quiet:
+            print(f"relay ends in namespaces {ns.near_ns} ({ns.near_addr}) and {ns.far_ns} "
+                  f"({ns.far_addr}), link CurveZMQ (keys in {keydir})", flush=True)
+        return execute(plan, opt, a.jobs, quiet=a.quiet, known_bad=a.known_bad)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        netns.delete(ns)
+        shutil.rmtree(keydir, ignore_errors=True)  # the run's keys serve no later run
 
 
 def execute(plan, opt, jobs, quiet=False, known_bad=False):

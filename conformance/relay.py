@@ -17,9 +17,11 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,11 @@ EVERY_RUN = (
     "R-RELAY-16",
     "R-RELAY-19",
 )
+
+# What every run of ``run --relay --netns`` adds: the ends bind/connect to a non-loopback address
+# with --allow-remote (R-RELAY-17) over a CURVE link with the far end's key pinned and only the
+# near end's key admitted (R-RELAY-18).
+EVERY_NETNS_RUN = ("R-RELAY-17", "R-RELAY-18")
 
 # The relay ends' flags for a declaration, taken from the creating requester's args.
 DECL_FLAGS = ("--dtype", "--shape", "--request-schema", "--reply-schema")
@@ -65,6 +72,69 @@ def _flags(args: list) -> dict:
                 out[k] = True
         i += 1
     return out
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the two relay ends run and how they reach each other: by default both in this
+    namespace on a free loopback port; with ``run --netns`` each end in its own network
+    namespace (argv ``prefix``), the far end bound to its veth address (conformance/netns.py)."""
+
+    endpoint: str
+    near_prefix: tuple = ()
+    far_prefix: tuple = ()
+    near_flags: tuple = ()  # e.g. --allow-remote and the CURVE client flags
+    far_flags: tuple = ()
+
+
+def loopback_route() -> Route:
+    return Route(f"tcp://127.0.0.1:{free_port()}")
+
+
+class NamespaceRoutes:
+    """``run --relay --netns`` (spec/RELAY.md §13): every run's near end in namespace A, its far
+    end in namespace B bound to B's veth address on a port of a per-run counter (B is private to
+    the run, so its ports are free whatever the root namespace uses), both ``--allow-remote``
+    and, when ``curve`` flags are given, the link encrypted with the run's CurveZMQ keys."""
+
+    FIRST_PORT = 20000
+
+    def __init__(self, ns, curve: tuple[tuple, tuple] = ((), ())):
+        self.ns = ns  # conformance.netns.Namespaces
+        self.near_curve, self.far_curve = curve
+        self._next = self.FIRST_PORT
+        self._lock = threading.Lock()
+
+    def route(self) -> Route:
+        with self._lock:
+            port, self._next = self._next, self._next + 1
+        return Route(
+            f"tcp://{self.ns.far_addr}:{port}",
+            tuple(self.ns.exec_prefix("near")),
+            tuple(self.ns.exec_prefix("far")),
+            ("--allow-remote", *self.near_curve),
+            ("--allow-remote", *self.far_curve),
+        )
+
+
+def curve_keys(python: list, env: dict, keydir: Path) -> tuple[tuple, tuple]:
+    """Two key pairs made once per run with ``shmbridge relay keygen`` (R-RELAY-18): the far end
+    a CURVE server admitting only the near end's public key (``--curve-clients``), the near end
+    a client pinning the far end's key. Returns (near flags, far flags); raises RuntimeError."""
+    shutil.rmtree(keydir, ignore_errors=True)  # keygen refuses to overwrite
+    (keydir / "clients").mkdir(parents=True)
+    for who in ("near", "far"):
+        r = subprocess.run([*python, "-m", "shmbridge", "relay", "keygen", str(keydir / who)],
+                           capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"shmbridge relay keygen failed (exit {r.returncode}): "
+                               f"{r.stderr.strip()[-300:]}")  # fmt: skip
+    shutil.copy(keydir / "near.key", keydir / "clients" / "near.key")
+    near = ("--curve-secret", str(keydir / "near.key_secret"),
+            "--curve-server", str(keydir / "far.key"))  # fmt: skip
+    far = ("--curve-secret", str(keydir / "far.key_secret"),
+           "--curve-clients", str(keydir / "clients"))  # fmt: skip
+    return near, far
 
 
 class NotRelayable(Exception):
@@ -109,6 +179,7 @@ class RelayPair:
         req_args: list,
         rsp_args: list,
         rundir: Path,
+        route: Route | None = None,
     ):
         self.name_a, self.name_b = name_a, name_b
         self.env = env
@@ -134,15 +205,19 @@ class RelayPair:
             for k in given:
                 far += [k, str(decl[k])]
         self.near_creates, self.far_creates = near_creates, far_creates
-        endpoint = f"tcp://127.0.0.1:{free_port()}"
-        near += ["--connect", endpoint]
-        far += ["--bind", endpoint]
+        route = route or loopback_route()
+        near += ["--connect", route.endpoint, *route.near_flags]
+        far += ["--bind", route.endpoint, *route.far_flags]
+        prefix = {"near": list(route.near_prefix), "far": list(route.far_prefix)}
         self.ends = {}
         for end, args in (("far", far), ("near", near)):
             log = rundir / f"relay-{end}.log"
             err = rundir / f"relay-{end}.err"
             self.ends[end] = RelayEnd(
-                end, [*python, "-m", "shmbridge", *args, "--log", str(log)], log, err
+                end,
+                [*prefix[end], *python, "-m", "shmbridge", *args, "--log", str(log)],
+                log,
+                err,
             )
 
     def start(self, cwd: Path) -> None:

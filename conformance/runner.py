@@ -174,7 +174,7 @@ class RunResult:
 class Options:
     def __init__(self, impls: dict, workdir: Path, stress: bool = False, slack_ms: float = 250.0,
                  rerun_prefix: str = "python -m conformance run", keep_logs: bool = False,
-                 relay: bool = False):
+                 relay: bool = False, netns: relay_mod.NamespaceRoutes | None = None):
         self.impls = impls
         self.workdir = Path(workdir)
         self.stress = stress
@@ -182,6 +182,7 @@ class Options:
         self.rerun_prefix = rerun_prefix
         self.keep_logs = keep_logs
         self.relay = relay  # every case through a relay pair (conformance/relay.py)
+        self.netns = netns  # with relay: its two ends in two network namespaces
 
 
 _counter = [0]
@@ -232,6 +233,7 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
     rounds = case.stress_rounds if (opt.stress and case.stress_rounds) else case.rounds
     rerun = f"{opt.rerun_prefix} --case '{case.id}' --pairing {pairing}"
     rerun += " --relay" if opt.relay else ""
+    rerun += " --netns" if opt.netns is not None else ""
     res = RunResult(case, pairing, "PASS", rerun=rerun)
     for impl_name in (req_impl, rsp_impl):
         impl = opt.impls.get(impl_name)
@@ -257,7 +259,8 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
                 [py.template[0]], dict(os.environ, **py.env), seg_of["requester"],
                 seg_of["responder"],
                 [shlex.split(p.args) for p in case.procs if p.role == "requester"],
-                [shlex.split(p.args) for p in case.procs if p.role == "responder"], rundir)
+                [shlex.split(p.args) for p in case.procs if p.role == "responder"], rundir,
+                opt.netns.route() if opt.netns is not None else None)
         except relay_mod.NotRelayable as e:
             res.verdict, res.note = "ERROR", f"case not runnable through a relay: {e}"
             return res

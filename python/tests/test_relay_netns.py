@@ -7,8 +7,7 @@ veth taken down while the far responder holds a request) and recovery. Needs roo
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,11 @@ import pytest
 
 pytest.importorskip("zmq", reason="the relay needs pyzmq (pip install 'shmbridge[relay]')")
 
+from conftest import REPO
+
+# The namespace set-up is shared with the conformance kit (run --relay --netns): stdlib only.
+sys.path.insert(0, str(REPO))
+from conformance import netns as namespaces
 from relay_harness import (
     GONE_BOUND,
     PY,
@@ -31,51 +35,18 @@ from relay_harness import (
 V1 = ("--create", "--dtype", "float32", "--shape", "16")
 
 
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-
-
 @pytest.fixture
-def netns() -> Iterator[tuple[str, str, str]]:
-    """Two namespaces joined by a veth pair: (near ns, far ns, far address)."""
-    why = None
-    if os.name != "posix" or os.geteuid() != 0:
-        why = "needs root to create network namespaces"
-    elif shutil.which("ip") is None:
-        why = "needs the ip command (iproute2)"
-    tag = f"{os.getpid() % 100000}"
-    a, b = f"sbrA{tag}", f"sbrB{tag}"
-    va, vb = f"sbva{tag}", f"sbvb{tag}"
-    net = 200 + os.getpid() % 50
-    if why is None:
-        r = _ip("netns", "add", a)
-        if r.returncode != 0:
-            why = f"ip netns add failed: {r.stderr.strip()}"
-    if why is not None:
-        print(f"SKIP netns: {why}")
-        pytest.skip(why)
+def netns() -> Iterator[namespaces.Namespaces]:
+    """Two namespaces joined by a veth pair (conformance/netns.py)."""
     try:
-        steps = [
-            ("netns", "add", b),
-            ("link", "add", va, "type", "veth", "peer", "name", vb),
-            ("link", "set", va, "netns", a),
-            ("link", "set", vb, "netns", b),
-            ("-n", a, "addr", "add", f"10.{net}.7.1/30", "dev", va),
-            ("-n", b, "addr", "add", f"10.{net}.7.2/30", "dev", vb),
-            ("-n", a, "link", "set", va, "up"),
-            ("-n", b, "link", "set", vb, "up"),
-            ("-n", a, "link", "set", "lo", "up"),
-            ("-n", b, "link", "set", "lo", "up"),
-        ]
-        for s in steps:
-            r = _ip(*s)
-            if r.returncode != 0:
-                print(f"SKIP netns: ip {' '.join(s)}: {r.stderr.strip()}")
-                pytest.skip(f"ip {' '.join(s)} failed: {r.stderr.strip()}")
-        yield a, b, f"10.{net}.7.2"
+        ns = namespaces.create("sbr")  # the kit's run --netns makes the same (cfn...)
+    except namespaces.NetnsUnavailable as e:
+        print(f"SKIP netns: {e}")
+        pytest.skip(str(e))
+    try:
+        yield ns
     finally:
-        _ip("netns", "del", a)
-        _ip("netns", "del", b)
+        namespaces.delete(ns)
 
 
 def _in_ns(ns: str, pair: Pair, end: str, *args: str) -> Proc:
@@ -97,14 +68,14 @@ def _in_ns(ns: str, pair: Pair, end: str, *args: str) -> Proc:
 
 
 def test_r_relay_16_link_loss_and_recovery_between_namespaces(
-    tmp_path: Path, netns: tuple[str, str, str]
+    tmp_path: Path, netns: namespaces.Namespaces
 ) -> None:
     """R-RELAY-3, R-RELAY-13, R-RELAY-16, R-RELAY-17: verified rounds between two namespaces
     (--allow-remote); then the link drops while the far responder holds round 1: the requester
     gets PEER_GONE within the bound, round 1 is executed once (never re-run after the link comes
     back), its late reply is dropped, and after the link is restored the near end comes up
     again (new session) and the next rounds verify."""
-    near_ns, far_ns, far_addr = netns
+    near_ns, far_ns, far_addr = netns.near_ns, netns.far_ns, netns.far_addr
     with relay_pair(tmp_path, "ns") as pair:
         pair.endpoint = f"tcp://{far_addr}:{pair.port}"
         _in_ns(far_ns, pair, "far", *V1)
@@ -121,7 +92,7 @@ def test_r_relay_16_link_loss_and_recovery_between_namespaces(
                                  "--delay-before", "T3:1000@1", "--timeout", "20"))  # fmt: skip
         req = pair.peer("py", "requester", "--attach", "--rounds", "1", "--timeout", "10")
         rsp.wait_event(lambda e: e.get("op") == "take" and e.get("result") == "ok", 15, "taken")
-        r = _ip("-n", near_ns, "link", "set", f"sbva{os.getpid() % 100000}", "down")
+        r = namespaces.ip("-n", near_ns, "link", "set", netns.near_if, "down")
         assert r.returncode == 0, r.stderr
         down_at = time.monotonic_ns()
         assert req.wait(30) == 16, req.text()
@@ -130,7 +101,7 @@ def test_r_relay_16_link_loss_and_recovery_between_namespaces(
         print(f"link down -> requester PEER_GONE after {took:.3f} s")
         assert rcv["reply_code"] == 7 and took < GONE_BOUND
         time.sleep(1.5)  # the far responder replies to round 1 while the link is down
-        r = _ip("-n", near_ns, "link", "set", f"sbva{os.getpid() % 100000}", "up")
+        r = namespaces.ip("-n", near_ns, "link", "set", netns.near_if, "up")
         assert r.returncode == 0, r.stderr
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

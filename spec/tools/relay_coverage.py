@@ -1,9 +1,10 @@
 """COVERAGE-style evidence for spec/RELAY.md: for every requirement id R-RELAY-N, the tests that
 cite it (python/tests/test_relay_*.py: test names and docstrings/comments) and the conformance
 cases that check it through a relay (``python -m conformance run --relay``: the ids its runner
-checks in every relay run, conformance/relay.py EVERY_RUN, and the ids a case's ``relay`` table
-cites), written to spec/RELAY_COVERAGE.md. ``--check`` fails (exit 1) when an id has no citing
-test or the file is not up to date.
+checks in every relay run, conformance/relay.py EVERY_RUN, those of every run across two network
+namespaces, EVERY_NETNS_RUN, and the ids a case's ``relay`` table cites), written to
+spec/RELAY_COVERAGE.md. ``--check`` fails (exit 1) when an id has no citing test or the file is
+not up to date.
 
     python spec/tools/relay_coverage.py [--check]
 """
@@ -56,6 +57,8 @@ def conformance_cases() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for rid in relay.EVERY_RUN:
         out[rid] = [f"every `--relay` case ({len(relayed)})"]
+    for rid in relay.EVERY_NETNS_RUN:
+        out.setdefault(rid, []).append("every `--relay --netns` run")
     for c in relayed:
         for rid in c.relay.get("cites") or []:
             out.setdefault(rid, []).append(f"`{c.id}`")
