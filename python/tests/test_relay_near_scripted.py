@@ -119,3 +119,58 @@ def test_r_relay_9_near_end_against_a_scripted_far_end(tmp_path: Path) -> None:
         assert st.get("stale_replies", 0) >= 1 and st.get("bad_frames", 0) >= 2
         assert st.get("resends", 0) == 1
         far.sock.close(linger=0)
+
+
+class _SilentFar(Far):
+    """A far end that answers no heartbeat: it is busy sending one large message (ZeroMQ
+    delivers whole messages in order, so its heartbeat answers would queue behind it)."""
+
+    def next(self, kinds: tuple[Kind, ...], timeout: float = 10.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.sock.poll(50):
+                continue
+            route, *frames = self.sock.recv_multipart()
+            m = decode(frames)
+            self.route, self.session = route, m.session
+            if m.kind in kinds:
+                return m
+        pytest.fail(f"no {kinds} from the near end within {timeout} s")
+
+
+@pytest.mark.parametrize("silent_s, gone", [(0.7, False), (2.4, True)])
+def test_r_relay_13_a_large_round_extends_the_silence_window(
+    tmp_path: Path, silent_s: float, gone: bool
+) -> None:
+    """R-RELAY-13: while a round is in flight the far end may be silent for M x H plus the time
+    its bytes (request + reply capacity) need at --min-rate: 3 x 100 ms + 2 x 64 KiB / 0.125 MiB/s
+    = 1.3 s here. A reply after 0.7 s of silence (above M x H, below the window) completes the
+    round; after 2.4 s the far end is gone (PEER_GONE), within the window plus the 50 ms check."""
+    n = 16384  # 64 KiB of float32
+    with relay_pair(tmp_path, "win") as pair:
+        far = _SilentFar(pair.endpoint)
+        near = pair.start_near("--create", "--dtype", "float32", "--shape", str(n),
+                               "--heartbeat-ms", "100", "--min-rate-mib", "0.125")  # fmt: skip
+        far.next((Kind.HELLO,))
+        decl = Declaration.v1_of(np.float32, (n,))
+        far.send(encode_header(Kind.HELLO, protocol=1, session=far.session, epoch=EPOCH),
+                 decl.raw)  # fmt: skip
+        near.wait_event(lambda e: e.get("event") == "up", 10, "up")
+        req = sb.Requester.attach(pair.near_name, timeout=10)
+        try:
+            x = np.arange(n, dtype=np.float32)
+            req.send(x)
+            r1 = far.next((Kind.REQ,))
+            t0 = time.monotonic()
+            if gone:
+                with pytest.raises(sb.PeerGone):
+                    req.receive_copy(timeout=silent_s)
+                assert time.monotonic() - t0 < 1.3 + 0.5
+            else:
+                time.sleep(silent_s)
+                far.rep(r1.relay_seq, x + 1)
+                assert req.receive_copy(timeout=10)[:3].tolist() == [1.0, 2.0, 3.0]
+        finally:
+            req.close()
+        near.stop()
+        far.sock.close(linger=0)

@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
                 default=None,
                 help="complete a round held this long with TIMEOUT (default: never)",
             )
+            s.add_argument(
+                "--min-rate-mib",
+                type=float,
+                default=4.0,
+                help="the slowest link rate (MiB/s) assumed while a round is in flight: the far "
+                "end may be silent for the heartbeat window plus the round's bytes at this rate "
+                "(R-RELAY-13; default 4)",
+            )
             s.add_argument("--curve-server", help="the far end's public key file (pinned)")
         else:
             s.add_argument("--bind", required=True, help="where to listen, tcp://HOST:PORT")
@@ -116,6 +124,8 @@ def _run(a: argparse.Namespace) -> int:
     check_endpoint(endpoint, a.allow_remote, "--connect" if a.end == "near" else "--bind")
     if a.heartbeat_ms <= 0 or a.heartbeat_misses < 1:
         raise InvalidArgument("--heartbeat-ms must be > 0 and --heartbeat-misses >= 1")
+    if a.end == "near" and not a.min_rate_mib > 0:
+        raise InvalidArgument(f"--min-rate-mib must be > 0 (MiB/s), found {a.min_rate_mib}")
     curve = load_curve(
         a.curve_secret,
         getattr(a, "curve_server", None),
@@ -157,6 +167,7 @@ def _run(a: argparse.Namespace) -> int:
                 a.round_timeout,
                 curve,
                 opts,
+                a.min_rate_mib * 2**20,
             ),
             log,
         )

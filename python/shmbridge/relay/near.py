@@ -41,6 +41,7 @@ class NearConfig:
     round_timeout: float | None = None
     curve: Curve | None = None
     options: Options = field(default_factory=Options)
+    min_rate: float = 4 * 2**20  # bytes/s assumed while a round is in flight (R-RELAY-13)
 
 
 class FatalConfig(Exception):
@@ -285,6 +286,15 @@ class _Round:
         self.rs = relay.relay_seq
         self.sent_at = 0.0
         self.tracker: zmq.MessageTracker | None = None
+        # R-RELAY-13: ZeroMQ delivers whole messages in order, so the far end's answers queue
+        # behind this round's request and reply: the silence allowed grows by their transfer
+        # time at the slowest rate assumed (the reply bounded by the segment's size)
+        cfg = relay.cfg
+        handle = relay.local.handle
+        in_flight = sum(a.nbytes for a in held.arrays) + (
+            handle.segment_size if handle is not None else 0
+        )
+        self.silence = cfg.heartbeat * cfg.misses + in_flight / cfg.min_rate
 
     def _send(self) -> None:
         r = self.r
@@ -383,7 +393,7 @@ class _Round:
             if r.cfg.round_timeout is not None and now - start >= r.cfg.round_timeout:
                 self.finish_error(int(ErrorCode.TIMEOUT), "--round-timeout passed")
                 break
-            if now - r.last_heard > r.cfg.heartbeat * r.cfg.misses:
+            if now - r.last_heard > self.silence:
                 self.finish_error(int(ErrorCode.PEER_GONE), "far end silent (heartbeats)")
                 r._far_gone()
                 break
