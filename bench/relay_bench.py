@@ -12,6 +12,11 @@ program responder). A relay with zero overhead of its own would sit at the floor
 = floor / direct says whether 1.5 x is reachable by construction at that size. ``*_cpu_us`` is
 the CPU time (all threads, from /proc) each relay end spends per round.
 
+The **bare relay** is the tighter floor: the relay's topology (two extra processes, a segment at
+each end, one REQ/REP hop) with only the forwarding calls, no wire header, checks, heartbeats or
+log; ``bare_ratio`` = bare / direct is what the topology costs, ``relay_over_bare`` what the
+relay's own work per round adds.
+
     python -m bench.relay_bench [--sizes 64,1048576] [--seconds 3] [--spin-us 0] [--json PATH]
 
 Standalone (not part of ``python -m bench``): needs pyzmq and the shmbridge package."""
