@@ -268,7 +268,7 @@ def test_r_relay_13_receive_waits_at_most_its_timeout_one_message_per_call() -> 
     would leave it blocking forever)."""
     import zmq
 
-    from shmbridge.relay.link import Link, recv_message
+    from shmbridge.relay.link import Link
 
     link = Link(Log("near"))
     rx = link.ctx.socket(zmq.PAIR)
@@ -278,21 +278,21 @@ def test_r_relay_13_receive_waits_at_most_its_timeout_one_message_per_call() -> 
     link.sock = rx
     try:
         t0 = time.monotonic()
-        assert recv_message(link, 0.0) is None
-        assert recv_message(link, 0.12) is None
+        assert link.recv(0.0) is None
+        assert link.recv(0.12) is None
         waited = time.monotonic() - t0
         assert 0.1 <= waited < 2.0, waited
         assert rx.getsockopt(zmq.RCVTIMEO) == 120
         tx.send_multipart([b"a", b"1"])
         tx.send_multipart([b"b", b"2"])
-        got = [recv_message(link, 5.0) for _ in range(2)]
+        got = [link.recv(5.0) for _ in range(2)]
         assert [[f.bytes for f in m] for m in got if m is not None] == [[b"a", b"1"], [b"b", b"2"]]
-        assert recv_message(link, 0.0) is None
+        assert link.recv(0.0) is None
         link.close()  # the next socket starts with ZeroMQ's default, -1 (block forever)
         rx2 = link.ctx.socket(zmq.PAIR)
         rx2.bind_to_random_port("tcp://127.0.0.1")
         link.sock = rx2
-        assert recv_message(link, 0.12) is None
+        assert link.recv(0.12) is None
         assert rx2.getsockopt(zmq.RCVTIMEO) == 120
     finally:
         link.close()

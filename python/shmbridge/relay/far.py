@@ -15,7 +15,7 @@ from ..channel import Options
 from ..errors import Error, ErrorCode, error_name
 from ..schema import Schema
 from .faults import CrashPlan
-from .link import Curve, Link, Log, random_u64, recv_message
+from .link import Curve, Link, Log, random_u64
 from .local import FarLocal, Outcome
 from .wire import Desc, Kind, Message, RoundState, WireError, decode
 
@@ -132,8 +132,8 @@ class FarRelay:
 
     def _serve_network(self, timeout: float) -> None:
         """Handle the next message, if one comes within ``timeout`` (one per receive:
-        link.recv_message says why)."""
-        parts = recv_message(self.link, timeout)
+        Link.recv says why)."""
+        parts = self.link.recv(timeout)
         if parts is None:
             return
         route, frames = parts[0].bytes, parts[1:]

@@ -28,7 +28,6 @@ __all__ = [
     "keygen",
     "load_curve",
     "random_u64",
-    "recv_message",
 ]
 
 #: payload frames below this size are copied by ZeroMQ anyway (pyzmq's copy threshold)
@@ -194,30 +193,6 @@ NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
 
 
-def recv_message(link: Link, timeout: float) -> list[zmq.Frame] | None:
-    """One multipart message of ``link``'s socket within ``timeout`` seconds, or None.
-
-    A blocking receive with ZMQ_RCVTIMEO, not ZMQ_EVENTS + zmq_poll: a message already queued is
-    taken without a system call, and one that arrives wakes the receive once. Every ZMQ_EVENTS
-    query and every empty non-blocking receive costs a poll(2) of the socket's mailbox, several
-    per round before (measured: 11 poll(2) per round at the near end against 4.5 in a bare
-    forwarder). So the caller takes one message per call and asks again."""
-    sock = link.sock
-    assert sock is not None
-    if timeout <= 0:
-        flags = NOBLOCK
-    else:
-        flags = 0
-        ms = max(1, int(timeout * 1000 + 0.999))
-        if link.rcvtimeo != (id(sock), ms):  # a set option costs no system call, but a pyzmq
-            sock.setsockopt(zmq.RCVTIMEO, ms)  # call: only when it changes
-            link.rcvtimeo = (id(sock), ms)
-    try:
-        return sock.recv_multipart(flags, copy=False)
-    except zmq.Again:
-        return None
-
-
 # ---------------------------------------------------------------------------- sending
 
 
@@ -274,6 +249,30 @@ class Link:
         if not trackers:
             return None
         return trackers[0] if len(trackers) == 1 else zmq.MessageTracker(*trackers)
+
+    def recv(self, timeout: float) -> list[zmq.Frame] | None:
+        """One multipart message within ``timeout`` seconds, or None.
+
+        A blocking receive with ZMQ_RCVTIMEO, not ZMQ_EVENTS + zmq_poll: a message already
+        queued is taken without a system call, and one that arrives wakes the receive once.
+        Every ZMQ_EVENTS query and every empty non-blocking receive costs a poll(2) of the
+        socket's mailbox, several per round before (measured: 11 poll(2) per round at the near
+        end against 4.5 in a bare forwarder). So the caller takes one message per call and asks
+        again."""
+        sock = self.sock
+        assert sock is not None
+        if timeout <= 0:
+            flags = NOBLOCK
+        else:
+            flags = 0
+            ms = max(1, int(timeout * 1000 + 0.999))
+            if self.rcvtimeo != (id(sock), ms):  # a set option costs no system call, but a
+                sock.setsockopt(zmq.RCVTIMEO, ms)  # pyzmq call: only when it changes
+                self.rcvtimeo = (id(sock), ms)
+        try:
+            return sock.recv_multipart(flags, copy=False)
+        except zmq.Again:
+            return None
 
     def close(self) -> None:
         if self.sock is not None:

@@ -14,7 +14,7 @@ import zmq
 from ..channel import Options
 from ..errors import Error, ErrorCode, PeerGone, error_name
 from .faults import CrashPlan
-from .link import Curve, Link, Log, random_u64, recv_message
+from .link import Curve, Link, Log, random_u64
 from .local import Declaration, Held, NearLocal
 from .wire import Kind, Message, RoundState, WireError, decode
 
@@ -106,9 +106,9 @@ class NearRelay:
 
     def _recv(self, timeout: float) -> list[Message] | None:
         """The next message, if one comes within ``timeout`` (None if none came): a list of at
-        most one, one message per receive (link.recv_message says why); empty when it was
+        most one, one message per receive (Link.recv says why); empty when it was
         dropped: W1-W11 failed (counted, R-RELAY-6) or another session's."""
-        frames = recv_message(self.link, timeout)
+        frames = self.link.recv(timeout)
         if frames is None:
             return None
         try:
