@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from .errors import DtypeMismatch
 
-__all__ = ["DType", "dtype_code", "itemsize", "numpy_dtype"]
+__all__ = ["CODE_OF_NUMPY", "ITEMSIZE", "DType", "dtype_code", "itemsize", "numpy_dtype"]
 
 
 class DType(enum.IntEnum):
@@ -41,6 +42,10 @@ class DType(enum.IntEnum):
 
 _NUMPY: dict[DType, np.dtype[Any]] = {d: np.dtype(d.name).newbyteorder("<") for d in DType}
 _BY_NUMPY: dict[np.dtype[Any], DType] = {v: k for k, v in _NUMPY.items()}
+#: numpy dtype -> wire code, for hot paths that check an array's dtype (``.get``: None if not one)
+CODE_OF_NUMPY: Mapping[np.dtype[Any], DType] = _BY_NUMPY
+#: wire code -> itemsize: a dict lookup where ``DType(code).itemsize`` is an enum call (hot paths)
+ITEMSIZE: dict[int, int] = {int(d): d.itemsize for d in DType}
 
 
 def dtype_code(dtype: Any) -> DType:
@@ -49,6 +54,10 @@ def dtype_code(dtype: Any) -> DType:
     non-little-endian one."""
     if isinstance(dtype, DType):
         return dtype
+    if isinstance(dtype, np.dtype):  # an array's dtype, the common case: one dict lookup (a
+        code = _BY_NUMPY.get(dtype)  # native-order dtype equals and hashes as its '<' twin)
+        if code is not None:
+            return code
     if isinstance(dtype, int) and not isinstance(dtype, (np.generic,)):
         try:
             return DType(dtype)

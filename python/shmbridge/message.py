@@ -149,7 +149,10 @@ class _Area:
     """One area of the payload (§II.4): its records, table offset, and each field's storage (a
     uint8 slice of the payload at the field's offset, ``max_nbytes`` long)."""
 
-    __slots__ = ("dtypes", "names", "reader", "records", "side", "storage", "table")
+    __slots__ = (
+        "_copy_views", "_table_of", "dtypes", "index", "names", "reader", "records", "side",
+        "storage", "table",
+    )  # fmt: skip
 
     def __init__(
         self, h: _MessageFormat, records: tuple[Record, ...], table: int, side: str
@@ -164,11 +167,34 @@ class _Area:
             h._payload[r.offset - base : r.offset - base + r.max_nbytes] for r in records
         ]
         self.reader = TableReader(records, side)
+        self.index = {n: k for k, n in enumerate(self.names)}
+        self._table_of: tuple[list[Shape], bytes] = ([], b"")  # the last table encoded
+        self._copy_views: dict[tuple[int, Shape], Array] = {}
 
     def view(self, k: int, shape: Shape) -> Array:
         n = nbytes_of(self.records[k], shape)
         v: Array = self.storage[k][:n].view(self.dtypes[k]).reshape(shape)
         return v
+
+    def copy_in(self, k: int, arr: Array) -> None:
+        """Copy ``arr`` (checked: the field's dtype, a valid shape) into field ``k``. Through a
+        view of this area's own that never leaves it, kept per shape: a round that sends what
+        the last one did makes no view (bounded: variable extents may take many shapes)."""
+        key = (k, arr.shape)
+        v = self._copy_views.get(key)
+        if v is None:
+            if len(self._copy_views) >= 64:
+                self._copy_views.clear()
+            v = self._copy_views[key] = self.view(k, arr.shape)
+        np.copyto(v, arr, casting="no")
+
+    def encoded_table(self, shapes: list[Shape]) -> bytes:
+        """The table of ``shapes`` (R-FIELD-1): the last one again when the shapes are."""
+        last, raw = self._table_of
+        if shapes != last:
+            raw = encode_table(self.records, shapes)
+            self._table_of = (list(shapes), raw)  # a copy: the caller's list may change
+        return raw
 
 
 _F = TypeVar("_F", bound="_MessageFormat")
@@ -206,9 +232,7 @@ class _MessageFormat(_Handle):
         (R-FIELD-10)."""
 
     def _write_table(self, area: _Area, shapes: list[Shape]) -> None:
-        self._mm[area.table : area.table + ENTRY_SIZE * len(shapes)] = encode_table(
-            area.records, shapes
-        )
+        self._mm[area.table : area.table + ENTRY_SIZE * len(shapes)] = area.encoded_table(shapes)
 
     def _views(
         self, area: _Area, shapes: list[Shape], writable: bool, lease: _Lease, seq: int
@@ -406,12 +430,14 @@ class MessageRequester(_MessageFormat, _RequesterCore):
         if self._closed:
             self._check_open()
         area = self._request_area
-        checked = check_given(area.records, _given(fields, arrays), "request", _none, True)
+        checked = check_given(
+            area.records, _given(fields, arrays), "request", _none, True, area.index
+        )
         w = self._prepare_send()
         shapes = []
         for k, (shape, arr) in enumerate(checked):
             if arr is not None and arr.size:
-                area.view(k, shape)[...] = arr
+                area.copy_in(k, arr)
             shapes.append(shape)
         self._write_table(area, shapes)
         return self._publish_request(w)
@@ -515,11 +541,13 @@ class MessageRequest:
         self._check_turn("reply")
         o = self._owner
         area = o._reply_area
-        checked = check_given(area.records, _given(fields, arrays), "reply", self._default, True)
+        checked = check_given(
+            area.records, _given(fields, arrays), "reply", self._default, True, area.index
+        )
         shapes = []
         for k, (shape, arr) in enumerate(checked):
             if arr is not None and arr.size:
-                area.view(k, shape)[...] = arr
+                area.copy_in(k, arr)
             shapes.append(shape)
         o._write_table(area, shapes)
         o._reply(self.seq, 0)

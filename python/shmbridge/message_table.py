@@ -9,12 +9,12 @@ Pure functions over records (:class:`schema.Record`) and bytes; every error name
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 import numpy as np
 
-from .dtype import DType, dtype_code
+from .dtype import CODE_OF_NUMPY, ITEMSIZE, DType, dtype_code
 from .errors import (
     CapacityExceeded,
     CorruptHeader,
@@ -95,7 +95,7 @@ def validate_entry(r: Record, raw: bytes | memoryview, side: str) -> Shape:
             r, side, CorruptHeader, "E3", f"extents beyond ndim {ndim} must be 0", _ROGUE
         )
     shape = tuple(shape8[:ndim])
-    product = DType(dtype).itemsize
+    product = ITEMSIZE[dtype]  # E1 passed: a known code
     for e in shape:
         product *= e
     if product != nbytes:  # E4 (exact: a product above 2^64 - 1 never matches)
@@ -193,12 +193,15 @@ def check_given(
     side: str,
     default: Default,
     arrays: bool,
+    index: Mapping[str, int] | None = None,
 ) -> list[tuple[Shape, np.ndarray[Any, Any] | None]]:
     """R-FIELD-4..6: S1 and S2 over the given names in the caller's order, S3 in schema order
     (``default(k)``: the shape an omitted field k gets, None if it must be given), then S4-S7
     field by field in schema order (S4 only for ``arrays``; else the values are shapes). Returns,
-    per field, its shape and the array given (None when omitted or for a shape)."""
-    index = {r.name: k for k, r in enumerate(records)}
+    per field, its shape and the array given (None when omitted or for a shape). ``index``:
+    name -> position in ``records``, if the caller keeps one."""
+    if index is None:
+        index = {r.name: k for k, r in enumerate(records)}
     values: list[Any] = [_MISSING] * len(records)
     for name, value in given:
         k = index.get(name)
@@ -254,6 +257,8 @@ _MISSING = _Missing()
 
 def _check_dtype(r: Record, dtype: np.dtype[Any], side: str) -> None:
     """S4: exactly the field's dtype; an unsupported dtype never is; no conversion."""
+    if CODE_OF_NUMPY.get(dtype) == r.dtype:  # the common case, without an enum call
+        return
     want = DType(r.dtype)
     try:
         ok = dtype_code(dtype) == want
@@ -271,6 +276,8 @@ def _check_dtype(r: Record, dtype: np.dtype[Any], side: str) -> None:
 
 def check_shape(r: Record, shape: Shape, side: str) -> None:
     """S5-S7 on a shape given for field ``r``."""
+    if shape == r.max_shape:  # every extent at its declared value: S5-S7 hold
+        return
     if len(shape) != r.ndim:  # S5
         raise ShapeMismatch(
             f"{side} field {r.name!r}: expected {r.ndim} dimensions ({r.describe()}), found "

@@ -18,7 +18,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .dtype import DType, dtype_code
+from .dtype import ITEMSIZE, DType, dtype_code
 from .errors import (
     CapacityExceeded,
     DtypeMismatch,
@@ -290,7 +290,8 @@ class Record:
 
     @property
     def itemsize(self) -> int:
-        return DType(self.dtype).itemsize
+        size = ITEMSIZE.get(self.dtype)
+        return DType(self.dtype).itemsize if size is None else size  # (unknown: its ValueError)
 
     def variable(self, d: int) -> bool:
         return bool(self.variable_mask >> d & 1)

@@ -275,6 +275,40 @@ def test_r_field_4_field_checks_come_before_the_word(camera: Any) -> None:
         req.send(image=frame(), stamp=1.0)
 
 
+def test_r_field_1_r_field_6_tables_and_data_follow_every_shape_change(mixed: Any) -> None:
+    """R-FIELD-1, R-FIELD-6: a handle reuses the table it last encoded and its copy views per
+    shape (bounded): whatever order the shapes come in, more of them than it keeps, every
+    table and every field's bytes are those of the round just sent or replied."""
+    req, rsp, raw = mixed
+    rng = np.random.default_rng(5)
+    shapes = [(n, m) for n in range(9) for m in range(4)] * 3  # 36 shapes, 108 rounds
+    rng.shuffle(shapes)
+    for i, (n, m) in enumerate(shapes):
+        state = rng.random(n)
+        grid = rng.integers(0, 60000, (min(m, 3), 2)).astype(np.uint16)
+        req.send(state=state, grid=grid)
+        assert raw.table("request") == encode_table(raw.h.request, [(n,), grid.shape])
+        with rsp.take() as r:
+            assert np.array_equal(r.request["state"], state)
+            assert np.array_equal(r.request["grid"], grid)
+            action = np.full(min(i % 5, 4), i, np.float32)
+            r.reply(action=action, code=np.int8(i % 100))
+        got = req.receive_copy()
+        assert np.array_equal(got["action"], action) and int(got["code"]) == i % 100
+        assert np.array_equal(got["grid"], grid)  # in place: the request as taken
+
+
+def test_r_field_4_s4_refuses_a_byte_swapped_array_of_the_fields_kind(camera: Any) -> None:
+    """R-FIELD-4 (S4): exactly the field's dtype, little-endian; a big-endian float64 is not
+    float64 (no conversion), and nothing is written."""
+    req, _rsp, raw = camera
+    before = raw.area("request")
+    with pytest.raises(sb.DtypeMismatch) as info:
+        req.send(image=frame(), stamp=np.array(1.0, ">f8"))
+    assert (info.value.field, info.value.check) == ("stamp", "S4")
+    assert raw.area("request") == before
+
+
 def test_r_field_4_a_mapping_gives_names_that_are_not_keywords(segname: str) -> None:
     """API.md: send/call take one positional-only mapping for names that collide with their
     parameters; keyword arguments follow it in the caller's order (S2 over both)."""
