@@ -195,6 +195,16 @@ def build() -> dict[str, Any]:
             **ids,
         ),
         _valid(
+            "RW-REQ-V2-ZERO-EXTENT",
+            "v2 REQ of an int16 (0, 2^40, 2^40): the exact product is 0 (an extent 0), although "
+            "the other extents' product exceeds 2^64 (E4 is exact)",
+            Kind.REQ,
+            [Desc.of(I16, (0, 2**40, 2**40))],
+            protocol=2,
+            relay_seq=8,
+            **ids,
+        ),
+        _valid(
             "RW-REQ-V2-NO-FIELDS",
             "v2 REQ of a schema without fields: header only",
             Kind.REQ,
