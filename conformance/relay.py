@@ -145,7 +145,9 @@ def parse_relay_ends(text: str) -> tuple[str, str]:
     (shmbridge-relay, cpp/relay/)."""
     parts = [x.strip() for x in text.split(",")]
     if len(parts) != 2 or any(x not in RELAY_IMPLS for x in parts):
-        raise ValueError(f"--relay-ends wants NEAR,FAR with each py or cpp (e.g. cpp,py), got {text!r}")
+        raise ValueError(
+            f"--relay-ends wants NEAR,FAR with each py or cpp (e.g. cpp,py), got {text!r}"
+        )
     return parts[0], parts[1]
 
 
