@@ -235,10 +235,10 @@ bool NearRelay::seen(const Message& m, Round* held) {
                    "once, perhaps not at all; send it again if it is safe");
     }
     state_ = State::CONNECTING;
-    if (m.head.kind != Kind::HELLO) {
-      hello();
-      return false;
-    }
+    // The new far end serves only a session that said HELLO to it (R-RELAY-10), and it may
+    // have started before this end saw the old one silent: say HELLO now (R-RELAY-14).
+    hello();
+    if (m.head.kind != Kind::HELLO) return false;
   }
   if (m.head.kind == Kind::HELLO) {
     far_hello(m);
