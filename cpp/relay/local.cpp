@@ -8,13 +8,6 @@
 namespace shmbridge::relay {
 namespace {
 
-Shape shape_of(const Desc& d) { return Shape(d.shape.data(), d.ndim); }
-
-Desc desc_of(DType dtype, const Shape& shape) {
-  return make_desc(static_cast<std::uint32_t>(dtype), shape.begin(),
-                   static_cast<std::uint32_t>(shape.ndim()));
-}
-
 std::string describe(std::uint32_t dtype, const Shape& shape) {
   return std::string(is_dtype_code(dtype) ? dtype_name(static_cast<DType>(dtype)) : "?") + " " +
          shape.to_string();
@@ -25,6 +18,22 @@ std::string describe(std::uint32_t dtype, const Shape& shape) {
 }
 
 }  // namespace
+
+Shape shape_of(const Desc& d) { return Shape(d.shape.data(), d.ndim); }
+
+Desc desc_of(DType dtype, const Shape& shape) {
+  return make_desc(static_cast<std::uint32_t>(dtype), shape.begin(),
+                   static_cast<std::uint32_t>(shape.ndim()));
+}
+
+void field_names(const Declaration& d, std::vector<std::string>& request,
+                 std::vector<std::string>& reply) {
+  request.clear();
+  reply.clear();
+  if (!d.v2) return;
+  for (const auto& r : d.v2->request) request.push_back(r.name);
+  for (const auto& r : d.v2->reply) reply.push_back(r.name);
+}
 
 // ---------------------------------------------------------------------------- declarations
 
@@ -141,14 +150,8 @@ void check_descs(const Declaration& decl, const Desc* descs, std::size_t n, bool
 
 void FarLocal::opened(bool created) {
   created_ = created;
-  decl_ = Declaration::of_segment(v1_ ? static_cast<const ChannelHandle&>(*v1_)
-                                      : static_cast<const ChannelHandle&>(*v2_));
-  request_names_.clear();
-  reply_names_.clear();
-  if (decl_->v2) {
-    for (const auto& r : decl_->v2->request) request_names_.push_back(r.name);
-    for (const auto& r : decl_->v2->reply) reply_names_.push_back(r.name);
-  }
+  decl_ = declaration_of(v1_, v2_);
+  field_names(*decl_, request_names_, reply_names_);
 }
 
 void FarLocal::create_v1(DType dtype, const Shape& shape) {
@@ -162,18 +165,7 @@ void FarLocal::create_v2(const Schema& request, const Schema& reply) {
 }
 
 void FarLocal::attach(int protocol) {
-  Options o = opts_;
-  o.timeout = std::chrono::nanoseconds::zero();
-  if (protocol == 2) {
-    v2_.emplace(MessageRequester::attach(name_, o));
-  } else {
-    try {
-      v1_.emplace(Requester::attach(name_, o));
-    } catch (const Error& e) {
-      if (e.code() != ErrorCode::VERSION_MISMATCH || protocol == 1) throw;
-      v2_.emplace(MessageRequester::attach(name_, o));
-    }
-  }
+  attach_either(name_, protocol, opts_, v1_, v2_);
   opened(false);
 }
 

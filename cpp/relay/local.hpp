@@ -38,6 +38,38 @@ struct Declaration {
 // shape), v2 E5-E8 per field in schema order. `side` is "request" or "reply".
 void check_descs(const Declaration& decl, const Desc* descs, std::size_t n, bool reply_side);
 
+Shape shape_of(const Desc& d);
+Desc desc_of(DType dtype, const Shape& shape);
+
+// The field names of each side of a v2 declaration, in schema order (both empty in v1).
+void field_names(const Declaration& d, std::vector<std::string>& request,
+                 std::vector<std::string>& reply);
+
+// Attaches with the API of `protocol` (R-VER-3): 2 the v2 API; 1 the v1 API; 0 the v1 API, or
+// the v2 API when the segment says it is a v2 segment. No wait: the caller retries (R-RELAY-19).
+template <class V1, class V2>
+void attach_either(const std::string& name, int protocol, Options o, std::optional<V1>& v1,
+                   std::optional<V2>& v2) {
+  o.timeout = std::chrono::nanoseconds::zero();
+  if (protocol == 2) {
+    v2.emplace(V2::attach(name, o));
+    return;
+  }
+  try {
+    v1.emplace(V1::attach(name, o));
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::VERSION_MISMATCH || protocol == 1) throw;
+    v2.emplace(V2::attach(name, o));
+  }
+}
+
+// The declaration of whichever handle is open.
+template <class V1, class V2>
+Declaration declaration_of(const std::optional<V1>& v1, const std::optional<V2>& v2) {
+  return Declaration::of_segment(v1 ? static_cast<const ChannelHandle&>(*v1)
+                                    : static_cast<const ChannelHandle&>(*v2));
+}
+
 // The result of a far-side round (R-RELAY-12): reply_code 0 with the reply's fields, or an
 // error code.
 struct Outcome {

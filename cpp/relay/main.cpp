@@ -150,6 +150,19 @@ sb::Shape parse_shape(const std::string& text) {
   return sb::Shape(dims);
 }
 
+// Runs an end until SIGTERM/SIGINT; its segment handle and socket are closed whatever ends it.
+template <class Relay, class Config>
+void run_end(Config cfg, sr::Log& log) {
+  Relay relay(std::move(cfg), log);
+  try {
+    relay.run(g_stop);
+  } catch (...) {
+    relay.close();
+    throw;
+  }
+  relay.close();
+}
+
 struct Decl {
   std::optional<std::pair<sb::DType, sb::Shape>> v1;
   std::optional<std::pair<sb::Schema, sb::Schema>> v2;
@@ -232,14 +245,7 @@ int run(const Args& a) {
       cfg.misses = static_cast<int>(misses);
       cfg.curve = curve;
       cfg.options = opts;
-      sr::FarRelay relay(cfg, log);
-      try {
-        relay.run(g_stop);
-      } catch (...) {
-        relay.close();
-        throw;
-      }
-      relay.close();
+      run_end<sr::FarRelay>(cfg, log);
     } else {
       sr::NearConfig cfg;
       cfg.name = a.name;
@@ -254,14 +260,7 @@ int run(const Args& a) {
       cfg.curve = curve;
       cfg.options = opts;
       cfg.min_rate = min_rate * 1048576.0;
-      sr::NearRelay relay(cfg, log);
-      try {
-        relay.run(g_stop);
-      } catch (...) {
-        relay.close();
-        throw;
-      }
-      relay.close();
+      run_end<sr::NearRelay>(cfg, log);
     }
   } catch (const sb::Error& e) {
     log.event("exit", {sr::str("error", e.name()), sr::str("message", e.what())});

@@ -8,13 +8,6 @@ namespace {
 
 constexpr int kCheckMs = 50;  // the longest wait between two liveness checks (R-RELAY-13)
 
-Shape shape_of(const Desc& d) { return Shape(d.shape.data(), d.ndim); }
-
-Desc desc_of(DType dtype, const Shape& shape) {
-  return make_desc(static_cast<std::uint32_t>(dtype), shape.begin(),
-                   static_cast<std::uint32_t>(shape.ndim()));
-}
-
 // zmq free function of a zero-copy frame: ZeroMQ released it (R-RELAY-4).
 void released(void*, void* hint) { static_cast<std::atomic<int>*>(hint)->fetch_sub(1); }
 
@@ -28,14 +21,8 @@ std::uint64_t NearLocal::segment_size() const {
 
 void NearLocal::opened(bool created) {
   created_ = created;
-  decl_ = Declaration::of_segment(v1_ ? static_cast<const ChannelHandle&>(*v1_)
-                                      : static_cast<const ChannelHandle&>(*v2_));
-  request_names_.clear();
-  reply_names_.clear();
-  if (decl_->v2) {
-    for (const auto& r : decl_->v2->request) request_names_.push_back(r.name);
-    for (const auto& r : decl_->v2->reply) reply_names_.push_back(r.name);
-  }
+  decl_ = declaration_of(v1_, v2_);
+  field_names(*decl_, request_names_, reply_names_);
 }
 
 void NearLocal::create(const std::optional<std::pair<DType, Shape>>& v1,
@@ -59,18 +46,7 @@ void NearLocal::create_from(const Declaration& far) {
 }
 
 void NearLocal::attach(int protocol) {
-  Options o = opts_;
-  o.timeout = std::chrono::nanoseconds::zero();
-  if (protocol == 2) {
-    v2_.emplace(MessageResponder::attach(name_, o));
-  } else {
-    try {
-      v1_.emplace(Responder::attach(name_, o));
-    } catch (const Error& e) {
-      if (e.code() != ErrorCode::VERSION_MISMATCH || protocol == 1) throw;
-      v2_.emplace(MessageResponder::attach(name_, o));
-    }
-  }
+  attach_either(name_, protocol, opts_, v1_, v2_);
   opened(false);
 }
 
