@@ -19,7 +19,8 @@ FarRelay::FarRelay(FarConfig cfg, Log& log)
       link_(log_, ctx_),
       local_(cfg_.name, cfg_.options),
       epoch_(random_u64()),
-      hb_ns_(static_cast<std::uint64_t>(cfg_.heartbeat * 1e9)) {}
+      hb_ns_(static_cast<std::uint64_t>(cfg_.heartbeat * 1e9)),
+      crash_(CrashPlan::from_env("far", log_)) {}
 
 FarRelay::~FarRelay() { close(); }
 
@@ -180,6 +181,7 @@ void FarRelay::request(const Message& m, Received& r) {
     return;
   }
   highest_ = m.head.relay_seq;
+  crash_.reached("far.req_received");
   auto job = std::make_unique<Job>();
   job->session = m.head.session;
   job->relay_seq = m.head.relay_seq;
@@ -215,12 +217,14 @@ void FarRelay::start(std::unique_ptr<Job> job) {
     finish(std::move(job), std::move(out));
     return;
   }
+  crash_.reached("far.sent");
   running_ = std::move(job);
 }
 
 void FarRelay::step() {
   Outcome out;
   if (!local_.step(std::chrono::milliseconds(kSliceMs), out)) return;
+  crash_.reached("far.reply_taken");
   std::unique_ptr<Job> job = std::move(running_);
   if (out.reply_code == static_cast<std::uint32_t>(ErrorCode::PEER_GONE) && !local_.created()) {
     local_.close();  // R-RELAY-19: re-attach for the next responder
@@ -237,6 +241,7 @@ void FarRelay::finish(std::unique_ptr<Job> job, Outcome out) {
   cache_->route = std::move(job->route);
   cache_->outcome = std::move(out);
   send_rep(*cache_, cache_->route);
+  crash_.reached("far.rep_sent");
   log_.count(code == 0 ? "rounds_ok" : "rounds_failed");
   log_.event("round", {num("seq", cache_->outcome.local_seq), num("relay_seq", job->relay_seq),
                        str("result", code == 0 ? "ok" : error_name(static_cast<ErrorCode>(code)))});

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "faults.hpp"
 #include "link.hpp"
 #include "local.hpp"
 #include "log.hpp"
@@ -83,6 +84,7 @@ class FarRelay {
   std::uint64_t hb_ns_;
   Received rx_;
   Message msg_;
+  CrashPlan crash_;  // the test hook of spec/RELAY.md §12
 };
 
 }  // namespace shmbridge::relay

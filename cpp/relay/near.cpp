@@ -125,7 +125,8 @@ NearRelay::NearRelay(NearConfig cfg, Log& log)
       log_(log),
       link_(log_, ctx_),
       local_(cfg_.name, cfg_.options),
-      hb_ns_(static_cast<std::uint64_t>(cfg_.heartbeat * 1e9)) {}
+      hb_ns_(static_cast<std::uint64_t>(cfg_.heartbeat * 1e9)),
+      crash_(CrashPlan::from_env("near", log_)) {}
 
 NearRelay::~NearRelay() { close(); }
 
@@ -347,6 +348,7 @@ void NearRelay::run(const volatile std::sig_atomic_t& stop) {
                            str("why", "far end gone")});
       continue;
     }
+    crash_.reached("near.taken");
     run_round(stop);
   }
 }
@@ -401,6 +403,7 @@ void NearRelay::finish_error(Round& r, std::uint32_t code, const char* why) {
 }
 
 void NearRelay::finish(Round& r, const Message& m) {
+  crash_.reached("near.rep_received");
   release(r);
   const std::uint32_t seq = local_.held_seq();
   const char* result = "ok";
@@ -414,6 +417,7 @@ void NearRelay::finish(Round& r, const Message& m) {
     if (err != nullptr) result = err;
   }
   r.done = true;
+  crash_.reached("near.replied");
   log_.event("round", {num("seq", seq), num("relay_seq", r.rs), str("result", result)});
 }
 
@@ -426,6 +430,7 @@ void NearRelay::run_round(const volatile std::sig_atomic_t& stop) {
   r.silence_ns = hb_ns_ * std::uint64_t(cfg_.misses) +
                  static_cast<std::uint64_t>(double(bytes) / cfg_.min_rate * 1e9);
   send_req(r);
+  crash_.reached("near.req_sent");
   const std::uint64_t start = r.sent_at;
   // --round-timeout: UINT64_MAX when none
   const std::uint64_t deadline =

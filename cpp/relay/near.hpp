@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "faults.hpp"
 #include "link.hpp"
 #include "local.hpp"
 #include "log.hpp"
@@ -119,6 +120,7 @@ class NearRelay {
   std::atomic<int> in_flight_{0};  // zero-copy frames ZeroMQ still holds (R-RELAY-4)
   Received rx_;
   std::vector<zmq::message_t> payload_;
+  CrashPlan crash_;  // the test hook of spec/RELAY.md §12
 };
 
 }  // namespace shmbridge::relay
