@@ -162,15 +162,25 @@ def _local(req: Any, arr: np.ndarray[Any, Any], out: np.ndarray[Any, Any],
     return _timed(one, seconds)
 
 
-def _relay_cmd(end: str, name: str, ep: str, spin_us: float, n: int) -> list[str]:
-    cmd = [sys.executable, "-m", "shmbridge", "relay", end, name, "--log", os.devnull,
-           "--spin-us", str(spin_us), "--create"]  # fmt: skip
+def _relay_cmd(end: str, name: str, ep: str, spin_us: float, n: int, impl: str) -> list[str]:
+    """A relay end: ``py`` (python -m shmbridge relay) or ``cpp`` (cpp/relay/ shmbridge-relay,
+    $SHMBRIDGE_CPP_RELAY or build/cpp/relay/shmbridge-relay)."""
+    if impl == "cpp":
+        exe = os.environ.get("SHMBRIDGE_CPP_RELAY") or str(
+            HERE.parent / "build" / "cpp" / "relay" / "shmbridge-relay"
+        )
+        start = [exe]
+    else:
+        start = [sys.executable, "-m", "shmbridge", "relay"]
+    cmd = [*start, end, name, "--log", os.devnull, "--spin-us", str(spin_us), "--create"]
     if end == "far":
         return [*cmd, "--bind", ep, "--dtype", "float32", "--shape", str(n)]
     return [*cmd, "--connect", ep]
 
 
-def run(sizes: list[int], seconds: float, passes: int, spin_us: float) -> list[dict[str, Any]]:
+def run(
+    sizes: list[int], seconds: float, passes: int, spin_us: float, impl: str = "py"
+) -> list[dict[str, Any]]:
     import zmq
 
     import shmbridge as sb
@@ -195,9 +205,9 @@ def run(sizes: list[int], seconds: float, passes: int, spin_us: float) -> list[d
         bare = sb.Requester.create(bare_n, np.float32, (n,), options=opts)
         procs = [
             subprocess.Popen([py, "-c", _SERVER, dep]),
-            subprocess.Popen(_relay_cmd("far", far, ep, spin_us, n)),
+            subprocess.Popen(_relay_cmd("far", far, ep, spin_us, n, impl)),
             subprocess.Popen([py, "-c", _RESPONDER, far, str(PROGRAM_SPIN), "add1"]),
-            subprocess.Popen(_relay_cmd("near", near, ep, spin_us, n)),
+            subprocess.Popen(_relay_cmd("near", near, ep, spin_us, n, impl)),
             subprocess.Popen([py, "-c", _RESPONDER, hop_n, str(relay_spin), "noop"]),
             subprocess.Popen([py, "-c", _RESPONDER, hop_f, str(PROGRAM_SPIN), "noop"]),
             subprocess.Popen([py, "-c", _BARE, "far", bare_f, bep, str(relay_spin), str(n)]),
@@ -267,6 +277,7 @@ def run(sizes: list[int], seconds: float, passes: int, spin_us: float) -> list[d
                 "near_cpu_us_per_round": round(cpu["near"] * 1e6, 1),
                 "far_cpu_us_per_round": round(cpu["far"] * 1e6, 1),
                 "relay_spin_us": spin_us,
+                "relay_impl": impl,
                 "loadavg_1m": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
                 "direct_rounds": len(got["direct"]),
                 "relay_rounds": len(got["relay"]),
@@ -302,14 +313,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="per size and system")
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--spin-us", type=float, default=0.0, help="the relay ends' --spin-us")
+    ap.add_argument("--relay-impl", choices=("py", "cpp"), default="py",
+                    help="the relay ends measured: py (python -m shmbridge relay) or cpp "
+                    "(shmbridge-relay of cpp/relay/); the bare forwarder stays Python")  # fmt: skip
     ap.add_argument("--json", default=None, help="write the rows here (default bench/results/)")
     a = ap.parse_args(argv)
     meta = machine_info()
     commit, dirty = git_commit()
-    meta.update(commit=commit + ("-dirty" if dirty else ""), relay_spin_us=a.spin_us)
-    rows = run([int(s) for s in a.sizes.split(",")], a.seconds, a.passes, a.spin_us)
+    meta.update(commit=commit + ("-dirty" if dirty else ""), relay_spin_us=a.spin_us,
+                relay_impl=a.relay_impl)  # fmt: skip
+    rows = run([int(s) for s in a.sizes.split(",")], a.seconds, a.passes, a.spin_us, a.relay_impl)
     meta["loadavg_end"] = list(os.getloadavg())
     print(f"{meta['cpu_model']}, {meta['cores']} cores, commit {meta['commit']}, relay "
+          f"ends {a.relay_impl}, "
           f"--spin-us {a.spin_us:g}; load {meta['loadavg_start'][0]:.2f} -> "
           f"{meta['loadavg_end'][0]:.2f}")  # fmt: skip
     print_rows(rows)

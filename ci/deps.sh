@@ -4,7 +4,8 @@
 # installed here: they live in venvs (ci/lib.sh), never in the system interpreter (PEP 668).
 set -euo pipefail
 
+# libzmq3-dev, cppzmq-dev: the C++ relay ends (cpp/relay/, optional: skipped without them).
 apt_packages=(cmake ninja-build g++ libgtest-dev librapidcheck-dev nlohmann-json3-dev
-              libbenchmark-dev spin python3-venv python3-dev)
+              libbenchmark-dev spin python3-venv python3-dev libzmq3-dev cppzmq-dev)
 # Not fatal here: elsewhere the build reports what it cannot find.
 bash "$(dirname "$0")/apt-install.sh" ci/deps.sh "${apt_packages[@]}" || true

@@ -3,7 +3,8 @@
 # seeded from spec/vectors/, plus a differential check of the header corpus against the Python
 # implementation and the reference decoder. Owned by the hardening work; called once by ci/test.sh.
 #
-#   bash ci/fuzz.sh                 CI mode: each target for 30 s (FUZZ_SECONDS), both in parallel
+#   bash ci/fuzz.sh                 CI mode: each target for 30 s (FUZZ_SECONDS), all in parallel;
+#                                   the relay wire decoder for 5 s (RELAY_FUZZ_SECONDS: it is small)
 #   bash ci/fuzz.sh --long [SEC]    each target for SEC seconds (default 600)
 #
 # Builds with clang-14 -fsanitize=fuzzer,address,undefined into build-fuzz/. The corpus is kept in
@@ -49,6 +50,9 @@ done
 $cxx "${common[@]}" "${fsan[@]}" cpp/fuzz/fuzz_header.cpp "${objs[@]}" -o "$out/fuzz_header"
 $cxx "${common[@]}" "${fsan[@]}" cpp/fuzz/fuzz_transitions.cpp "${objs[@]}" -o "$out/fuzz_transitions"
 $cxx "${common[@]}" "${fsan[@]}" cpp/fuzz/fuzz_v2.cpp "${objs[@]}" -o "$out/fuzz_v2"
+# The relay wire decoder (cpp/relay/wire.cpp: no ZeroMQ, so no libzmq is needed here).
+$cxx "${common[@]}" "${fsan[@]}" cpp/fuzz/fuzz_relay_wire.cpp cpp/relay/wire.cpp "${objs[@]}" \
+  -o "$out/fuzz_relay_wire"
 $cxx "${common[@]}" -fsanitize=address,undefined cpp/fuzz/header_oracle.cpp \
   cpp/src/errors.cpp cpp/src/dtype.cpp cpp/src/layout.cpp cpp/src/schema.cpp \
   cpp/src/layout_v2.cpp cpp/src/message_table.cpp -o "$out/header_oracle"
@@ -57,30 +61,37 @@ $cxx "${common[@]}" -fsanitize=address,undefined cpp/fuzz/header_oracle.cpp \
 python3 cpp/fuzz/make_seeds.py header "$out/seeds/fuzz_header"
 python3 cpp/fuzz/make_seeds.py transitions "$out/seeds/fuzz_transitions"
 python3 cpp/fuzz/make_seeds.py v2 "$out/seeds/fuzz_v2"
+python3 cpp/fuzz/make_seeds.py relay_wire "$out/seeds/fuzz_relay_wire"
 
 # --- run ---------------------------------------------------------------------------------------
 export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 pids=()
-for t in fuzz_header fuzz_transitions fuzz_v2; do
+targets=(fuzz_header fuzz_transitions fuzz_v2 fuzz_relay_wire)
+for t in "${targets[@]}"; do
   mkdir -p "$out/corpus/$t"
   # -max_len: header = 8 + 512 bytes; transitions: a few hundred operations; v2: 8 + 4608 + 2560.
   maxlen=520
   [[ $t == fuzz_transitions ]] && maxlen=2048
   [[ $t == fuzz_v2 ]] && maxlen=7176
-  "$out/$t" "$out/corpus/$t" "$out/seeds/$t" -max_total_time="$seconds" -max_len=$maxlen \
+  t_seconds=$seconds
+  # relay wire: frame 0 (48 + 16 x 80) and a few payload frames, with 2-byte length prefixes.
+  if [[ $t == fuzz_relay_wire ]]; then
+    maxlen=2048
+    t_seconds=$(( ${RELAY_FUZZ_SECONDS:-5} < seconds ? ${RELAY_FUZZ_SECONDS:-5} : seconds ))
+  fi
+  "$out/$t" "$out/corpus/$t" "$out/seeds/$t" -max_total_time="$t_seconds" -max_len=$maxlen \
     -print_final_stats=1 -artifact_prefix="$out/crashes/$t-" -timeout=10 -rss_limit_mb=1024 \
     >"$out/$t.log" 2>&1 &
   pids+=($!)
 done
 status=0
-targets=(fuzz_header fuzz_transitions)
 for i in "${!pids[@]}"; do
   wait "${pids[$i]}" || { status=1; failed+=("${targets[$i]} exited non-zero (log $out/${targets[$i]}.log)"); }
 done
 
 total=0
-for t in fuzz_header fuzz_transitions fuzz_v2; do
+for t in "${targets[@]}"; do
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$t.log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out/$t.log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$out/$t.log" | tail -1 || true)

@@ -50,6 +50,12 @@ def build_parser():
                    help="run the cases marked relay through a relay pair (spec/RELAY.md, needs "
                         "pyzmq: pip install '.[relay]'): requester → near relay → far relay → "
                         "responder on loopback")
+    r.add_argument("--relay-ends", default="py,py", metavar="NEAR,FAR",
+                   help="with --relay: each end's implementation, py (python -m shmbridge relay) "
+                        "or cpp (shmbridge-relay, cpp/relay/): py,py (default), cpp,cpp, cpp,py, "
+                        "py,cpp")
+    r.add_argument("--cpp-relay", help="path of shmbridge-relay (default "
+                                       "build/cpp/relay/shmbridge-relay or $SHMBRIDGE_CPP_RELAY)")
     r.add_argument("--netns", action="store_true",
                    help="with --relay: the near relay end in one network namespace, the far end in "
                         "another, joined by a veth pair and CurveZMQ keys made for the run (needs "
@@ -118,6 +124,15 @@ def cmd_run(a) -> int:
         print("--netns puts the two ends of the relay pair in two network namespaces: give "
               "--relay too (python -m conformance run --relay --netns)", file=sys.stderr)
         return 2
+    try:
+        relay_ends = relay_mod.parse_relay_ends(a.relay_ends)
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    if relay_ends != ("py", "py") and not a.relay:
+        print("--relay-ends chooses the relay ends' implementations: give --relay too",
+              file=sys.stderr)
+        return 2
     if not sel:
         print("no case selected", file=sys.stderr)
         return 2
@@ -153,8 +168,11 @@ def cmd_run(a) -> int:
         prefix += " --stress"
     if a.minimal:
         prefix += f" --minimal {shlex.quote(a.minimal)}"
+    if a.cpp_relay:
+        prefix += f" --cpp-relay {shlex.quote(a.cpp_relay)}"
     opt = runner.Options(impls, Path(a.workdir), stress=a.stress, slack_ms=a.slack_ms,
-                         rerun_prefix=prefix, relay=a.relay)
+                         rerun_prefix=prefix, relay=a.relay, relay_ends=relay_ends,
+                         cpp_relay=a.cpp_relay)
     t0 = time.monotonic()
     if a.netns:
         results = execute_in_namespaces(plan, opt, a)
@@ -170,6 +188,8 @@ def cmd_run(a) -> int:
     title = "shmbridge conformance" + (" — known-bad matrix (naive peer)" if a.known_bad else "")
     if a.relay:
         title += " — through a relay pair (requester → near → far → responder)"
+        if relay_ends != ("py", "py"):
+            title += f", relay ends near={relay_ends[0]} far={relay_ends[1]}"
     if a.netns:
         title += " across two network namespaces"
     report.console_report(results, a.known_bad, title=title)

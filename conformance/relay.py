@@ -137,6 +137,26 @@ def curve_keys(python: list, env: dict, keydir: Path) -> tuple[tuple, tuple]:
     return near, far
 
 
+RELAY_IMPLS = ("py", "cpp")
+
+
+def parse_relay_ends(text: str) -> tuple[str, str]:
+    """``--relay-ends NEAR,FAR``: each ``py`` (python -m shmbridge relay) or ``cpp``
+    (shmbridge-relay, cpp/relay/)."""
+    parts = [x.strip() for x in text.split(",")]
+    if len(parts) != 2 or any(x not in RELAY_IMPLS for x in parts):
+        raise ValueError(
+            f"--relay-ends wants NEAR,FAR with each py or cpp (e.g. cpp,py), got {text!r}"
+        )
+    return parts[0], parts[1]
+
+
+def relay_commands(ends: tuple[str, str], python: list, cpp_relay: str) -> dict:
+    """The argv start of the near and far ends for ``--relay-ends`` (RelayPair ``commands``)."""
+    cmd = {"py": [*python, "-m", "shmbridge", "relay"], "cpp": [cpp_relay]}
+    return {"near": cmd[ends[0]], "far": cmd[ends[1]]}
+
+
 class NotRelayable(Exception):
     """The case cannot be run through a relay as written (e.g. nobody declares the message)."""
 
@@ -180,15 +200,19 @@ class RelayPair:
         rsp_args: list,
         rundir: Path,
         route: Route | None = None,
+        commands: dict | None = None,
     ):
+        """``commands``: the argv start of each end's implementation, before ``near|far``
+        (default for both: ``python -m shmbridge relay``; the C++ ends: ``[shmbridge-relay]``,
+        see ``relay_commands``)."""
         self.name_a, self.name_b = name_a, name_b
         self.env = env
         req = [_flags(a) for a in req_args]
         rsp = [_flags(a) for a in rsp_args]
         near_creates = not any("--create" in f for f in req)
         far_creates = not any("--create" in f for f in rsp)
-        near = ["relay", "near", name_a]
-        far = ["relay", "far", name_b]
+        near = ["near", name_a]
+        far = ["far", name_b]
         if near_creates:
             near.append("--create")  # as the far end declares it (R-RELAY-2)
         if far_creates:
@@ -209,13 +233,15 @@ class RelayPair:
         near += ["--connect", route.endpoint, *route.near_flags]
         far += ["--bind", route.endpoint, *route.far_flags]
         prefix = {"near": list(route.near_prefix), "far": list(route.far_prefix)}
+        default = [*python, "-m", "shmbridge", "relay"]
+        cmd = {end: list((commands or {}).get(end) or default) for end in ("near", "far")}
         self.ends = {}
         for end, args in (("far", far), ("near", near)):
             log = rundir / f"relay-{end}.log"
             err = rundir / f"relay-{end}.err"
             self.ends[end] = RelayEnd(
                 end,
-                [*prefix[end], *python, "-m", "shmbridge", *args, "--log", str(log)],
+                [*prefix[end], *cmd[end], *args, "--log", str(log)],
                 log,
                 err,
             )

@@ -47,6 +47,12 @@ def default_impls(cpp_peer: str | None = None, python: str | None = None) -> dic
     }
 
 
+def default_cpp_relay() -> str:
+    """The C++ relay ends (cpp/relay/), found as the C++ peer is: $SHMBRIDGE_CPP_RELAY, else
+    the build directory."""
+    return os.environ.get("SHMBRIDGE_CPP_RELAY") or str(REPO_ROOT / "build/cpp/relay/shmbridge-relay")
+
+
 def parse_peer_option(text: str) -> PeerImpl:
     name, _, tmpl = text.partition("=")
     if not name or not tmpl:
@@ -174,7 +180,8 @@ class RunResult:
 class Options:
     def __init__(self, impls: dict, workdir: Path, stress: bool = False, slack_ms: float = 250.0,
                  rerun_prefix: str = "python -m conformance run", keep_logs: bool = False,
-                 relay: bool = False, netns: relay_mod.NamespaceRoutes | None = None):
+                 relay: bool = False, netns: relay_mod.NamespaceRoutes | None = None,
+                 relay_ends: tuple[str, str] = ("py", "py"), cpp_relay: str | None = None):
         self.impls = impls
         self.workdir = Path(workdir)
         self.stress = stress
@@ -183,6 +190,8 @@ class Options:
         self.keep_logs = keep_logs
         self.relay = relay  # every case through a relay pair (conformance/relay.py)
         self.netns = netns  # with relay: its two ends in two network namespaces
+        self.relay_ends = relay_ends  # (near, far) implementation: py or cpp
+        self.cpp_relay = cpp_relay or default_cpp_relay()
 
 
 _counter = [0]
@@ -234,6 +243,8 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
     rerun = f"{opt.rerun_prefix} --case '{case.id}' --pairing {pairing}"
     rerun += " --relay" if opt.relay else ""
     rerun += " --netns" if opt.netns is not None else ""
+    if opt.relay and opt.relay_ends != ("py", "py"):
+        rerun += f" --relay-ends {','.join(opt.relay_ends)}"
     res = RunResult(case, pairing, "PASS", rerun=rerun)
     for impl_name in (req_impl, rsp_impl):
         impl = opt.impls.get(impl_name)
@@ -250,6 +261,9 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
     if opt.relay:  # NAME_A for the requesters, NAME_B for the responders (spec/RELAY.md §1)
         py = opt.impls["py"]
         why = relay_available(py.template[0], py.env)
+        if not why and "cpp" in opt.relay_ends and not os.access(opt.cpp_relay, os.X_OK):
+            why = (f"the C++ relay {opt.cpp_relay} is not built (cmake needs libzmq3-dev and "
+                   "cppzmq-dev; --cpp-relay PATH or $SHMBRIDGE_CPP_RELAY)")
         if why:
             res.verdict, res.note = "SKIP", f"relay unavailable: {why}"
             return res
@@ -260,7 +274,8 @@ def run_case(case: Case, pairing: str, opt: Options) -> RunResult:
                 seg_of["responder"],
                 [shlex.split(p.args) for p in case.procs if p.role == "requester"],
                 [shlex.split(p.args) for p in case.procs if p.role == "responder"], rundir,
-                opt.netns.route() if opt.netns is not None else None)
+                opt.netns.route() if opt.netns is not None else None,
+                relay_mod.relay_commands(opt.relay_ends, [py.template[0]], opt.cpp_relay))
         except relay_mod.NotRelayable as e:
             res.verdict, res.note = "ERROR", f"case not runnable through a relay: {e}"
             return res

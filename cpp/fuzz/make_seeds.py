@@ -8,6 +8,8 @@ make_seeds.py v2 DIR           fuzz_v2's format (cpp/fuzz/v2_input.hpp): every h
                                vector (u64 LE mapping_size + header bytes + the initial tables of
                                a valid one), and every messages_v2.json table in the header of
                                its schema (the other area's table initial)
+make_seeds.py relay_wire DIR   fuzz_relay_wire's format: every relay_wire.json vector's frames,
+                               each as u16 LE length + bytes
 """
 
 from __future__ import annotations
@@ -98,10 +100,27 @@ def transition_seeds(out: Path) -> int:
     return n
 
 
+def relay_wire_seeds(out: Path) -> int:
+    vec = json.loads((SPEC / "vectors" / "relay_wire.json").read_text())
+    n = 0
+    for v in vec["valid"] + vec["invalid"]:
+        frames = [bytes.fromhex(f) for f in v["frames"]]
+        if any(len(f) > 0xFFFF for f in frames):
+            continue  # not expressible in the u16 length format
+        (out / v["id"]).write_bytes(b"".join(struct.pack("<H", len(f)) + f for f in frames))
+        n += 1
+    return n
+
+
 def main() -> int:
     kind, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
-    make = {"header": header_seeds, "transitions": transition_seeds, "v2": v2_seeds}[kind]
+    make = {
+        "header": header_seeds,
+        "transitions": transition_seeds,
+        "v2": v2_seeds,
+        "relay_wire": relay_wire_seeds,
+    }[kind]
     n = make(out)
     print(f"make_seeds: {n} {kind} seeds in {out}")
     return 0

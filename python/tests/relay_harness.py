@@ -36,6 +36,24 @@ def cpp_peer_path() -> str:
     return cpp_peer()
 
 
+def relay_cmd(end: str) -> list[str]:
+    """The argv start of a relay end, before ``near|far``. $SHMBRIDGE_RELAY_ENDS=NEAR,FAR (each
+    ``py`` or ``cpp``, default py,py) picks each end's implementation, so that these tests run
+    against the C++ ends too (cpp/relay/ shmbridge-relay: $SHMBRIDGE_CPP_RELAY, else the build
+    directory); a cpp end that is not built fails the test, it is never skipped."""
+    ends = os.environ.get("SHMBRIDGE_RELAY_ENDS", "py,py").split(",")
+    impl = ends[0 if end == "near" else 1].strip() if len(ends) == 2 else "?"
+    if impl == "py":
+        return [PY, "-m", "shmbridge", "relay"]
+    if impl != "cpp":
+        pytest.fail(f"SHMBRIDGE_RELAY_ENDS={ends!r}: expected NEAR,FAR with each py or cpp")
+    root = Path(__file__).resolve().parents[2]
+    exe = os.environ.get("SHMBRIDGE_CPP_RELAY") or str(root / "build/cpp/relay/shmbridge-relay")
+    if not os.access(exe, os.X_OK):
+        pytest.fail(f"SHMBRIDGE_RELAY_ENDS asks for the C++ {end} end: {exe} is not built")
+    return [exe]
+
+
 def peer_cmd(impl: str, args: Sequence[str]) -> list[str]:
     if impl == "py":
         return [PY, "-m", "shmbridge.peer", *args]
@@ -130,7 +148,7 @@ class Pair:
         return self.tmp / f"{self._n:02d}_{what}.log"
 
     def start_far(self, *args: str, hb_ms: int = HB_MS, crash_at: str | None = None) -> Proc:
-        cmd = [PY, "-m", "shmbridge", "relay", "far", self.far_name, "--bind", self.endpoint,
+        cmd = [*relay_cmd("far"), "far", self.far_name, "--bind", self.endpoint,
                "--heartbeat-ms", str(hb_ms), *args]  # fmt: skip
         log = self._log("far")
         self.far = Proc([*cmd, "--log", str(log)], self._log("far_stderr"), _crash_env(crash_at))
@@ -139,7 +157,7 @@ class Pair:
         return self.far
 
     def start_near(self, *args: str, hb_ms: int = HB_MS, crash_at: str | None = None) -> Proc:
-        cmd = [PY, "-m", "shmbridge", "relay", "near", self.near_name, "--connect",
+        cmd = [*relay_cmd("near"), "near", self.near_name, "--connect",
                self.endpoint, "--heartbeat-ms", str(hb_ms), *args]  # fmt: skip
         log = self._log("near")
         self.near = Proc([*cmd, "--log", str(log)], self._log("near_stderr"), _crash_env(crash_at))

@@ -142,8 +142,10 @@ class NearRelay:
                     "executed at most once, perhaps not at all; send it again if it is safe",
                 )
             self.state = State.CONNECTING
+            # the new far end serves only a session that said HELLO to it (R-RELAY-10), and it
+            # may have started before this end saw the old one silent: say HELLO now
+            self._hello()
             if m.kind is not Kind.HELLO:
-                self._hello()
                 return None
         if m.kind is Kind.HELLO:
             self._far_hello(m)
