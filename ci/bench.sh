@@ -33,8 +33,10 @@ generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSHMBRIDGE_BUILD_BENCH=ON >/dev/null
 targets=(bench_peer bench_floors bench_original)
-grep -q '^bench_micro:' <(cmake --build "$build_dir" --target help 2>/dev/null | sed 's/^\.\.\. //') \
-  && targets+=(bench_micro)
+available=$(cmake --build "$build_dir" --target help 2>/dev/null | sed 's/^\.\.\. //')
+grep -q '^bench_micro:' <<<"$available" && targets+=(bench_micro)
+# the C++ relay ends, when CMake found libzmq and cppzmq (the relay rows below)
+grep -q '^shmbridge-relay:' <<<"$available" && targets+=(shmbridge-relay)
 cmake --build "$build_dir" -j "${SHMBRIDGE_JOBS:-2}" --target "${targets[@]}"
 
 echo "== bench: run"
@@ -48,9 +50,11 @@ pin=()
 "$py" -m bench "${mode[@]}" "${pin[@]}" --build-dir "$build_dir" "$@"
 
 # The relay rows (issue 15, spec/RELAY.md): 64 B and 1 MiB through a relay pair on loopback vs
-# pyzmq REQ/REP sending the same arrays directly, same run; about 15 s. BENCH_RELAY=0 skips it.
+# pyzmq REQ/REP sending the same arrays directly, same run, with the Python and (when built) the
+# C++ relay ends in the same passes; about 35 s. BENCH_RELAY=0 skips it.
 if [[ ${BENCH_RELAY:-1} == 1 ]]; then
   echo "== bench: relay vs direct pyzmq (bench/relay_bench.py)"
   # pyzmq was installed above with the optional comparison packages
-  "$py" -m bench.relay_bench --sizes 64,1048576 --seconds 3
+  SHMBRIDGE_CPP_RELAY=${SHMBRIDGE_CPP_RELAY:-$build_dir/cpp/relay/shmbridge-relay} \
+    "$py" -m bench.relay_bench --sizes 64,1048576 --seconds 3
 fi
