@@ -1,5 +1,9 @@
 #include "far.hpp"
 
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
 namespace shmbridge::relay {
 namespace {
 
@@ -30,13 +34,23 @@ void FarRelay::open_socket() {
   s.set(zmq::sockopt::router_handover, 1);
   s.set(zmq::sockopt::linger, 0);
   if (cfg_.curve) {
-    if (cfg_.curve->clients_dir)
+    if (cfg_.curve->clients_dir && !zap_)  // one per context, kept across a reopen
       zap_ = std::make_unique<ZapHandler>(ctx_, *cfg_.curve->clients_dir);
     s.set(zmq::sockopt::curve_server, 1);
     s.set(zmq::sockopt::curve_secretkey, cfg_.curve->secret_key);
     s.set(zmq::sockopt::curve_publickey, cfg_.curve->public_key);
   }
-  s.bind(cfg_.bind);
+  // A reopen (release_reply) binds the endpoint its closed socket held: ZeroMQ frees it on
+  // its I/O thread, shortly after the close returned.
+  for (int tries = 0;; ++tries) {
+    try {
+      s.bind(cfg_.bind);
+      return;
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EADDRINUSE || tries >= 200) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
 }
 
 // -- local segment ------------------------------------------------------------------------------
@@ -201,6 +215,7 @@ void FarRelay::request(const Message& m, Received& r) {
 
 void FarRelay::start(std::unique_ptr<Job> job) {
   cache_.reset();  // the next round begins: the last reply is no longer asked for
+  release_reply();
   Outcome out;
   if (!ensure_local()) {
     out.reply_code = static_cast<std::uint32_t>(ErrorCode::PEER_GONE);
@@ -248,6 +263,22 @@ void FarRelay::finish(std::unique_ptr<Job> job, Outcome out) {
   if (next_) start(std::move(next_));
 }
 
+void FarRelay::release_reply() {
+  // R-RELAY-4: the last REP's zero-copy frames are the segment's reply area, which the next T1
+  // hands back to the local responder, so ZeroMQ must have released them. It has once it wrote
+  // them to the connection; a frame still queued (a peer that stopped reading) is dropped with
+  // the socket (LINGER 0), and the near end recovers the round by R-RELAY-15.
+  if (local_.wait_released(std::chrono::milliseconds(50))) return;
+  log_.event("dropped_queued_reply", {});
+  link_.close();
+  open_socket();
+  if (!local_.wait_released(std::chrono::seconds(5))) {
+    throw Error(ErrorCode::OS_ERROR,
+                "far relay: ZeroMQ still held a reply frame 5 s after its socket was closed, so "
+                "the segment's reply area cannot be handed back; restart the far relay");
+  }
+}
+
 void FarRelay::send_rep(Cached& c, const zmq::message_t& route) {
   const Outcome& out = c.outcome;
   Head h;
@@ -291,9 +322,12 @@ void FarRelay::run(const volatile std::sig_atomic_t& stop) {
 }
 
 void FarRelay::close() {
-  local_.close();
+  // ZeroMQ first: a reply frame it holds refers to the segment, which local_.close() unmaps
+  cache_.reset();
   link_.close();
   zap_.reset();
+  ctx_.close();  // returns once every socket is closed and every message released
+  local_.close();
 }
 
 }  // namespace shmbridge::relay

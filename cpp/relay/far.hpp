@@ -65,6 +65,7 @@ class FarRelay {
   void step();
   void finish(std::unique_ptr<Job> job, Outcome out);
   void send_rep(Cached& c, const zmq::message_t& route);
+  void release_reply();
   bool overdue(std::uint64_t sent_at) const;
 
   FarConfig cfg_;

@@ -1,6 +1,9 @@
 #include "local.hpp"
 
 #include <cstring>
+#include <thread>
+
+#include "link.hpp"
 
 #include "shmbridge/layout.hpp"
 #include "shmbridge/message_table.hpp"
@@ -191,6 +194,31 @@ void FarLocal::send() {
   local_seq_ = v2_->send(fields);
 }
 
+namespace {
+
+// ZeroMQ's free function of a zero-copy reply frame: it released the frame (R-RELAY-4).
+void reply_released(void*, void* hint) { static_cast<std::atomic<int>*>(hint)->fetch_sub(1); }
+
+}  // namespace
+
+void FarLocal::add_payload(Outcome& out, const void* data, std::size_t size) {
+  if (size < kZeroCopyMin) {
+    out.payload.emplace_back(data, size);  // copied: nothing held
+    return;
+  }
+  held_->fetch_add(1);
+  out.payload.emplace_back(const_cast<void*>(data), size, &reply_released, held_.get());
+}
+
+bool FarLocal::wait_released(std::chrono::milliseconds max) const {
+  const auto until = std::chrono::steady_clock::now() + max;
+  while (held_->load() > 0) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
+}
+
 bool FarLocal::step(std::chrono::milliseconds timeout, Outcome& out) {
   out = Outcome{};
   out.local_seq = local_seq_;
@@ -198,13 +226,13 @@ bool FarLocal::step(std::chrono::milliseconds timeout, Outcome& out) {
     if (v1_) {
       const ArrayView v = v1_->receive(timeout);
       out.descs.push_back(desc_of(v.dtype(), v.shape()));
-      out.payload.emplace_back(v.data(), static_cast<std::size_t>(v.nbytes()));
+      add_payload(out, v.data(), static_cast<std::size_t>(v.nbytes()));
     } else {
       const MessageView v = v2_->receive(timeout);
       for (const auto& name : reply_names_) {
         const FieldRef f = v.ref(name);
         out.descs.push_back(desc_of(f.dtype, f.shape));
-        out.payload.emplace_back(f.data, static_cast<std::size_t>(v.nbytes(name)));
+        add_payload(out, f.data, static_cast<std::size_t>(v.nbytes(name)));
       }
     }
   } catch (const Error& e) {

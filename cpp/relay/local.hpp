@@ -4,8 +4,10 @@
 // checks of R-RELAY-7. Mirrors python/shmbridge/relay/local.py.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -95,12 +97,18 @@ class FarLocal {
   // T1 of a new round with the REQ's fields (copied into the segment).
   void start(const Desc* descs, const zmq::message_t* frames, std::size_t n);
   // Waits up to `timeout` for the reply: true with `out` filled, false while still waiting.
+  // A reply field of at least kZeroCopyMin bytes is not copied: its message refers to the
+  // reply area of the segment, the reply's until the next T1 (R-RELAY-4).
   bool step(std::chrono::milliseconds timeout, Outcome& out);
+  // Waits up to `max` until ZeroMQ released every such message: true when none is held. The
+  // caller needs true before the next T1 (`start`) and before `close` unmaps the segment.
+  bool wait_released(std::chrono::milliseconds max) const;
   void close();
 
  private:
   void send();
   void opened(bool created);
+  void add_payload(Outcome& out, const void* data, std::size_t size);
   std::string name_;
   Options opts_;
   std::optional<Requester> v1_;
@@ -112,6 +120,9 @@ class FarLocal {
   std::vector<Desc> args_;
   std::vector<const void*> arg_data_;
   std::uint32_t local_seq_ = 0;
+  // zero-copy reply messages ZeroMQ still holds (its free function decrements the count on its
+  // I/O thread); on the heap so that the address the messages keep never moves
+  std::unique_ptr<std::atomic<int>> held_ = std::make_unique<std::atomic<int>>(0);
 };
 
 }  // namespace shmbridge::relay
