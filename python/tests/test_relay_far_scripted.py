@@ -116,3 +116,33 @@ def test_r_relay_4_r_relay_10_a_stalled_reader_does_not_stop_the_next_session(
         assert len(takes) == 3, rsp.text()
         dropped = [e for e in far.events() if e.get("event") == "dropped_queued_reply"]
         print(f"far end: {len(dropped)} queued REP dropped (a far end that copies its REPs: 0)")
+
+
+def test_r_relay_10_a_req_without_the_far_epoch_is_never_executed(tmp_path: Path) -> None:
+    """R-RELAY-10: a REQ of the current session whose epoch is not the far end's (0 included:
+    a near end that never heard this far end) is dropped and answered with a HELLO; the far
+    responder takes nothing; the same REQ with the far end's epoch is executed once."""
+    with relay_pair(tmp_path, "ep0") as pair:
+        far = pair.start_far("--create", "--dtype", "float32", "--shape", "16")
+        rsp = attached(pair.peer("py", "responder", "--attach", "--rounds", "0"))
+        near = Near(pair.endpoint, session=33)
+        try:
+            near.hello()
+            a = np.arange(16, dtype=np.float32)
+            for wrong in (0, near.epoch ^ 1):
+                head = encode_header(Kind.REQ, descs=[Desc.of(F32, a.shape)], protocol=1,
+                                     session=near.session, epoch=wrong, relay_seq=1)  # fmt: skip
+                near.sock.send_multipart([head, a])
+                assert near.sock.poll(5000), f"no answer to a REQ of epoch {wrong}"
+                m = decode(near.sock.recv_multipart())
+                assert m.kind is Kind.HELLO and m.epoch == near.epoch, m
+            near.req(1, a)
+            m, _ = near.reply(1, timeout=10)
+            assert m.reply_code == 0
+            assert np.array_equal(np.frombuffer(m.frames[0].buffer, dtype=np.float32), a + 1)
+        finally:
+            near.close()
+        far.stop()
+        assert far.stats().get("stale_epoch") == 2, far.text()
+        takes = [e for e in rsp.events() if e.get("op") == "take" and e.get("result") == "ok"]
+        assert len(takes) == 1, rsp.text()

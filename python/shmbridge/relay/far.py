@@ -163,7 +163,7 @@ class FarRelay:
             self.session_alive = True
             self._hello(route, m.session)
             return
-        if m.session != self.session or (m.epoch and m.epoch != self.epoch):
+        if m.session != self.session or m.epoch != self.epoch:
             # R-RELAY-10: another session or an older far end's epoch: never executed
             self.log.count("stale_epoch" if m.session == self.session else "stale_session")
             self._hello(route, m.session)
