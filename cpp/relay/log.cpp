@@ -5,21 +5,18 @@
 namespace shmbridge::relay {
 namespace {
 
-std::string quote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
+// One line, flushed: a log that cannot be written must not stop the relay.
+void write_line(std::FILE* out, const nlohmann::ordered_json& j) {
+  const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), out) == line.size()) std::fflush(out);
+}
+
+nlohmann::ordered_json head(const char* event, const char* end) {
+  nlohmann::ordered_json j;
+  j["event"] = event;
+  j["end"] = end;
+  j["t"] = monotonic_ns();
+  return j;
 }
 
 }  // namespace
@@ -30,26 +27,21 @@ std::uint64_t monotonic_ns() {
                                         .count());
 }
 
-Field num(const char* key, std::uint64_t v) { return {key, std::to_string(v)}; }
-Field str(const char* key, const std::string& v) { return {key, quote(v)}; }
+Field num(const char* key, std::uint64_t v) { return {key, v}; }
+Field str(const char* key, const std::string& v) { return {key, v}; }
 
 void Log::event(const char* event, std::initializer_list<Field> fields) {
   if (out_ == nullptr) return;
-  std::string line = "{\"event\": " + quote(event) + ", \"end\": " + quote(end_) +
-                     ", \"t\": " + std::to_string(monotonic_ns());
-  for (const Field& f : fields) line += std::string(", ") + quote(f.key) + ": " + f.json;
-  line += "}\n";
-  // A log that cannot be written must not stop the relay.
-  if (std::fwrite(line.data(), 1, line.size(), out_) == line.size()) std::fflush(out_);
+  nlohmann::ordered_json j = head(event, end_);
+  for (const Field& f : fields) j[f.key] = f.value;
+  write_line(out_, j);
 }
 
 void Log::stats() {
   if (out_ == nullptr) return;
-  std::string line = "{\"event\": \"stats\", \"end\": " + quote(end_) +
-                     ", \"t\": " + std::to_string(monotonic_ns());
-  for (const auto& [k, v] : stats_) line += ", " + quote(k) + ": " + std::to_string(v);
-  line += "}\n";
-  if (std::fwrite(line.data(), 1, line.size(), out_) == line.size()) std::fflush(out_);
+  nlohmann::ordered_json j = head("stats", end_);
+  for (const auto& [k, v] : stats_) j[k] = v;
+  write_line(out_, j);
 }
 
 void Log::warn(const std::string& text) const {

@@ -7,14 +7,15 @@
 #include <cstdio>
 #include <initializer_list>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace shmbridge::relay {
 
-// One "key": value pair of an event; the value is already JSON text.
+// One "key": value pair of an event (nlohmann's JSON writes and escapes it).
 struct Field {
   const char* key;
-  std::string json;
+  nlohmann::ordered_json value;
 };
 Field num(const char* key, std::uint64_t v);
 Field str(const char* key, const std::string& v);

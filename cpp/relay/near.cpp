@@ -178,7 +178,7 @@ void NearRelay::send_hb(std::uint64_t relay_seq) {
 void NearRelay::bad_frame(const Error& e, const char* check) {
   log_.count("bad_frames");
   log_.event("bad_frame",
-             {str("error", e.name()), check ? str("check", check) : Field{"check", "null"},
+             {str("error", e.name()), check ? str("check", check) : Field{"check", nullptr},
               str("message", e.what())});
 }
 
@@ -260,8 +260,8 @@ void NearRelay::housekeeping() {
 
 void NearRelay::far_gone() {
   state_ = State::DOWN;
-  log_.event("down", {num("epoch", epoch_),
-                      Field{"silent_s", std::to_string((monotonic_ns() - last_heard_) / 1e9)}});
+  log_.event("down",
+             {num("epoch", epoch_), Field{"silent_s", (monotonic_ns() - last_heard_) / 1e9}});
   log_.count("far_gone");
   epoch_ = 0;
   open_socket();
