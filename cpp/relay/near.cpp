@@ -149,7 +149,15 @@ void NearRelay::open_socket() {
     s.set(zmq::sockopt::curve_secretkey, cfg_.curve->secret_key);
   }
   s.connect(cfg_.connect);
-  in_flight_ = 0;  // LINGER 0: whatever ZeroMQ held is dropped with the socket
+  // LINGER 0: whatever ZeroMQ held is dropped with the old socket and counted off its own count;
+  // a count at 0 gets no more callbacks and can go
+  std::atomic<int>* const old = in_flight_;
+  in_flight_counts_.erase(
+      std::remove_if(in_flight_counts_.begin(), in_flight_counts_.end(),
+                     [old](const auto& c) { return c.get() != old && c->load() == 0; }),
+      in_flight_counts_.end());
+  in_flight_counts_.push_back(std::make_unique<std::atomic<int>>(0));
+  in_flight_ = in_flight_counts_.back().get();
   log_.event("session", {num("session", session_)});
 }
 
@@ -359,8 +367,8 @@ void NearRelay::send_req(Round& r) {
   payload_.clear();
   for (const auto& [data, size] : fields) {
     if (size >= kZeroCopyMin) {  // R-RELAY-4: taken from the request area, tracked
-      in_flight_.fetch_add(1);
-      payload_.emplace_back(const_cast<void*>(data), size, &released, &in_flight_);
+      in_flight_->fetch_add(1);
+      payload_.emplace_back(const_cast<void*>(data), size, &released, in_flight_);
     } else {
       payload_.emplace_back(data, size);  // copied: nothing held
     }
@@ -380,10 +388,10 @@ void NearRelay::send_req(Round& r) {
 
 void NearRelay::release(Round& r) {
   // R-RELAY-4: no zero-copy frame of the REQ may still be queued when the round completes
-  for (int i = 0; i < 50 && in_flight_.load() > 0; ++i) {
+  for (int i = 0; i < 50 && in_flight_->load() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  if (in_flight_.load() > 0) {
+  if (in_flight_->load() > 0) {
     log_.event("dropped_queued_request", {num("relay_seq", r.rs)});
     open_socket();  // LINGER 0 drops it (R-RELAY-16)
     state_ = State::CONNECTING;
@@ -489,8 +497,11 @@ void NearRelay::run_round(const volatile std::sig_atomic_t& stop) {
 }
 
 void NearRelay::close() {
-  local_.close();
+  // ZeroMQ first: a REQ frame it holds refers to the segment, which local_.close() unmaps
+  payload_.clear();
   link_.close();
+  ctx_.close();  // returns once every socket is closed and every message released
+  local_.close();
 }
 
 }  // namespace shmbridge::relay

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -109,6 +110,11 @@ class NearRelay {
 
   NearConfig cfg_;
   Log& log_;
+  // Zero-copy frames ZeroMQ still holds (R-RELAY-4), one count per socket: the frames of a
+  // closed socket are dropped and released later, on ZeroMQ's thread, into that socket's count
+  // (never into the next socket's). Declared before ctx_, so they outlive every callback.
+  std::vector<std::unique_ptr<std::atomic<int>>> in_flight_counts_;
+  std::atomic<int>* in_flight_ = nullptr;  // the current socket's
   zmq::context_t ctx_;
   Link link_;
   NearLocal local_;
@@ -117,7 +123,6 @@ class NearRelay {
   std::uint64_t last_heard_ = 0, next_hb_ = 0, hb_ns_;
   bool local_gone_ = false;
   std::optional<std::pair<std::uint64_t, std::uint32_t>> bad_reply_;  // (relay seq, code)
-  std::atomic<int> in_flight_{0};  // zero-copy frames ZeroMQ still holds (R-RELAY-4)
   Received rx_;
   std::vector<zmq::message_t> payload_;
   CrashPlan crash_;  // the test hook of spec/RELAY.md §12
