@@ -74,7 +74,8 @@ with sb.Responder.attach(sys.argv[1], options=opts) as r:
 # REQ/REP hop between them) with nothing but the forwarding calls: no wire header, no checks, no
 # heartbeats, no log. argv: "near" SEGMENT ENDPOINT SPIN, or "far" SEGMENT ENDPOINT SPIN N.
 _BARE = r"""
-import sys, numpy as np, zmq, shmbridge as sb
+import signal, sys, numpy as np, zmq, shmbridge as sb
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the with blocks close (the far unlinks)
 end, name, ep, spin = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 ctx = zmq.Context()
 opts = sb.Options(timeout=30, spin=spin)
