@@ -2,7 +2,8 @@
 the C++ `shmbridge-relay` (cpp/relay/) refuse the same bad configurations with the same exit
 codes (spec/errors.json) and one line on stderr, before any socket or segment exists
 (R-RELAY-17, R-RELAY-18), and exit 0 with a `stats` line on SIGTERM. The C++ cases need the
-built program: without it they are skipped (reported as skipped, never as passed)."""
+built program and the Python ones pyzmq, as every relay test: without them they are skipped
+(reported as skipped, never as passed)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ CPP = os.environ.get("SHMBRIDGE_CPP_RELAY") or str(ROOT / "build/cpp/relay/shmbr
 
 def _start(impl: str) -> list[str]:
     if impl == "py":
+        pytest.importorskip("zmq", reason="the relay needs pyzmq (pip install 'shmbridge[relay]')")
         return [sys.executable, "-m", "shmbridge", "relay"]
     if not os.access(CPP, os.X_OK):
         pytest.skip(f"the C++ relay {CPP} is not built (libzmq3-dev, cppzmq-dev)")
