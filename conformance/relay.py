@@ -246,8 +246,15 @@ class RelayPair:
                 err,
             )
 
-    def start(self, cwd: Path) -> None:
-        for e in self.ends.values():
+    def start(self, cwd: Path, far_ready_s: float = 20.0) -> None:
+        """The far end first, and the near end once the far end listens (its ``ready`` event,
+        or its exit, or ``far_ready_s``): a near end that connects before the far end binds
+        meets ZeroMQ's reconnect back-off (100 ms doubling to 1 s, RELAY.md §2), and its HELLOs
+        are dropped until it reconnects (IMMEDIATE), so the link came up hundreds of ms after
+        the near end's attach: a requester with a short timeout then saw its request withdrawn
+        (R-RELAY-8) on a loaded machine."""
+        for name in ("far", "near"):
+            e = self.ends[name]
             e.log_path.unlink(missing_ok=True)
             with open(e.err_path, "wb") as err:
                 e.popen = subprocess.Popen(
@@ -259,6 +266,12 @@ class RelayPair:
                     env=self.env,
                     start_new_session=True,
                 )
+            if name == "far":
+                deadline = time.monotonic() + far_ready_s
+                while time.monotonic() < deadline and e.popen.poll() is None:
+                    if any(x.get("event") == "ready" for x in e.events()):
+                        break
+                    time.sleep(0.01)
 
     def listening(self) -> bool:
         """Both ends have started (their sockets exist) and a far end that creates its segment
