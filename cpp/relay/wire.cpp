@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "shmbridge/dtype.hpp"
+#include "shmbridge/layout.hpp"
 
 namespace shmbridge::relay {
 namespace {
@@ -158,17 +159,12 @@ const char* kind_name(Kind kind) noexcept {
 std::optional<std::uint64_t> desc_nbytes(std::uint32_t dtype, std::uint32_t ndim,
                                          const std::array<std::uint64_t, 8>& shape) noexcept {
   if (!is_dtype_code(dtype) || ndim > 8) return std::nullopt;
-  std::uint64_t n = itemsize(static_cast<DType>(dtype));
-  bool zero = false;  // an empty extent makes the product 0 whatever the others are
-  bool overflow = false;
-  for (std::uint32_t i = 0; i < ndim; ++i) {
-    if (shape[i] == 0) zero = true;
-    if (!overflow && !zero && n > UINT64_MAX / shape[i]) overflow = true;
-    if (!overflow && !zero) n *= shape[i];
-  }
-  if (zero) return 0;
-  if (overflow) return std::nullopt;
-  return n;
+  // the library's exact product (an empty extent makes it 0 whatever the others are)
+  std::uint64_t count = 0;
+  if (!Shape(shape.data(), ndim).element_count(count)) return std::nullopt;
+  const std::uint64_t size = itemsize(static_cast<DType>(dtype));
+  if (count > UINT64_MAX / size) return std::nullopt;
+  return count * size;
 }
 
 Desc make_desc(std::uint32_t dtype, const std::uint64_t* extents, std::uint32_t ndim) noexcept {
