@@ -100,6 +100,9 @@ _Step = tuple[int, int, int, int, int, int, int]
 # seq a transition keeps).
 _ALL, _KEEP_SEQ = 0xFFFFFFFF, 0xFFFFFFFF & ~0xF
 _MESSAGE_END = OFF_MESSAGE + DESCRIPTOR_SIZE
+# reply_code follows the message descriptor: one slice reads both at take (Responder._taken).
+assert OFF_REPLY_CODE == _MESSAGE_END
+_REPLY_CODE_END = OFF_REPLY_CODE + 4
 # T2: wait in IDLE or REPLIED (any seq) for REQUESTED, then REQUESTED -> TAKEN (same seq).
 _TAKE_STEP: _Step = (0xF, _REQUESTED, _KEEP_SEQ, _TAKEN, 0xF, _IDLE, _REPLIED)
 
@@ -505,6 +508,8 @@ class _ArrayFormat(_Handle):
     def _init_message(self, header: Header) -> None:
         self._declared = header.declared
         self._declared_bytes = encode_descriptor(header.declared)
+        # message = declared and reply_code = 0: what a v1 take finds after a successful round.
+        self._declared_and_ok = self._declared_bytes + bytes(4)
         self._dtype: np.dtype[Any] = DType(header.declared.dtype).numpy
         self._shape = header.declared.shape
         self._nbytes = header.declared.nbytes
@@ -1215,6 +1220,9 @@ class _ResponderCore(_Handle, Generic[_Req]):
         self._held: int | None = None
         self._request: _Req | None = None
         self._spare: Any = None  # v1 serve: the request object of its next round
+        # reply_code was 0 at this round's take (v1's _taken reads it with the message): only the
+        # responder writes it (R-STATE-3), so a successful reply need not read it again.
+        self._reply_code_ok = False
 
     def _recover_on_attach(self) -> None:
         """R-REC-2: complete a round left TAKEN by a dead predecessor with PEER_GONE (T8); a
@@ -1326,10 +1334,10 @@ class _ResponderCore(_Handle, Generic[_Req]):
             raise OutOfTurn("reply: this responder holds no such request; expected take() first")
         mm = self._mm
         expected = (seq << 4) | _TAKEN
-        if code or _U32.unpack_from(mm, OFF_REPLY_CODE)[0]:
+        if code or (not self._reply_code_ok and _U32.unpack_from(mm, OFF_REPLY_CODE)[0]):
             # Something to store (R-STATE-3): only while the request is still TAKEN by us. A
-            # successful reply after one (reply_code already 0) stores nothing: the CAS alone
-            # checks the word.
+            # successful reply after one (reply_code already 0, seen here or at take) stores
+            # nothing: the CAS alone checks the word.
             w = _native.load_acquire(mm, OFF_WORD)
             if w != expected:
                 raise self._not_held(w, seq)
@@ -1401,7 +1409,10 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
         return self
 
     def _taken(self, seq: int) -> Request:
-        if self._mm[OFF_MESSAGE:_MESSAGE_END] != self._declared_bytes:  # R-MSG-1, inline
+        # R-MSG-1, inline: message = declared, and reply_code = 0 in the same slice (else
+        # _reply reads it; nobody else writes it while we hold the request, R-STATE-3).
+        ok = self._reply_code_ok = self._mm[OFF_MESSAGE:_REPLY_CODE_END] == self._declared_and_ok
+        if not ok and self._mm[OFF_MESSAGE:_MESSAGE_END] != self._declared_bytes:
             bad = self._check_message("take")
             if bad is not None:  # R-MSG-2: still complete the round
                 self._reply(seq, int(bad.code))
