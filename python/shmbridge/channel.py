@@ -1262,6 +1262,10 @@ class _ResponderCore(_Handle, Generic[_Req]):
         # T2 in one native call when a request is there or comes within the spin budget.
         first_spin = self._first_spin if t >= self._first_spin else t
         w = _wait_cas(self._mm, OFF_WORD, OFF_WAITERS, *_TAKE_STEP, first_spin, 0.0, self._events)
+        return self._took(w, t, first_spin)
+
+    def _took(self, w: int, t: float, first_spin: float) -> _Req:
+        """The rest of a take whose first native call (spinning ``first_spin``) returned ``w``."""
         if w > _ALL:  # not changed (a result < 2**32 is the word the CAS replaced)
             w = self._take_slow(w - (w & _ALL), w & _ALL, t, first_spin)
         seq = (w >> 4) & SEQ_MASK
@@ -1453,10 +1457,31 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
         view: np.ndarray[Any, Any] | None = None
         alone = _refs_of_a_local()  # the count of a view only this loop holds; 0: never reuse
         take = self._take
+        # The round after one that ended in place with nothing kept (``spare``) takes and replies
+        # inline: _take and _reply without the calls and the checks that round already made.
+        mm, events = self._mm, self._events
+        first_spin = self._first_spin if t >= self._first_spin else t
+        clean = self._declared_and_ok
+        spare: Request | None = None
         try:
             while True:
                 try:  # _serve_take, inline
-                    req = take(t)
+                    if spare is None or self._closed or self._held is not None:
+                        req = take(t)
+                    else:
+                        w = _wait_cas(
+                            mm, OFF_WORD, OFF_WAITERS, *_TAKE_STEP, first_spin, 0.0, events
+                        )
+                        if w <= _ALL and mm[OFF_MESSAGE:_REPLY_CODE_END] == clean:  # R-MSG-1
+                            req = spare  # _took and _taken, inline
+                            self._held = req.seq = (w >> 4) & SEQ_MASK
+                            req.done = False
+                            self._request = req
+                            self._reply_code_ok = True
+                        else:
+                            self._spare = spare
+                            req = self._took(w, t, first_spin)
+                        spare = None
                 except PeerGone as e:
                     if e.reason is PeerGoneReason.CLOSED:
                         return n  # R-LIVE-4: the end of service
@@ -1470,7 +1495,18 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
                     result = handler(view)
                     if not req.done:
                         if result is None or result is view:
-                            self._reply(req.seq, 0)  # Request.reply without its checks
+                            seq = req.seq
+                            if self._reply_code_ok and self._held == seq and not self._closed:
+                                # _reply's T3, inline: reply_code was 0 at take (R-STATE-3)
+                                expected = (seq << 4) | _TAKEN
+                                found = _cas_wake(
+                                    mm, OFF_WORD, OFF_WAITERS, expected, seq << 4 | _REPLIED, events
+                                )
+                                if found != expected:
+                                    raise self._not_held(found, seq)
+                                self._held = self._request = None
+                            else:
+                                self._reply(seq, 0)  # Request.reply without its checks
                             req.done = in_place = True
                         else:
                             req.reply(result)
@@ -1480,7 +1516,7 @@ class Responder(_ArrayFormat, _ResponderCore[Request]):
                 # The lease ends (R-CLOSE-3): a view somebody kept becomes read-only.
                 req._array = result = None
                 if in_place and _getrefcount(view) == alone:
-                    self._spare = req  # view and request: nobody else holds them
+                    spare = req  # view and request: nobody else holds them
                 else:
                     req.end()
                     view = None

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import _posixshmem
+import contextlib
 import mmap
 import os
 import resource
@@ -456,6 +457,71 @@ def test_mapping_is_prefaulted(segname: str) -> None:
             mm[off] = 1
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 64, f"{faults} page faults on first touch"
+
+
+def test_serve_later_rounds_hold_their_request_and_reset_a_planted_reply_code(
+    segname: str,
+) -> None:
+    """serve's rounds after the first (taken and answered without the take/reply calls): the
+    handler sees held() == the request's seq (R-STATE-7's bookkeeping), and a reply_code planted
+    while the channel is IDLE (R-STATE-3: only the responder writes it; a successful T3 writes 0)
+    is reset by the next in-place reply, so the requester gets that round's result, not an
+    error."""
+    held: list[int | None] = []
+
+    def handler(a: np.ndarray) -> None:
+        held.append(rsp.held())
+        a += 1.0
+
+    req = sb.Requester.create(segname, np.float32, (8,))
+    rsp = sb.Responder.attach(segname)
+    raw = _raw(segname)
+    th = threading.Thread(target=lambda: rsp.serve(handler, timeout=10))
+    th.start()
+    sent: list[int | None] = []
+    for i in range(10):
+        if i in (4, 7):  # IDLE: the responder waits for the next request
+            struct.pack_into("<I", raw, OFF_REPLY_CODE, 0xDEAD)
+        req.send(np.full(8, i, np.float32))
+        sent.append(req.pending())
+        out = req.receive_copy(timeout=10)
+        assert (out == i + 1).all(), i
+        assert struct.unpack_from("<I", raw, OFF_REPLY_CODE)[0] == 0
+    req.close()
+    th.join(10)
+    assert held == sent
+    raw.close()
+    rsp.close()
+
+
+def test_r_state_2_serve_reply_after_a_rogue_word_change_raises(segname: str) -> None:
+    """R-STATE-2 in serve's later rounds: when a rogue writer changes the word while the handler
+    runs (here TAKEN #3 -> REPLIED #3), the in-place reply's CAS fails and serve raises the error
+    for the word it found instead of reporting the round as answered."""
+    req = sb.Requester.create(segname, np.float32, (4,))
+    rsp = sb.Responder.attach(segname)
+    raw = _raw(segname)
+
+    def handler(a: np.ndarray) -> None:
+        a += 1.0
+        w = _native.load_acquire(raw, OFF_WORD)
+        if w >> 4 == 3:  # the third request: jump it to REPLIED behind the responder's back
+            assert _native.cas_wake(raw, OFF_WORD, OFF_WAITERS, w, (w & ~0xF) | 0x2, None) == w
+
+    def requester() -> None:
+        for i in range(3):
+            req.send(np.full(4, i, np.float32))
+            with contextlib.suppress(sb.Error):
+                req.receive_copy(timeout=5)
+
+    th = threading.Thread(target=requester)
+    th.start()
+    with pytest.raises((sb.OutOfTurn, sb.ProtocolViolation), match="expected TAKEN #3"):
+        rsp.serve(handler, timeout=5)
+    th.join(10)
+    req.close()
+    rsp.close()
+    raw.close()
 
 
 def test_r_close_3_serve_views_kept_by_the_handler_are_read_only(segname: str) -> None:
