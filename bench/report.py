@@ -296,6 +296,19 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "le",
                 per_pass(r, "proto4 of the same pass"),
             )
+    floor = _row(result, "python floor cpp→py blocking", MiB)
+    r = _row(result, "shmbridge cpp→py blocking", MiB)
+    if r and floor:
+        add(
+            "(info) 1 MiB cpp→py copying round vs the bare Python responder (bench/py/bare_peer.py:"
+            " the least any Python responder does): the floor of the pairings with a Python "
+            "responder",
+            _pass_ratio(r, floor) or r["p50_ns"] / floor["p50_ns"],
+            1.15,
+            "le",
+            f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(floor['p50_ns'])}; median of per-pass "
+            "ratios",
+        )
     # 2. The zero-copy round at 1 MiB, every pairing.
     for pairing in ALL_PAIRINGS:
         z = _row(result, f"shmbridge zero-copy {pairing} blocking", MiB)

@@ -897,7 +897,9 @@ def main(argv: list[str] | None = None) -> int:
     floors_raw: dict[str, Any] = {}
     for size in sizes:
         sc = shmbridge_cells(size, quick)
-        if size == 64:  # what any Python responder costs, to judge the 64 B C++⇄Python figures
+        # What any Python responder costs: judges the C++⇄Python figures at 64 B (per-operation
+        # cost) and at 1 MiB (the copying round's floor with a Python responder).
+        if size in (64, MiB):
             sc.append(
                 Cell(
                     "python floor cpp→py blocking",
