@@ -742,6 +742,9 @@ class _RequesterCore(_Handle):
         super().__init__(seg, header, opts)
         self._pending: int | None = None
         self._timed_out = False  # the outstanding request timed out while TAKEN (D6)
+        # The last receive found message = declared (v1 Requester._finish_receive): nobody else
+        # writes it while the requester owns the channel, so the next send need not rewrite it.
+        self._message_known = False
         self._reply_lease = _Lease()
         self._last_seq = seq_of(_native.load_acquire(self._mm, OFF_WORD))
 
@@ -845,7 +848,10 @@ class _RequesterCore(_Handle):
             if w & 0xF != _IDLE:
                 raise self._error_for_word(w, "send")
             self._check_idle_seq(w, "send")
-        self._write_message()
+        if self._message_known:
+            self._message_known = False  # once: a reply to this request may rewrite it
+        else:
+            self._write_message()
         seq = ((w >> 4) + 1) & SEQ_MASK  # next seq, wrapping at 28 bits
         if (
             _cas_wake(self._mm, OFF_WORD, OFF_WAITERS, w, (seq << 4) | _REQUESTED, self._events)
@@ -1047,6 +1053,13 @@ class Requester(_ArrayFormat, _RequesterCore):
         self._recover_on_attach(deadline)
         return self
 
+    def _finish_receive(self, seq: int) -> int:
+        # R-MSG-5 in one slice: reply_code 0 and message = declared (R-MSG-1), the common case.
+        if self._mm[OFF_MESSAGE:_REPLY_CODE_END] == self._declared_and_ok:
+            self._message_known = True
+            return seq
+        return super()._finish_receive(seq)
+
     def send(self, array: Any) -> int:
         """Copy ``array`` into the segment and publish the request (T1). Returns its seq.
         Does not wait: OUT_OF_TURN unless the channel is IDLE (R-STATE-7)."""
@@ -1098,8 +1111,8 @@ class Requester(_ArrayFormat, _RequesterCore):
             return copy
         if (
             type(out) is np.ndarray
-            and (out.dtype is src.dtype or out.dtype == src.dtype)
-            and out.shape == src.shape
+            and (out.dtype is self._dtype or out.dtype == self._dtype)
+            and out.shape == self._shape
         ):
             out[...] = src  # same dtype and shape: a plain copy
         else:

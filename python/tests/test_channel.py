@@ -199,6 +199,33 @@ def test_r_state_3_reply_code_is_responder_only(segname: str) -> None:
         raw.close()
 
 
+def test_r_msg_1_send_after_a_reply_that_left_a_bad_message_rewrites_it(segname: str) -> None:
+    """R-MSG-1 for the requester's own requests: a send after a successful round may skip the
+    message store (that reply left it declared), but not after a reply that left something else:
+    here a non-conforming responder (raw writes) answers round 2 with SHAPE_MISMATCH and leaves a
+    wrong descriptor (breaking R-MSG-4); the next send publishes ``declared`` again."""
+    with sb.Requester.create(segname, np.float32, (4,)) as req, sb.Responder.attach(segname) as rsp:
+        raw = _raw(segname)
+        declared = bytes(raw[OFF_MESSAGE : OFF_MESSAGE + 80])
+        req.send(np.zeros(4, np.float32))
+        with rsp.take() as r:
+            r.array += 1
+        req.receive_copy()  # a successful round: message = declared, reply_code 0
+        seq = req.send(np.zeros(4, np.float32))
+        w = (seq << 4) | 0x1  # REQUESTED
+        assert _native.cas_wake(raw, OFF_WORD, OFF_WAITERS, w, (seq << 4) | 0x4, None) == w
+        struct.pack_into("<Q", raw, OFF_MESSAGE + 8, 3)  # shape[0] = 3, left behind
+        struct.pack_into("<Q", raw, OFF_MESSAGE + 72, 12)
+        struct.pack_into("<I", raw, OFF_REPLY_CODE, int(sb.ErrorCode.SHAPE_MISMATCH))
+        w = (seq << 4) | 0x4  # TAKEN -> REPLIED
+        assert _native.cas_wake(raw, OFF_WORD, OFF_WAITERS, w, (seq << 4) | 0x2, None) == w
+        with pytest.raises(sb.ShapeMismatch):
+            req.receive()
+        req.send(np.ones(4, np.float32))
+        assert bytes(raw[OFF_MESSAGE : OFF_MESSAGE + 80]) == declared
+        raw.close()
+
+
 def test_r_msg_1_bad_message_rejected_round_completed(segname: str) -> None:
     """R-MSG-1/R-MSG-2: a request whose message descriptor differs from `declared` is rejected by
     take (SHAPE_MISMATCH) which still completes the round; the requester gets the error after
