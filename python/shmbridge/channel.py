@@ -681,6 +681,8 @@ class Reply:
     """A received reply: ``array`` is a zero-copy read-only view, valid until the next send
     (R-CLOSE-3). Use it as a context manager: ``with req.receive() as a: ...``."""
 
+    __slots__ = ("_lease", "array", "seq")
+
     def __init__(self, array: np.ndarray[Any, Any], seq: int, lease: _Lease) -> None:
         self.array = array
         self.seq = seq
@@ -706,7 +708,7 @@ class _RequestBuffer(_Lease):
     """``with req.request_buffer() as buf:`` fill ``buf`` in place; it is sent on a clean exit.
     It is the lease of its view (one object, not two)."""
 
-    __slots__ = ("_owner", "array")
+    __slots__ = ("_owner", "_word", "array")
 
     def __init__(self, owner: Requester) -> None:
         self.views = []
@@ -714,8 +716,9 @@ class _RequestBuffer(_Lease):
         self.array: np.ndarray[Any, Any] | None = None
 
     def __enter__(self) -> np.ndarray[Any, Any]:
-        self._owner._prepare_send()
-        self.array = self._owner._view(self, writable=True)
+        owner = self._owner
+        self._word = owner._prepare_send()  # T1 CASes from it: any other writer is caught
+        self.array = owner._view(self, writable=True)
         return self.array
 
     def __exit__(
@@ -726,7 +729,13 @@ class _RequestBuffer(_Lease):
     ) -> None:
         self.end()
         if et is None:
-            self._owner._publish_request()
+            owner = self._owner
+            if owner._pending is not None:  # sent inside the block: this buffer's turn is gone
+                raise OutOfTurn(
+                    f"request_buffer: request #{owner._pending} was sent inside the block; "
+                    "expected the block to only fill the buffer (it is sent on leaving it)"
+                )
+            owner._publish_request(self._word)
 
 
 class _RequesterCore(_Handle):
@@ -841,8 +850,8 @@ class _RequesterCore(_Handle):
 
     def _publish_request(self, w: int | None = None) -> int:
         """Write message and CAS IDLE -> REQUESTED (T1, release); reply_code is the responder's.
-        ``w``: the IDLE word ``_prepare_send`` checked, if nothing ran in between but our own
-        payload copy (the requester owns the word in IDLE: the CAS catches any other writer)."""
+        ``w``: the IDLE word ``_prepare_send`` checked, if nothing ran in between but writes of
+        the payload (the requester owns the word in IDLE: the CAS catches any other writer)."""
         if w is None:
             w = _native.load_acquire(self._mm, OFF_WORD)
             if w & 0xF != _IDLE:
@@ -1090,9 +1099,9 @@ class Requester(_ArrayFormat, _RequesterCore):
     def receive(self, timeout: float | None = None) -> Reply:
         """Wait for the reply to the own request (T4). Returns a :class:`Reply` whose ``array`` is
         a read-only zero-copy view valid until the next send."""
-        self._check_open()
-        t = _timeout(timeout, self._opts.timeout)
-        seq = self._receive(t)
+        if self._closed:
+            self._check_open()
+        seq = self._receive(self._opts.timeout if timeout is None else _timeout(timeout, 0.0))
         return Reply(self._view(self._reply_lease, writable=False), seq, self._reply_lease)
 
     def try_receive(self) -> Reply:

@@ -226,6 +226,25 @@ def test_r_msg_1_send_after_a_reply_that_left_a_bad_message_rewrites_it(segname:
         raw.close()
 
 
+def test_r_state_7_a_send_inside_a_request_buffer_block_is_out_of_turn(segname: str) -> None:
+    """R-STATE-7 for the zero-copy send: a request sent inside ``with req.request_buffer()``
+    (misuse) makes leaving the block raise OUT_OF_TURN instead of publishing a second request;
+    the request that was sent stays the one outstanding, and its round completes."""
+    with sb.Requester.create(segname, np.float32, (4,)) as req, sb.Responder.attach(segname) as rsp:
+        seq = None
+        with (
+            pytest.raises(sb.OutOfTurn, match="sent inside the block"),
+            req.request_buffer() as buf,
+        ):
+            buf[...] = 7
+            seq = req.send(np.full(4, 2, np.float32))
+        assert seq is not None and req.pending() == seq and req.phase() is sb.Phase.REQUESTED
+        with rsp.take() as r:
+            np.testing.assert_array_equal(r.array, 2)
+            r.array += 1
+        np.testing.assert_array_equal(req.receive_copy(), 3)
+
+
 def test_r_msg_1_bad_message_rejected_round_completed(segname: str) -> None:
     """R-MSG-1/R-MSG-2: a request whose message descriptor differs from `declared` is rejected by
     take (SHAPE_MISMATCH) which still completes the round; the requester gets the error after
