@@ -24,6 +24,7 @@ from conftest import map_raw, shm_path
 import shmbridge as sb
 from shmbridge import _native
 from shmbridge.layout import HEADER_SIZE, OFF_MESSAGE, OFF_REPLY_CODE, OFF_WAITERS, OFF_WORD
+from shmbridge.protocol import encode_word, seq_of
 
 _raw = map_raw
 
@@ -212,13 +213,14 @@ def test_r_msg_1_send_after_a_reply_that_left_a_bad_message_rewrites_it(segname:
             r.array += 1
         req.receive_copy()  # a successful round: message = declared, reply_code 0
         seq = req.send(np.zeros(4, np.float32))
-        w = (seq << 4) | 0x1  # REQUESTED
-        assert _native.cas_wake(raw, OFF_WORD, OFF_WAITERS, w, (seq << 4) | 0x4, None) == w
+        w = encode_word(sb.Phase.REQUESTED, seq)
+        taken = encode_word(sb.Phase.TAKEN, seq)
+        assert _native.cas_wake(raw, OFF_WORD, OFF_WAITERS, w, taken, None) == w
         struct.pack_into("<Q", raw, OFF_MESSAGE + 8, 3)  # shape[0] = 3, left behind
         struct.pack_into("<Q", raw, OFF_MESSAGE + 72, 12)
         struct.pack_into("<I", raw, OFF_REPLY_CODE, int(sb.ErrorCode.SHAPE_MISMATCH))
-        w = (seq << 4) | 0x4  # TAKEN -> REPLIED
-        assert _native.cas_wake(raw, OFF_WORD, OFF_WAITERS, w, (seq << 4) | 0x2, None) == w
+        replied = encode_word(sb.Phase.REPLIED, seq)
+        assert _native.cas_wake(raw, OFF_WORD, OFF_WAITERS, taken, replied, None) == taken
         with pytest.raises(sb.ShapeMismatch):
             req.receive()
         req.send(np.ones(4, np.float32))
@@ -551,8 +553,9 @@ def test_r_state_2_serve_reply_after_a_rogue_word_change_raises(segname: str) ->
     def handler(a: np.ndarray) -> None:
         a += 1.0
         w = _native.load_acquire(raw, OFF_WORD)
-        if w >> 4 == 3:  # the third request: jump it to REPLIED behind the responder's back
-            assert _native.cas_wake(raw, OFF_WORD, OFF_WAITERS, w, (w & ~0xF) | 0x2, None) == w
+        if seq_of(w) == 3:  # the third request: jump it to REPLIED behind the responder's back
+            replied = encode_word(sb.Phase.REPLIED, 3)
+            assert _native.cas_wake(raw, OFF_WORD, OFF_WAITERS, w, replied, None) == w
 
     def requester() -> None:
         for i in range(3):
