@@ -75,6 +75,11 @@ def build(
             d["addonly_blocking"] = floors_raw["_addonly"][size]
         f = {k + "_p50_ns": _p50(v) for k, v in d.items()}
         f["memcpy_gbps"] = int(size) / f["memcpy_cpp_p50_ns"] if f["memcpy_cpp_p50_ns"] else 0.0
+        # The bare protocol round's bandwidth, by the rows' formula (2×payload / (p50 − add)):
+        # what the machine allowed a channel in this run.
+        moving = f.get("proto4_blocking_p50_ns", 0.0) - f["add_cpp_p50_ns"]
+        if moving > 0 and f["memcpy_gbps"]:
+            f["proto4_pct_of_memcpy_bw"] = 100.0 * 2 * int(size) / moving / f["memcpy_gbps"]
         floors[size] = f
 
     def work_floor(size: int, pairing: str) -> float:
@@ -158,7 +163,7 @@ def build(
             row["x_handoff_paired"] = paired(c, lambda f, k=hk: f.get(k))
             pk = "proto4_spin" if c.mode in ("spin", "busy-poll") else "proto4_blocking"
             row["x_protocol_floor_paired"] = paired(c, lambda f, k=pk: f.get(k))
-            if c.system.startswith("shmbridge") and c.mode == "blocking":
+            if (c.system.startswith("shmbridge") or c.zero_copy) and c.mode == "blocking":
                 row["x_addonly_floor_paired"] = paired(c, lambda f, p=c.pairing: pass_addonly(f, p))
                 addonly = [
                     pass_addonly(f, c.pairing) for f in per_pass.get(str(c.size), {}).values()
@@ -168,7 +173,7 @@ def build(
             row["speedup_vs_original_merged"] = (o / p50) if o else None
             row["speedup_vs_original"] = paired_speedup(c) or row["speedup_vs_original_merged"]
             f = floors.get(str(c.size))
-            if f and c.system != "shmbridge zero-copy":  # no data moves in a zero-copy round
+            if f and not c.zero_copy:  # no data moves in a zero-copy round
                 rs = c.pairing.split("→")[1]
                 add = f["add_cpp_p50_ns"] if rs == "cpp" else f["add_py_p50_ns"]
                 moving = p50 - add
@@ -346,6 +351,29 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             if z and orig
             else "not measured",
         )
+    fz = _row(result, "python floor py→cpp zero-copy blocking", MiB)
+    z = _row(result, "shmbridge zero-copy py→cpp blocking", MiB)
+    if fz:
+        add(
+            "(info) 1 MiB bare Python requester → C++ responder, zero-copy (bench/py/bare_peer.py: "
+            "the least any Python requester does): times faster than the original, the most a "
+            "Python requester reaches",
+            fz.get("speedup_vs_original"),
+            400,
+            "ge",
+            f"p50 {fmt_us(fz['p50_ns'])} vs original {fmt_us(orig['p50_ns'])}; median of "
+            "per-pass ratios"
+            if orig
+            else "original not measured",
+        )
+    if fz and z:
+        add(
+            "(info) 1 MiB py→cpp zero-copy round vs the bare Python requester's",
+            _pass_ratio(z, fz) or z["p50_ns"] / fz["p50_ns"],
+            1.15,
+            "le",
+            f"p50 {fmt_us(z['p50_ns'])} vs floor {fmt_us(fz['p50_ns'])}; median of per-pass ratios",
+        )
     # 3. Python's per-operation cost at 64 B.
     floor = _row(result, "python floor cpp→py blocking", 64)
     r = _row(result, "shmbridge cpp→py blocking", 64)
@@ -367,6 +395,25 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         "le",
         per_pass(r, "absolute") if r else "not measured",
     )
+    fpp = _row(result, "python floor py→py blocking", 64)
+    if fpp:
+        add(
+            "(info) 64 B py→py floor: bare Python requester and responder (bench/py/bare_peer.py)"
+            " p50",
+            fpp["p50_ns"] / 1e3,
+            4.0,
+            "le",
+            per_pass(fpp, "absolute"),
+        )
+    if fpp and r:
+        add(
+            "(info) 64 B py→py blocking vs its floor (both sides bare; limit: the cpp→py target's)",
+            _pass_ratio(r, fpp) or r["p50_ns"] / fpp["p50_ns"],
+            1.4,
+            "le",
+            f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(fpp['p50_ns'])}; median of per-pass "
+            "ratios",
+        )
     # 4. Nothing else regresses.
     for row in result["idle"]:
         if row.get("system") == "shmbridge" and row.get("mode") == "blocking":
@@ -388,6 +435,28 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "ge",
                     f"channel {r.get('channel_gbps') or 0:.2f} GB/s (2×payload / (p50 − add))",
                 )
+        bare_pct = result["floors"].get(str(size), {}).get("proto4_pct_of_memcpy_bw")
+        if bare_pct is not None:
+            add(
+                f"(info) {fmt_size(size)} bare protocol round across two processes (C++: 4 CAS, "
+                "copies, add; no library) as % of memcpy bandwidth: what the machine allowed "
+                "any channel in this run",
+                bare_pct,
+                70.0,
+                "ge",
+                "same formula as the rows; bench_floors pingpong --kind proto4",
+            )
+            for pairing in ALL_PAIRINGS:
+                r = _row(result, f"shmbridge {pairing} blocking", size)
+                if r and r.get("x_protocol_floor_paired"):
+                    add(
+                        f"(info) {fmt_size(size)} {pairing} copying round vs the bare protocol "
+                        "round",
+                        r["x_protocol_floor_paired"],
+                        1.15,
+                        "le",
+                        per_pass(r, "proto4 of the same pass"),
+                    )
     ice_sizes = sorted(
         r["size"] for r in result["results"] if r["key"] == "iceoryx2" and "p50_ns" in r
     )

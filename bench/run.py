@@ -318,6 +318,8 @@ class Cell:
     pass_p50: dict[str, float] = field(default_factory=dict)  # pass number -> p50 of that pass
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    zero_copy: bool = False  # the zero-copy round (bench_peer --zero-copy 1)
+    bare: str = ""  # the side(s) run by bench/py/bare_peer.py: requester / responder / both
 
     def add(self, res: dict[str, Any], pass_no: int = 0) -> None:
         self.samples.extend(int(v) for v in res["samples_ns"])
@@ -340,6 +342,7 @@ def shmbridge_cells(size: int, quick: bool) -> list[Cell]:
                 "blocking",
                 size,
                 rounds_for(size, quick),
+                zero_copy=True,
             )
         )
     for mode in MODES:
@@ -355,6 +358,30 @@ def shmbridge_cells(size: int, quick: bool) -> list[Cell]:
                 )
             )
     return out
+
+
+def python_floor_cells(size: int, quick: bool) -> list[Cell]:
+    """The Python floors (bench/py/bare_peer.py: a side with no library logic) where a target
+    with a Python side is judged: what any Python responder costs (64 B per-operation cost, the
+    1 MiB copying round), both sides bare at 64 B (py→py p50), and the bare requester's 1 MiB
+    zero-copy round against the C++ responder (py→cpp against the original)."""
+    wanted = {
+        64: [("cpp→py", "responder", False), ("py→py", "both", False)],
+        MiB: [("cpp→py", "responder", False), ("py→cpp", "requester", True)],
+    }
+    return [
+        Cell(
+            f"python floor {pairing}{' zero-copy' if zero_copy else ''} blocking",
+            "python floor",
+            pairing,
+            "blocking",
+            size,
+            rounds_for(size, quick),
+            zero_copy=zero_copy,
+            bare=bare,
+        )
+        for pairing, bare, zero_copy in wanted.get(size, [])
+    ]
 
 
 def camera_cells(quick: bool) -> list[Cell]:
@@ -440,8 +467,10 @@ def _run_cell_pass(
     timeout = 120 + rounds * max(1.0, c.size / MiB) * 0.05
     if c.system in ("shmbridge", "shmbridge zero-copy", "python floor"):
         rq, rs = c.pairing.split("→")
-        if c.system == "python floor":
-            rs = "pybare"  # C++ library requester + bare Python responder (bench/py/bare_peer.py)
+        if c.bare in ("requester", "both"):
+            rq = "pybare"  # the bare Python requester (bench/py/bare_peer.py)
+        if c.bare in ("responder", "both"):
+            rs = "pybare"  # the bare Python responder
         spin = str(MODES[c.mode])
         req = [
             *tools.peer_cmd(rq),
@@ -461,7 +490,7 @@ def _run_cell_pass(
             "--max-seconds",
             str(budget),
         ]
-        if c.system == "shmbridge zero-copy":
+        if c.zero_copy:
             req += ["--zero-copy", "1"]
         rsp = [
             *tools.peer_cmd(rs),
@@ -896,20 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     floors_raw: dict[str, Any] = {}
     for size in sizes:
-        sc = shmbridge_cells(size, quick)
-        # What any Python responder costs: judges the C++⇄Python figures at 64 B (per-operation
-        # cost) and at 1 MiB (the copying round's floor with a Python responder).
-        if size in (64, MiB):
-            sc.append(
-                Cell(
-                    "python floor cpp→py blocking",
-                    "python floor",
-                    "cpp→py",
-                    "blocking",
-                    size,
-                    rounds_for(size, quick),
-                )
-            )
+        sc = shmbridge_cells(size, quick) + python_floor_cells(size, quick)
         if size <= 256 * MiB and (not quick or size == MiB or size == 64):
             sc.append(
                 Cell(
