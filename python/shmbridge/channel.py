@@ -120,6 +120,30 @@ def _refs_of_a_local() -> int:
     return sys.getrefcount(probe)
 
 
+class _Holder:
+    __slots__ = ("held",)
+    held: Any
+
+
+def _refs_of_an_attribute_and_a_local() -> int:
+    """As :func:`_refs_of_a_local`, for an object one attribute and one local refer to (the
+    requester's last Reply while ``receive`` decides whether to reuse it)."""
+    if not _refs_of_a_local():
+        return 0
+    holder = _Holder()
+    holder.held = probe = np.zeros(1).view()
+    return sys.getrefcount(probe)
+
+
+_REFS_OF_AN_ATTRIBUTE_AND_A_LOCAL = _refs_of_an_attribute_and_a_local()
+
+# ndarray.setflags(write=...) with the flag positional: the keyword costs the parse of a keyword
+# dict, a tenth of a 64 B zero-copy round (callgrind). numpy's stubs declare the flags
+# keyword-only; the implementation (PyArg_ParseTupleAndKeywords "|OOO") takes them in order.
+_set_writeable: Callable[[np.ndarray[Any, Any], bool], None]
+_set_writeable = np.ndarray.setflags  # type: ignore[assignment]
+
+
 class ViewEscapedWarning(ResourceWarning):
     """A zero-copy view was still referenced after its lease ended (R-CLOSE-3): it has been made
     read-only and its contents may change under it."""
@@ -195,7 +219,7 @@ class _Lease:
         for ref in self.views:
             v = ref()
             if v is not None:
-                v.setflags(write=False)  # (setflags: half the cost of ``flags.writeable =``)
+                _set_writeable(v, False)  # (half the cost of ``flags.writeable =``)
         self.views.clear()
 
 
@@ -697,29 +721,34 @@ class Reply:
         ev: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._lease.end()
+        lease = self._lease
+        if lease.views:
+            lease.end()
 
     def copy(self) -> np.ndarray[Any, Any]:
         out: np.ndarray[Any, Any] = self.array.copy()
         return out
 
 
-class _RequestBuffer(_Lease):
+class _RequestBuffer:
     """``with req.request_buffer() as buf:`` fill ``buf`` in place; it is sent on a clean exit.
-    It is the lease of its view (one object, not two)."""
+    One per requester, reused by every block, with one view: writable inside a block only, so a
+    ``buf`` kept after the block cannot write while the responder owns the payload (R-CLOSE-3),
+    and a block nested in another (its exit sends) ends the outer block's writes too. Making and
+    tracking a new view per block would cost more than the rest of a zero-copy send."""
 
     __slots__ = ("_owner", "_word", "array")
 
-    def __init__(self, owner: Requester) -> None:
-        self.views = []
+    def __init__(self, owner: Requester, view: np.ndarray[Any, Any]) -> None:
         self._owner = owner
-        self.array: np.ndarray[Any, Any] | None = None
+        self._word = 0
+        self.array = view  # read-only outside a block
 
     def __enter__(self) -> np.ndarray[Any, Any]:
-        owner = self._owner
-        self._word = owner._prepare_send()  # T1 CASes from it: any other writer is caught
-        self.array = owner._view(self, writable=True)
-        return self.array
+        self._word = self._owner._prepare_send()  # T1 CASes from it: any other writer is caught
+        a = self.array
+        _set_writeable(a, True)
+        return a
 
     def __exit__(
         self,
@@ -727,7 +756,7 @@ class _RequestBuffer(_Lease):
         ev: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.end()
+        _set_writeable(self.array, False)  # the block's lease ends (R-CLOSE-3)
         if et is None:
             owner = self._owner
             if owner._pending is not None:  # sent inside the block: this buffer's turn is gone
@@ -1062,6 +1091,15 @@ class Requester(_ArrayFormat, _RequesterCore):
         self._recover_on_attach(deadline)
         return self
 
+    def _init_message(self, header: Header) -> None:
+        super()._init_message(header)
+        self._request_buffer: _RequestBuffer | None = None  # made by the first request_buffer()
+        self._last_reply: Reply | None = None  # receive's, reused while nobody else holds it
+
+    def _drop_message(self) -> None:
+        self._request_buffer = self._last_reply = None
+        super()._drop_message()
+
     def _finish_receive(self, seq: int) -> int:
         # R-MSG-5 in one slice: reply_code 0 and message = declared (R-MSG-1), the common case.
         if self._mm[OFF_MESSAGE:_REPLY_CODE_END] == self._declared_and_ok:
@@ -1088,7 +1126,14 @@ class Requester(_ArrayFormat, _RequesterCore):
 
     def request_buffer(self) -> _RequestBuffer:
         """Zero-copy send: ``with req.request_buffer() as buf: buf[...] = ...`` (sent on exit)."""
-        return _RequestBuffer(self)
+        rb = self._request_buffer
+        if rb is None:
+            self._check_open()
+            view = self._typed.view()
+            view.setflags(write=False)
+            self._all_views.append(weakref.ref(view))  # R-CLOSE-3 at close
+            rb = self._request_buffer = _RequestBuffer(self, view)
+        return rb
 
     def send_in_place(self) -> int:
         """Publish the payload as it is (written through an earlier request_buffer view)."""
@@ -1102,7 +1147,14 @@ class Requester(_ArrayFormat, _RequesterCore):
         if self._closed:
             self._check_open()
         seq = self._receive(self._opts.timeout if timeout is None else _timeout(timeout, 0.0))
-        return Reply(self._view(self._reply_lease, writable=False), seq, self._reply_lease)
+        reply = self._last_reply
+        if reply is not None and _getrefcount(reply) == _REFS_OF_AN_ATTRIBUTE_AND_A_LOCAL:
+            reply.seq = seq  # nobody kept the last one: it shows this reply now
+            return reply
+        reply = self._last_reply = Reply(
+            self._view(self._reply_lease, writable=False), seq, self._reply_lease
+        )
+        return reply
 
     def try_receive(self) -> Reply:
         return self.receive(timeout=0)

@@ -27,6 +27,7 @@ from .channel import (
     _options,
     _RequesterCore,
     _ResponderCore,
+    _set_writeable,
     _timeout,
 )
 from .dtype import DType
@@ -241,7 +242,7 @@ class _MessageFormat(_Handle):
         for k, shape in enumerate(shapes):
             v = area.view(k, shape)
             if not writable:
-                v.setflags(write=False)
+                _set_writeable(v, False)
             arrays[area.names[k]] = self._track(v, lease)
         return MessageView(arrays, seq, lease)
 

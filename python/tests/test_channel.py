@@ -403,6 +403,93 @@ def test_r_close_3_views_read_only_after_lease(segname: str) -> None:
             view[0] = 5
 
 
+def test_r_close_3_request_buffer_view_writable_only_inside_a_block(segname: str) -> None:
+    """R-CLOSE-3 for the zero-copy send: the request buffer's view is writable only while the
+    requester owns the payload and is inside a block. A ``buf`` kept after its block cannot
+    write while the responder owns the payload; in a later block it can (the requester owns the
+    payload again); a block nested in another sends on its exit, which ends the outer block's
+    writes too, and the outer exit is OUT_OF_TURN."""
+    with sb.Requester.create(segname, np.float32, (4,)) as req, sb.Responder.attach(segname) as rsp:
+        with req.request_buffer() as kept:
+            kept[...] = 1
+        assert not kept.flags.writeable
+        with pytest.raises(ValueError):
+            kept[0] = 9  # the responder owns the payload now
+        with rsp.take() as r:
+            np.testing.assert_array_equal(r.array, 1)
+            r.array += 1
+        np.testing.assert_array_equal(req.receive_copy(), 2)
+        with req.request_buffer() as buf:
+            kept[0] = 5  # inside a block the requester owns the payload: any of its views write
+            buf[1:] = 6
+        assert not buf.flags.writeable and not kept.flags.writeable
+        with rsp.take() as r:
+            np.testing.assert_array_equal(r.array, [5, 6, 6, 6])
+        req.receive()
+        with (
+            pytest.raises(sb.OutOfTurn, match="sent inside the block"),
+            req.request_buffer() as outer,
+        ):
+            outer[...] = 3
+            with req.request_buffer() as inner:
+                inner[0] = 4
+            with pytest.raises(ValueError):
+                outer[1] = 7  # the inner exit sent the request
+        with rsp.take() as r:
+            np.testing.assert_array_equal(r.array, [4, 3, 3, 3])
+
+
+def test_r_close_3_a_kept_reply_keeps_its_seq(segname: str) -> None:
+    """A Reply the caller keeps stays the reply it was (its seq), while receive may reuse a
+    Reply nobody kept; its array, like every reply view, shows the payload (valid until the
+    next send, R-CLOSE-3)."""
+    with sb.Requester.create(segname, np.float32, (4,)) as req, sb.Responder.attach(segname) as rsp:
+        seqs = []
+        for _ in range(3):
+            req.send(np.zeros(4, np.float32))
+            with rsp.take():
+                pass
+            with req.receive() as reply_view:
+                assert not reply_view.flags.writeable
+            seqs.append(req.seq())
+        req.send(np.zeros(4, np.float32))
+        rsp.take().reply()
+        first = req.receive()
+        assert first.seq == seqs[-1] + 1
+        req.send(np.zeros(4, np.float32))
+        rsp.take().reply()
+        second = req.receive()
+        assert second is not first
+        assert (first.seq, second.seq) == (seqs[-1] + 1, seqs[-1] + 2)
+
+
+def test_r_close_3_closing_after_request_buffer_blocks_warns_only_for_kept_views(
+    segname: str,
+) -> None:
+    """R-CLOSE-3: the requester's own request buffer is not a view the caller kept: closing
+    after blocks whose ``buf`` is gone warns nothing; a ``buf`` still referenced is reported."""
+    req = sb.Requester.create(segname, np.float32, (4,))
+    rsp = sb.Responder.attach(segname)
+    for _ in range(2):
+        with req.request_buffer() as buf:
+            buf[...] = 2
+        rsp.take().reply()
+        req.receive_copy()
+    del buf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sb.ViewEscapedWarning)
+        rsp.close()
+        req.close()
+    with pytest.raises(sb.InvalidArgument, match="closed"):
+        req.request_buffer()
+    req2 = sb.Requester.create(segname, np.float32, (4,))
+    with req2.request_buffer() as kept:
+        kept[...] = 1
+    with pytest.warns(sb.ViewEscapedWarning):
+        req2.close()
+    assert not kept.flags.writeable and float(kept.sum()) == 4.0
+
+
 def test_r_close_3_close_with_live_views_is_safe(segname: str) -> None:
     """R-CLOSE-3 (numpy #23305, BufferError): closing a channel while zero-copy views are alive
     neither raises nor leaves a view into unmapped memory: the mapping lives until the views die;
