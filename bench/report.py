@@ -314,6 +314,27 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(floor['p50_ns'])}; median of per-pass "
             "ratios",
         )
+    rq_floor = _row(result, "python floor py→cpp blocking", MiB)
+    r = _row(result, "shmbridge py→cpp blocking", MiB)
+    if rq_floor:
+        add(
+            "(info) 1 MiB bare Python requester → C++ responder, copying round (bench/py/"
+            "bare_peer.py: the least any Python requester does) vs the work floor: the floor of "
+            "the pairings with a Python requester",
+            rq_floor.get("x_work_floor_paired") or rq_floor["x_work_floor"],
+            1.15,
+            "le",
+            per_pass(rq_floor, "work floor of the same pass"),
+        )
+    if r and rq_floor:
+        add(
+            "(info) 1 MiB py→cpp copying round vs the bare Python requester's",
+            _pass_ratio(r, rq_floor) or r["p50_ns"] / rq_floor["p50_ns"],
+            1.15,
+            "le",
+            f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(rq_floor['p50_ns'])}; median of per-pass "
+            "ratios",
+        )
     # 2. The zero-copy round at 1 MiB, every pairing.
     for pairing in ALL_PAIRINGS:
         z = _row(result, f"shmbridge zero-copy {pairing} blocking", MiB)
@@ -387,6 +408,18 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         if r and floor
         else "not measured",
     )
+    rq_floor = _row(result, "python floor py→cpp blocking", 64)
+    r = _row(result, "shmbridge py→cpp blocking", 64)
+    if r and rq_floor:
+        add(
+            "(info) 64 B py→cpp blocking vs the bare-Python-requester floor (limit: the cpp→py "
+            "target's)",
+            _pass_ratio(r, rq_floor) or r["p50_ns"] / rq_floor["p50_ns"],
+            1.4,
+            "le",
+            f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(rq_floor['p50_ns'])}; median of per-pass "
+            "ratios",
+        )
     r = _row(result, "shmbridge py→py blocking", 64)
     add(
         "64 B py→py blocking p50 ≤ 4 µs",

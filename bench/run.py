@@ -362,12 +362,20 @@ def shmbridge_cells(size: int, quick: bool) -> list[Cell]:
 
 def python_floor_cells(size: int, quick: bool) -> list[Cell]:
     """The Python floors (bench/py/bare_peer.py: a side with no library logic) where a target
-    with a Python side is judged: what any Python responder costs (64 B per-operation cost, the
-    1 MiB copying round), both sides bare at 64 B (py→py p50), and the bare requester's 1 MiB
-    zero-copy round against the C++ responder (py→cpp against the original)."""
+    with a Python side is judged: what any Python responder costs (cpp→py: the 64 B
+    per-operation cost, the 1 MiB copying round) and any Python requester (py→cpp: the same, and
+    the 1 MiB zero-copy round against the original), and both sides bare at 64 B (py→py p50)."""
     wanted = {
-        64: [("cpp→py", "responder", False), ("py→py", "both", False)],
-        MiB: [("cpp→py", "responder", False), ("py→cpp", "requester", True)],
+        64: [
+            ("cpp→py", "responder", False),
+            ("py→cpp", "requester", False),
+            ("py→py", "both", False),
+        ],
+        MiB: [
+            ("cpp→py", "responder", False),
+            ("py→cpp", "requester", False),
+            ("py→cpp", "requester", True),
+        ],
     }
     return [
         Cell(
