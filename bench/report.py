@@ -105,6 +105,17 @@ def build(
                 ratios.append(p50 / v)
         return _median(ratios)
 
+    def paired_adjacent(c: Any, floor_of: Any) -> float | None:
+        """As ``paired``, with the floor run just before the cell in pass i (Cell.adjacent_floor)
+        in place of the one from the start of the pass; ``floor_of(adjacent, floors of pass i)``."""
+        ratios = []
+        for k, p50 in c.pass_p50.items():
+            a = c.adjacent_floor.get(k)
+            v = floor_of(a, per_pass.get(str(c.size), {}).get(k, {})) if a else None
+            if v:
+                ratios.append(p50 / v)
+        return _median(ratios)
+
     def pass_addonly(f: dict[str, float], pairing: str) -> float | None:
         """The add-only floor of a pairing in one pass: the cross-process protocol round with
         the C++ add and no copies (bench_floors --kind addonly), with the add of the
@@ -167,6 +178,25 @@ def build(
                 row["x_addonly_floor_paired"] = paired(c, lambda f, p=c.pairing: pass_addonly(f, p))
                 addonly = [
                     pass_addonly(f, c.pairing) for f in per_pass.get(str(c.size), {}).values()
+                ]
+                row["addonly_floor_ns"] = _median([a for a in addonly if a]) if addonly else None
+            # The floor run right before the cell in each pass, where there is one: the ratio
+            # the targets use; the pass-start ratio stays beside it.
+            if c.adjacent_floor and c.adjacent_floor_kind == "proto4":
+                row["adjacent_floor_p50_ns"] = c.adjacent_floor
+                row["x_protocol_floor_pass_start"] = row["x_protocol_floor_paired"]
+                row["x_protocol_floor_paired"] = paired_adjacent(c, lambda a, f: a)
+            elif c.adjacent_floor and c.adjacent_floor_kind == "addonly":
+                row["adjacent_floor_p50_ns"] = c.adjacent_floor
+                row["x_addonly_floor_pass_start"] = row.get("x_addonly_floor_paired")
+
+                def adjacent_addonly(a: float, f: dict[str, float], p: str = c.pairing) -> Any:
+                    return pass_addonly({**f, "addonly_blocking": a}, p)
+
+                row["x_addonly_floor_paired"] = paired_adjacent(c, adjacent_addonly)
+                addonly = [
+                    adjacent_addonly(a, per_pass.get(str(c.size), {}).get(k, {}))
+                    for k, a in c.adjacent_floor.items()
                 ]
                 row["addonly_floor_ns"] = _median([a for a in addonly if a]) if addonly else None
             o = orig.get(c.size)
@@ -275,6 +305,16 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         ps = ", ".join(fmt_us(v) for _, v in sorted(r.get("pass_p50_ns", {}).items()))
         return f"p50 per pass {ps}; ratio = median of per-pass ratios ({key})"
 
+    def floor_key(r: dict[str, Any], name: str, start_key: str) -> str:
+        """Which floor a paired ratio used: the run just before the cell, where there was one
+        (with the ratio to the pass-start floor beside it), else the pass-start run."""
+        if r.get("adjacent_floor_p50_ns"):
+            return (
+                f"{name} run just before the cell in each pass; against the pass-start run: "
+                f"{fmt_x(r.get(start_key))}"
+            )
+        return f"{name} of the same pass"
+
     orig = _row(result, "original (sleep 10 ms)", MiB)
     # 1. The copying round at 1 MiB, every pairing.
     for pairing in ALL_PAIRINGS:
@@ -299,7 +339,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 r["x_protocol_floor_paired"],
                 1.15,
                 "le",
-                per_pass(r, "proto4 of the same pass"),
+                per_pass(r, floor_key(r, "proto4", "x_protocol_floor_pass_start")),
             )
     floor = _row(result, "python floor cpp→py blocking", MiB)
     r = _row(result, "shmbridge cpp→py blocking", MiB)
@@ -344,7 +384,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             1.3,
             "le",
             f"p50 {fmt_us(z['p50_ns'])} vs add-only floor {fmt_us(z.get('addonly_floor_ns'))}; "
-            + per_pass(z, "add-only floor of the same pass")
+            + per_pass(z, floor_key(z, "add-only floor", "x_addonly_floor_pass_start"))
             if z
             else "not measured",
         )
@@ -488,7 +528,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                         r["x_protocol_floor_paired"],
                         1.15,
                         "le",
-                        per_pass(r, "proto4 of the same pass"),
+                        per_pass(r, floor_key(r, "proto4", "x_protocol_floor_pass_start")),
                     )
     ice_sizes = sorted(
         r["size"] for r in result["results"] if r["key"] == "iceoryx2" and "p50_ns" in r
@@ -533,7 +573,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             r["x_protocol_floor_paired"],
             1.5,
             "le",
-            per_pass(r, "proto4 of the same pass"),
+            per_pass(r, floor_key(r, "proto4", "x_protocol_floor_pass_start")),
         )
     if floor:
         add(
