@@ -315,6 +315,17 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             )
         return f"{name} of the same pass"
 
+    def add_vs_floor(name: str, r: dict[str, Any], floor: dict[str, Any], limit: float) -> None:
+        """A row against a floor row of the same run: the median of the per-pass ratios."""
+        add(
+            name,
+            _pass_ratio(r, floor) or r["p50_ns"] / floor["p50_ns"],
+            limit,
+            "le",
+            f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(floor['p50_ns'])}; median of per-pass "
+            "ratios",
+        )
+
     orig = _row(result, "original (sleep 10 ms)", MiB)
     # 1. The copying round at 1 MiB, every pairing.
     for pairing in ALL_PAIRINGS:
@@ -344,15 +355,13 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     floor = _row(result, "python floor cpp→py blocking", MiB)
     r = _row(result, "shmbridge cpp→py blocking", MiB)
     if r and floor:
-        add(
+        add_vs_floor(
             "(info) 1 MiB cpp→py copying round vs the bare Python responder (bench/py/bare_peer.py:"
             " the least any Python responder does): the floor of the pairings with a Python "
             "responder",
-            _pass_ratio(r, floor) or r["p50_ns"] / floor["p50_ns"],
+            r,
+            floor,
             1.15,
-            "le",
-            f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(floor['p50_ns'])}; median of per-pass "
-            "ratios",
         )
     rq_floor = _row(result, "python floor py→cpp blocking", MiB)
     r = _row(result, "shmbridge py→cpp blocking", MiB)
@@ -367,13 +376,11 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             per_pass(rq_floor, "work floor of the same pass"),
         )
     if r and rq_floor:
-        add(
+        add_vs_floor(
             "(info) 1 MiB py→cpp copying round vs the bare Python requester's",
-            _pass_ratio(r, rq_floor) or r["p50_ns"] / rq_floor["p50_ns"],
+            r,
+            rq_floor,
             1.15,
-            "le",
-            f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(rq_floor['p50_ns'])}; median of per-pass "
-            "ratios",
         )
     # 2. The zero-copy round at 1 MiB, every pairing.
     for pairing in ALL_PAIRINGS:
@@ -428,12 +435,11 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             else "original not measured",
         )
     if fz and z:
-        add(
+        add_vs_floor(
             "(info) 1 MiB py→cpp zero-copy round vs the bare Python requester's",
-            _pass_ratio(z, fz) or z["p50_ns"] / fz["p50_ns"],
+            z,
+            fz,
             1.15,
-            "le",
-            f"p50 {fmt_us(z['p50_ns'])} vs floor {fmt_us(fz['p50_ns'])}; median of per-pass ratios",
         )
     # 3. Python's per-operation cost at 64 B.
     floor = _row(result, "python floor cpp→py blocking", 64)
@@ -451,14 +457,12 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     rq_floor = _row(result, "python floor py→cpp blocking", 64)
     r = _row(result, "shmbridge py→cpp blocking", 64)
     if r and rq_floor:
-        add(
+        add_vs_floor(
             "(info) 64 B py→cpp blocking vs the bare-Python-requester floor (limit: the cpp→py "
             "target's)",
-            _pass_ratio(r, rq_floor) or r["p50_ns"] / rq_floor["p50_ns"],
+            r,
+            rq_floor,
             1.4,
-            "le",
-            f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(rq_floor['p50_ns'])}; median of per-pass "
-            "ratios",
         )
     r = _row(result, "shmbridge py→py blocking", 64)
     add(
@@ -479,13 +483,11 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             per_pass(fpp, "absolute"),
         )
     if fpp and r:
-        add(
+        add_vs_floor(
             "(info) 64 B py→py blocking vs its floor (both sides bare; limit: the cpp→py target's)",
-            _pass_ratio(r, fpp) or r["p50_ns"] / fpp["p50_ns"],
+            r,
+            fpp,
             1.4,
-            "le",
-            f"p50 {fmt_us(r['p50_ns'])} vs floor {fmt_us(fpp['p50_ns'])}; median of per-pass "
-            "ratios",
         )
     # 4. Nothing else regresses.
     for row in result["idle"]:
