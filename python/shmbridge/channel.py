@@ -1118,7 +1118,14 @@ class Requester(_ArrayFormat, _RequesterCore):
             or arr.shape != self._shape
         ):
             arr = self._check_array(array)  # converts, or raises the typed error
-        w = self._prepare_send()
+        # _prepare_send's checks inline for the common case (IDLE with the seq of the last round,
+        # nothing pending, no reply view to end): a method call less per round.
+        if self._closed or self._pending is not None or self._reply_lease.views:
+            w = self._prepare_send()
+        else:
+            w = _load(self._mm, OFF_WORD)
+            if w != self._last_seq << 4:
+                w = self._prepare_send()  # raises the error of that word (R-STATE-8)
         if self._nbytes:
             # dtype and shape equal the declared ones (checked above): a plain copy, no casting
             # (a third of the cost of np.copyto at 64 B).
