@@ -115,13 +115,21 @@ def test_r_relay_11_requester_timeout_then_late_reply(tmp_path: Path) -> None:
 def test_r_relay_9_round_timeout_and_stale_reply_dropped(tmp_path: Path) -> None:
     """R-RELAY-9, R-RELAY-11, R-RELAY-12: with --round-timeout the near end completes a round
     the far end is slow with by an error reply TIMEOUT; the far end's late reply is stale: it is
-    dropped and counted, never given to the next round, whose own reply verifies."""
+    dropped and counted, never given to the next round, whose own reply verifies.
+
+    Timing, from round 1's send: the responder is attached first, so it takes round 1 at once
+    and its reply leaves the far end at D = 1.4 s; the near end ends round 1 at R = 1.0 s;
+    round 2 is sent at R + startup and usually is held when the stale reply comes (the path
+    that must not hand it over). Round 2's own deadline, 2R + startup, lies after D whatever
+    the startup takes (0.6 s to spare). Before, with R = 0.3 s, D = 0.7 s and a responder that
+    could attach after round 1 was sent, round 2 timed out too when the responder started slow
+    and the second requester fast (CI, 2026-12-03)."""
     with relay_pair(tmp_path, "stale") as pair:
         pair.start_far(*V1)
-        pair.start_near("--create", "--round-timeout", "0.3")
+        pair.start_near("--create", "--round-timeout", "1.0")
         pair.wait_up()
-        rsp = pair.peer("py", "responder", "--attach", "--rounds", "2",
-                        "--delay-before", "T3:700@1")  # fmt: skip
+        rsp = attached(pair.peer("py", "responder", "--attach", "--rounds", "2",
+                                 "--delay-before", "T3:1400@1"))  # fmt: skip
         req1 = pair.peer("py", "requester", "--attach", "--rounds", "1", "--timeout", "5")
         assert req1.wait(30) == 15, req1.text()  # TIMEOUT, from the error reply
         assert ops(req1, "receive")[-1]["reply_code"] == 6
