@@ -6,6 +6,7 @@ grammar's usage errors. (The conformance cases proper live in conformance/.)"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -80,6 +81,26 @@ def pair(
     a.wait()
     c.wait()
     return c, a
+
+
+def attach_to_kept(creator: list[str], attacher: list[str]) -> Run:
+    """A requester creates the segment (with its --corrupt at ready) and exits, keeping it
+    (--keep); then a responder attaches with ``attacher``, and the test unlinks the name. For
+    attaches that must fail at the header or schema checks: the segment outlives the creator,
+    so the attacher's start-up time does not matter (an attacher racing a creator's take
+    timeout of 1 s lost on a loaded machine)."""
+    name = unique_name("pv2")
+    c = Run(["--role", "requester", "--name", name, "--create", "--keep", "--rounds", "0",
+             *creator]).wait()  # fmt: skip
+    try:
+        assert c.code == 0, c
+        return Run(["--role", "responder", "--name", name, "--attach", "--timeout", "5",
+                    *attacher]).wait()  # fmt: skip
+    finally:
+        import _posixshmem  # POSIX only, as /dev/shm above
+
+        with contextlib.suppress(FileNotFoundError):
+            _posixshmem.shm_unlink(f"/{name}")
 
 
 def requester_of(c: Run, a: Run) -> tuple[Run, Run]:
@@ -238,9 +259,9 @@ CODES = {"CORRUPT_HEADER": 10, "DTYPE_MISMATCH": 4}
 def test_r_schema_9_corrupt_a_v2_header_field(corrupt: str, error: str) -> None:
     """§7.5 --corrupt of the geometry and the schema table at ready: the attacher's header
     validation (R-SCHEMA-9; version_major 1: R-VER-4) fails, naming no field."""
-    _c, a = pair([*CAMERA, "--op", "derive", "--rounds", "0", "--corrupt", corrupt,
-                  "--hold-ms", "300", "--timeout", "1"],
-                 ["--rounds", "1", "--protocol", "2"])  # fmt: skip
+    a = attach_to_kept(
+        [*CAMERA, "--op", "derive", "--corrupt", corrupt], ["--rounds", "1", "--protocol", "2"]
+    )
     (att,) = a.ops("attach", error)
     assert att["field"] is None and a.summary["error"] == error, a
 
@@ -257,8 +278,7 @@ def test_r_schema_9_corrupt_a_v2_header_field(corrupt: str, error: str) -> None:
 def test_r_schema_10_mismatch_at_attach_names_the_field(spec: str, error: str, field: str) -> None:
     """R-SCHEMA-10 through the peer: an attacher given another SPEC fails at attach with the
     error of X1-X6, naming the field, and the exit code of that error."""
-    _c, a = pair([*CAMERA, "--op", "derive", "--rounds", "0", "--hold-ms", "300", "--timeout", "1"],
-                 ["--request-schema", spec, "--rounds", "1"])  # fmt: skip
+    a = attach_to_kept([*CAMERA, "--op", "derive"], ["--request-schema", spec, "--rounds", "1"])
     (att,) = a.ops("attach", error)
     assert att["field"] == field and a.code == ERRORS[error], a
 
@@ -266,16 +286,10 @@ def test_r_schema_10_mismatch_at_attach_names_the_field(spec: str, error: str, f
 def test_r_ver_4_a_v2_peer_on_a_v1_segment_and_back() -> None:
     """R-VER-3, R-VER-4 through the peer: --protocol 2 on a v1 segment and --protocol 1 on a v2
     segment fail with VERSION_MISMATCH (exit 18) and say which API to use."""
-    _c, a = pair(
-        ["--rounds", "0", "--hold-ms", "300", "--timeout", "1"],
-        ["--protocol", "2", "--rounds", "1"],
-    )
+    a = attach_to_kept([], ["--protocol", "2", "--rounds", "1"])
     (att,) = a.ops("attach", "VERSION_MISMATCH")
     assert "Requester/Responder" in att["message"] and a.code == 18
-    _c, a = pair(
-        [*CAMERA, "--op", "derive", "--rounds", "0", "--hold-ms", "300", "--timeout", "1"],
-        ["--rounds", "1"],
-    )
+    a = attach_to_kept([*CAMERA, "--op", "derive"], ["--rounds", "1"])
     (att,) = a.ops("attach", "VERSION_MISMATCH")
     assert "MessageRequester/MessageResponder" in att["message"] and a.code == 18
 
