@@ -142,8 +142,8 @@ std::uint32_t take_v1(RoundEngine& c, nanoseconds timeout) {
 
 std::shared_ptr<RoundEngine> create_core(Actor role, std::string_view name, DType dtype,
                                          const Shape& shape, const Options& opt) {
-  check_options(opt);
-  Header h = Header::fresh(dtype, shape);
+  check_options(opt, /*capacity_allowed=*/true);
+  Header h = Header::fresh(dtype, shape, opt.capacity);
   h.magic = {};  // published last (R-SEG-6)
   return create_engine(
       role, name, h.segment_size, [&h](std::uint8_t* base) { encode_header(h, base); }, make_v1,

@@ -119,11 +119,17 @@ bool operator==(const Slot& a, const Slot& b) noexcept {
          a.incarnation == b.incarnation;
 }
 
-Header Header::fresh(DType dtype, const Shape& shape) {
+Header Header::fresh(DType dtype, const Shape& shape, std::optional<std::uint64_t> capacity) {
   Header h;
   h.declared = Descriptor::make(dtype, shape);
   h.message = h.declared;
-  h.capacity = h.declared.nbytes;
+  h.capacity = capacity.value_or(h.declared.nbytes);  // R-SEG-1: nbytes exactly unless stated
+  if (h.capacity < h.declared.nbytes) {
+    raise(ErrorCode::CAPACITY_EXCEEDED,
+          "a capacity of at least " + std::to_string(h.declared.nbytes) + " bytes (the declared " +
+              h.declared.shape_of().to_string() + " array)",
+          "capacity " + std::to_string(h.capacity), "state a larger capacity, or none");
+  }
   if (add_overflow(h.capacity, std::uint64_t{kHeaderSize}, &h.segment_size)) {
     raise(ErrorCode::CAPACITY_EXCEEDED, "a segment size below 2^64",
           std::to_string(h.capacity) + " payload bytes", "use a smaller array");

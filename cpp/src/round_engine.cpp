@@ -27,7 +27,7 @@ std::string seconds_text(nanoseconds t) {
 
 }  // namespace
 
-void check_options(const Options& opt) {
+void check_options(const Options& opt, bool capacity_allowed) {
   auto bad = [](const char* what, nanoseconds v) {
     raise(ErrorCode::INVALID_ARGUMENT, std::string(what) + " >= 0",
           std::to_string(v.count()) + " ns", std::string("pass a non-negative ") + what);
@@ -37,6 +37,11 @@ void check_options(const Options& opt) {
   if (opt.liveness_interval <= nanoseconds::zero()) {
     raise(ErrorCode::INVALID_ARGUMENT, "liveness_interval > 0",
           std::to_string(opt.liveness_interval.count()) + " ns", "pass a positive interval");
+  }
+  if (opt.capacity && !capacity_allowed) {
+    raise(ErrorCode::INVALID_ARGUMENT, "no capacity (only a v1 create states one, R-SEG-1)",
+          "capacity " + std::to_string(*opt.capacity),
+          "leave Options::capacity unset here; the creator sizes the segment");
   }
 }
 

@@ -33,7 +33,8 @@ class MessageFormat {
   virtual void before_error_reply() noexcept = 0;
 };
 
-void check_options(const Options& opt);
+// INVALID_ARGUMENT for a negative time or a capacity where it has no meaning (v1 create only).
+void check_options(const Options& opt, bool capacity_allowed = false);
 void check_timeout(std::chrono::nanoseconds t);
 
 // Deadline bookkeeping of one blocking operation (R-WAIT-1/2/4).

@@ -87,6 +87,12 @@ TEST(Channel, R_STATE_9_SendChecksArrayFirst) {
   req.send(a, {4});
   const float b[4] = {2, 2, 2, 2};
   EXPECT_CODE(req.send(b, {4}), ErrorCode::OUT_OF_TURN);  // R-STATE-7: second send
+  // 1.1 errata: the array checks come first, also while a request is pending.
+  const std::uint32_t pending_word = req.word();
+  EXPECT_CODE(req.send(d, {4}), ErrorCode::DTYPE_MISMATCH);
+  EXPECT_CODE(req.send(big, {5}), ErrorCode::SHAPE_MISMATCH);
+  EXPECT_EQ(req.word(), pending_word);
+  EXPECT_EQ(req.pending(), 1u);
   auto rsp = Responder::attach(n);
   EXPECT_EQ(rsp.take().data<float>()[0], 1.0f);  // payload untouched by the rejected send
 }
@@ -121,6 +127,11 @@ TEST(Channel, R_STATE_10_LateReplyConsumedBySend) {
   EXPECT_EQ(req.pending(), 1u);
   EXPECT_CODE(req.send(a, {4}), ErrorCode::OUT_OF_TURN);
   r.reply();
+  // R-STATE-9 (1.1 errata): a wrong array is rejected before the late reply is consumed.
+  const std::uint16_t wrong[4] = {};
+  EXPECT_CODE(req.send(wrong, {4}), ErrorCode::DTYPE_MISMATCH);
+  EXPECT_EQ(req.phase(), Phase::REPLIED);
+  EXPECT_EQ(req.pending(), 1u);
   EXPECT_NO_THROW(req.send(a, {4}));
   EXPECT_EQ(req.pending(), 2u);
   EXPECT_EQ(req.phase(), Phase::REQUESTED);

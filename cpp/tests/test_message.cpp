@@ -57,6 +57,17 @@ TEST(MessageSchema, R_SCHEMA_1_EmptySchemasRoundTrip) {
   EXPECT_EQ(v.seq(), seq);
 }
 
+// R-SEG-1 (1.1 errata) in v2: the capacity follows from the schemas, so a stated one is
+// INVALID_ARGUMENT at create, before any OS object.
+TEST(MessageSchema, R_SEG_1_V2CreateRejectsAStatedCapacity) {
+  UniqueName n("v2cap");
+  Options opt;
+  opt.capacity = 4096;
+  EXPECT_CODE(MessageRequester::create(n, Schema{}, Schema{}, opt), ErrorCode::INVALID_ARGUMENT);
+  opt.capacity.reset();
+  EXPECT_NO_THROW(MessageRequester::create(n, Schema{}, Schema{}, opt));  // the name was free
+}
+
 // R-SCHEMA-1: 16 fields per schema, 0-d fields (one element), and a variable extent whose
 // maximum is 0.
 TEST(MessageSchema, R_SCHEMA_1_SixteenScalarFieldsAndAZeroMaximum) {

@@ -63,6 +63,45 @@ TEST(Segment, R_SEG_2_CreatedWithMode0600AndSized) {
   EXPECT_EQ(h.word, 0u);  // R-STATE-1: a new segment starts IDLE, seq 0
 }
 
+// R-SEG-1 (1.1 errata): capacity is nbytes unless stated; a stated one sizes the segment; one below
+// the array is CAPACITY_EXCEEDED before any OS object; attach and v2 create reject a capacity.
+TEST(Segment, R_SEG_1_StatedCapacity) {
+  UniqueName n("cap");
+  Options big;
+  big.capacity = 4096;
+  {
+    auto req = Requester::create(n, DType::float32, {3, 4}, big);
+    EXPECT_EQ(req.capacity(), 4096u);
+    const Header h = read_header(n);
+    EXPECT_EQ(h.capacity, 4096u);
+    EXPECT_EQ(h.segment_size, 512u + 4096u);
+    struct stat st{};
+    ASSERT_TRUE(n.stat(st));
+    EXPECT_GE(static_cast<std::uint64_t>(st.st_size), 512u + 4096u);
+    EXPECT_CODE(Responder::attach(n, big), ErrorCode::INVALID_ARGUMENT);
+    auto rsp = Responder::attach(n, DType::float32, {3, 4});
+    const float a[12] = {1};
+    req.send(a, {3, 4});
+    rsp.take().reply();
+    float out[12] = {};
+    req.receive(out, {3, 4});
+    EXPECT_EQ(out[0], 1.0f);
+  }
+  Options small;
+  small.capacity = 47;
+  try {
+    Responder::create(n, DType::float32, {3, 4}, small);
+    FAIL() << "a capacity below the array was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::CAPACITY_EXCEEDED);
+    EXPECT_NE(std::string(e.what()).find("48"), std::string::npos) << e.what();
+  }
+  struct stat st{};
+  EXPECT_FALSE(n.stat(st));  // no OS object was created
+  small.capacity = 48;       // exactly nbytes is fine
+  EXPECT_EQ(Responder::create(n, DType::float32, {3, 4}, small).capacity(), 48u);
+}
+
 // R-SEG-4, R-ATTACH-1: a missing name is SEGMENT_NOT_FOUND once the attach deadline has passed;
 // timeout 0 checks once; the message says how long attach waited.
 TEST(Segment, R_SEG_4_AttachMissingIsSegmentNotFound) {

@@ -284,6 +284,7 @@ Args parse(int argc, char** argv) {
   a.protocol = protocol_flag.value_or(schema_flag ? 2 : 1);
   if (a.protocol == 1 && schema_flag) throw UsageError{"--protocol 1 takes no schema flag"};
   if (a.protocol == 1 && a.op == "derive") throw UsageError{"--op derive needs --protocol 2"};
+  if (a.capacity && *a.capacity < 0) throw UsageError{"--capacity takes a byte count >= 0"};
   if (a.protocol == 2) {
     if (a.dtype || a.shape || a.capacity || a.wrong_shape || a.wrong_dtype)
       throw UsageError{
@@ -800,6 +801,8 @@ class Peer {
     o.timeout = std::chrono::nanoseconds(static_cast<long long>(std::llround(a_.timeout * 1e9)));
     o.reclaim_stale = !a_.no_reclaim;
     o.keep_segment = a_.keep;
+    if (a_.create && a_.protocol == 1 && a_.capacity)  // R-SEG-1; attach ignores --capacity
+      o.capacity = static_cast<std::uint64_t>(*a_.capacity);
     return o;
   }
 

@@ -1091,6 +1091,8 @@ def protocol_flags(a: argparse.Namespace) -> None:
     refuses, and the SPECs parsed (usage errors)."""
     schemas = a.request_schema is not None or a.reply_schema is not None
     a.protocol = a.protocol or ("2" if schemas else "1")
+    if a.capacity is not None and a.capacity < 0:
+        raise UsageError("--capacity takes a byte count >= 0")
     if a.protocol == "1":
         if schemas:
             raise UsageError("--protocol 1 with a schema flag: schemas are protocol 2")

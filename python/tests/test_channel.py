@@ -180,9 +180,48 @@ def test_r_state_9_send_checks_before_writing(segname: str) -> None:
         with pytest.raises(sb.OutOfTurn):
             req.send(np.full(4, 9, np.float32))  # R-STATE-7
         assert bytes(raw[:]) == snapshot
+        # 1.1 errata: the array checks come first, also while a request is pending.
+        with pytest.raises(sb.DtypeMismatch):
+            req.send(np.zeros(4, np.float64))
+        with pytest.raises(sb.ShapeMismatch):
+            req.send(np.zeros(5, np.float32))
+        assert bytes(raw[:]) == snapshot and req.pending() == 1
         with rsp.take() as r:
             np.testing.assert_array_equal(r.array, [0, 1, 2, 3])
         raw.close()
+
+
+def test_r_state_9_wrong_array_does_not_consume_a_late_reply(segname: str) -> None:
+    """R-STATE-9 before R-STATE-10 (1.1 errata): a wrong array is rejected before send would
+    consume the late reply of a timed-out request: the reply stays REPLIED and pending."""
+    with sb.Requester.create(segname, "uint8", (4,)) as req, sb.Responder.attach(segname) as rsp:
+        req.send(np.arange(4, dtype=np.uint8))
+        r = rsp.take()
+        with pytest.raises(sb.Timeout):
+            req.receive(timeout=0)
+        r.reply()
+        with pytest.raises(sb.DtypeMismatch):
+            req.send(np.zeros(4, np.uint16))
+        assert req.phase() is sb.Phase.REPLIED and req.pending() == 1
+        req.send(np.arange(4, dtype=np.uint8))  # now R-STATE-10 consumes it and sends #2
+        assert req.phase() is sb.Phase.REQUESTED and req.pending() == 2
+
+
+def test_r_seg_1_stated_capacity(segname: str) -> None:
+    """R-SEG-1 (1.1 errata): capacity is nbytes unless stated; a stated one sizes the segment
+    and the header; one below the array is CAPACITY_EXCEEDED before any OS object."""
+    with sb.Requester.create(segname, np.float32, (3, 4), capacity=4096) as req:
+        assert req.capacity == 4096
+        assert os.stat(shm_path(segname)).st_size == HEADER_SIZE + 4096
+        with sb.Responder.attach(segname, np.float32, (3, 4)) as rsp:
+            req.send(np.ones((3, 4), np.float32))
+            rsp.take().reply()
+            np.testing.assert_array_equal(req.receive_copy(), np.ones((3, 4), np.float32))
+    with pytest.raises(sb.CapacityExceeded, match="48"):
+        sb.Responder.create(segname, np.float32, (3, 4), capacity=47)
+    assert not shm_path(segname).exists()
+    with sb.Responder.create(segname, np.float32, (3, 4), capacity=48) as rsp:
+        assert rsp.capacity == 48
 
 
 def test_r_state_3_reply_code_is_responder_only(segname: str) -> None:

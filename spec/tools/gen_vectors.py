@@ -527,7 +527,7 @@ class Model:
         if ph is None or sq != s["held"]:
             return "PROTOCOL_VIOLATION"                          # R-STATE-8
         if ph != "TAKEN":
-            raise Ambiguous("reply: same seq, other phase")
+            return "OUT_OF_TURN"                                 # §5 (1.1 errata): reclaimed
         self.word = mkword("REPLIED", sq)                         # T3
         self.reply_code = code
         s["held"] = None
@@ -760,6 +760,14 @@ SEQUENCES = [
      "reports PROTOCOL_VIOLATION (seq moved backwards while it owned the payload)",
      [R("send", value=1), P("take"), POKE(0x0), P("reply", "PROTOCOL_VIOLATION"), POKE(0x14),
       P("reply"), R("receive")]),
+    ("S-REPLY-OWN-RECLAIMED", ["R-STATE-7", "R-STATE-8", "R-LIVE-3"],
+     "the responder holds seq 1 when the word leaves TAKEN keeping seq 1 (IDLE, as a requester's "
+     "reclaim T7 leaves it, then REQUESTED and REPLIED): reply is OUT_OF_TURN each time and "
+     "changes nothing, take is OUT_OF_TURN (the responder still holds seq 1); once TAKEN seq 1 "
+     "is restored its reply completes the round",
+     [R("send", value=1), P("take"), POKE(0x10), P("reply", "OUT_OF_TURN"), POKE(0x11),
+      P("reply", "OUT_OF_TURN"), POKE(0x12), P("reply", "OUT_OF_TURN"), P("take", "OUT_OF_TURN"),
+      POKE(0x14), P("reply"), R("receive")]),
     ("S-ROGUE-SEQ-JUMP-IDLE", ["R-STATE-8"],
      "after a round (IDLE seq 1, owned by the requester) a rogue stores IDLE seq 7: send "
      "reports PROTOCOL_VIOLATION",

@@ -30,6 +30,10 @@ struct Options {
   bool reclaim_stale = true;
   // The creator does not unlink the segment on close (R-SEG-3).
   bool keep_segment = false;
+  // v1 create only: the payload capacity in bytes (R-SEG-1); unset = the declared array's
+  // nbytes. Below nbytes is CAPACITY_EXCEEDED; attach and the v2 API reject it (INVALID_ARGUMENT:
+  // the creator alone sizes the segment, and a v2 capacity follows from the schemas).
+  std::optional<std::uint64_t> capacity;
 };
 
 // A contiguous typed range (C++17 has no std::span).

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -148,7 +149,8 @@ struct Header : FixedHeader {
   Descriptor message;
 
   // The header of a fresh segment for dtype/shape, capacity = nbytes (message = declared).
-  static Header fresh(DType dtype, const Shape& shape);
+  static Header fresh(DType dtype, const Shape& shape,
+                      std::optional<std::uint64_t> capacity = std::nullopt);
   friend bool operator==(const Header& a, const Header& b) noexcept;
 };
 
