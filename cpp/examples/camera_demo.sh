@@ -19,6 +19,6 @@ launch() {  # PROGRAM ARGS...
 launch "$2" --name "$name" --quiet --timeout 10 &
 responder=$!
 status=0
-launch "$1" --name "$name" --rounds "${3:-50}" --quiet --every "${4:-25}" || status=$?
+launch "$1" --name "$name" --rounds "${3:-50}" --quiet --every "${4:-25}" --timeout 20 || status=$?  # the responder may start slowly
 wait "$responder" || status=$((status ? status : $?))
 exit "$status"

@@ -234,7 +234,7 @@ def test_r_field_9_corrupt_a_message_table(
     else:  # the requester waits before T4 until the responder corrupted its reply
         c, a = pair([*CAMERA, "--rounds", "0", "--op", "derive", *corrupt],
                     ["--rounds", "2", "--op", "derive", "--protocol", "2",
-                     "--delay-before", "T4:300"])  # fmt: skip
+                     "--delay-before", "T4:1000"])  # fmt: skip
     req, rsp = requester_of(c, a)
     if on == "requester":
         (bad,) = rsp.ops("take", error)

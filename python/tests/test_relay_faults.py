@@ -60,7 +60,7 @@ def test_r_relay_14_far_relay_restarts_in_flight_request_not_rerun(tmp_path: Pat
         near = pair.start_near("--create")
         pair.wait_up()
         rsp = attached(pair.peer("py", "responder", "--attach", "--rounds", "0",
-                                 "--delay-before", "T3:600@1"))  # fmt: skip
+                                 "--delay-before", "T3:1500@1"))  # fmt: skip
         req = pair.peer("py", "requester", "--attach", "--rounds", "1", "--timeout", "10")
         rsp.wait_event(lambda e: e.get("op") == "take" and e.get("result") == "ok", 15, "taken")
         far.kill(signal.SIGKILL)
@@ -118,7 +118,7 @@ def test_r_relay_13_near_relay_killed_mid_round(tmp_path: Path) -> None:
         near = pair.start_near("--create", "--dtype", "float32", "--shape", "16")
         pair.wait_up()
         rsp = attached(pair.peer("py", "responder", "--attach", "--rounds", "0",
-                                 "--delay-before", "T3:800@1"))  # fmt: skip
+                                 "--delay-before", "T3:1500@1"))  # fmt: skip
         req = pair.peer("py", "requester", "--attach", "--rounds", "1", "--timeout", "10")
         rsp.wait_event(lambda e: e.get("op") == "take" and e.get("result") == "ok", 15, "taken")
         near.kill(signal.SIGKILL)
