@@ -6,7 +6,6 @@ grammar's usage errors. (The conformance cases proper live in conformance/.)"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import unique_name
+from conftest import _cleanup, unique_name
 from test_processes import child_env
 
 from shmbridge.peer import parse_spec
@@ -97,10 +96,7 @@ def attach_to_kept(creator: list[str], attacher: list[str]) -> Run:
         return Run(["--role", "responder", "--name", name, "--attach", "--timeout", "5",
                     *attacher]).wait()  # fmt: skip
     finally:
-        import _posixshmem  # POSIX only, as /dev/shm above
-
-        with contextlib.suppress(FileNotFoundError):
-            _posixshmem.shm_unlink(f"/{name}")
+        _cleanup(name)
 
 
 def requester_of(c: Run, a: Run) -> tuple[Run, Run]:
